@@ -1,0 +1,6 @@
+"""Shared pytest configuration: the sandbox fixtures live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.kube",
+    "tests.fixtures.cloud",
+]
