@@ -1,0 +1,517 @@
+"""Resource models of ``lifeboat.dev/v1alpha1``: the single source of truth.
+
+The CRDs under ``manifests/crds`` are generated from these models (``make manifests``),
+and a test fails when the committed CRDs differ from what the models generate. Field
+descriptions become ``kubectl explain`` text and the CRD reference.
+
+Cross-field rules live in :mod:`controller.api.rules` form: CEL for the API server and the
+same predicate for Python, sharing one message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from controller.api.rules import Rule, enforce, schema_extra, unique
+
+GROUP = "lifeboat.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+CLOUD_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+DNS_NAME = (
+    r"^(\*\.)?([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.?$"
+)
+HTTP_URL = r"^https?://[^\s]+$"
+
+SiteName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
+CloudName = Annotated[str, Field(min_length=1, max_length=63, pattern=CLOUD_NAME)]
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, immutable in Python, unknown fields ignored.
+
+    The API server prunes unknown fields, so ignoring them here only matters for documents
+    parsed offline; immutability lets the decision core share models safely.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _enforce_rules(self) -> Model:
+        enforce(type(self).rules, self)
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict as the API server stores it (camelCase, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_merge_patch(self) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) that makes the stored object equal to this one.
+
+        Unset fields of objects become ``null`` (which deletes them); lists are replaced
+        whole, so their items carry no nulls.
+        """
+        return _patch_value(self.model_dump(mode="json", by_alias=True))  # type: ignore[no-any-return]
+
+
+def _patch_value(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _patch_value(v, in_list) for k, v in value.items() if not (in_list and v is None)
+        }
+    if isinstance(value, list):
+        return [_patch_value(v, in_list=True) for v in value]
+    return value
+
+
+def _with_rules(*rules: Rule) -> tuple[tuple[Rule, ...], ConfigDict]:
+    """Rules for a model plus the ``model_config`` that publishes them as CEL."""
+    return rules, ConfigDict(json_schema_extra=schema_extra(rules))
+
+
+# --------------------------------------------------------------------------- CloudProvider
+
+
+class SecretReference(Model):
+    """A Secret in the controller's own namespace (the namespace Lifeboat runs in)."""
+
+    name: ObjectName = Field(description="Name of the Secret holding the credentials.")
+
+
+class Credentials(Model):
+    """Where the provider's credentials come from."""
+
+    source: Literal["Secret", "Environment"] = Field(
+        default="Secret",
+        description=(
+            "Secret: keys of the Secret named by secretRef (AWS: aws_access_key_id, "
+            "aws_secret_access_key, optional aws_session_token). Environment: the SDK's "
+            "standard chain in the controller's pod (AWS: web identity / IRSA, instance role)."
+        ),
+    )
+    secret_ref: SecretReference | None = Field(
+        default=None,
+        description="The Secret to read when source is Secret. It must live in the "
+        "controller's namespace.",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.source != 'Secret' || has(self.secretRef)",
+            message="credentials.secretRef is required when credentials.source is Secret",
+            check=lambda c: c.source != "Secret" or c.secret_ref is not None,
+        ),
+    )
+
+
+class EndpointOverride(Model):
+    """Send one service's (or one region's) calls to a different endpoint URL."""
+
+    service: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9-]+$",
+        description="SDK service name (for AWS: ec2, route53, sts, s3, ...). Empty: every service.",
+    )
+    region: CloudName | None = Field(default=None, description="Region; empty: every region.")
+    url: str = Field(max_length=2048, pattern=HTTP_URL, description="Endpoint URL to use.")
+
+
+class TLSSettings(Model):
+    """TLS verification of the provider's endpoints."""
+
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="Disable certificate verification. Only for private test clouds.",
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="PEM bundle of extra CA certificates to trust.",
+    )
+
+
+class CloudProviderSpec(Model):
+    """One cloud account or project and how to reach it."""
+
+    type: Literal["aws"] = Field(
+        description="Cloud type. aws: AWS or an EC2/Route 53-compatible endpoint.",
+    )
+    regions: tuple[CloudName, ...] = Field(
+        min_length=1,
+        max_length=32,
+        description="Regions of this provider that apps may use.",
+    )
+    credentials: Credentials = Field(description="Where credentials come from.")
+    endpoint_overrides: tuple[EndpointOverride, ...] = Field(
+        default=(),
+        max_length=64,
+        description=(
+            "Endpoint URLs to use instead of the public ones. The most specific entry "
+            "wins: service and region, then region, then service."
+        ),
+    )
+    tls: TLSSettings = Field(default=TLSSettings(), description="TLS verification.")
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.regions.all(r, self.regions.exists_one(q, q == r))",
+            message="regions must be unique",
+            check=lambda s: unique(s.regions),
+        ),
+    )
+
+
+class Condition(Model):
+    """Shaped like metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+    last_transition_time: Timestamp = Field(description="When status last changed.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase machine-readable reason.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+
+
+Conditions = Annotated[
+    tuple[Condition, ...],
+    Field(
+        default=(),
+        max_length=16,
+        description="Kubernetes-style conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class ProviderStatus(Model):
+    """Observed state of a CloudProvider."""
+
+    observed_generation: int | None = Field(default=None, description="Last generation seen.")
+    account: str | None = Field(
+        default=None, description="Account or project the credentials belong to."
+    )
+    last_checked_time: Timestamp | None = Field(
+        default=None, description="When the credentials were last verified."
+    )
+    conditions: Conditions
+
+
+# --------------------------------------------------------------------------- ResilientApp
+
+
+class ZoneEndpoint(Model):
+    """An HTTP endpoint of the app inside one zone, probed for data-plane health."""
+
+    zone: CloudName = Field(description="Zone this endpoint runs in; one of the site's zones.")
+    url: str = Field(
+        max_length=2048,
+        pattern=HTTP_URL,
+        description="URL probed with HTTP GET; any 2xx or 3xx answer counts as healthy.",
+    )
+
+
+class Site(Model):
+    """One placement of the app: a provider region and its zones."""
+
+    name: SiteName = Field(description="Unique site name (a DNS label).")
+    provider: ObjectName = Field(description="Name of the CloudProvider hosting this site.")
+    region: CloudName = Field(description="Region of the provider.")
+    role: Literal["primary", "standby"] = Field(
+        default="standby",
+        description="primary takes traffic and writes at first; standby is warm capacity "
+        "kept ready. Exactly one site is primary.",
+    )
+    priority: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Failover preference among standbys: lower is tried first, then spec order.",
+    )
+    zones: tuple[CloudName, ...] = Field(
+        max_length=16, description="Availability zones of the site (at least one)."
+    )
+    endpoints: tuple[ZoneEndpoint, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Zonal endpoints probed for data-plane health. A zone is healthy when "
+        "any of its endpoints answers.",
+    )
+    traffic_targets: tuple[Annotated[str, Field(max_length=253)], ...] = Field(
+        min_length=1,
+        max_length=16,
+        description="Values of this site's DNS record: IP addresses for A/AAAA records, "
+        "one host name for CNAME.",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.zones.size() > 0",
+            message="a site must list at least one zone",
+            check=lambda s: len(s.zones) > 0,
+            field_path=".zones",
+        ),
+        Rule(
+            cel="self.zones.all(z, self.zones.exists_one(y, y == z))",
+            message="zone names must be unique within a site",
+            check=lambda s: unique(s.zones),
+            field_path=".zones",
+        ),
+        Rule(
+            cel="self.endpoints.all(e, e.zone in self.zones)",
+            message="every endpoint must name one of the site's zones",
+            check=lambda s: all(e.zone in s.zones for e in s.endpoints),
+            field_path=".endpoints",
+        ),
+    )
+
+
+class HealthPolicy(Model):
+    """How zones are probed and when a zone counts as down or healthy again."""
+
+    interval_seconds: int = Field(
+        default=10, ge=1, le=3600, description="Time between probe rounds."
+    )
+    timeout_seconds: float = Field(
+        default=2.0, ge=0.1, le=60, description="Timeout of one probe request."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failed rounds before a zone is Down."
+    )
+    success_threshold: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Consecutive good rounds before a Down zone is Healthy again.",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.timeoutSeconds <= double(self.intervalSeconds)",
+            message="health.timeoutSeconds must not exceed health.intervalSeconds",
+            check=lambda h: h.timeout_seconds <= h.interval_seconds,
+        ),
+    )
+
+
+class FailoverPolicy(Model):
+    """When and how Lifeboat acts."""
+
+    mode: Literal["Automatic", "Observe"] = Field(
+        default="Automatic",
+        description="Automatic: act on decisions. Observe: shadow mode, decide and record "
+        "what would be done, never act.",
+    )
+
+
+class TrafficPolicy(Model):
+    """The DNS record that sends users to the active site."""
+
+    provider: ObjectName = Field(description="CloudProvider whose DNS service hosts the record.")
+    hosted_zone_id: str | None = Field(
+        default=None, max_length=64, description="Hosted zone ID; or give hostedZoneName."
+    )
+    hosted_zone_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_NAME, description="Hosted zone name."
+    )
+    record_name: str = Field(
+        max_length=253, pattern=DNS_NAME, description="Fully qualified record name."
+    )
+    record_type: Literal["A", "AAAA", "CNAME"] = Field(default="A", description="Record type.")
+    ttl: int = Field(default=60, ge=0, le=86400, description="Record TTL in seconds.")
+    routing: Literal["Weighted"] = Field(
+        default="Weighted",
+        description="Weighted: one record set per site, weight 100 for the active site "
+        "and 0 for the others, changed in one atomic change batch.",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="has(self.hostedZoneId) || has(self.hostedZoneName)",
+            message="traffic needs hostedZoneId or hostedZoneName",
+            check=lambda t: t.hosted_zone_id is not None or t.hosted_zone_name is not None,
+        ),
+    )
+
+
+class ResilientAppSpec(Model):
+    """An application spread over sites, and how Lifeboat keeps it available."""
+
+    sites: tuple[Site, ...] = Field(min_length=1, max_length=16, description="Where the app runs.")
+    health: HealthPolicy = Field(default=HealthPolicy(), description="Data-plane health checks.")
+    failover: FailoverPolicy = Field(default=FailoverPolicy(), description="Failover behaviour.")
+    traffic: TrafficPolicy = Field(description="How traffic reaches the active site.")
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.sites.filter(s, s.role == 'primary').size() == 1",
+            message="exactly one site must have role primary",
+            check=lambda a: sum(1 for s in a.sites if s.role == "primary") == 1,
+            field_path=".sites",
+        ),
+        Rule(
+            cel="self.sites.all(s, self.sites.exists_one(t, t.name == s.name))",
+            message="site names must be unique",
+            check=lambda a: unique([s.name for s in a.sites]),
+            field_path=".sites",
+        ),
+        Rule(
+            cel="self.traffic.recordType != 'CNAME' || "
+            "self.sites.all(s, s.trafficTargets.size() == 1)",
+            message="a CNAME record takes exactly one traffic target per site",
+            check=lambda a: (
+                a.traffic.record_type != "CNAME"
+                or all(len(s.traffic_targets) == 1 for s in a.sites)
+            ),
+            field_path=".sites",
+        ),
+    )
+
+    def site(self, name: str) -> Site | None:
+        """The site called ``name``, if declared."""
+        return next((s for s in self.sites if s.name == name), None)
+
+    @property
+    def primary(self) -> Site:
+        """The declared primary site (the rules guarantee exactly one)."""
+        return next(s for s in self.sites if s.role == "primary")
+
+
+ZoneState = Literal["Unknown", "Healthy", "Suspect", "Down", "Recovering"]
+SiteState = Literal["Unknown", "Healthy", "Degraded", "Down"]
+AppPhase = Literal["Pending", "Healthy", "Degraded", "FailingOver", "Down", "Invalid"]
+
+
+class ZoneStatus(Model):
+    """Data-plane health of one zone."""
+
+    site: str = Field(max_length=63, description="Site of the zone.")
+    zone: str = Field(max_length=63, description="Zone name.")
+    state: ZoneState = Field(description="Unknown, Healthy, Suspect, Down or Recovering.")
+    consecutive_failures: int = Field(default=0, ge=0, description="Failed rounds in a row.")
+    consecutive_successes: int = Field(default=0, ge=0, description="Good rounds in a row.")
+    since: Timestamp | None = Field(default=None, description="When the zone entered its state.")
+    failing_since: Timestamp | None = Field(
+        default=None, description="First failed probe of the current failure streak."
+    )
+    last_probe_time: Timestamp | None = Field(default=None, description="Last probe round.")
+    latency_ms: float | None = Field(default=None, ge=0, description="Last probe latency.")
+    message: str = Field(default="", max_length=1024, description="Last probe outcome.")
+
+
+class SiteStatus(Model):
+    """Summary of one site."""
+
+    name: str = Field(max_length=63, description="Site name.")
+    active: bool = Field(description="Whether this site takes traffic.")
+    state: SiteState = Field(description="Unknown, Healthy, Degraded or Down.")
+    healthy_zones: int = Field(ge=0, description="Zones in state Healthy.")
+    total_zones: int = Field(ge=0, description="Zones declared.")
+
+
+class FailoverRecord(Model):
+    """What happened at a failover."""
+
+    epoch: int = Field(ge=1, description="Epoch the failover raised the app to.")
+    from_site: str = Field(max_length=63, description="Site traffic moved away from.")
+    to_site: str = Field(max_length=63, description="Site traffic moved to.")
+    reason: str = Field(max_length=1024, description="Why.")
+    outage_start_time: Timestamp | None = Field(
+        default=None, description="First failed probe of the outage that caused it."
+    )
+    decided_time: Timestamp = Field(description="When the failover was decided.")
+    completed_time: Timestamp | None = Field(
+        default=None, description="When traffic was confirmed moved (the DNS change in sync)."
+    )
+    detection_seconds: float | None = Field(
+        default=None, ge=0, description="From outage start to decision."
+    )
+    rto_seconds: float | None = Field(
+        default=None, ge=0, description="From outage start to traffic moved (measured RTO)."
+    )
+
+
+class TrafficStatus(Model):
+    """What the DNS record says, as last applied by Lifeboat."""
+
+    active_site: str | None = Field(default=None, max_length=63, description="Weighted 100.")
+    epoch: int = Field(default=0, ge=0, description="Epoch last applied to DNS.")
+    applied_time: Timestamp | None = Field(default=None, description="When it was applied.")
+    change_id: str | None = Field(default=None, max_length=256, description="DNS change ID.")
+
+
+class Fact(Model):
+    """One observation or threshold a decision rested on."""
+
+    name: str = Field(max_length=128, description="What.")
+    value: str = Field(max_length=1024, description="Its value.")
+
+
+class DecisionRecord(Model):
+    """The latest decision and its explanation (the trace)."""
+
+    time: Timestamp = Field(description="When the decision was first taken.")
+    rule: str = Field(max_length=64, description="Rule that decided, e.g. all-zones-down.")
+    summary: str = Field(max_length=1024, description="The decision in one sentence.")
+    facts: tuple[Fact, ...] = Field(
+        default=(), max_length=64, description="Observations and thresholds behind it."
+    )
+
+
+class ResilientAppStatus(Model):
+    """Observed state of a ResilientApp."""
+
+    observed_generation: int | None = Field(default=None, description="Last generation seen.")
+    phase: AppPhase | None = Field(default=None, description="Overall state of the app.")
+    active_site: str | None = Field(
+        default=None, max_length=63, description="Site that takes traffic."
+    )
+    epoch: int | None = Field(
+        default=None, ge=1, description="Fencing epoch; rises at every failover."
+    )
+    healthy_zones: str | None = Field(
+        default=None, max_length=16, description="Healthy zones over all zones, e.g. 5/6."
+    )
+    zones: tuple[ZoneStatus, ...] = Field(
+        default=(),
+        max_length=256,
+        description="Per-zone data-plane health.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["site", "zone"],
+        },
+    )
+    sites: tuple[SiteStatus, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Per-site summary.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    traffic: TrafficStatus | None = Field(default=None, description="DNS as last applied.")
+    last_failover: FailoverRecord | None = Field(default=None, description="Latest failover.")
+    last_decision: DecisionRecord | None = Field(
+        default=None, description="Latest decision and why it was taken."
+    )
+    conditions: Conditions

@@ -1,0 +1,157 @@
+"""Valid resources to start tests from, and the invalid variants every layer must refuse."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+
+
+def app_spec(**overrides: Any) -> dict[str, Any]:
+    """A valid ResilientApp spec (wire form): two AWS sites, three and two zones."""
+    spec: dict[str, Any] = {
+        "sites": [
+            {
+                "name": "use1",
+                "provider": "aws-sandbox",
+                "region": "us-east-1",
+                "role": "primary",
+                "zones": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "endpoints": [
+                    {"zone": z, "url": f"http://127.0.1.{i + 1}:8080/healthz"}
+                    for i, z in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"])
+                ],
+                "trafficTargets": ["192.0.2.10"],
+            },
+            {
+                "name": "usw2",
+                "provider": "aws-sandbox",
+                "region": "us-west-2",
+                "zones": ["us-west-2a", "us-west-2b"],
+                "endpoints": [
+                    {"zone": z, "url": f"http://127.0.2.{i + 1}:8080/healthz"}
+                    for i, z in enumerate(["us-west-2a", "us-west-2b"])
+                ],
+                "trafficTargets": ["198.51.100.20"],
+            },
+        ],
+        "health": {"intervalSeconds": 1, "timeoutSeconds": 0.5, "failureThreshold": 3},
+        "traffic": {
+            "provider": "aws-sandbox",
+            "hostedZoneName": "example.test.",
+            "recordName": "web.example.test.",
+        },
+    }
+    spec.update(overrides)
+    return spec
+
+
+def app(name: str = "web", namespace: str = "shop", **overrides: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lifeboat.dev/v1alpha1",
+        "kind": "ResilientApp",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": app_spec(**overrides),
+    }
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A broken variant of :func:`app_spec` and the words the refusal must contain."""
+
+    name: str
+    mutate: Callable[[dict[str, Any]], None]
+    message: str
+
+    def spec(self) -> dict[str, Any]:
+        spec = copy.deepcopy(app_spec())
+        self.mutate(spec)
+        return spec
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        if last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        del node[last]
+
+    return mutate
+
+
+def _cname_with_two_targets(spec: dict[str, Any]) -> None:
+    spec["traffic"]["recordType"] = "CNAME"
+    spec["sites"][0]["trafficTargets"] = ["a.example.", "b.example."]
+
+
+def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
+    """A botocore ClientError as the SDK raises it for an AWS error answer."""
+    response: Any = {
+        "Error": {"Code": code, "Message": "test"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return botocore.exceptions.ClientError(response, "Operation")
+
+
+INVALID_APPS: tuple[Invalid, ...] = (
+    Invalid(
+        "two primaries", _set("sites.1.role", "primary"), "exactly one site must have role primary"
+    ),
+    Invalid(
+        "no primary", _set("sites.0.role", "standby"), "exactly one site must have role primary"
+    ),
+    Invalid("duplicate site", _set("sites.1.name", "use1"), "site names must be unique"),
+    Invalid("site without zones", _set("sites.1.zones", []), "a site must list at least one zone"),
+    Invalid(
+        "duplicate zone",
+        _set("sites.1.zones", ["us-west-2a", "us-west-2a"]),
+        "zone names must be unique within a site",
+    ),
+    Invalid(
+        "endpoint in undeclared zone",
+        _set("sites.1.endpoints.0.zone", "us-west-2z"),
+        "every endpoint must name one of the site's zones",
+    ),
+    Invalid(
+        "timeout longer than interval",
+        _set("health", {"intervalSeconds": 1, "timeoutSeconds": 5}),
+        "health.timeoutSeconds must not exceed health.intervalSeconds",
+    ),
+    Invalid(
+        "no hosted zone",
+        _delete("traffic.hostedZoneName"),
+        "traffic needs hostedZoneId or hostedZoneName",
+    ),
+    Invalid(
+        "CNAME with two targets",
+        _cname_with_two_targets,
+        "a CNAME record takes exactly one traffic target per site",
+    ),
+)
+
+# Refused by the schema itself (types, enums, patterns), not by a cross-field rule.
+INVALID_BY_SCHEMA: tuple[Invalid, ...] = (
+    Invalid("zones is not a list", _set("sites.0.zones", "us-east-1a"), "zones"),
+    Invalid("unknown role", _set("sites.0.role", "leader"), "role"),
+    Invalid(
+        "interval is a string", _set("health", {"intervalSeconds": "often"}), "intervalSeconds"
+    ),
+)
