@@ -1,0 +1,129 @@
+"""Classify the outcome of every cloud API call.
+
+API-plane health is judged from these outcomes, and the retry policy retries only the
+transient ones. The tables are data so that they can be read, reviewed and extended in one
+place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import botocore.exceptions
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    AUTH_ERROR = "auth_error"
+    CAPACITY_ERROR = "capacity_error"
+    CLIENT_ERROR = "client_error"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: the same call may well succeed a moment later."""
+        return self in _TRANSIENT
+
+
+_TRANSIENT = frozenset(
+    {Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.UNREACHABLE}
+)
+
+AWS_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "EC2ThrottledException",
+        "BandwidthLimitExceeded",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "ProvisionedThroughputExceededException",
+    }
+)
+AWS_CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientCapacityException",
+        "ResourceLimitExceeded",
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+    }
+)
+AWS_AUTH_CODES = frozenset(
+    {
+        "AuthFailure",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
+AWS_SERVER_CODES = frozenset(
+    {"InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "Unavailable"}
+)
+
+
+@dataclass(frozen=True)
+class Classified:
+    outcome: Outcome
+    code: str
+    """The provider's own error code (or exception name); empty on success."""
+
+
+def classify(error: BaseException | None) -> Classified:
+    """The outcome of a call that raised ``error`` (``None``: it succeeded)."""
+    if error is None:
+        return Classified(Outcome.OK, "")
+    if isinstance(error, botocore.exceptions.ClientError):
+        return _classify_client_error(error)
+    if isinstance(error, botocore.exceptions.ConnectTimeoutError | TimeoutError):
+        return Classified(Outcome.TIMEOUT, type(error).__name__)
+    if isinstance(error, botocore.exceptions.ReadTimeoutError):
+        return Classified(Outcome.TIMEOUT, type(error).__name__)
+    if isinstance(
+        error,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectionClosedError
+        | ConnectionError,
+    ):
+        return Classified(Outcome.UNREACHABLE, type(error).__name__)
+    if isinstance(
+        error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
+    ):
+        return Classified(Outcome.AUTH_ERROR, type(error).__name__)
+    if isinstance(error, botocore.exceptions.HTTPClientError):
+        return Classified(Outcome.UNREACHABLE, type(error).__name__)
+    return Classified(Outcome.CLIENT_ERROR, type(error).__name__)
+
+
+def _classify_client_error(error: botocore.exceptions.ClientError) -> Classified:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in AWS_THROTTLING_CODES or status == 429:
+        return Classified(Outcome.THROTTLED, code or str(status))
+    if code in AWS_CAPACITY_CODES:
+        return Classified(Outcome.CAPACITY_ERROR, code)
+    if code in AWS_AUTH_CODES or status in (401, 403):
+        return Classified(Outcome.AUTH_ERROR, code or str(status))
+    if code in AWS_SERVER_CODES or status >= 500:
+        return Classified(Outcome.SERVER_ERROR, code or str(status))
+    return Classified(Outcome.CLIENT_ERROR, code or str(status))
