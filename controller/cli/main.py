@@ -1,0 +1,169 @@
+"""The ``lifeboat`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from controller import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # The SDKs are chatty at INFO and can echo request details; keep them at WARNING.
+    for noisy in ("botocore", "boto3", "urllib3", "kubernetes", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="lifeboat",
+        description="Keeps an application available through zone, region and cloud "
+        "API-plane outages.",
+    )
+    top.add_argument("--version", action="version", version=f"lifeboat {__version__}")
+    top.add_argument("--log-level", default=os.environ.get("LIFEBOAT_LOG_LEVEL", "info"))
+    top.add_argument("--log-format", choices=("text", "json"), default="text")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the operator against the current cluster")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)")
+    run.add_argument("--context", help="kubeconfig context")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="serve ResilientApps in this namespace (repeatable; default: all namespaces)",
+    )
+    run.add_argument(
+        "--controller-namespace",
+        default=os.environ.get("LIFEBOAT_CONTROLLER_NAMESPACE", "lifeboat-system"),
+        help="namespace of Lifeboat itself, where credentials Secrets live",
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="'' disables metrics")  # noqa: S104
+    run.add_argument("--metrics-port", type=int, default=8080)
+    run.add_argument(
+        "--health-endpoint",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL to serve ('' disables)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="start the local sandbox and show a region failover end to end",
+    )
+    demo.add_argument("--verbose", action="store_true", help="also show the operator's logs")
+
+    sandbox = commands.add_parser("sandbox", help="the local sandbox").add_subparsers(
+        dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True
+    )
+    sandbox.add_parser("assets", help="build or locate kube-apiserver, etcd and kubectl")
+    sandbox.add_parser("up", help="start the sandbox and keep it running until Ctrl-C")
+
+    dev = commands.add_parser("dev", help="developer tasks").add_subparsers(
+        dest="dev_command", metavar="DEV_COMMAND", required=True
+    )
+    gen = dev.add_parser("generate-manifests", help="regenerate CRDs, bundle and chart files")
+    gen.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if args.command is None:
+        parser().print_help()
+        return EXIT_USAGE
+    if args.command == "run":
+        return _run(args)
+    if args.command == "demo":
+        from controller.sandbox.demo import run_demo
+
+        return run_demo(verbose=args.verbose)
+    if args.command == "sandbox":
+        return _sandbox(args)
+    if args.command == "dev":
+        return _dev(args)
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.operator.kubeconfig import KubeConfigError
+    from controller.operator.runner import OperatorConfig, run
+
+    config = OperatorConfig(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespaces=tuple(args.namespace),
+        controller_namespace=args.controller_namespace,
+        metrics_address=args.metrics_address or None,
+        metrics_port=args.metrics_port,
+        liveness_endpoint=args.health_endpoint or None,
+    )
+    try:
+        run(config)
+    except KubeConfigError as error:
+        print(f"lifeboat: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from controller.sandbox import assets
+
+    if args.sandbox_command == "assets":
+        try:
+            found = assets.ensure_assets(log=lambda line: print(line, file=sys.stderr))
+        except assets.AssetsError as error:
+            print(f"lifeboat: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        print(found.kube_apiserver.parent)
+        return EXIT_OK
+    from controller.sandbox.demo import run_sandbox
+
+    return run_sandbox()
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from controller.cli import generate
+
+    root = generate.repo_root()
+    if args.check:
+        stale = generate.stale(root)
+        for path in stale:
+            print(f"stale: {path.relative_to(root)} (run `make manifests`)", file=sys.stderr)
+        return EXIT_FAILED if stale else EXIT_OK
+    for path in generate.write(root):
+        print(f"wrote {path.relative_to(root)}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

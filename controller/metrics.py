@@ -1,0 +1,136 @@
+"""Every Prometheus metric Lifeboat exports, declared in one place.
+
+Names, units and labels are a public contract (dashboards and alert rules depend on them):
+add, never rename. Labels carry names of apps, sites, zones, providers and regions only:
+never credentials or anything read from a Secret.
+
+Metrics live in their own registry so that several operators in one process (tests) and
+the default process collectors do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from controller import __version__
+from controller.core.health import ZoneState
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BUILD_INFO = Info("lifeboat_build", "Lifeboat build information.", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__})
+
+ZONE_STATE = Gauge(
+    "lifeboat_zone_state",
+    "1 for the zone's current data-plane state, 0 for the others.",
+    ["namespace", "app", "site", "zone", "state"],
+    registry=REGISTRY,
+)
+ZONE_HEALTHY = Gauge(
+    "lifeboat_zone_healthy",
+    "1 when the zone is Healthy, else 0.",
+    ["namespace", "app", "site", "zone"],
+    registry=REGISTRY,
+)
+PROBE_DURATION = Histogram(
+    "lifeboat_probe_duration_seconds",
+    "Latency of data-plane probes, by outcome.",
+    ["namespace", "app", "site", "zone", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+APP_EPOCH = Gauge(
+    "lifeboat_app_epoch", "Fencing epoch of the app.", ["namespace", "app"], registry=REGISTRY
+)
+ACTIVE_SITE = Gauge(
+    "lifeboat_app_active_site",
+    "1 for the site that takes the app's traffic, 0 for the others.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "lifeboat_failovers_total",
+    "Failovers decided, by origin and destination site.",
+    ["namespace", "app", "from_site", "to_site"],
+    registry=REGISTRY,
+)
+LAST_FAILOVER_DETECTION = Gauge(
+    "lifeboat_last_failover_detection_seconds",
+    "Time from outage start to the failover decision, for the latest failover.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+LAST_FAILOVER_RTO = Gauge(
+    "lifeboat_last_failover_rto_seconds",
+    "Time from outage start to traffic moved (measured RTO), for the latest failover.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+TRAFFIC_SHIFT_ERRORS = Counter(
+    "lifeboat_traffic_shift_errors_total",
+    "Traffic shifts that failed and will be retried.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+CLOUD_CALLS = Counter(
+    "lifeboat_cloud_api_calls_total",
+    "Calls to cloud APIs, by outcome (ok, throttled, server_error, timeout, ...).",
+    ["provider", "region", "service", "outcome"],
+    registry=REGISTRY,
+)
+CLOUD_CALL_DURATION = Histogram(
+    "lifeboat_cloud_api_call_duration_seconds",
+    "Latency of calls to cloud APIs.",
+    ["provider", "region", "service"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "lifeboat_reconcile_errors_total",
+    "Rounds that ended in an unexpected error, by resource kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+PROVIDER_READY = Gauge(
+    "lifeboat_provider_ready",
+    "1 when the CloudProvider's credentials were verified, else 0.",
+    ["provider"],
+    registry=REGISTRY,
+)
+
+for _kind in ("ResilientApp", "CloudProvider"):
+    RECONCILE_ERRORS.labels(kind=_kind)
+
+
+def set_zone_state(namespace: str, app: str, site: str, zone: str, state: ZoneState) -> None:
+    """Export one zone's state (every state series exists, exactly one is 1)."""
+    for candidate in ZoneState:
+        ZONE_STATE.labels(namespace, app, site, zone, candidate.value).set(
+            1 if candidate is state else 0
+        )
+    ZONE_HEALTHY.labels(namespace, app, site, zone).set(1 if state is ZoneState.HEALTHY else 0)
+
+
+def forget_app(namespace: str, app: str) -> None:
+    """Drop an app's series when it is deleted (no stale series in dashboards)."""
+    per_app: tuple[Gauge | Counter | Histogram, ...] = (
+        ZONE_STATE,
+        ZONE_HEALTHY,
+        PROBE_DURATION,
+        ACTIVE_SITE,
+        FAILOVERS,
+        APP_EPOCH,
+        LAST_FAILOVER_DETECTION,
+        LAST_FAILOVER_RTO,
+        TRAFFIC_SHIFT_ERRORS,
+    )
+    for metric in per_app:
+        for labels in _series_of(metric, namespace, app):
+            metric.remove(*labels)
+
+
+def _series_of(
+    metric: Gauge | Counter | Histogram, namespace: str, app: str
+) -> list[tuple[str, ...]]:
+    children = metric._metrics  # prometheus-client keeps children keyed by label values
+    return [tuple(labels) for labels in children if tuple(labels[:2]) == (namespace, app)]

@@ -1,0 +1,68 @@
+"""Connection to the Kubernetes API: one source for kopf and for our own client.
+
+Order: an explicit kubeconfig path, ``$KUBECONFIG`` / ``~/.kube/config``, then the
+in-cluster service account. Both kopf (aiohttp) and the ``kubernetes`` client use the
+same resolved configuration, so they always talk to the same cluster as the same user.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+
+
+class KubeConfigError(RuntimeError):
+    """No usable Kubernetes configuration was found."""
+
+
+def load(
+    kubeconfig: str | None = None, context: str | None = None
+) -> kubernetes.client.Configuration:
+    """A client configuration (never the library-wide default, so several can coexist)."""
+    configuration = kubernetes.client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    first_path = path.split(os.pathsep)[0]
+    if kubeconfig or Path(first_path).exists():
+        try:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=first_path, context=context, client_configuration=configuration
+            )
+        except kubernetes.config.ConfigException as error:
+            raise KubeConfigError(f"cannot use kubeconfig {first_path}: {error}") from error
+        return configuration
+    try:
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    except kubernetes.config.ConfigException as error:
+        raise KubeConfigError(
+            "no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config) "
+            "and not running in a cluster"
+        ) from error
+    return configuration
+
+
+def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """The same connection, as kopf wants it."""
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None)
+    if len(parts) == 1:
+        token = parts[0]
+    elif len(parts) == 2:
+        scheme, token = parts[0], parts[1]
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
