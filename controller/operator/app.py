@@ -30,6 +30,7 @@ from controller.core.status import READY, state_from_status, status_from_state
 from controller.operator.kube import Kube, NotFound, ObjectRef
 from controller.operator.probes import HttpProber
 from controller.operator.providers import ProviderRegistry, ProviderUnavailable, spec_error
+from controller.providers.aws.route53 import HostedZoneNotFound
 from controller.providers.outcomes import classify
 from controller.providers.protocols import SiteRecord, TrafficPlan
 
@@ -124,6 +125,9 @@ class AppWorker:
             change = await traffic.apply(plan)
         except ProviderUnavailable as error:
             await self._shift_failed(action, error.reason, str(error))
+            return
+        except HostedZoneNotFound as error:
+            await self._shift_failed(action, "HostedZoneNotFound", str(error))
             return
         except Exception as error:
             verdict = classify(error)

@@ -68,10 +68,7 @@ class Watcher(threading.Thread):
             events.extend(self.api.list_namespaced_event(namespace).items)
         events.sort(key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name))
         for event in events:
-            if (
-                event.metadata.uid in self.seen
-                or event.reporting_component != REPORTER
-            ):
+            if event.metadata.uid in self.seen or event.reporting_component != REPORTER:
                 continue
             self.seen.add(event.metadata.uid)
             kind = event.involved_object.kind

@@ -73,6 +73,8 @@ class Sandbox:
     assets: Assets
     layout: tuple[SiteLayout, ...] = DEFAULT_LAYOUT
     keep: bool = False
+    control_plane: KubeControlPlane | None = None
+    """A control plane to use (and leave running) instead of starting one."""
     kube: KubeControlPlane = field(init=False)
     moto: MotoServer = field(init=False)
     proxies: dict[str, FaultProxy] = field(init=False, default_factory=dict)
@@ -84,7 +86,9 @@ class Sandbox:
 
     def start(self) -> Self:
         try:
-            self.kube = self._started_one(KubeControlPlane(self.assets, keep=self.keep))
+            self.kube = self.control_plane or self._started_one(
+                KubeControlPlane(self.assets, keep=self.keep)
+            )
             self.moto = self._started_one(MotoServer())
             for region in [GLOBAL, *sorted({s.region for s in self.layout})]:
                 proxy = FaultProxy(self.moto.url, name=f"aws-{region}")

@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Lifeboat operator image: `lifeboat run` as a non-root user on a slim Python base.
+
+FROM python:3.11-slim-bookworm AS build
+ENV UV_PROJECT_ENVIRONMENT=/opt/lifeboat \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /src
+# Dependencies first, so that code changes do not invalidate this layer.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY controller ./controller
+COPY manifests ./manifests
+RUN uv sync --frozen --no-dev --no-editable
+
+FROM python:3.11-slim-bookworm
+LABEL org.opencontainers.image.title="lifeboat" \
+      org.opencontainers.image.description="Multi-cloud resilience controller for Kubernetes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 65532 lifeboat \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin lifeboat
+COPY --from=build /opt/lifeboat /opt/lifeboat
+ENV PATH=/opt/lifeboat/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+EXPOSE 8080 8081
+ENTRYPOINT ["lifeboat"]
+CMD ["run"]

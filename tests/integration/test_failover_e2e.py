@@ -1,0 +1,164 @@
+"""End to end on the real kube-apiserver + moto + fault layer + zonal endpoints.
+
+The operator runs in-process as its ServiceAccount (RBAC from manifests/), apps are
+created through the Kubernetes API, zones fail by stopping their endpoints, and the
+outcome is read back from the app's status, its Events and Route 53 in moto.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.sandbox.world import Sandbox
+from tests.fixtures.world import Apps, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def ready(apps: Apps, namespace: str, name: str) -> bool:
+    condition = apps.condition(namespace, name, "Ready")
+    return condition is not None and condition["status"] == "True"
+
+
+def stop_site(sandbox: Sandbox, site: str) -> None:
+    for endpoint in sandbox.zones.site_endpoints(site):
+        endpoint.stop()
+
+
+def test_region_failover(apps: Apps, sandbox: Sandbox) -> None:
+    ns, name = apps.create()
+    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    status = apps.status(ns, name)
+    assert status["activeSite"] == "use1"
+    assert status["epoch"] == 1
+    assert status["healthyZones"] == "6/6"
+    assert status["observedGeneration"] == 1
+    assert apps.dns_weights(ns, name) == {"use1": 100, "usw2": 0}
+
+    stop_site(sandbox, "use1")
+    status = wait_for(
+        lambda: (s := apps.status(ns, name)).get("traffic", {}).get("epoch") == 2 and s,
+        30,
+        "the failover to be applied",
+    )
+
+    assert status["activeSite"] == "usw2"
+    assert status["epoch"] == 2
+    assert status["phase"] == "Degraded"
+    assert status["healthyZones"] == "3/6"
+    record = status["lastFailover"]
+    assert (record["fromSite"], record["toSite"], record["epoch"]) == ("use1", "usw2", 2)
+    assert "every probed zone of active site use1 is Down" in record["reason"]
+    assert 0 < record["detectionSeconds"] <= record["rtoSeconds"] < 15
+    zones = {(z["site"], z["zone"]): z for z in status["zones"]}
+    assert all(zones[("use1", z)]["state"] == "Down" for z in ("us-east-1a", "us-east-1b"))
+    assert "connection" in zones[("use1", "us-east-1a")]["message"].lower()
+    sites = {s["name"]: s for s in status["sites"]}
+    assert sites["usw2"]["active"] is True
+    assert sites["use1"] == {
+        "name": "use1",
+        "active": False,
+        "state": "Down",
+        "healthyZones": 0,
+        "totalZones": 3,
+    }
+    assert status["lastDecision"]["rule"] == "all-zones-down"
+
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Degraded"]["status"] == "True"
+    assert "use1/us-east-1a=Down" in conditions["Degraded"]["message"]
+    assert conditions["FailingOver"]["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in conditions.values())
+
+    assert apps.dns_weights(ns, name) == {"use1": 0, "usw2": 100}
+
+    def shifted() -> list[tuple[str, str, str]] | None:
+        events = apps.events(ns, name)
+        return events if any(r == "TrafficShifted" and "usw2" in m for _, r, m in events) else None
+
+    events = wait_for(shifted, 10, "the TrafficShifted event")
+    reasons = [(t, r) for t, r, _ in events]
+    assert ("Warning", "FailoverStarted") in reasons
+    assert ("Warning", "ZoneStateChanged") in reasons
+    failover = next(m for _, r, m in events if r == "FailoverStarted")
+    assert "use1 -> usw2, epoch 2" in failover
+
+    table = sandbox.kube.kubectl("get", "rapp", "-n", ns).stdout.split("\n")
+    assert table[0].split() == ["NAME", "ACTIVE", "STATE", "ZONES", "AGE"]
+    assert table[1].split()[:4] == [name, "usw2", "Degraded", "3/6"]
+
+
+def test_recovered_primary_does_not_take_traffic_back(apps: Apps, sandbox: Sandbox) -> None:
+    ns, name = apps.create()
+    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    stop_site(sandbox, "use1")
+    wait_for(lambda: apps.status(ns, name).get("epoch") == 2, 30, "the failover")
+    for endpoint in sandbox.zones.site_endpoints("use1"):
+        endpoint.serve()
+    wait_for(lambda: apps.status(ns, name).get("healthyZones") == "6/6", 30, "the recovery")
+    status = apps.status(ns, name)
+    assert status["activeSite"] == "usw2"
+    assert status["epoch"] == 2
+    assert status["phase"] == "Healthy"
+    assert apps.dns_weights(ns, name) == {"use1": 0, "usw2": 100}
+
+
+def test_one_zone_down_degrades_without_failover(apps: Apps, sandbox: Sandbox) -> None:
+    ns, name = apps.create()
+    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    sandbox.zones.endpoint("use1", "us-east-1b").hang()
+    wait_for(
+        lambda: any(
+            z["zone"] == "us-east-1b" and z["state"] == "Down"
+            for z in apps.status(ns, name).get("zones", [])
+        ),
+        30,
+        "us-east-1b to be Down",
+    )
+    status = apps.status(ns, name)
+    assert status["activeSite"] == "use1"
+    assert status["epoch"] == 1
+    assert status["phase"] == "Degraded"
+    zone = next(z for z in status["zones"] if z["zone"] == "us-east-1b")
+    assert "no answer" in zone["message"]
+    assert apps.dns_weights(ns, name) == {"use1": 100, "usw2": 0}
+
+
+def test_observe_mode_recommends_and_changes_nothing(apps: Apps, sandbox: Sandbox) -> None:
+    def observe(body: dict[str, Any]) -> None:
+        body["spec"]["failover"] = {"mode": "Observe"}
+
+    ns, name = apps.create(observe)
+    wait_for(lambda: apps.status(ns, name).get("healthyZones") == "6/6", 30, "healthy zones")
+    stop_site(sandbox, "use1")
+    events = wait_for(
+        lambda: [m for _, r, m in apps.events(ns, name) if r == "FailoverRecommended"],
+        30,
+        "the recommendation",
+    )
+    assert "would fail over use1 -> usw2" in events[0]
+    status = apps.status(ns, name)
+    assert status["activeSite"] == "use1"
+    assert status["epoch"] == 1
+    assert apps.dns_weights(ns, name) == {}  # Observe never touches DNS
+
+
+def test_missing_hosted_zone_is_reported_and_retried(apps: Apps) -> None:
+    def wrong_zone(body: dict[str, Any]) -> None:
+        body["spec"]["traffic"]["hostedZoneName"] = "nowhere.test."
+
+    ns, name = apps.create(wrong_zone)
+    message = wait_for(
+        lambda: [m for t, r, m in apps.events(ns, name) if r == "HostedZoneNotFound"],
+        30,
+        "the HostedZoneNotFound event",
+    )
+    assert "no Route 53 hosted zone named nowhere.test." in message[0]
+    assert "retrying" in message[0]
+    ready_condition = apps.condition(ns, name, "Ready")
+    assert ready_condition is not None
+    assert ready_condition["status"] == "False"
+    assert ready_condition["reason"] == "TrafficNotApplied"

@@ -1,0 +1,71 @@
+"""manifests/ installs cleanly on a real API server, the way a user applies it."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.sandbox.world import Sandbox, manifests_dir
+
+pytestmark = pytest.mark.integration
+
+
+def test_install_bundle_applies_server_side(sandbox: Sandbox) -> None:
+    result = sandbox.kube.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--filename", str(manifests_dir())
+    )
+    applied = result.stdout
+    for name in (
+        "namespace/lifeboat-system",
+        "customresourcedefinition.apiextensions.k8s.io/resilientapps.lifeboat.dev",
+        "customresourcedefinition.apiextensions.k8s.io/cloudproviders.lifeboat.dev",
+        "serviceaccount/lifeboat",
+        "clusterrole.rbac.authorization.k8s.io/lifeboat",
+        "clusterrolebinding.rbac.authorization.k8s.io/lifeboat",
+        "role.rbac.authorization.k8s.io/lifeboat-credentials",
+        "rolebinding.rbac.authorization.k8s.io/lifeboat-credentials",
+        "deployment.apps/lifeboat",
+    ):
+        assert name in applied
+    deployment = sandbox.kube.kubectl(
+        "get", "deployment", "lifeboat", "-n", "lifeboat-system", "-o", "jsonpath={.spec}"
+    ).stdout
+    assert '"readOnlyRootFilesystem":true' in deployment
+    assert '"runAsNonRoot":true' in deployment
+
+
+def test_real_cloud_examples_validate(sandbox: Sandbox) -> None:
+    sandbox.kube.kubectl("create", "namespace", "default", check=False)
+    result = sandbox.kube.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--filename",
+        str(manifests_dir() / "examples" / "aws"),
+    )
+    assert "resilientapp.lifeboat.dev/checkout serverside-applied (server dry run)" in result.stdout
+    assert (
+        "cloudprovider.lifeboat.dev/aws-prod serverside-applied (server dry run)" in result.stdout
+    )
+
+
+def test_operator_service_account_has_only_what_it_needs(sandbox: Sandbox) -> None:
+    def can(verb: str, resource: str, namespace: str | None = None) -> bool:
+        args = [
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--as=system:serviceaccount:lifeboat-system:lifeboat",
+        ]
+        if namespace:
+            args += ["-n", namespace]
+        return sandbox.kube.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    assert can("watch", "resilientapps.lifeboat.dev")
+    assert can("patch", "resilientapps.lifeboat.dev/status")
+    assert can("create", "events", "shop")
+    assert can("get", "secrets", "lifeboat-system")
+    assert not can("get", "secrets", "shop")
+    assert not can("list", "secrets", "lifeboat-system")
+    assert not can("delete", "resilientapps.lifeboat.dev")
+    assert not can("create", "pods", "shop")
