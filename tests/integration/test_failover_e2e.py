@@ -17,11 +17,6 @@ from tests.fixtures.world import Apps, wait_for
 pytestmark = pytest.mark.integration
 
 
-def ready(apps: Apps, namespace: str, name: str) -> bool:
-    condition = apps.condition(namespace, name, "Ready")
-    return condition is not None and condition["status"] == "True"
-
-
 def stop_site(sandbox: Sandbox, site: str) -> None:
     for endpoint in sandbox.zones.site_endpoints(site):
         endpoint.stop()
@@ -29,7 +24,7 @@ def stop_site(sandbox: Sandbox, site: str) -> None:
 
 def test_region_failover(apps: Apps, sandbox: Sandbox) -> None:
     ns, name = apps.create()
-    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    apps.wait_serving(ns, name)
     status = apps.status(ns, name)
     assert status["activeSite"] == "use1"
     assert status["epoch"] == 1
@@ -93,7 +88,7 @@ def test_region_failover(apps: Apps, sandbox: Sandbox) -> None:
 
 def test_recovered_primary_does_not_take_traffic_back(apps: Apps, sandbox: Sandbox) -> None:
     ns, name = apps.create()
-    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    apps.wait_serving(ns, name)
     stop_site(sandbox, "use1")
     wait_for(lambda: apps.status(ns, name).get("epoch") == 2, 30, "the failover")
     for endpoint in sandbox.zones.site_endpoints("use1"):
@@ -108,7 +103,7 @@ def test_recovered_primary_does_not_take_traffic_back(apps: Apps, sandbox: Sandb
 
 def test_one_zone_down_degrades_without_failover(apps: Apps, sandbox: Sandbox) -> None:
     ns, name = apps.create()
-    wait_for(lambda: ready(apps, ns, name), 30, "the app to be Ready")
+    apps.wait_serving(ns, name)
     sandbox.zones.endpoint("use1", "us-east-1b").hang()
     wait_for(
         lambda: any(
@@ -162,3 +157,37 @@ def test_missing_hosted_zone_is_reported_and_retried(apps: Apps) -> None:
     assert ready_condition is not None
     assert ready_condition["status"] == "False"
     assert ready_condition["reason"] == "TrafficNotApplied"
+
+
+def provider_ready(apps: Apps, name: str) -> dict[str, Any] | None:
+    conditions = (apps.provider(name).get("status") or {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def test_cloud_provider_without_its_secret_is_not_ready(apps: Apps) -> None:
+    body = {
+        "apiVersion": "lifeboat.dev/v1alpha1",
+        "kind": "CloudProvider",
+        "metadata": {"name": "aws-no-secret"},
+        "spec": {
+            "type": "aws",
+            "regions": ["us-east-1"],
+            "credentials": {"source": "Secret", "secretRef": {"name": "missing"}},
+        },
+    }
+    apps.custom.create_cluster_custom_object("lifeboat.dev", "v1alpha1", "cloudproviders", body)
+    try:
+        condition = wait_for(lambda: provider_ready(apps, "aws-no-secret"), 30, "its condition")
+        assert condition["status"] == "False"
+        assert condition["reason"] == "SecretNotFound"
+        assert "Secret lifeboat-system/missing not found" in condition["message"]
+    finally:
+        apps.custom.delete_cluster_custom_object(
+            "lifeboat.dev", "v1alpha1", "cloudproviders", "aws-no-secret"
+        )
+
+
+def test_sandbox_provider_is_verified(apps: Apps) -> None:
+    condition = wait_for(lambda: provider_ready(apps, "aws-sandbox"), 30, "its condition")
+    assert (condition["status"], condition["reason"]) == ("True", "CredentialsVerified")
+    assert apps.provider("aws-sandbox")["status"]["account"] == "123456789012"
