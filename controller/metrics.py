@@ -10,6 +10,8 @@ the default process collectors do not collide.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
@@ -109,6 +111,26 @@ def set_zone_state(namespace: str, app: str, site: str, zone: str, state: ZoneSt
             1 if candidate is state else 0
         )
     ZONE_HEALTHY.labels(namespace, app, site, zone).set(1 if state is ZoneState.HEALTHY else 0)
+
+
+def forget_zone(namespace: str, app: str, site: str, zone: str) -> None:
+    """Drop a zone's series when it leaves the app's spec."""
+    for state in ZoneState:
+        _remove(ZONE_STATE, namespace, app, site, zone, state.value)
+    _remove(ZONE_HEALTHY, namespace, app, site, zone)
+    for labels in _series_of(PROBE_DURATION, namespace, app):
+        if labels[2:4] == (site, zone):
+            PROBE_DURATION.remove(*labels)
+
+
+def forget_site(namespace: str, app: str, site: str) -> None:
+    """Drop a site's series when it leaves the app's spec."""
+    _remove(ACTIVE_SITE, namespace, app, site)
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never exported
+        metric.remove(*labels)
 
 
 def forget_app(namespace: str, app: str) -> None:

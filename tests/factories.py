@@ -155,3 +155,17 @@ INVALID_BY_SCHEMA: tuple[Invalid, ...] = (
         "interval is a string", _set("health", {"intervalSeconds": "often"}), "intervalSeconds"
     ),
 )
+
+
+INVALID_APPS += (
+    Invalid(
+        "host name in an A record",
+        _set("sites.0.trafficTargets", ["lb.example.com"]),
+        "an A record takes IPv4 addresses as traffic targets",
+    ),
+    Invalid(
+        "malformed endpoint host",
+        _set("sites.1.endpoints.0.url", "http://usw2-az3..example.test/healthz"),
+        "url",
+    ),
+)

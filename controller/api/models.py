@@ -10,6 +10,7 @@ same predicate for Python, sharing one message.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +29,13 @@ DNS_NAME = (
     r"^(\*\.)?([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9])?\.)*"
     r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.?$"
 )
-HTTP_URL = r"^https?://[^\s]+$"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = f"^({_OCTET}[.]){{3}}{_OCTET}$"
+IPV6 = "^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}$"
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+HTTP_URL = (
+    rf"^https?://({_LABEL}(\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(:[0-9]{{1,5}})?([/?#][^\s]*)?$"
+)
 
 SiteName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
@@ -378,6 +385,26 @@ class ResilientAppSpec(Model):
             field_path=".sites",
         ),
         Rule(
+            cel="self.traffic.recordType != 'A' || "
+            f"self.sites.all(s, s.trafficTargets.all(t, t.matches('{IPV4}')))",
+            message="an A record takes IPv4 addresses as traffic targets",
+            check=lambda a: (
+                a.traffic.record_type != "A"
+                or all(re.match(IPV4, t) for s in a.sites for t in s.traffic_targets)
+            ),
+            field_path=".sites",
+        ),
+        Rule(
+            cel="self.traffic.recordType != 'AAAA' || "
+            f"self.sites.all(s, s.trafficTargets.all(t, t.matches('{IPV6}')))",
+            message="an AAAA record takes IPv6 addresses as traffic targets",
+            check=lambda a: (
+                a.traffic.record_type != "AAAA"
+                or all(re.match(IPV6, t) for s in a.sites for t in s.traffic_targets)
+            ),
+            field_path=".sites",
+        ),
+        Rule(
             cel="self.traffic.recordType != 'CNAME' || "
             "self.sites.all(s, s.trafficTargets.size() == 1)",
             message="a CNAME record takes exactly one traffic target per site",
@@ -415,6 +442,9 @@ class ZoneStatus(Model):
     since: Timestamp | None = Field(default=None, description="When the zone entered its state.")
     failing_since: Timestamp | None = Field(
         default=None, description="First failed probe of the current failure streak."
+    )
+    last_ok_time: Timestamp | None = Field(
+        default=None, description="Last probe the zone answered."
     )
     last_probe_time: Timestamp | None = Field(default=None, description="Last probe round.")
     latency_ms: float | None = Field(default=None, ge=0, description="Last probe latency.")
@@ -460,6 +490,16 @@ class TrafficStatus(Model):
     epoch: int = Field(default=0, ge=0, description="Epoch last applied to DNS.")
     applied_time: Timestamp | None = Field(default=None, description="When it was applied.")
     change_id: str | None = Field(default=None, max_length=256, description="DNS change ID.")
+    hosted_zone_id: str | None = Field(default=None, max_length=64, description="Hosted zone ID.")
+    hosted_zone_name: str | None = Field(
+        default=None, max_length=253, description="Hosted zone name."
+    )
+    record_name: str | None = Field(default=None, max_length=253, description="Record name.")
+    record_type: str | None = Field(default=None, max_length=8, description="Record type.")
+    ttl: int | None = Field(default=None, ge=0, description="Record TTL.")
+    fingerprint: str | None = Field(
+        default=None, max_length=64, description="Digest of the DNS state applied."
+    )
 
 
 class Fact(Model):

@@ -70,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="'' disables metrics")  # noqa: S104
     run.add_argument("--metrics-port", type=int, default=8080)
     run.add_argument(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        help="act without holding the lifeboat Lease (only if no other instance can run)",
+    )
+    run.add_argument("--lease-seconds", type=float, default=15.0, help="leader Lease duration")
+    run.add_argument(
         "--health-endpoint",
         default="http://0.0.0.0:8081/healthz",
         help="liveness endpoint URL to serve ('' disables)",
@@ -116,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from controller.operator.kubeconfig import KubeConfigError
+    from controller.operator.leader import LeadershipLost
     from controller.operator.runner import OperatorConfig, run
 
     config = OperatorConfig(
@@ -126,10 +134,12 @@ def _run(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address or None,
         metrics_port=args.metrics_port,
         liveness_endpoint=args.health_endpoint or None,
+        leader_election=args.leader_election,
+        lease_seconds=args.lease_seconds,
     )
     try:
         run(config)
-    except KubeConfigError as error:
+    except (KubeConfigError, LeadershipLost) as error:
         print(f"lifeboat: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

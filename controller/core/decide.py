@@ -30,6 +30,7 @@ and nothing is changed and no action is emitted.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -82,6 +83,26 @@ class FailoverRecord:
 
 
 @dataclass(frozen=True)
+class DnsName:
+    """The DNS record an app is reached at."""
+
+    hosted_zone_id: str | None
+    hosted_zone_name: str | None
+    name: str
+    type: str
+    ttl: int
+
+    @classmethod
+    def of(cls, spec: ResilientAppSpec) -> DnsName:
+        t = spec.traffic
+        return cls(t.hosted_zone_id, t.hosted_zone_name, t.record_name, t.record_type, t.ttl)
+
+    def same_record(self, other: DnsName) -> bool:
+        """Whether both address the same record sets (TTL aside)."""
+        return replace(self, ttl=0) == replace(other, ttl=0)
+
+
+@dataclass(frozen=True)
 class AppliedTraffic:
     """The traffic shift last carried out."""
 
@@ -89,6 +110,8 @@ class AppliedTraffic:
     epoch: int
     applied_at: float
     change_id: str = ""
+    fingerprint: str = ""
+    dns: DnsName | None = None
 
 
 @dataclass(frozen=True)
@@ -123,17 +146,40 @@ class Observations:
 
 
 @dataclass(frozen=True)
+class SiteTarget:
+    site: str
+    values: tuple[str, ...]
+    weight: int
+
+
+@dataclass(frozen=True)
 class ShiftTraffic:
-    """Point the app's DNS at ``active_site``: weight 100 there, 0 everywhere else."""
+    """Make DNS send everyone to ``active_site``: weight 100 there, 0 everywhere else.
+
+    Idempotent: it states the whole desired record, it does not toggle. ``retire`` names
+    a record the app was published under before (its name changed) to remove.
+    """
 
     active_site: str
     epoch: int
-    weights: tuple[tuple[str, int], ...]
+    dns: DnsName
+    targets: tuple[SiteTarget, ...]
+    retire: DnsName | None = None
+
+    @property
+    def weights(self) -> tuple[tuple[str, int], ...]:
+        return tuple((t.site, t.weight) for t in self.targets)
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the desired DNS state: a change of it means DNS must be updated."""
+        text = repr((self.dns, self.targets))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def id(self) -> str:
-        """Stable identity: one traffic shift per epoch."""
-        return f"shift-traffic/epoch-{self.epoch}"
+        """Stable identity: one traffic shift per epoch and desired DNS state."""
+        return f"shift-traffic/epoch-{self.epoch}/{self.fingerprint}"
 
 
 Action = ShiftTraffic
@@ -185,9 +231,19 @@ def decide(
     trace, state = _apply_rules(state, spec, now, notes)
     state = replace(state, last_rule=trace.rule)
     actions: tuple[Action, ...] = ()
-    if spec.failover.mode == "Automatic" and state.traffic_epoch < state.epoch:
-        actions = (_shift_traffic(state, spec),)
+    if spec.failover.mode == "Automatic" and not traffic_in_place(state, spec):
+        actions = (desired_traffic(state, spec),)
     return Decision(state, actions, trace, tuple(notes), phase_of(state, spec))
+
+
+def traffic_in_place(state: AppState, spec: ResilientAppSpec) -> bool:
+    """Whether DNS holds what the current state and spec call for."""
+    applied = state.traffic
+    return (
+        applied is not None
+        and applied.epoch == state.epoch
+        and applied.fingerprint == desired_traffic(state, spec).fingerprint
+    )
 
 
 def complete(state: AppState, action: Action, now: float, change_id: str = "") -> AppState:
@@ -195,12 +251,14 @@ def complete(state: AppState, action: Action, now: float, change_id: str = "") -
 
     A completion for another epoch than the current one is stale (fencing) and ignored.
     """
-    if action.epoch != state.epoch or state.traffic_epoch >= action.epoch:
+    if action.epoch != state.epoch:
         return state
     failover = state.last_failover
     if failover is not None and failover.epoch == action.epoch and failover.completed_at is None:
         failover = replace(failover, completed_at=now)
-    applied = AppliedTraffic(action.active_site, action.epoch, now, change_id)
+    applied = AppliedTraffic(
+        action.active_site, action.epoch, now, change_id, action.fingerprint, action.dns
+    )
     return replace(state, traffic=applied, last_failover=failover)
 
 
@@ -208,9 +266,13 @@ def complete(state: AppState, action: Action, now: float, change_id: str = "") -
 
 
 def _conform_to_spec(state: AppState, spec: ResilientAppSpec, notes: list[Note]) -> AppState:
-    """Drop zones the spec no longer declares; re-anchor an active site that vanished."""
-    declared = {ZoneKey(s.name, z) for s in spec.sites for z in s.zones}
-    zones = {k: v for k, v in state.zones.items() if k in declared}
+    """Forget zones that are no longer probed; re-anchor an active site that vanished.
+
+    A zone removed from the spec, or left without endpoints, has no data-plane evidence
+    any more: it goes back to Unknown instead of keeping a stale verdict.
+    """
+    probed = {ZoneKey(s.name, e.zone) for s in spec.sites for e in s.endpoints}
+    zones = {k: v for k, v in state.zones.items() if k in probed}
     if spec.site(state.active_site) is None:
         notes.append(
             Note(
@@ -262,9 +324,7 @@ def _apply_rules(
     if not _all_probed_zones_down(state, active):
         return Trace("steady", _steady_summary(state, spec), facts), state
 
-    down = [state.zone(ZoneKey(active.name, z)) for z in active.zones]
-    starts = [z.failing_since for z in down if z.failing_since is not None]
-    outage_start = min(starts) if starts else None
+    outage_start = _outage_start(state, active)
     target, evaluation = _pick_target(state, spec, exclude=active.name)
     facts += evaluation
     reason = f"every probed zone of active site {active.name} is Down"
@@ -300,6 +360,19 @@ def _apply_rules(
     new_state = replace(state, active_site=target.name, epoch=epoch, last_failover=record)
     summary = f"{reason}; failing over to {target.name} (epoch {epoch})"
     return Trace("all-zones-down", summary, facts), new_state
+
+
+def _outage_start(state: AppState, site: Site) -> float | None:
+    """When the site stopped serving, conservatively: the last moment any of its zones
+    answered a probe (the outage began between then and the next, failed, probe).
+    Without any successful probe on record: the latest start of a zone's failure streak.
+    """
+    zones = [state.zone(ZoneKey(site.name, z)) for z in site.zones]
+    answered = [z.last_ok for z in zones if z.last_ok is not None]
+    if answered:
+        return max(answered)
+    failing = [z.failing_since for z in zones if z.failing_since is not None]
+    return max(failing) if failing else None
 
 
 def _all_probed_zones_down(state: AppState, site: Site) -> bool:
@@ -356,12 +429,20 @@ def _steady_summary(state: AppState, spec: ResilientAppSpec) -> str:
     )
 
 
-def _shift_traffic(state: AppState, spec: ResilientAppSpec) -> ShiftTraffic:
-    weights = tuple(
-        (s.name, ACTIVE_WEIGHT if s.name == state.active_site else FENCED_WEIGHT)
+def desired_traffic(state: AppState, spec: ResilientAppSpec) -> ShiftTraffic:
+    """The DNS state for ``state``: the active site weighted 100, every other site 0."""
+    targets = tuple(
+        SiteTarget(
+            s.name,
+            s.traffic_targets,
+            ACTIVE_WEIGHT if s.name == state.active_site else FENCED_WEIGHT,
+        )
         for s in spec.sites
     )
-    return ShiftTraffic(state.active_site, state.epoch, weights)
+    dns = DnsName.of(spec)
+    previous = state.traffic.dns if state.traffic else None
+    retire = previous if previous is not None and not previous.same_record(dns) else None
+    return ShiftTraffic(state.active_site, state.epoch, dns, targets, retire)
 
 
 def phase_of(state: AppState, spec: ResilientAppSpec) -> Phase:

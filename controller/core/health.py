@@ -78,6 +78,7 @@ class ZoneHealth:
     consecutive_successes: int = 0
     since: float | None = None
     failing_since: float | None = None
+    last_ok: float | None = None
     last_probe: float | None = None
     last_latency: float | None = None
     last_detail: str = ""
@@ -131,6 +132,7 @@ def observe(health: ZoneHealth, result: ProbeResult, thresholds: Thresholds) -> 
         consecutive_successes=successes,
         since=since,
         failing_since=failing_since,
+        last_ok=result.at if result.ok else health.last_ok,
         last_probe=result.at,
         last_latency=result.latency,
         last_detail=result.detail,

@@ -45,20 +45,14 @@ def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> cor
             consecutive_successes=z.consecutive_successes,
             since=_ts(z.since),
             failing_since=_ts(z.failing_since),
+            last_ok=_ts(z.last_ok_time),
             last_probe=_ts(z.last_probe_time),
             last_latency=z.latency_ms / 1000 if z.latency_ms is not None else None,
             last_detail=z.message,
         )
         for z in status.zones
     }
-    traffic = None
-    if status.traffic and status.traffic.active_site and status.traffic.applied_time:
-        traffic = core.AppliedTraffic(
-            status.traffic.active_site,
-            status.traffic.epoch,
-            parse_rfc3339(status.traffic.applied_time),
-            status.traffic.change_id or "",
-        )
+    traffic = _applied_traffic(status.traffic) if status.traffic else None
     failover = None
     if status.last_failover:
         f = status.last_failover
@@ -78,6 +72,28 @@ def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> cor
         zones=zones,
         last_failover=failover,
         last_rule=status.last_decision.rule if status.last_decision else "steady",
+    )
+
+
+def _applied_traffic(saved: TrafficStatus) -> core.AppliedTraffic | None:
+    if not saved.active_site or not saved.applied_time:
+        return None
+    dns = None
+    if saved.record_name and saved.record_type and saved.ttl is not None:
+        dns = core.DnsName(
+            saved.hosted_zone_id,
+            saved.hosted_zone_name,
+            saved.record_name,
+            saved.record_type,
+            saved.ttl,
+        )
+    return core.AppliedTraffic(
+        saved.active_site,
+        saved.epoch,
+        parse_rfc3339(saved.applied_time),
+        saved.change_id or "",
+        saved.fingerprint or "",
+        dns,
     )
 
 
@@ -124,6 +140,7 @@ def _zone_status(key: ZoneKey, health: ZoneHealth) -> ZoneStatus:
         consecutive_successes=health.consecutive_successes,
         since=_fmt(health.since, precise=False),
         failing_since=_fmt(health.failing_since),
+        last_ok_time=_fmt(health.last_ok),
         last_probe_time=_fmt(health.last_probe, precise=False),
         latency_ms=_millis(health.last_latency),
         message=health.last_detail[:1024],
@@ -160,11 +177,18 @@ def _site_status(state: core.AppState, spec: ResilientAppSpec, name: str) -> Sit
 def _traffic_status(applied: core.AppliedTraffic | None) -> TrafficStatus | None:
     if applied is None:
         return None
+    dns = applied.dns
     return TrafficStatus(
         active_site=applied.active_site,
         epoch=applied.epoch,
         applied_time=_fmt(applied.applied_at),
         change_id=applied.change_id or None,
+        hosted_zone_id=dns.hosted_zone_id if dns else None,
+        hosted_zone_name=dns.hosted_zone_name if dns else None,
+        record_name=dns.name if dns else None,
+        record_type=dns.type if dns else None,
+        ttl=dns.ttl if dns else None,
+        fingerprint=applied.fingerprint or None,
     )
 
 
@@ -221,7 +245,7 @@ def _conditions(
         )
 
     serving = phase in (core.Phase.HEALTHY, core.Phase.DEGRADED)
-    routed = spec.failover.mode == "Observe" or state.traffic_epoch == state.epoch
+    routed = spec.failover.mode == "Observe" or core.traffic_in_place(state, spec)
     ready_reason = "Serving" if serving and routed else phase.value
     if serving and not routed:
         ready_reason = "TrafficNotApplied"

@@ -1,52 +1,72 @@
 """The per-app loop: probe, decide, act, report.
 
 One :class:`AppWorker` runs per ResilientApp (as a kopf daemon). Each round it probes every
-zonal endpoint, hands the results to the pure decision core, carries out the actions the
-core returns through the provider layer, and writes status and Events.
+zonal endpoint, hands the results to the pure decision core, starts the actions the core
+returns through the provider layer, and writes status and Events.
+
+Actions run as background tasks, so a slow cloud call (a Route 53 change waiting to be in
+sync, retries against a throttled API) never stops the probing; one action runs at a time,
+and its completion is fed back to the core as soon as it ends.
 
 The status is the worker's memory: a restarted operator reads it back and resumes, e.g. a
 traffic shift decided but not yet applied is applied on the first round. Status is written
-before an action runs (so the decision survives a crash) and after (so its completion
-does); between decisions it is written only when something material changed, plus a
-heartbeat, to keep load off the API server.
+before an action starts (so the decision survives a crash) and after it ends (so its
+completion does); between decisions it is written only when something material changed,
+plus a heartbeat, to keep load off the API server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.conditions import set_condition
+from controller.api.conditions import get_condition, set_condition
 from controller.api.models import ResilientAppSpec, ResilientAppStatus
 from controller.core import decide as core
 from controller.core.health import ProbeResult, ZoneKey
 from controller.core.status import READY, state_from_status, status_from_state
 from controller.operator.kube import Kube, NotFound, ObjectRef
-from controller.operator.probes import HttpProber
-from controller.operator.providers import ProviderRegistry, ProviderUnavailable, spec_error
-from controller.providers.aws.route53 import HostedZoneNotFound
-from controller.providers.outcomes import classify
-from controller.providers.protocols import SiteRecord, TrafficPlan
+from controller.operator.providers import ProviderUnavailable, spec_error
+from controller.providers.aws.route53 import HostedZoneError
+from controller.providers.outcomes import describe
+from controller.providers.protocols import (
+    DnsRecord,
+    SiteRecord,
+    TrafficChange,
+    TrafficManager,
+    TrafficPlan,
+)
 
 log = logging.getLogger(__name__)
 
 INVALID_RETRY_SECONDS = 30.0
+ERROR_RETRY_SECONDS = 10.0
 HEARTBEAT_SECONDS = 60.0
+CONFIGURATION = "ConfigurationValid"
 # Fields that change every round without meaning anything new; they alone do not
 # justify a status write (the heartbeat refreshes them).
-_VOLATILE_ZONE_FIELDS = ("lastProbeTime", "latencyMs", "message")
+_VOLATILE_ZONE_FIELDS = ("lastProbeTime", "lastOkTime", "latencyMs", "message")
 
 
-class Stopped(Protocol):
-    """kopf's daemon stop flag, as far as the worker uses it."""
+class Prober(Protocol):
+    async def probe_app(self, spec: ResilientAppSpec) -> tuple[ProbeResult, ...]: ...
 
-    def __bool__(self) -> bool: ...
+
+class Providers(Protocol):
+    """What a worker needs from the provider registry."""
+
+    async def traffic(self, name: str) -> TrafficManager: ...
+
+    def check_references(self, spec: ResilientAppSpec) -> list[tuple[str, str]]: ...
+
+    def cached_redactor(self, name: str) -> Callable[[str], str]: ...
 
 
 @dataclass
@@ -54,9 +74,18 @@ class AppContext:
     """What every app worker shares."""
 
     kube: Kube
-    providers: ProviderRegistry
-    prober: HttpProber
+    providers: Providers
+    prober: Prober
     clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class _Done:
+    """How an action ended: a change applied (in sync), or why not."""
+
+    change: TrafficChange | None
+    reason: str = ""
+    detail: str = ""
 
 
 class AppWorker:
@@ -64,87 +93,141 @@ class AppWorker:
         self.ref = ref
         self.ctx = context
         self.state: core.AppState | None = None
+        self._spec: ResilientAppSpec | None = None
+        self._generation: int | None = None
+        self._trace = core.Trace("steady", "starting")
         self._status = ResilientAppStatus()
         self._written: dict[str, Any] | None = None
         self._written_at = 0.0
         self._invalid_generation: int | None = None
+        self._exported: set[tuple[str, str]] = set()
+        self._action: core.Action | None = None
+        self._task: asyncio.Task[_Done] | None = None
 
     @property
     def _labels(self) -> tuple[str, str]:
         return (self.ref.namespace or "", self.ref.name)
 
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, body: Mapping[str, Any], stopped: Callable[[], bool]) -> None:
+        """Rounds every ``intervalSeconds`` (measured start to start) until stopped."""
+        try:
+            while not stopped():
+                started = time.monotonic()
+                try:
+                    interval = await self.round(body)
+                except Exception:
+                    # A round must never end the loop: log, count, and try again.
+                    metrics.RECONCILE_ERRORS.labels(kind="ResilientApp").inc()
+                    log.exception("%s/%s: round failed", self.ref.namespace, self.ref.name)
+                    interval = ERROR_RETRY_SECONDS
+                await self.pause(started + interval, stopped)
+        finally:
+            if self._task is not None:
+                self._task.cancel()  # re-applied by whoever runs next: actions are idempotent
+
+    async def pause(self, until: float, stopped: Callable[[], bool]) -> None:
+        """Sleep until the monotonic time ``until``; finish an action as soon as it ends."""
+        while not stopped() and (left := until - time.monotonic()) > 0:
+            waiting: set[Awaitable[Any]] = {asyncio.sleep(min(left, 0.5))}
+            if self._task is not None:
+                waiting.add(self._task)
+            await asyncio.wait(
+                {asyncio.ensure_future(w) for w in waiting}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._task is not None and self._task.done():
+                await self._finish_action()
+
     async def round(self, body: Mapping[str, Any]) -> float:
-        """One probe-decide-act round; the seconds to wait before the next one."""
-        generation = body.get("metadata", {}).get("generation")
+        """One probe-decide-act round; the seconds until the next one."""
+        self._generation = body.get("metadata", {}).get("generation")
+        if self.state is None:
+            self._load_status(body)
         try:
             spec = ResilientAppSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
-            await self._report_invalid(spec_error(error), generation)
+            await self._report_invalid(spec_error(error))
             return INVALID_RETRY_SECONDS
         self._invalid_generation = None
+        self._spec = spec
         if self.state is None:
-            self.state = self._restore(body, spec)
+            self.state = state_from_status(self._status, spec)
+        if self._task is not None and self._task.done():
+            await self._finish_action()
 
         probes = await self.ctx.prober.probe_app(spec)
         decision = core.decide(self.state, core.Observations(probes), spec, self.ctx.clock())
-        self.state = decision.state
+        self.state, self._trace = decision.state, decision.trace
         self._export_probes(probes)
         for note in decision.notes:
             await self._announce(note)
-        if decision.actions:
-            await self._write(decision.trace, spec, generation, force=True)
-            for action in decision.actions:
-                await self._execute(action, spec)
-        await self._write(decision.trace, spec, generation)
+        await self._check_configuration(spec)
+        if decision.actions and self._task is None:
+            await self._write(force=True)  # the decision is on record before anything moves
+            self._start(decision.actions[0], spec)
+        await self._write()
         return float(spec.health.interval_seconds)
 
-    def _restore(self, body: Mapping[str, Any], spec: ResilientAppSpec) -> core.AppState:
-        raw = body.get("status") or {}
+    # ------------------------------------------------------------------ restore
+
+    def _load_status(self, body: Mapping[str, Any]) -> None:
         try:
-            self._status = ResilientAppStatus.model_validate(raw)
+            self._status = ResilientAppStatus.model_validate(body.get("status") or {})
         except ValidationError as error:
             log.warning("%s: ignoring unreadable status (%s)", self.ref.name, spec_error(error))
-            return core.AppState.initial(spec)
-        return state_from_status(self._status, spec)
+            self._status = _salvage(body.get("status") or {})
 
-    async def _announce(self, note: core.Note) -> None:
-        if note.kind is core.NoteKind.FAILOVER and self.state and self.state.last_failover:
-            record = self.state.last_failover
-            metrics.FAILOVERS.labels(*self._labels, record.from_site, record.to_site).inc()
-        level = logging.WARNING if note.warning else logging.INFO
-        log.log(level, "%s/%s: %s", self.ref.namespace, self.ref.name, note.message)
-        await self.ctx.kube.event(
-            self.ref, "Warning" if note.warning else "Normal", note.kind.value, note.message
-        )
+    # ------------------------------------------------------------------ actions
 
-    async def _execute(self, action: core.Action, spec: ResilientAppSpec) -> None:
-        assert self.state is not None
-        plan = traffic_plan(action, spec, self.ref)
+    def _start(self, action: core.Action, spec: ResilientAppSpec) -> None:
+        self._action = action
+        self._task = asyncio.create_task(self._shift(action, spec), name=action.id)
+
+    async def _shift(self, action: core.Action, spec: ResilientAppSpec) -> _Done:
         try:
             traffic = await self.ctx.providers.traffic(spec.traffic.provider)
-            change = await traffic.apply(plan)
         except ProviderUnavailable as error:
-            await self._shift_failed(action, error.reason, str(error))
-            return
-        except HostedZoneNotFound as error:
-            await self._shift_failed(action, "HostedZoneNotFound", str(error))
-            return
+            return _Done(None, error.reason, str(error))
+        try:
+            change = await traffic.apply(traffic_plan(action, self.ref))
+        except HostedZoneError as error:
+            return _Done(None, "HostedZoneNotFound", str(error))
         except Exception as error:
-            verdict = classify(error)
-            detail = f"{verdict.outcome.value} ({verdict.code})"
-            await self._shift_failed(action, "TrafficShiftFailed", detail)
-            return
+            redact = self.ctx.providers.cached_redactor(spec.traffic.provider)
+            return _Done(None, "TrafficShiftFailed", redact(describe(error)))
         if change.synced_at is None:
-            await self._shift_failed(
-                action, "TrafficShiftNotInSync", f"change {change.change_id} not yet in sync"
-            )
+            return _Done(None, "TrafficShiftNotInSync", f"change {change.change_id} not in sync")
+        return _Done(change)
+
+    async def _finish_action(self) -> None:
+        task, action = self._task, self._action
+        self._task, self._action = None, None
+        assert task is not None and action is not None and self.state is not None
+        try:
+            done = task.result()
+        except asyncio.CancelledError:
             return
-        self.state = core.complete(self.state, action, change.synced_at, change.change_id)
+        except Exception as error:  # a bug, not a cloud failure: report and retry
+            log.exception("%s/%s: action %s crashed", self.ref.namespace, self.ref.name, action.id)
+            done = _Done(None, "TrafficShiftFailed", type(error).__name__)
+        if done.change is None or done.change.synced_at is None:
+            await self._shift_failed(action, done.reason, done.detail)
+        else:
+            await self._shift_done(action, done.change, done.change.synced_at)
+        await self._write(force=True)
+
+    async def _shift_done(self, action: core.Action, change: TrafficChange, at: float) -> None:
+        assert self.state is not None
+        before = self.state
+        self.state = core.complete(self.state, action, at, change.change_id)
+        if self.state is before:
+            return  # stale: a newer epoch was decided meanwhile
         weights = ", ".join(f"{site}={weight}" for site, weight in action.weights)
         message = (
-            f"DNS {spec.traffic.record_name} now routes to {action.active_site} "
+            f"DNS {action.dns.name} now routes to {action.active_site} "
             f"(weights {weights}), epoch {action.epoch}, change {change.change_id} in sync "
-            f"after {change.synced_at - change.submitted_at:.1f}s"
+            f"after {at - change.submitted_at:.1f}s"
         )
         record = self.state.last_failover
         if record and record.epoch == action.epoch and record.rto_seconds is not None:
@@ -162,44 +245,102 @@ class AppWorker:
         log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, message)
         await self.ctx.kube.event(self.ref, "Warning", reason, message)
 
-    async def _write(
-        self, trace: core.Trace, spec: ResilientAppSpec, generation: int | None, force: bool = False
-    ) -> None:
-        assert self.state is not None
-        now = self.ctx.clock()
-        phase = core.phase_of(self.state, spec)
-        self._status = status_from_state(
-            self.state, phase, trace, spec, self._status, generation=generation, now=now
+    # ------------------------------------------------------------------ reporting
+
+    async def _announce(self, note: core.Note) -> None:
+        if note.kind is core.NoteKind.FAILOVER and self.state and self.state.last_failover:
+            record = self.state.last_failover
+            metrics.FAILOVERS.labels(*self._labels, record.from_site, record.to_site).inc()
+        level = logging.WARNING if note.warning else logging.INFO
+        log.log(level, "%s/%s: %s", self.ref.namespace, self.ref.name, note.message)
+        await self.ctx.kube.event(
+            self.ref, "Warning" if note.warning else "Normal", note.kind.value, note.message
         )
-        self._export_state(spec)
+
+    async def _check_configuration(self, spec: ResilientAppSpec) -> None:
+        """References the API server cannot check: providers, their regions, endpoints."""
+        problems = self.ctx.providers.check_references(spec)
+        blind = [s.name for s in spec.sites if not s.endpoints]
+        if problems:
+            ok, reason, message = False, problems[0][0], "; ".join(m for _, m in problems)
+        elif blind:
+            ok, reason = True, "SitesWithoutEndpoints"
+            message = (
+                f"no endpoints to probe in site(s) {', '.join(blind)}: their health is "
+                "unknown, so they are never chosen as failover targets"
+            )
+        else:
+            ok, reason, message = True, "Resolved", "all providers and regions resolved"
+        previous = get_condition(self._status.conditions, CONFIGURATION)
+        changed = previous is None or (previous.reason, previous.message) != (reason, message)
+        self._status = self._status.model_copy(
+            update={
+                "conditions": set_condition(
+                    self._status.conditions,
+                    CONFIGURATION,
+                    "True" if ok else "False",
+                    reason,
+                    message,
+                    generation=self._generation,
+                    now=self.ctx.clock(),
+                )
+            }
+        )
+        if changed and reason != "Resolved":
+            await self.ctx.kube.event(self.ref, "Warning", reason, message)
+
+    async def _write(self, force: bool = False) -> None:
+        assert self.state is not None and self._spec is not None
+        now = self.ctx.clock()
+        phase = core.phase_of(self.state, self._spec)
+        self._status = status_from_state(
+            self.state,
+            phase,
+            self._trace,
+            self._spec,
+            self._status,
+            generation=self._generation,
+            now=now,
+        )
+        self._export_state(self._spec)
         wire = self._status.to_merge_patch()
         due = now - self._written_at >= HEARTBEAT_SECONDS
         if not force and not due and _material(wire) == _material(self._written):
             return
+        await self._patch(wire)
+        self._written, self._written_at = wire, now
+
+    async def _patch(self, wire: dict[str, Any]) -> None:
+        """Write status; a failure is logged and the next round writes again."""
         try:
             await self.ctx.kube.patch_status(self.ref, wire)
         except NotFound:
-            return  # deleted under us; the daemon is being stopped
-        self._written, self._written_at = wire, now
+            pass  # deleted under us; the daemon is being stopped
+        except Exception as error:
+            self._written_at = 0.0  # make the next round write
+            log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, error)
 
-    async def _report_invalid(self, message: str, generation: int | None) -> None:
-        if self._invalid_generation == generation:
+    async def _report_invalid(self, message: str) -> None:
+        """Say why the spec is refused; leave everything Lifeboat remembers untouched."""
+        if self._invalid_generation == self._generation:
             return
-        self._invalid_generation = generation
-        now = self.ctx.clock()
+        self._invalid_generation = self._generation
         conditions = set_condition(
             self._status.conditions,
             READY,
             "False",
             "InvalidSpec",
             message,
-            generation=generation,
-            now=now,
+            generation=self._generation,
+            now=self.ctx.clock(),
         )
-        self._status = self._status.model_copy(
-            update={"phase": "Invalid", "observed_generation": generation, "conditions": conditions}
-        )
-        await self.ctx.kube.patch_status(self.ref, self._status.to_merge_patch())
+        self._status = self._status.model_copy(update={"conditions": conditions})
+        patch = {
+            "phase": "Invalid",
+            "observedGeneration": self._generation,
+            "conditions": [c.to_wire() for c in conditions],
+        }
+        await self._patch(patch)
         await self.ctx.kube.event(self.ref, "Warning", "InvalidSpec", message)
 
     def _export_probes(self, probes: tuple[ProbeResult, ...]) -> None:
@@ -210,6 +351,12 @@ class AppWorker:
 
     def _export_state(self, spec: ResilientAppSpec) -> None:
         assert self.state is not None
+        current = {(site.name, zone) for site in spec.sites for zone in site.zones}
+        for gone_site, gone_zone in self._exported - current:
+            metrics.forget_zone(*self._labels, gone_site, gone_zone)
+        for gone in {s for s, _ in self._exported} - {s.name for s in spec.sites}:
+            metrics.forget_site(*self._labels, gone)
+        self._exported = current
         for site in spec.sites:
             metrics.ACTIVE_SITE.labels(*self._labels, site.name).set(
                 1 if site.name == self.state.active_site else 0
@@ -220,22 +367,29 @@ class AppWorker:
         metrics.APP_EPOCH.labels(*self._labels).set(self.state.epoch)
 
 
-def traffic_plan(action: core.Action, spec: ResilientAppSpec, ref: ObjectRef) -> TrafficPlan:
+def traffic_plan(action: core.Action, ref: ObjectRef) -> TrafficPlan:
     """The DNS change that carries out ``action``."""
-    weights = dict(action.weights)
+
+    def record(dns: core.DnsName) -> DnsRecord:
+        return DnsRecord(dns.hosted_zone_id, dns.hosted_zone_name, dns.name, dns.type, dns.ttl)
+
     return TrafficPlan(
-        hosted_zone_id=spec.traffic.hosted_zone_id,
-        hosted_zone_name=spec.traffic.hosted_zone_name,
-        record_name=spec.traffic.record_name,
-        record_type=spec.traffic.record_type,
-        ttl=spec.traffic.ttl,
-        records=tuple(
-            SiteRecord(site.name, site.traffic_targets, weights.get(site.name, 0))
-            for site in spec.sites
-        ),
+        record=record(action.dns),
+        records=tuple(SiteRecord(t.site, t.values, t.weight) for t in action.targets),
+        retire=record(action.retire) if action.retire else None,
         comment=f"lifeboat {ref.namespace}/{ref.name}: epoch {action.epoch}, "
         f"active site {action.active_site}",
     )
+
+
+def _salvage(raw: Mapping[str, Any]) -> ResilientAppStatus:
+    """What can be kept of a status that does not parse: never let the epoch go back."""
+    epoch = raw.get("epoch")
+    active = raw.get("activeSite")
+    if isinstance(epoch, int) and epoch >= 1 and isinstance(active, str):
+        # The next decision raises the epoch past anything written before.
+        return ResilientAppStatus(active_site=active, epoch=epoch + 1)
+    return ResilientAppStatus()
 
 
 def _material(wire: Mapping[str, Any] | None) -> Any:

@@ -11,28 +11,32 @@ status is entirely Lifeboat's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import kubernetes.client
+from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.conditions import rfc3339, set_condition
+from controller.api.conditions import get_condition, rfc3339, set_condition
 from controller.api.models import GROUP, VERSION, ProviderStatus
 from controller.core.status import READY
 from controller.operator.app import AppContext, AppWorker
-from controller.operator.kube import KubeClient, ObjectRef
+from controller.operator.kube import Kube, KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
 from controller.operator.probes import HttpProber
-from controller.operator.providers import ProviderRegistry, ProviderUnavailable
+from controller.operator.providers import ProviderInfo, ProviderRegistry, ProviderUnavailable
 from controller.providers.aws.identity import StsIdentity
-from controller.providers.outcomes import classify
+from controller.providers.outcomes import describe
 
 log = logging.getLogger(__name__)
 
-PROVIDER_RECHECK_SECONDS = 300.0
+PROVIDER_RECHECK_SECONDS = 60.0
 APPS = (GROUP, VERSION, "resilientapps")
 PROVIDERS = (GROUP, VERSION, "cloudproviders")
 
@@ -63,28 +67,46 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     registry = kopf.OperatorRegistry()
     kube = KubeClient(kubernetes.client.ApiClient(configuration))
     providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
-    context = AppContext(kube=kube, providers=providers, prober=HttpProber())
+    prober = HttpProber()
+    context = AppContext(kube=kube, providers=providers, prober=prober)
+    background: list[asyncio.Task[None]] = []
+
+    def index_of(kwargs: dict[str, Any]) -> kopf.Index[str, ProviderInfo]:
+        index: kopf.Index[str, ProviderInfo] = kwargs["cloud_providers"]
+        return index
+
+    def lookup_in(index: kopf.Index[str, ProviderInfo]) -> Callable[[str], ProviderInfo | None]:
+        def lookup(name: str) -> ProviderInfo | None:
+            store = index.get(name)
+            return next(iter(store), None) if store else None
+
+        return lookup
 
     @kopf.on.login(id="login", registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
+    @kopf.on.startup(id="startup", registry=registry)
+    async def startup(**kwargs: Any) -> None:
+        index = index_of(kwargs)
+        providers.lookup = lookup_in(index)
+        background.append(asyncio.create_task(_recheck_providers(index, providers, kube)))
+
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(**_: Any) -> None:
-        await context.prober.close()
+        for task in background:
+            task.cancel()
+        await prober.close()
 
     @kopf.index(*PROVIDERS, id="cloud_providers", registry=registry)
     def cloud_providers(
-        name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-    ) -> dict[str, tuple[dict[str, Any], str]]:
-        return {name: (dict(spec), str(meta.get("resourceVersion", "")))}
-
-    def bind(index: kopf.Index[str, tuple[dict[str, Any], str]]) -> None:
-        def lookup(name: str) -> tuple[dict[str, Any], str] | None:
-            store = index.get(name)
-            return next(iter(store), None) if store else None
-
-        providers.lookup = lookup
+        name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+    ) -> dict[str, ProviderInfo]:
+        return {
+            name: ProviderInfo(
+                name, uid, int(meta.get("generation") or 0), dict(spec), dict(status)
+            )
+        }
 
     @kopf.daemon(*APPS, id="app", registry=registry, cancellation_timeout=10.0)
     async def app_daemon(
@@ -93,20 +115,10 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
         namespace: str | None,
         uid: str,
         stopped: kopf.DaemonStopped,
-        **kwargs: Any,
+        **_: Any,
     ) -> None:
-        bind(kwargs["cloud_providers"])
         ref = ObjectRef("ResilientApp", "resilientapps", name, namespace, uid)
-        worker = AppWorker(ref, context)
-        while not stopped:
-            try:
-                wait = await worker.round(body)
-            except Exception:
-                # A round must never kill the daemon: log, count, and try again.
-                metrics.RECONCILE_ERRORS.labels(kind="ResilientApp").inc()
-                log.exception("%s/%s: round failed", namespace, name)
-                wait = 10.0
-            await stopped.wait(wait)
+        await AppWorker(ref, context).run(body, lambda: bool(stopped))
 
     @kopf.on.delete(*APPS, id="app-deleted", registry=registry, optional=True)
     def app_deleted(name: str, namespace: str | None, **_: Any) -> None:
@@ -115,60 +127,93 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     @kopf.on.resume(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.create(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.update(*PROVIDERS, id="credentials", registry=registry)
-    async def provider_check(
-        name: str,
-        uid: str,
-        meta: kopf.Meta,
-        status: kopf.Status,
-        **kwargs: Any,
-    ) -> None:
-        bind(kwargs["cloud_providers"])
-        ref = ObjectRef("CloudProvider", "cloudproviders", name, None, uid)
-        await verify_provider(ref, meta.get("generation"), dict(status), context)
+    async def provider_check(name: str, **kwargs: Any) -> None:
+        info = lookup_in(index_of(kwargs))(name)
+        if info is not None:
+            await verify_provider(info, providers, kube)
+
+    @kopf.on.delete(*PROVIDERS, id="provider-deleted", registry=registry, optional=True)
+    def provider_deleted(name: str, **_: Any) -> None:
+        providers.forget(name)
+        metrics.PROVIDER_READY.remove(name) if name in _ready_series() else None
 
     return Wiring(registry, context)
 
 
+def _ready_series() -> set[str]:
+    return {labels[0] for labels in metrics.PROVIDER_READY._metrics}
+
+
+async def _recheck_providers(
+    index: kopf.Index[str, ProviderInfo], providers: ProviderRegistry, kube: Kube
+) -> None:
+    """Verify every CloudProvider's credentials again, every PROVIDER_RECHECK_SECONDS.
+
+    Catches credentials revoked after they worked and Secrets fixed after they failed.
+    """
+    while True:
+        await asyncio.sleep(PROVIDER_RECHECK_SECONDS)
+        for name in list(index):
+            store = index.get(name)
+            info = next(iter(store), None) if store else None
+            if info is None:
+                continue
+            try:
+                await verify_provider(info, providers, kube)
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind="CloudProvider").inc()
+                log.exception("CloudProvider %s: check failed", name)
+
+
 async def verify_provider(
-    ref: ObjectRef, generation: int | None, raw_status: dict[str, Any], context: AppContext
+    info: ProviderInfo,
+    providers: ProviderRegistry,
+    kube: Kube,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Check the provider's credentials with a cheap identity call; write the verdict.
 
-    On failure the handler raises a temporary error so that kopf checks again later
-    (a fixed Secret is then picked up without touching the CloudProvider).
+    An Event is posted only when the verdict changes.
     """
-    previous = ProviderStatus.model_validate(raw_status) if raw_status else ProviderStatus()
-    now = context.clock()
-    account: str | None = previous.account
+    ref = ObjectRef("CloudProvider", "cloudproviders", info.name, None, info.uid)
     try:
-        spec, _ = context.providers.parse(ref.name)
-        connector = await context.providers.connector(ref.name)
+        previous = ProviderStatus.model_validate(info.status)
+    except ValidationError:
+        previous = ProviderStatus()
+    now = clock()
+    account: str | None = None
+    try:
+        spec, _ = providers.parse(info.name)
+        connector = await providers.connector(info.name)
         account = await StsIdentity(connector, spec.regions[0]).whoami()
         ok, reason, message = True, "CredentialsVerified", f"credentials work for account {account}"
     except ProviderUnavailable as error:
         ok, reason, message = False, error.reason, str(error)
     except Exception as error:
-        verdict = classify(error)
         ok, reason = False, "VerificationFailed"
-        message = f"sts:GetCallerIdentity failed: {verdict.outcome.value} ({verdict.code})"
+        message = f"sts:GetCallerIdentity failed: {describe(error)}"
+        message = providers.cached_redactor(info.name)(message)
     conditions = set_condition(
         previous.conditions,
         READY,
         "True" if ok else "False",
         reason,
         message,
-        generation=generation,
+        generation=info.generation,
         now=now,
     )
     status = ProviderStatus(
-        observed_generation=generation,
+        observed_generation=info.generation,
         account=account if ok else previous.account,
         last_checked_time=rfc3339(now),
         conditions=conditions,
     )
-    await context.kube.patch_status(ref, status.to_merge_patch())
-    metrics.PROVIDER_READY.labels(ref.name).set(1 if ok else 0)
-    if previous.conditions != conditions or not ok:
-        await context.kube.event(ref, "Normal" if ok else "Warning", reason, message)
-    if not ok:
-        raise kopf.TemporaryError(message, delay=PROVIDER_RECHECK_SECONDS)
+    await kube.patch_status(ref, status.to_merge_patch())
+    metrics.PROVIDER_READY.labels(info.name).set(1 if ok else 0)
+    before = get_condition(previous.conditions, READY)
+    if before is None or (before.status, before.reason, before.message) != (
+        "True" if ok else "False",
+        reason,
+        message,
+    ):
+        await kube.event(ref, "Normal" if ok else "Warning", reason, message)

@@ -145,9 +145,9 @@ class KubeClient:
                 body,  # type: ignore[arg-type]  # the client accepts plain dicts
             )
             self._series[key] = _EventSeries(name, namespace, 1, now, now)
-        except ApiException as error:
+        except Exception as error:
             # Events are best effort: losing one must never stop a failover.
-            log.warning("could not post event %s on %s: %s", reason, ref.name, error.reason)
+            log.warning("could not post event %s on %s: %s", reason, ref.name, error)
 
     def _forget_old_series(self, now: float) -> None:
         stale = [k for k, s in self._series.items() if now - s.last >= EVENT_AGGREGATION_SECONDS]

@@ -22,17 +22,22 @@ class KubeConfigError(RuntimeError):
 def load(
     kubeconfig: str | None = None, context: str | None = None
 ) -> kubernetes.client.Configuration:
-    """A client configuration (never the library-wide default, so several can coexist)."""
+    """A client configuration (never the library-wide default, so several can coexist).
+
+    ``$KUBECONFIG`` may list several files, merged as kubectl merges them.
+    """
     configuration = kubernetes.client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    first_path = path.split(os.pathsep)[0]
-    if kubeconfig or Path(first_path).exists():
+    default = Path.home() / ".kube" / "config"
+    if kubeconfig or os.environ.get("KUBECONFIG") or default.exists():
         try:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=first_path, context=context, client_configuration=configuration
+                config_file=kubeconfig,  # None: $KUBECONFIG (merged) or ~/.kube/config
+                context=context,
+                client_configuration=configuration,
             )
-        except kubernetes.config.ConfigException as error:
-            raise KubeConfigError(f"cannot use kubeconfig {first_path}: {error}") from error
+        except (kubernetes.config.ConfigException, OSError) as error:
+            source = kubeconfig or os.environ.get("KUBECONFIG") or str(default)
+            raise KubeConfigError(f"cannot use kubeconfig {source}: {error}") from error
         return configuration
     try:
         kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]

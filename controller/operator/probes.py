@@ -8,6 +8,7 @@ a refused or reset connection, or no answer within the timeout, is not.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ import aiohttp
 from controller import __version__
 from controller.api.models import ResilientAppSpec
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
+
+MAX_BODY = 64 * 1024
 
 
 class HttpProber:
@@ -35,7 +38,9 @@ class HttpProber:
             self._session = aiohttp.ClientSession(
                 # No connection reuse: a probe must find out whether the zone accepts *new*
                 # connections, and a stopped zone must not hide behind a pooled socket.
-                connector=aiohttp.TCPConnector(force_close=True, limit=64),
+                # No pool limit either: waiting for a free connection would count against
+                # the probe timeout and turn many hung endpoints into false alarms elsewhere.
+                connector=aiohttp.TCPConnector(force_close=True, limit=0),
                 headers={"User-Agent": f"lifeboat-probe/{__version__}"},
             )
         return self._session
@@ -57,7 +62,7 @@ class HttpProber:
         try:
             async with asyncio.timeout(limit):
                 async with self._client().get(url, allow_redirects=False) as response:
-                    await response.read()
+                    await response.content.read(MAX_BODY)  # enough to see it answers
         except TimeoutError:
             return ProbeResult(
                 key,
@@ -70,6 +75,14 @@ class HttpProber:
             return ProbeResult(
                 key, ProbeOutcome.FAIL, at, time.monotonic() - started, _describe(error)
             )
+        except (ValueError, OSError) as error:  # an unusable URL (bad host name, ...)
+            return ProbeResult(
+                key, ProbeOutcome.FAIL, at, time.monotonic() - started, f"bad URL: {error}"
+            )
+        except Exception as error:  # one odd endpoint must never fail the whole round
+            return ProbeResult(
+                key, ProbeOutcome.FAIL, at, time.monotonic() - started, type(error).__name__
+            )
         latency = time.monotonic() - started
         if response.status < 400:
             return ProbeResult(key, ProbeOutcome.OK, at, latency, f"HTTP {response.status}")
@@ -78,7 +91,9 @@ class HttpProber:
 
 def _describe(error: aiohttp.ClientError) -> str:
     if isinstance(error, aiohttp.ClientConnectorError):
-        return f"connection failed: {error.os_error.strerror or error.os_error}"
+        errno = error.os_error.errno
+        reason = os.strerror(errno) if errno else str(error.os_error.strerror or error.os_error)
+        return f"connection failed: {reason}"
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
     if isinstance(error, aiohttp.ClientOSError):

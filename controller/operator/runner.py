@@ -1,19 +1,28 @@
-"""Run the operator: in its own process (``lifeboat run``) or in a thread (tests, demo)."""
+"""Run the operator: in its own process (``lifeboat run``) or in a thread (tests, demo).
+
+With leader election (the default) the operator first takes the ``lifeboat`` Lease in
+the controller namespace and only then starts its handlers; if it loses the Lease it stops
+at once and :func:`serve` raises :class:`~controller.operator.leader.LeadershipLost`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import kopf
+import kubernetes.client
 from prometheus_client import start_http_server
 
 from controller import metrics
 from controller.operator import handlers, kubeconfig
+from controller.operator.leader import LeadershipLost, LeaseElector
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +34,12 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     """Namespaces whose ResilientApps to serve; empty: every namespace."""
     controller_namespace: str = "lifeboat-system"
-    """Where credentials Secrets live (the namespace Lifeboat runs in)."""
+    """Where credentials Secrets and the leader Lease live (the namespace Lifeboat runs in)."""
     metrics_address: str | None = "0.0.0.0"  # noqa: S104 - scraped at the pod IP
     metrics_port: int = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    leader_election: bool = True
+    lease_seconds: float = 15.0
 
 
 def start_metrics(config: OperatorConfig) -> int | None:
@@ -46,11 +57,41 @@ def start_metrics(config: OperatorConfig) -> int | None:
 async def serve(
     config: OperatorConfig,
     *,
-    stop_flag: threading.Event | asyncio.Event | None = None,
-    ready_flag: threading.Event | asyncio.Event | None = None,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
 ) -> None:
-    """Run until stopped (by the flag, or SIGINT/SIGTERM when in the main thread)."""
+    """Run until stopped: by ``stop_flag``, SIGINT/SIGTERM (main thread), or a lost Lease."""
     configuration = kubeconfig.load(config.kubeconfig, config.context)
+    halt = asyncio.Event()
+    helpers = [asyncio.create_task(_follow(stop_flag, halt))] if stop_flag else []
+    _stop_on_signals(halt)
+    keeper: asyncio.Task[None] | None = None
+    try:
+        if config.leader_election:
+            elector = LeaseElector(
+                kubernetes.client.CoordinationV1Api(kubernetes.client.ApiClient(configuration)),
+                config.controller_namespace,
+                lease_seconds=config.lease_seconds,
+                renew_seconds=config.lease_seconds / 3,
+            )
+            if not await elector.acquire(halt):
+                return
+            keeper = asyncio.create_task(_hold(elector, halt))
+        await _operate(config, configuration, halt, ready_flag)
+    finally:
+        halt.set()
+        for helper in helpers:
+            helper.cancel()
+        if keeper is not None:
+            await keeper  # releases the Lease, or raises LeadershipLost
+
+
+async def _operate(
+    config: OperatorConfig,
+    configuration: kubernetes.client.Configuration,
+    halt: asyncio.Event,
+    ready_flag: threading.Event | None,
+) -> None:
     wiring = handlers.build(configuration, config.controller_namespace)
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
@@ -64,11 +105,40 @@ async def serve(
         settings=settings,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
-        standalone=True,
+        standalone=True,  # one actor at a time is ensured by the Lease, not kopf peering
         liveness_endpoint=config.liveness_endpoint,
-        stop_flag=stop_flag,
+        stop_flag=halt,
         ready_flag=ready_flag,
     )
+
+
+async def _hold(elector: LeaseElector, halt: asyncio.Event) -> None:
+    try:
+        await elector.keep(halt)
+    except LeadershipLost:
+        log.error("leader election: lost the lease; stopping at once")
+        halt.set()
+        raise
+
+
+async def _follow(flag: threading.Event, halt: asyncio.Event) -> None:
+    """Set ``halt`` when the thread-safe ``flag`` is set (polled: no thread left behind)."""
+    while not flag.is_set():  # noqa: ASYNC110 - a threading.Event offers no awaitable
+        await asyncio.sleep(0.2)
+    halt.set()
+
+
+def _stop_on_signals(halt: asyncio.Event) -> None:
+    """SIGINT/SIGTERM stop the operator, also while it waits for the Lease.
+
+    kopf installs its own handlers once it runs; these cover the time before.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, halt.set)
 
 
 def run(config: OperatorConfig) -> None:
@@ -78,8 +148,13 @@ def run(config: OperatorConfig) -> None:
 
 
 @contextmanager
-def in_background(config: OperatorConfig, ready_timeout: float = 60.0) -> Iterator[None]:
-    """The operator in a daemon thread for the duration of the block (tests, demo)."""
+def in_background(
+    config: OperatorConfig, *, wait_ready: bool = True, ready_timeout: float = 60.0
+) -> Iterator[threading.Event]:
+    """The operator in a daemon thread for the duration of the block (tests, demo).
+
+    Yields its ready flag (set once it runs handlers, i.e. once it leads).
+    """
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
 
@@ -92,11 +167,11 @@ def in_background(config: OperatorConfig, ready_timeout: float = 60.0) -> Iterat
 
     thread = threading.Thread(target=target, name="lifeboat-operator", daemon=True)
     thread.start()
-    if not ready.wait(ready_timeout) or failure:
+    if wait_ready and (not ready.wait(ready_timeout) or failure):
         stop.set()
         raise RuntimeError(f"operator did not start: {failure[0] if failure else 'timeout'}")
     try:
-        yield
+        yield ready
     finally:
         stop.set()
         thread.join(30)

@@ -127,3 +127,18 @@ def _classify_client_error(error: botocore.exceptions.ClientError) -> Classified
     if code in AWS_SERVER_CODES or status >= 500:
         return Classified(Outcome.SERVER_ERROR, code or str(status))
     return Classified(Outcome.CLIENT_ERROR, code or str(status))
+
+
+def describe(error: BaseException) -> str:
+    """The outcome of a failed call in words, with the provider's own message if any.
+
+    Provider messages name resources and rules, not credentials; callers still pass the
+    text through their connector's ``redact`` before it leaves the process.
+    """
+    verdict = classify(error)
+    text = f"{verdict.outcome.value} ({verdict.code})"
+    if isinstance(error, botocore.exceptions.ClientError):
+        message = str(error.response.get("Error", {}).get("Message", "")).strip()
+        if message:
+            text += f": {message[:300]}"
+    return text

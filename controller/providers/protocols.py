@@ -19,15 +19,28 @@ class SiteRecord:
 
 
 @dataclass(frozen=True)
-class TrafficPlan:
-    """The DNS state to reach: every site's record set with its weight."""
+class DnsRecord:
+    """A DNS name in a hosted zone (given by ID, or by name when there is no ID)."""
 
     hosted_zone_id: str | None
     hosted_zone_name: str | None
-    record_name: str
-    record_type: str
+    name: str
+    type: str
     ttl: int
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    """The DNS state to reach: every site's record set with its weight.
+
+    Record sets of ``record`` for sites not in ``records`` are removed in the same
+    atomic change (a removed site must not keep a weight), and so are all of ``retire``'s
+    (the name the app was published under before it was renamed).
+    """
+
+    record: DnsRecord
     records: tuple[SiteRecord, ...]
+    retire: DnsRecord | None = None
     comment: str = ""
 
 

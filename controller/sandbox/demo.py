@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kubernetes.client
@@ -57,12 +58,18 @@ class Watcher(threading.Thread):
         self.seen: set[str] = set()
         self.weights: dict[str, int] = {}
         self.api = kubernetes.client.CoreV1Api(sandbox.kube.api_client())
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stop_flag.wait(0.25):
             self.poll()
 
     def poll(self) -> None:
+        """Print what is new; also called before each milestone, to keep the story in order."""
+        with self.lock:
+            self._poll()
+
+    def _poll(self) -> None:
         events: list[Any] = []
         for namespace in (NAMESPACE, "default"):
             events.extend(self.api.list_namespaced_event(namespace).items)
@@ -153,17 +160,18 @@ def _story(sandbox: Sandbox, narrator: Narrator) -> int:
         say("operator running as system:serviceaccount:lifeboat-system:lifeboat")
         watcher.start()
         try:
-            return _outage(sandbox, narrator)
+            return _outage(sandbox, narrator, watcher)
         finally:
             watcher.stop()
 
 
-def _outage(sandbox: Sandbox, narrator: Narrator) -> int:
+def _outage(sandbox: Sandbox, narrator: Narrator, watcher: Watcher) -> int:
     say = narrator.say
     if not _wait(lambda: _ready(sandbox), READY_TIMEOUT):
         say(f"the app did not become Ready within {READY_TIMEOUT:.0f}s; status:")
         narrator.block(str(_app(sandbox).get("status")))
         return 1
+    watcher.poll()
     say("app is Ready. $ kubectl get resilientapps -n shop")
     narrator.block(sandbox.kube.kubectl("get", "resilientapps", "-n", NAMESPACE).stdout)
 
@@ -177,14 +185,15 @@ def _outage(sandbox: Sandbox, narrator: Narrator) -> int:
         narrator.block(str(_app(sandbox).get("status")))
         return 1
     elapsed = time.monotonic() - outage_start
+    watcher.poll()
     record = _app(sandbox)["status"].get("lastFailover", {})
     say(
         f"failover done: {record.get('fromSite')} -> {record.get('toSite')}, epoch "
         f"{record.get('epoch')}; measured by the operator: detection "
         f"{record.get('detectionSeconds')}s, RTO {record.get('rtoSeconds')}s "
-        f"({elapsed:.1f}s on the demo's clock since the zones stopped)"
+        f"({elapsed:.1f}s on the demo's clock since the zones stopped; RTO counts from the "
+        "last successful probe, so it includes up to one probe interval before the outage)"
     )
-    time.sleep(1.0)  # let the last events arrive
     say("$ kubectl get resilientapps -n shop -o wide")
     narrator.block(
         sandbox.kube.kubectl("get", "resilientapps", "-n", NAMESPACE, "-o", "wide").stdout
@@ -206,9 +215,10 @@ def run_sandbox() -> int:
         print(f"admin kubeconfig: {sandbox.kube.kubeconfig_path}")
         print(f"operator kubeconfig (ServiceAccount lifeboat): {sandbox.operator_kubeconfig}")
         print(f"moto: {sandbox.moto.url}")
+        lifeboat = Path(sys.executable).with_name("lifeboat")
         print(
             "run the operator against it in another terminal:\n"
-            f"  lifeboat run --kubeconfig {sandbox.operator_kubeconfig} "
+            f"  {lifeboat} run --kubeconfig {sandbox.operator_kubeconfig} "
             "--controller-namespace lifeboat-system --metrics-port 0 --health-endpoint ''"
         )
         print("Ctrl-C stops the sandbox.")

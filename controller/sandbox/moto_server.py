@@ -33,8 +33,8 @@ class MotoServer:
 
     ``start()`` waits until moto answers. ``reset()`` wipes all of moto's state.
     ``stop()`` (or leaving the ``with`` block) ends the process. Output goes to
-    ``log_path`` (a fresh temporary file unless given). Call ``start()`` from the
-    main thread: on Linux the kernel kills the child when the thread that
+    ``log_path`` (a fresh temporary file unless given, removed again by ``stop()``).
+    Call ``start()`` from the main thread: on Linux the kernel kills the child when the thread that
     started it ends (see :class:`~controller.sandbox.procs.ChildProcess`).
     """
 
@@ -48,6 +48,7 @@ class MotoServer:
     ) -> None:
         """``port`` 0 picks a free port (retrying if another process takes it first)."""
         self.host = require_loopback(host)
+        self._own_log = log_path is None  # a temporary log is removed again on stop
         self.log_path = log_path or _temporary_log_path()
         self.startup_timeout = startup_timeout
         self._requested_port = port
@@ -90,10 +91,12 @@ class MotoServer:
             )
 
     def stop(self) -> None:
-        """End the moto process. Idempotent."""
+        """End the moto process. Idempotent. A temporary log file is removed."""
         child, self._child = self._child, None
         if child is not None:
             child.stop()
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         self.start()

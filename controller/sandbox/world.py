@@ -179,6 +179,7 @@ class Sandbox:
             "controller_namespace": CONTROLLER_NAMESPACE,
             "metrics_address": None,
             "liveness_endpoint": None,
+            "lease_seconds": 5.0,
         }
         settings.update(overrides)
         return OperatorConfig(**settings)

@@ -191,3 +191,46 @@ def test_sandbox_provider_is_verified(apps: Apps) -> None:
     condition = wait_for(lambda: provider_ready(apps, "aws-sandbox"), 30, "its condition")
     assert (condition["status"], condition["reason"]) == ("True", "CredentialsVerified")
     assert apps.provider("aws-sandbox")["status"]["account"] == "123456789012"
+
+
+def patch_spec(apps: Apps, ns: str, name: str, spec: dict[str, Any]) -> None:
+    apps.custom.patch_namespaced_custom_object(
+        "lifeboat.dev", "v1alpha1", ns, "resilientapps", name, {"spec": spec}
+    )
+
+
+def test_edited_traffic_targets_reach_dns(apps: Apps, sandbox: Sandbox) -> None:
+    ns, name = apps.create()
+    apps.wait_serving(ns, name)
+    sites = apps.get(ns, name)["spec"]["sites"]
+    sites[0]["trafficTargets"] = ["192.0.2.99"]
+    patch_spec(apps, ns, name, {"sites": sites})
+
+    def published() -> list[str] | None:
+        route53 = sandbox.aws_client("route53")
+        zone = route53.list_hosted_zones_by_name(DNSName="example.test.")["HostedZones"][0]
+        values = [
+            r["ResourceRecords"][0]["Value"]
+            for r in route53.list_resource_record_sets(HostedZoneId=zone["Id"])[
+                "ResourceRecordSets"
+            ]
+            if r["Name"] == apps.record(ns, name) and r.get("SetIdentifier") == "use1"
+        ]
+        return values if values == ["192.0.2.99"] else None
+
+    wait_for(published, 20, "the new target in Route 53")
+    assert apps.status(ns, name)["epoch"] == 1  # a content change, not a failover
+
+
+def test_removed_site_loses_its_record_and_cannot_keep_weight(apps: Apps, sandbox: Sandbox) -> None:
+    ns, name = apps.create()
+    apps.wait_serving(ns, name)
+    sites = apps.get(ns, name)["spec"]["sites"]
+    standby = {**sites[1], "role": "primary"}
+    patch_spec(apps, ns, name, {"sites": [standby]})  # use1 (active) is gone
+    wait_for(lambda: apps.dns_weights(ns, name) == {"usw2": 100}, 20, "use1's record gone")
+    status = apps.status(ns, name)
+    assert status["activeSite"] == "usw2"
+    assert status["epoch"] == 2  # a new epoch fences anything still acting for use1
+    reasons = [r for _, r, _ in apps.events(ns, name)]
+    assert "ActiveSiteReset" in reasons

@@ -21,8 +21,8 @@ def test_install_bundle_applies_server_side(sandbox: Sandbox) -> None:
         "serviceaccount/lifeboat",
         "clusterrole.rbac.authorization.k8s.io/lifeboat",
         "clusterrolebinding.rbac.authorization.k8s.io/lifeboat",
-        "role.rbac.authorization.k8s.io/lifeboat-credentials",
-        "rolebinding.rbac.authorization.k8s.io/lifeboat-credentials",
+        "role.rbac.authorization.k8s.io/lifeboat",
+        "rolebinding.rbac.authorization.k8s.io/lifeboat",
         "deployment.apps/lifeboat",
     ):
         assert name in applied

@@ -57,7 +57,9 @@ def test_first_round_publishes_traffic_for_the_primary() -> None:
 
 def test_unapplied_traffic_is_retried_every_round() -> None:
     _, decisions = drive([round_of(0), round_of(1)], apply=False)
-    assert [d.actions[0].id for d in decisions] == ["shift-traffic/epoch-1"] * 2
+    ids = [d.actions[0].id for d in decisions]
+    assert ids[0] == ids[1]
+    assert ids[0].startswith("shift-traffic/epoch-1/")
 
 
 def test_all_zones_of_primary_down_fails_over_and_fences() -> None:
@@ -70,8 +72,9 @@ def test_all_zones_of_primary_down_fails_over_and_fences() -> None:
     assert dict(action.weights) == {"use1": 0, "usw2": 100}  # old primary demoted, same change
     assert state.active_site == "usw2" and state.epoch == 2
     record = state.last_failover
-    assert record is not None and record.outage_start == 1.0
-    assert record.detection_seconds == 2.0 and record.rto_seconds == 2.5
+    # The site last answered at t=0; the failover was decided at t=3 and applied at 3.5.
+    assert record is not None and record.outage_start == 0.0
+    assert record.detection_seconds == 3.0 and record.rto_seconds == 3.5
     assert any(n.kind is core.NoteKind.FAILOVER for n in last.notes)
 
 
@@ -124,9 +127,37 @@ def test_target_is_chosen_by_priority_then_order() -> None:
     assert state.active_site == "euc1"
 
 
+def test_changed_traffic_targets_are_applied_again() -> None:
+    state, _ = drive([round_of(0)])
+    raw = app_spec()
+    raw["sites"][0]["trafficTargets"] = ["192.0.2.99"]
+    decision = core.decide(state, round_of(1), spec_with(sites=raw["sites"]), 1.0)
+    (action,) = decision.actions
+    assert action.epoch == 1  # not a failover: the same epoch, new content
+    assert action.targets[0].values == ("192.0.2.99",)
+    assert action.retire is None
+
+
+def test_renamed_record_retires_the_old_name() -> None:
+    state, _ = drive([round_of(0)])
+    renamed = spec_with(traffic={**app_spec()["traffic"], "recordName": "shop.example.test."})
+    (action,) = core.decide(state, round_of(1), renamed, 1.0).actions
+    assert action.dns.name == "shop.example.test."
+    assert action.retire is not None and action.retire.name == "web.example.test."
+
+
+def test_zone_without_endpoints_forgets_its_verdict() -> None:
+    state, _ = drive([round_of(0)])
+    raw = app_spec()
+    raw["sites"][0]["endpoints"] = raw["sites"][0]["endpoints"][:1]  # only us-east-1a
+    spec = spec_with(sites=raw["sites"])
+    decision = core.decide(state, round_of(1, keys=ZONES[:1] + ZONES[3:]), spec, 1.0)
+    assert decision.state.zone(ZoneKey("use1", "us-east-1b")).state is ZoneState.UNKNOWN
+
+
 def test_stale_completion_is_ignored() -> None:
     state = core.AppState(active_site="usw2", epoch=3)
-    stale = core.ShiftTraffic("use1", 2, (("use1", 100), ("usw2", 0)))
+    stale = core.desired_traffic(core.AppState(active_site="use1", epoch=2), SPEC)
     assert core.complete(state, stale, 10.0) == state
 
 

@@ -129,6 +129,20 @@ class AwsConnector:
     def __repr__(self) -> str:
         return f"AwsConnector({self.name!r})"
 
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this connector holds replaced by stars."""
+        if self._credentials is None:
+            return text
+        for secret in (self._credentials.secret_access_key, self._credentials.session_token):
+            if secret is not None and secret.get_secret_value():
+                text = text.replace(secret.get_secret_value(), "**********")
+        return text
+
+    def close(self) -> None:
+        """Release what the connector holds on disk (the CA bundle file)."""
+        if isinstance(self._verify, str):
+            Path(self._verify).unlink(missing_ok=True)
+
     def _make_session(self) -> boto3.session.Session:
         if self._credentials is None:
             return boto3.session.Session()  # the standard chain: IRSA, instance role, env

@@ -1,0 +1,191 @@
+"""The per-app loop against fakes: what it writes, when it acts, how it survives failures."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from controller.api.models import ResilientAppSpec
+from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
+from controller.operator.app import AppContext, AppWorker
+from controller.operator.kube import EventType, ObjectRef
+from controller.providers.protocols import TrafficChange, TrafficPlan
+from tests.factories import app_spec
+
+REF = ObjectRef("ResilientApp", "resilientapps", "web", "shop", "uid-1")
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.fail_patches = False
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        raise AssertionError("not used")
+
+    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+        if self.fail_patches:
+            raise ConnectionError("API server unreachable")
+        self.patches.append(copy.deepcopy(status))
+
+    async def event(
+        self, ref: ObjectRef, type_: EventType, reason: str, message: str, action: str = ""
+    ) -> None:
+        self.events.append((type_, reason, message))
+
+
+class FakeTraffic:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.plans: list[TrafficPlan] = []
+        self.delay = delay
+
+    async def apply(self, plan: TrafficPlan) -> TrafficChange:
+        self.plans.append(plan)
+        await asyncio.sleep(self.delay)
+        now = time.time()
+        return TrafficChange(f"C{len(self.plans)}", True, now, now)
+
+    async def weights(self, plan: TrafficPlan) -> dict[str, int]:
+        return {}
+
+
+class FakeProviders:
+    def __init__(self, traffic: FakeTraffic) -> None:
+        self.manager = traffic
+
+    async def traffic(self, name: str) -> FakeTraffic:
+        return self.manager
+
+    def check_references(self, spec: ResilientAppSpec) -> list[tuple[str, str]]:
+        return []
+
+    def cached_redactor(self, name: str) -> Callable[[str], str]:
+        return lambda text: text
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.rounds = 0
+
+    async def probe_app(self, spec: ResilientAppSpec) -> tuple[ProbeResult, ...]:
+        self.rounds += 1
+        await asyncio.sleep(0.01)  # probing takes time; other tasks run meanwhile
+        return tuple(
+            ProbeResult(
+                ZoneKey(site.name, e.zone),
+                ProbeOutcome.FAIL if site.name in self.down else ProbeOutcome.OK,
+                time.time(),
+                0.001,
+            )
+            for site in spec.sites
+            for e in site.endpoints
+        )
+
+
+def make(
+    traffic: FakeTraffic | None = None,
+) -> tuple[AppWorker, FakeKube, FakeTraffic, FakeProber]:
+    kube, prober = FakeKube(), FakeProber()
+    traffic = traffic or FakeTraffic()
+    context = AppContext(kube=kube, providers=FakeProviders(traffic), prober=prober)
+    return AppWorker(REF, context), kube, traffic, prober
+
+
+def body(
+    spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"metadata": {"generation": 1}, "spec": spec or app_spec(), "status": status or {}}
+
+
+async def settle(worker: AppWorker) -> None:
+    """Let a started action finish and be recorded."""
+    await worker.pause(time.monotonic() + 0.2, lambda: False)
+
+
+async def test_first_round_publishes_dns_and_records_it() -> None:
+    worker, kube, traffic, _ = make()
+    await worker.round(body())
+    await settle(worker)
+    assert [{r.site: r.weight for r in p.records} for p in traffic.plans] == [
+        {"use1": 100, "usw2": 0}
+    ]
+    assert kube.patches[-1]["traffic"]["epoch"] == 1
+    assert ("Normal", "TrafficShifted") in [(t, r) for t, r, _ in kube.events]
+
+
+async def test_invalid_spec_keeps_what_lifeboat_remembers() -> None:
+    worker, kube, _, _ = make()
+    status = {"activeSite": "usw2", "epoch": 4, "phase": "Healthy"}
+    broken = app_spec()
+    broken["sites"][1]["role"] = "primary"  # two primaries, as if admission had been skipped
+    await worker.round(body(broken, status))
+    (patch,) = kube.patches
+    assert set(patch) == {"phase", "observedGeneration", "conditions"}
+    assert patch["phase"] == "Invalid"
+    assert "exactly one site must have role primary" in patch["conditions"][0]["message"]
+    await worker.round(body(app_spec(), status))  # fixed: carries on where it was
+    assert worker.state is not None
+    assert (worker.state.active_site, worker.state.epoch) == ("usw2", 4)
+
+
+async def test_unreadable_status_never_lets_the_epoch_go_back() -> None:
+    worker, _, traffic, _ = make()
+    await worker.round(body(status={"activeSite": "usw2", "epoch": 5, "zones": "garbage"}))
+    await settle(worker)
+    assert worker.state is not None
+    assert worker.state.epoch == 6
+    assert {r.site: r.weight for r in traffic.plans[0].records} == {"use1": 0, "usw2": 100}
+
+
+async def test_status_write_failure_does_not_stop_the_failover() -> None:
+    worker, kube, traffic, prober = make()
+    await worker.round(body())
+    await settle(worker)
+    kube.fail_patches = True
+    prober.down = {"use1"}
+    for _ in range(3):
+        await worker.round(body())
+    await settle(worker)
+    assert {r.site: r.weight for r in traffic.plans[-1].records} == {"use1": 0, "usw2": 100}
+    kube.fail_patches = False
+    await worker.round(body())
+    assert kube.patches[-1]["activeSite"] == "usw2"
+    assert kube.patches[-1]["traffic"]["epoch"] == 2
+
+
+async def test_a_slow_traffic_change_does_not_stop_probing() -> None:
+    worker, kube, traffic, prober = make(FakeTraffic(delay=0.5))
+    await worker.round(body())
+    rounds_before = prober.rounds
+    for _ in range(3):  # the DNS change is still in flight
+        await worker.round(body())
+    assert prober.rounds == rounds_before + 3
+    assert len(traffic.plans) == 1  # one action at a time, not one per round
+    await worker.pause(time.monotonic() + 1.0, lambda: False)
+    assert worker.state is not None
+    assert worker.state.traffic_epoch == 1
+    assert kube.patches[-1]["traffic"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), ConnectionError("reset")])
+async def test_a_failing_dns_change_is_reported_and_retried(failure: Exception) -> None:
+    worker, kube, traffic, _ = make()
+
+    async def broken(plan: TrafficPlan) -> TrafficChange:
+        traffic.plans.append(plan)
+        raise failure
+
+    traffic.apply = broken  # type: ignore[method-assign]
+    await worker.round(body())
+    await settle(worker)
+    assert ("Warning", "TrafficShiftFailed") in [(t, r) for t, r, _ in kube.events]
+    await worker.round(body())
+    await settle(worker)
+    assert len(traffic.plans) == 2
