@@ -55,6 +55,10 @@ class _Translator:
                 out[key] = self.node(value, f"{path}{{}}")
             elif key == "const":
                 out["enum"] = [value]
+            elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+                # JSON Schema 2020-12 gives the bound; OpenAPI v3.0 wants a flag on it.
+                out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+                out[key] = True
             elif key == "default" and (value is None or not self.defaults):
                 continue
             elif key == "default":

@@ -134,7 +134,9 @@ class EndpointOverride(Model):
         default=None,
         max_length=63,
         pattern=r"^[a-z0-9-]+$",
-        description="SDK service name (for AWS: ec2, route53, sts, s3, ...). Empty: every service.",
+        description="Service: for AWS the SDK's name (ec2, route53, sts, s3, ...), for "
+        "OpenStack the catalog's service type (identity, compute, dns, volumev3, "
+        "object-store). Empty: every service.",
     )
     region: CloudName | None = Field(default=None, description="Region; empty: every region.")
     url: str = Field(max_length=2048, pattern=HTTP_URL, description="Endpoint URL to use.")
@@ -154,11 +156,85 @@ class TLSSettings(Model):
     )
 
 
+class ApiPlaneLevels(Model):
+    """Figures of a region's API calls over the window that mark a level."""
+
+    error_share: float = Field(
+        ge=0, le=1, description="Share of calls failing with 5xx, timeouts, resets or capacity."
+    )
+    throttle_share: float = Field(ge=0, le=1, description="Share of calls throttled.")
+    latency_p99_seconds: float = Field(gt=0, le=600, description="99th percentile latency.")
+
+
+class RetryBudget(Model):
+    """Retries a region may get (a token bucket; each retry takes a token)."""
+
+    tokens: int = Field(default=10, ge=0, le=1000, description="Bucket size.")
+    refill_per_minute: float = Field(default=30, ge=0, le=6000, description="Tokens per minute.")
+
+
+class ApiPlanePolicy(Model):
+    """How each region's API plane (the cloud's control plane) is judged.
+
+    Every call Lifeboat makes counts, plus a cheap probe per region every
+    probeIntervalSeconds. At Degraded the retry budget shrinks to a quarter; at Impaired
+    only probes are sent to the region.
+    """
+
+    probe_interval_seconds: int = Field(default=15, ge=1, le=3600, description="Probe period.")
+    window_seconds: int = Field(default=120, ge=10, le=3600, description="Sliding window.")
+    min_calls: int = Field(
+        default=4, ge=1, le=1000, description="Calls needed in the window for a verdict."
+    )
+    degraded: ApiPlaneLevels = Field(
+        default=ApiPlaneLevels(error_share=0.05, throttle_share=0.05, latency_p99_seconds=2.0),
+        description="Any figure at or above these: Degraded.",
+    )
+    impaired: ApiPlaneLevels = Field(
+        default=ApiPlaneLevels(error_share=0.3, throttle_share=0.3, latency_p99_seconds=10.0),
+        description="Any figure at or above these: Impaired.",
+    )
+    retry_budget: RetryBudget = Field(default=RetryBudget(), description="Retry budget.")
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.degraded.errorShare <= self.impaired.errorShare && "
+            "self.degraded.throttleShare <= self.impaired.throttleShare && "
+            "self.degraded.latencyP99Seconds <= self.impaired.latencyP99Seconds",
+            message="apiPlane.degraded levels must not exceed apiPlane.impaired levels",
+            check=lambda p: (
+                p.degraded.error_share <= p.impaired.error_share
+                and p.degraded.throttle_share <= p.impaired.throttle_share
+                and p.degraded.latency_p99_seconds <= p.impaired.latency_p99_seconds
+            ),
+        ),
+        Rule(
+            cel="self.probeIntervalSeconds < self.windowSeconds",
+            message="apiPlane.probeIntervalSeconds must be shorter than apiPlane.windowSeconds",
+            check=lambda p: p.probe_interval_seconds < p.window_seconds,
+        ),
+    )
+
+
+class OpenStackSettings(Model):
+    """How to use an OpenStack cloud's credentials."""
+
+    cloud: str = Field(
+        default="lifeboat",
+        max_length=63,
+        description="Entry of clouds.yaml to use, when the Secret holds a clouds.yaml.",
+    )
+    interface: Literal["public", "internal", "admin"] = Field(
+        default="public", description="Catalog endpoint interface."
+    )
+
+
 class CloudProviderSpec(Model):
     """One cloud account or project and how to reach it."""
 
-    type: Literal["aws"] = Field(
-        description="Cloud type. aws: AWS or an EC2/Route 53-compatible endpoint.",
+    type: Literal["aws", "openstack"] = Field(
+        description="Cloud type. aws: AWS or an EC2/Route 53-compatible endpoint. "
+        "openstack: an OpenStack cloud (Keystone v3).",
     )
     regions: tuple[CloudName, ...] = Field(
         min_length=1,
@@ -170,17 +246,28 @@ class CloudProviderSpec(Model):
         default=(),
         max_length=64,
         description=(
-            "Endpoint URLs to use instead of the public ones. The most specific entry "
-            "wins: service and region, then region, then service."
+            "Endpoint URLs to use instead of the public (or catalog) ones. The most "
+            "specific entry wins: service and region, then service, then region."
         ),
     )
     tls: TLSSettings = Field(default=TLSSettings(), description="TLS verification.")
+    api_plane: ApiPlanePolicy = Field(
+        default=ApiPlanePolicy(), description="API-plane health judgement and retry budget."
+    )
+    openstack: OpenStackSettings | None = Field(
+        default=None, description="OpenStack settings (type openstack only)."
+    )
 
     rules, model_config = _with_rules(
         Rule(
             cel="self.regions.all(r, self.regions.exists_one(q, q == r))",
             message="regions must be unique",
             check=lambda s: unique(s.regions),
+        ),
+        Rule(
+            cel="self.type == 'openstack' || !has(self.openstack)",
+            message="openstack settings are only for type openstack",
+            check=lambda s: s.type == "openstack" or s.openstack is None,
         ),
     )
 
@@ -213,6 +300,34 @@ Conditions = Annotated[
 ]
 
 
+class ProviderZone(Model):
+    """A zone as the provider reports it."""
+
+    name: str = Field(max_length=63, description="Zone name.")
+    state: str = Field(max_length=32, description="Provider's word, e.g. available, impaired.")
+
+
+class RegionStatus(Model):
+    """A region's API plane, as Lifeboat judges it from its calls."""
+
+    name: str = Field(max_length=63, description="Region.")
+    api_plane: Literal["Unknown", "Healthy", "Degraded", "Impaired"] = Field(
+        description="Unknown, Healthy, Degraded or Impaired."
+    )
+    since: Timestamp | None = Field(default=None, description="When it entered that state.")
+    reason: str = Field(default="", max_length=1024, description="Why.")
+    calls: int = Field(default=0, ge=0, description="Calls in the window.")
+    error_share: float = Field(default=0, ge=0, le=1, description="Share of errors.")
+    throttle_share: float = Field(default=0, ge=0, le=1, description="Share throttled.")
+    latency_p50_ms: float | None = Field(default=None, ge=0, description="Median latency.")
+    latency_p99_ms: float | None = Field(default=None, ge=0, description="p99 latency.")
+    retry_tokens: float = Field(default=0, ge=0, description="Retry budget left.")
+    zones: tuple[ProviderZone, ...] = Field(
+        default=(), max_length=32, description="Zones as the provider reports them."
+    )
+    last_probe_time: Timestamp | None = Field(default=None, description="Last probe.")
+
+
 class ProviderStatus(Model):
     """Observed state of a CloudProvider."""
 
@@ -222,6 +337,12 @@ class ProviderStatus(Model):
     )
     last_checked_time: Timestamp | None = Field(
         default=None, description="When the credentials were last verified."
+    )
+    regions: tuple[RegionStatus, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Per-region API-plane health.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     conditions: Conditions
 

@@ -8,30 +8,10 @@ place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import botocore.exceptions
 
-
-class Outcome(StrEnum):
-    OK = "ok"
-    THROTTLED = "throttled"
-    SERVER_ERROR = "server_error"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    AUTH_ERROR = "auth_error"
-    CAPACITY_ERROR = "capacity_error"
-    CLIENT_ERROR = "client_error"
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: the same call may well succeed a moment later."""
-        return self in _TRANSIENT
-
-
-_TRANSIENT = frozenset(
-    {Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.UNREACHABLE}
-)
+from controller.core.apiplane import CallOutcome
 
 AWS_THROTTLING_CODES = frozenset(
     {
@@ -84,7 +64,7 @@ AWS_SERVER_CODES = frozenset(
 
 @dataclass(frozen=True)
 class Classified:
-    outcome: Outcome
+    outcome: CallOutcome
     code: str
     """The provider's own error code (or exception name); empty on success."""
 
@@ -92,41 +72,41 @@ class Classified:
 def classify(error: BaseException | None) -> Classified:
     """The outcome of a call that raised ``error`` (``None``: it succeeded)."""
     if error is None:
-        return Classified(Outcome.OK, "")
+        return Classified(CallOutcome.OK, "")
     if isinstance(error, botocore.exceptions.ClientError):
         return _classify_client_error(error)
     if isinstance(error, botocore.exceptions.ConnectTimeoutError | TimeoutError):
-        return Classified(Outcome.TIMEOUT, type(error).__name__)
+        return Classified(CallOutcome.TIMEOUT, type(error).__name__)
     if isinstance(error, botocore.exceptions.ReadTimeoutError):
-        return Classified(Outcome.TIMEOUT, type(error).__name__)
+        return Classified(CallOutcome.TIMEOUT, type(error).__name__)
     if isinstance(
         error,
         botocore.exceptions.EndpointConnectionError
         | botocore.exceptions.ConnectionClosedError
         | ConnectionError,
     ):
-        return Classified(Outcome.UNREACHABLE, type(error).__name__)
+        return Classified(CallOutcome.UNREACHABLE, type(error).__name__)
     if isinstance(
         error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
     ):
-        return Classified(Outcome.AUTH_ERROR, type(error).__name__)
+        return Classified(CallOutcome.AUTH_ERROR, type(error).__name__)
     if isinstance(error, botocore.exceptions.HTTPClientError):
-        return Classified(Outcome.UNREACHABLE, type(error).__name__)
-    return Classified(Outcome.CLIENT_ERROR, type(error).__name__)
+        return Classified(CallOutcome.UNREACHABLE, type(error).__name__)
+    return Classified(CallOutcome.CLIENT_ERROR, type(error).__name__)
 
 
 def _classify_client_error(error: botocore.exceptions.ClientError) -> Classified:
     code = str(error.response.get("Error", {}).get("Code", ""))
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code in AWS_THROTTLING_CODES or status == 429:
-        return Classified(Outcome.THROTTLED, code or str(status))
+        return Classified(CallOutcome.THROTTLED, code or str(status))
     if code in AWS_CAPACITY_CODES:
-        return Classified(Outcome.CAPACITY_ERROR, code)
+        return Classified(CallOutcome.CAPACITY_ERROR, code)
     if code in AWS_AUTH_CODES or status in (401, 403):
-        return Classified(Outcome.AUTH_ERROR, code or str(status))
+        return Classified(CallOutcome.AUTH_ERROR, code or str(status))
     if code in AWS_SERVER_CODES or status >= 500:
-        return Classified(Outcome.SERVER_ERROR, code or str(status))
-    return Classified(Outcome.CLIENT_ERROR, code or str(status))
+        return Classified(CallOutcome.SERVER_ERROR, code or str(status))
+    return Classified(CallOutcome.CLIENT_ERROR, code or str(status))
 
 
 def describe(error: BaseException) -> str:

@@ -45,24 +45,30 @@ def _transient(error: BaseException) -> bool:
 
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    verdict = classify(error)
     log.info(
-        "retrying %s after %s (%s), attempt %d",
+        "retrying %s after %s, attempt %d",
         getattr(state.fn, "__name__", "call"),
-        verdict.outcome,
-        verdict.code,
+        type(error).__name__,
         state.attempt_number,
     )
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy = DEFAULT_POLICY) -> T:
-    """Run ``call`` under ``policy``; the last error propagates once retries are spent."""
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy = DEFAULT_POLICY,
+    retryable: Callable[[BaseException], bool] = _transient,
+) -> T:
+    """Run ``call`` under ``policy``; the last error propagates once retries are spent.
+
+    ``retryable`` decides per error whether another attempt may follow (by default: the
+    error is transient); the caller can fold a retry budget into it.
+    """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline_seconds),
         wait=wait_random_exponential(
             multiplier=policy.base_seconds, max=policy.max_backoff_seconds
         ),
-        retry=retry_if_exception(_transient),
+        retry=retry_if_exception(retryable),
         before_sleep=_log_retry,
         reraise=True,
     )

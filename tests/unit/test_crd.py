@@ -29,6 +29,8 @@ def test_schema_is_structural(kind: Any) -> None:
         assert "type" in node, f"{kind.kind}{path} has no type"
         for banned in ("$ref", "anyOf", "allOf", "oneOf", "title", "const"):
             assert banned not in node, f"{kind.kind}{path} has {banned}"
+        for flag in ("exclusiveMinimum", "exclusiveMaximum"):
+            assert node.get(flag, True) is True, f"{kind.kind}{path}: {flag} must be a flag"
 
 
 def test_status_has_no_defaults() -> None:

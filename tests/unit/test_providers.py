@@ -6,8 +6,9 @@ import botocore.exceptions
 import pytest
 
 from controller.api.models import EndpointOverride
+from controller.core.apiplane import CallOutcome
 from controller.providers.aws.connector import AwsCredentials, CredentialsError, resolve_endpoint
-from controller.providers.outcomes import Outcome, classify
+from controller.providers.outcomes import classify
 from tests.factories import client_error
 
 
@@ -61,29 +62,32 @@ def test_missing_keys_are_named_without_values() -> None:
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
-        (None, Outcome.OK),
-        (client_error("RequestLimitExceeded", 503), Outcome.THROTTLED),
-        (client_error("Throttling", 400), Outcome.THROTTLED),
-        (client_error("SlowDown", 503), Outcome.THROTTLED),
-        (client_error("InsufficientInstanceCapacity", 500), Outcome.CAPACITY_ERROR),
-        (client_error("AuthFailure", 401), Outcome.AUTH_ERROR),
-        (client_error("InvalidClientTokenId", 403), Outcome.AUTH_ERROR),
-        (client_error("InternalError", 500), Outcome.SERVER_ERROR),
-        (client_error("Whatever", 502), Outcome.SERVER_ERROR),
-        (client_error("NoSuchHostedZone", 404), Outcome.CLIENT_ERROR),
-        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), Outcome.TIMEOUT),
-        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), Outcome.UNREACHABLE),
-        (botocore.exceptions.NoCredentialsError(), Outcome.AUTH_ERROR),
+        (None, CallOutcome.OK),
+        (client_error("RequestLimitExceeded", 503), CallOutcome.THROTTLED),
+        (client_error("Throttling", 400), CallOutcome.THROTTLED),
+        (client_error("SlowDown", 503), CallOutcome.THROTTLED),
+        (client_error("InsufficientInstanceCapacity", 500), CallOutcome.CAPACITY_ERROR),
+        (client_error("AuthFailure", 401), CallOutcome.AUTH_ERROR),
+        (client_error("InvalidClientTokenId", 403), CallOutcome.AUTH_ERROR),
+        (client_error("InternalError", 500), CallOutcome.SERVER_ERROR),
+        (client_error("Whatever", 502), CallOutcome.SERVER_ERROR),
+        (client_error("NoSuchHostedZone", 404), CallOutcome.CLIENT_ERROR),
+        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), CallOutcome.TIMEOUT),
+        (
+            botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"),
+            CallOutcome.UNREACHABLE,
+        ),
+        (botocore.exceptions.NoCredentialsError(), CallOutcome.AUTH_ERROR),
     ],
 )
-def test_classification(error: BaseException | None, outcome: Outcome) -> None:
+def test_classification(error: BaseException | None, outcome: CallOutcome) -> None:
     assert classify(error).outcome is outcome
 
 
 def test_only_transient_outcomes_are_retried() -> None:
-    assert {o for o in Outcome if o.transient} == {
-        Outcome.THROTTLED,
-        Outcome.SERVER_ERROR,
-        Outcome.TIMEOUT,
-        Outcome.UNREACHABLE,
+    assert {o for o in CallOutcome if o.transient} == {
+        CallOutcome.THROTTLED,
+        CallOutcome.SERVER_ERROR,
+        CallOutcome.TIMEOUT,
+        CallOutcome.UNREACHABLE,
     }

@@ -7,11 +7,9 @@ botocore's own retries are off so that retries are decided in one place.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,9 @@ from pydantic import SecretStr
 
 from controller import __version__
 from controller.api.models import CloudProviderSpec, EndpointOverride
-from controller.providers.outcomes import Classified, classify
-from controller.providers.retry import DEFAULT_POLICY, RetryPolicy, with_retries
+from controller.providers.calls import CloudCalls, OutcomeHook, api_plane_thresholds
+from controller.providers.outcomes import classify
+from controller.providers.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client
@@ -77,10 +76,6 @@ class AwsCredentials:
         )
 
 
-OutcomeHook = Callable[[str, str, str, Classified, float], None]
-"""Called after every call: (region, service, operation, outcome, latency seconds)."""
-
-
 def resolve_endpoint(
     overrides: tuple[EndpointOverride, ...], service: str, region: str
 ) -> str | None:
@@ -118,12 +113,19 @@ class AwsConnector:
         self._credentials = credentials
         self._max_concurrency = max_concurrency
         self._timeout = timeout_seconds
-        self._policy = retry_policy
-        self._on_outcome = on_outcome
+        self.calls = CloudCalls(
+            name,
+            classify,
+            thresholds=api_plane_thresholds(spec),
+            budget_tokens=spec.api_plane.retry_budget.tokens,
+            budget_refill_per_second=spec.api_plane.retry_budget.refill_per_minute / 60,
+            max_concurrency=max_concurrency,
+            retry_policy=retry_policy,
+            on_outcome=on_outcome,
+        )
         self._session = self._make_session()
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._verify = self._tls_verify()
 
     def __repr__(self) -> str:
@@ -195,32 +197,15 @@ class AwsConnector:
         client: STSClient = self.client("sts", region)
         return client
 
-    def _semaphore(self, region: str) -> asyncio.Semaphore:
-        if region not in self._semaphores:
-            self._semaphores[region] = asyncio.Semaphore(self._max_concurrency)
-        return self._semaphores[region]
-
-    async def call(self, region: str, service: str, operation: str, fn: Callable[[], T]) -> T:
-        """Run the blocking SDK call ``fn`` off the event loop, under the retry policy."""
-
-        async def once() -> T:
-            async with self._semaphore(region):
-                started = time.monotonic()
-                try:
-                    result = await asyncio.to_thread(fn)
-                except Exception as error:
-                    self._report(region, service, operation, classify(error), started)
-                    raise
-                self._report(region, service, operation, classify(None), started)
-                return result
-
-        return await with_retries(once, self._policy)
-
-    def _report(
-        self, region: str, service: str, operation: str, verdict: Classified, started: float
-    ) -> None:
-        latency = time.monotonic() - started
-        if verdict.code:
-            log.debug("%s %s %s in %s: %s", self.name, service, operation, region, verdict.code)
-        if self._on_outcome is not None:
-            self._on_outcome(region, service, operation, verdict, latency)
+    async def call(
+        self,
+        region: str,
+        service: str,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        mutating: bool | None = None,
+        probe: bool = False,
+    ) -> T:
+        """Run the blocking SDK call ``fn`` off the event loop, through the region's gate."""
+        return await self.calls.call(region, service, operation, fn, mutating=mutating, probe=probe)

@@ -1,0 +1,244 @@
+"""How every cloud call is made: off the event loop, bounded, judged, retried sparingly.
+
+One :class:`CloudCalls` per CloudProvider runs the SDKs' blocking calls in worker threads
+(at most ``max_concurrency`` at a time per region), classifies each outcome, and passes
+every call through the region's :class:`RegionGate`:
+
+* the gate keeps the region's recent calls and judges its API plane with the pure
+  :func:`controller.core.apiplane.assess`;
+* a retry needs a token from the region's **retry budget** (a token bucket); the bucket
+  shrinks to a quarter when the API plane is Degraded and to nothing when it is Impaired,
+  so Lifeboat never joins the thundering herd that deepens a cascade;
+* once the region is **Impaired**, only API-plane probes get through: every other call —
+  above all every mutating one — is refused before it leaves the process
+  (:class:`RegionImpaired`), which is what static stability asks of a failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from controller.api.models import ApiPlaneLevels, CloudProviderSpec
+from controller.core.apiplane import (
+    ApiPlaneHealth,
+    ApiPlaneState,
+    CallRecord,
+    Levels,
+    Thresholds,
+    assess,
+)
+from controller.providers.outcomes import Classified
+from controller.providers.retry import DEFAULT_POLICY, RetryPolicy, with_retries
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Check")
+
+# How much of the retry budget is usable in each API-plane state.
+BUDGET_SCALE = {
+    ApiPlaneState.UNKNOWN: 1.0,
+    ApiPlaneState.HEALTHY: 1.0,
+    ApiPlaneState.DEGRADED: 0.25,
+    ApiPlaneState.IMPAIRED: 0.0,
+}
+
+
+class RegionImpaired(RuntimeError):
+    """The call was not sent: the region's API plane is Impaired (static stability)."""
+
+    def __init__(self, provider: str, region: str, why: str) -> None:
+        super().__init__(
+            f"{provider} {region}: API plane impaired ({why}); only probes are sent there"
+        )
+        self.provider = provider
+        self.region = region
+
+
+@dataclass
+class RetryBudget:
+    """A token bucket: ``capacity`` tokens, ``refill_per_second``; one token per retry."""
+
+    capacity: float = 10.0
+    refill_per_second: float = 0.5
+    scale: float = 1.0
+    tokens: float = field(init=False)
+    stamp: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.capacity
+
+    def level(self, now: float) -> float:
+        """Tokens available at ``now`` (after refilling)."""
+        limit = self.capacity * self.scale
+        self.tokens = min(limit, self.tokens + (now - self.stamp) * self.refill_per_second)
+        self.stamp = now
+        return self.tokens
+
+    def take(self, now: float) -> bool:
+        if self.level(now) >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class RegionGate:
+    """One region's API-plane verdict, retry budget and admission rule."""
+
+    provider: str
+    region: str
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    budget: RetryBudget = field(default_factory=RetryBudget)
+    clock: Callable[[], float] = time.time
+    health: ApiPlaneHealth = field(default_factory=ApiPlaneHealth)
+    _calls: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=10_000))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    refused: int = 0
+
+    def admit(self, *, probe: bool) -> None:
+        """Raise :class:`RegionImpaired` for anything but a probe to an Impaired region."""
+        if self.health.state is ApiPlaneState.IMPAIRED and not probe:
+            self.refused += 1
+            raise RegionImpaired(self.provider, self.region, self.health.reason)
+
+    def record(self, record: CallRecord) -> ApiPlaneHealth:
+        """Add a call's outcome and judge the region again."""
+        with self._lock:
+            self._calls.append(record)
+            return self.judge()
+
+    def judge(self) -> ApiPlaneHealth:
+        """The verdict at the current time (also when no call was made for a while)."""
+        now = self.clock()
+        cutoff = now - self.thresholds.window
+        while self._calls and self._calls[0].at < cutoff:
+            self._calls.popleft()
+        before = self.health.state
+        self.health = assess(self.health, self._calls, self.thresholds, now)
+        self.budget.scale = BUDGET_SCALE[self.health.state]
+        if self.health.state is not before:
+            log.warning(
+                "%s %s API plane %s -> %s: %s",
+                self.provider,
+                self.region,
+                before,
+                self.health.state,
+                self.health.reason,
+            )
+        return self.health
+
+    def may_retry(self) -> bool:
+        return self.budget.take(time.monotonic())
+
+
+OutcomeHook = Callable[[str, str, str, Classified, float], None]
+"""Called after every call: (region, service, operation, outcome, latency seconds)."""
+
+
+class CloudCalls:
+    """Every call of one CloudProvider goes through here."""
+
+    def __init__(
+        self,
+        provider: str,
+        classify: Callable[[BaseException | None], Classified],
+        *,
+        thresholds: Thresholds | None = None,
+        budget_tokens: float = 10.0,
+        budget_refill_per_second: float = 0.5,
+        max_concurrency: int = 4,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        on_outcome: OutcomeHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self._classify = classify
+        self._thresholds = thresholds or Thresholds()
+        self._budget = (budget_tokens, budget_refill_per_second)
+        self._max_concurrency = max_concurrency
+        self._policy = retry_policy
+        self._on_outcome = on_outcome
+        self._clock = clock
+        self._gates: dict[str, RegionGate] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def gate(self, region: str) -> RegionGate:
+        if region not in self._gates:
+            tokens, refill = self._budget
+            self._gates[region] = RegionGate(
+                self.provider,
+                region,
+                self._thresholds,
+                RetryBudget(tokens, refill),
+                self._clock,
+            )
+        return self._gates[region]
+
+    @property
+    def gates(self) -> dict[str, RegionGate]:
+        return dict(self._gates)
+
+    async def call(
+        self,
+        region: str,
+        service: str,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        mutating: bool | None = None,
+        probe: bool = False,
+    ) -> T:
+        """Run the blocking SDK call ``fn`` (one ``operation`` of ``service``) in ``region``.
+
+        ``mutating`` defaults to "the operation's name does not start like a read".
+        """
+        gate = self.gate(region)
+        changes = mutating if mutating is not None else not operation.startswith(READ_PREFIXES)
+        semaphore = self._semaphores.setdefault(region, asyncio.Semaphore(self._max_concurrency))
+
+        async def once() -> T:
+            gate.admit(probe=probe)
+            async with semaphore:
+                started = time.monotonic()
+                error: BaseException | None = None
+                try:
+                    return await asyncio.to_thread(fn)
+                except Exception as raised:
+                    error = raised
+                    raise
+                finally:
+                    verdict = self._classify(error)
+                    latency = time.monotonic() - started
+                    gate.record(CallRecord(self._clock(), verdict.outcome, latency, probe, changes))
+                    if self._on_outcome is not None:
+                        self._on_outcome(region, service, operation, verdict, latency)
+
+        def retryable(error: BaseException) -> bool:
+            if isinstance(error, RegionImpaired):
+                return False
+            return self._classify(error).outcome.transient and gate.may_retry()
+
+        return await with_retries(once, self._policy, retryable)
+
+
+def api_plane_thresholds(spec: CloudProviderSpec) -> Thresholds:
+    """The core's thresholds from a CloudProvider's ``apiPlane`` policy."""
+    policy = spec.api_plane
+
+    def levels(given: ApiPlaneLevels) -> Levels:
+        return Levels(given.error_share, given.throttle_share, given.latency_p99_seconds)
+
+    return Thresholds(
+        window=float(policy.window_seconds),
+        min_calls=policy.min_calls,
+        degraded=levels(policy.degraded),
+        impaired=levels(policy.impaired),
+    )
