@@ -1,21 +1,33 @@
-"""The small Protocols the operator talks to; each cloud implements them.
+"""The small Protocols the operator and the replication engine talk to.
 
-Only ``providers`` know an SDK. The operator and the decision core see these types.
+Each cloud implements them (``providers/aws`` with boto3, ``providers/openstack`` with
+openstacksdk; ``providers/kubernetes`` for capacity on Kubernetes clusters). Only the
+providers know an SDK; everything above sees these types. Every implementation sends its
+calls through its provider's :class:`~controller.providers.calls.CloudCalls`, so region
+gates, retry budgets and outcome accounting apply to all of them alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from controller.core.apiplane import CallOutcome
+
+# --------------------------------------------------------------------------- traffic (DNS)
 
 
 @dataclass(frozen=True)
 class SiteRecord:
-    """One site's share of a weighted DNS name."""
+    """One site's share of a DNS name."""
 
     site: str
     values: tuple[str, ...]
     weight: int
+    health_check_url: str | None = None
+    """Failover routing: a URL the DNS service itself checks (static stability: DNS
+    answers the secondary even if Lifeboat and every control plane are down)."""
 
 
 @dataclass(frozen=True)
@@ -29,19 +41,28 @@ class DnsRecord:
     ttl: int
 
 
+Routing = Literal["Weighted", "Failover"]
+
+
 @dataclass(frozen=True)
 class TrafficPlan:
-    """The DNS state to reach: every site's record set with its weight.
+    """The DNS state to reach.
 
-    Record sets of ``record`` for sites not in ``records`` are removed in the same
-    atomic change (a removed site must not keep a weight), and so are all of ``retire``'s
-    (the name the app was published under before it was renamed).
+    ``Weighted``: one record set per site, the active site weighted 100, the others 0.
+    ``Failover``: the active site (weight 100) is the primary record, the best standby
+    (the highest weight among the rest, by plan order) the secondary, each with a DNS
+    health check when ``health_check_url`` is given; other sites get no record.
+
+    Record sets of ``record`` for sites not in ``records`` are removed in the same atomic
+    change (a removed site must not keep a weight), and so are all of ``retire``'s (the
+    name the app was published under before it was renamed).
     """
 
     record: DnsRecord
     records: tuple[SiteRecord, ...]
     retire: DnsRecord | None = None
     comment: str = ""
+    routing: Routing = "Weighted"
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,7 @@ class TrafficChange:
 
 
 class TrafficManager(Protocol):
-    """Moves users between sites through DNS."""
+    """Moves users between sites through DNS (Route 53, Designate)."""
 
     async def apply(self, plan: TrafficPlan) -> TrafficChange:
         """Make DNS match ``plan`` in one atomic change and wait until it is in sync."""
@@ -66,9 +87,190 @@ class TrafficManager(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------- identity
+
+
 class IdentityChecker(Protocol):
     """Verifies that a provider's credentials work."""
 
     async def whoami(self) -> str:
         """The account (or project) the credentials belong to."""
+        ...
+
+
+# --------------------------------------------------------------------------- API plane
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """One API-plane probe of a region: how the cheap read call went, and what it said."""
+
+    region: str
+    outcome: CallOutcome
+    latency: float
+    zones: tuple[tuple[str, str], ...] = ()
+    """(zone, provider-reported state), e.g. ("us-east-1a", "available")."""
+    detail: str = ""
+
+
+class ApiPlaneProbe(Protocol):
+    """A cheap, read-only call against a region's management API (EC2
+    DescribeAvailabilityZones; Keystone token + Nova availability zones). It goes through
+    the region's gate as a probe, so it is sent even when the region is Impaired."""
+
+    async def probe(self, region: str) -> ProbeReport: ...
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+@dataclass(frozen=True)
+class ZoneCapacity:
+    zone: str
+    desired: int
+    """What the site is asked to run in the zone."""
+    running: int
+    """What runs and is ready there now."""
+
+
+@dataclass(frozen=True)
+class CapacityState:
+    zones: tuple[ZoneCapacity, ...]
+    minimum: int = 0
+    maximum: int = 0
+
+    @property
+    def desired(self) -> int:
+        return sum(z.desired for z in self.zones)
+
+    def zone(self, name: str) -> ZoneCapacity:
+        return next((z for z in self.zones if z.zone == name), ZoneCapacity(name, 0, 0))
+
+
+class CapacityDriver(Protocol):
+    """Reads and changes a site's running capacity per zone (Auto Scaling group, OpenStack
+    servers from a template, Kubernetes Deployments per zone)."""
+
+    region: str
+    """The region whose API plane the driver calls ("" for Kubernetes)."""
+
+    async def observe(self) -> CapacityState: ...
+
+    async def set_zones(self, desired: Mapping[str, int]) -> None:
+        """Ask for ``desired[zone]`` instances in each zone; zones left out get none.
+
+        Idempotent. Implementations that cannot place per zone exactly (an Auto Scaling
+        group balances across its enabled zones) enable exactly the zones with a positive
+        count and ask for the total.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------- instances
+
+
+@dataclass(frozen=True)
+class ZoneInstances:
+    zone: str
+    total: int
+    healthy: int
+    detail: str = ""
+
+
+class InstanceHealth(Protocol):
+    """What the provider says about a site's instances, per zone (EC2 instance status and
+    ELB target health; Nova server status)."""
+
+    region: str
+
+    async def zones(self) -> tuple[ZoneInstances, ...]: ...
+
+
+# --------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    """Provider's content tag: MD5 for simple uploads; multipart/SLO tags differ."""
+    last_modified: float
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """User metadata (keys lower-case, without the provider's prefix). Listings may not
+    carry it; ``head`` always does."""
+
+
+class ObjectStore(Protocol):
+    """One bucket (S3) or container (Swift) in one region.
+
+    Bodies stream in both directions: no implementation holds a whole object in memory.
+    ``put`` makes the object visible only when it is complete (multipart upload / SLO),
+    and verifies what the store received against the caller's digest when given.
+    """
+
+    region: str
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order (paginated underneath)."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    def get(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks (raises KeyError when it does not exist)."""
+        ...
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        *,
+        md5_hex: str | None = None,
+    ) -> ObjectInfo: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; no error if it is already gone."""
+        ...
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    volume_id: str
+    region: str
+    state: Literal["pending", "completed", "error"]
+    created_at: float
+    size_gb: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class VolumeSnapshots(Protocol):
+    """Point-in-time copies of block volumes, and their copies in other regions (EBS
+    snapshots + CopySnapshot; Cinder backups exported/imported across regions)."""
+
+    region: str
+
+    async def create(self, volume_id: str, tags: Mapping[str, str]) -> Snapshot: ...
+
+    async def copy_from(self, snapshot: Snapshot, tags: Mapping[str, str]) -> Snapshot:
+        """Copy ``snapshot`` (from another region) into this region; called on the
+        destination, as EBS CopySnapshot is, so it needs no call to the source region."""
+        ...
+
+    async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
+        """Snapshots in this region carrying all of ``tags``, newest first."""
+        ...
+
+    async def get(self, snapshot_id: str) -> Snapshot | None: ...
+
+    async def delete(self, snapshot_id: str) -> None: ...
+
+    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+        """Create a volume from the snapshot in ``zone``; its ID."""
         ...
