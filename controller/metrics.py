@@ -15,6 +15,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
+from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
 from controller.core.health import ZoneState
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -93,6 +94,42 @@ RECONCILE_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+API_PLANE_STATE = Gauge(
+    "lifeboat_api_plane_state",
+    "1 for the region's current API-plane state (Unknown, Healthy, Degraded, Impaired).",
+    ["provider", "region", "state"],
+    registry=REGISTRY,
+)
+API_PLANE_LATENCY_P99 = Gauge(
+    "lifeboat_api_plane_latency_p99_seconds",
+    "p99 latency of the region's API calls over the judgement window.",
+    ["provider", "region"],
+    registry=REGISTRY,
+)
+API_PLANE_ERROR_SHARE = Gauge(
+    "lifeboat_api_plane_error_ratio",
+    "Share of the region's API calls that failed (5xx, timeouts, resets, capacity).",
+    ["provider", "region"],
+    registry=REGISTRY,
+)
+API_PLANE_THROTTLE_SHARE = Gauge(
+    "lifeboat_api_plane_throttle_ratio",
+    "Share of the region's API calls that were throttled.",
+    ["provider", "region"],
+    registry=REGISTRY,
+)
+RETRY_BUDGET = Gauge(
+    "lifeboat_retry_budget_tokens",
+    "Retries the region's budget still allows.",
+    ["provider", "region"],
+    registry=REGISTRY,
+)
+CALLS_REFUSED = Gauge(
+    "lifeboat_cloud_api_calls_refused",
+    "Calls not sent because the region's API plane is impaired (since start).",
+    ["provider", "region"],
+    registry=REGISTRY,
+)
 PROVIDER_READY = Gauge(
     "lifeboat_provider_ready",
     "1 when the CloudProvider's credentials were verified, else 0.",
@@ -111,6 +148,38 @@ def set_zone_state(namespace: str, app: str, site: str, zone: str, state: ZoneSt
             1 if candidate is state else 0
         )
     ZONE_HEALTHY.labels(namespace, app, site, zone).set(1 if state is ZoneState.HEALTHY else 0)
+
+
+def set_api_plane(
+    provider: str, region: str, health: ApiPlaneHealth, retry_tokens: float, refused: int
+) -> None:
+    """Export one region's API-plane verdict, its figures and its retry budget."""
+    for state in ApiPlaneState:
+        API_PLANE_STATE.labels(provider, region, state.value).set(1 if state is health.state else 0)
+    API_PLANE_ERROR_SHARE.labels(provider, region).set(health.figures.error_share)
+    API_PLANE_THROTTLE_SHARE.labels(provider, region).set(health.figures.throttle_share)
+    API_PLANE_LATENCY_P99.labels(provider, region).set(health.figures.p99 or 0.0)
+    RETRY_BUDGET.labels(provider, region).set(retry_tokens)
+    CALLS_REFUSED.labels(provider, region).set(refused)
+
+
+def forget_provider(provider: str) -> None:
+    """Drop a deleted CloudProvider's series."""
+    per_provider: tuple[Gauge | Counter | Histogram, ...] = (
+        API_PLANE_STATE,
+        API_PLANE_LATENCY_P99,
+        API_PLANE_ERROR_SHARE,
+        API_PLANE_THROTTLE_SHARE,
+        RETRY_BUDGET,
+        CALLS_REFUSED,
+        PROVIDER_READY,
+        CLOUD_CALLS,
+        CLOUD_CALL_DURATION,
+    )
+    for metric in per_provider:
+        children = metric._metrics  # prometheus-client keeps children keyed by label values
+        for labels in [tuple(k) for k in children if k[0] == provider]:
+            metric.remove(*labels)
 
 
 def forget_zone(namespace: str, app: str, site: str, zone: str) -> None:

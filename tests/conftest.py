@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.cloud",
     "tests.fixtures.world",
+    "tests.fixtures.openstack",
 ]

@@ -387,6 +387,12 @@ class Site(Model):
         description="Zonal endpoints probed for data-plane health. A zone is healthy when "
         "any of its endpoints answers.",
     )
+    traffic_health_check_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL,
+        description="Public URL the DNS service checks itself (traffic.routing Failover).",
+    )
     traffic_targets: tuple[Annotated[str, Field(max_length=253)], ...] = Field(
         min_length=1,
         max_length=16,
@@ -469,10 +475,19 @@ class TrafficPolicy(Model):
     )
     record_type: Literal["A", "AAAA", "CNAME"] = Field(default="A", description="Record type.")
     ttl: int = Field(default=60, ge=0, le=86400, description="Record TTL in seconds.")
-    routing: Literal["Weighted"] = Field(
+    routing: Literal["Weighted", "Failover"] = Field(
         default="Weighted",
         description="Weighted: one record set per site, weight 100 for the active site "
-        "and 0 for the others, changed in one atomic change batch.",
+        "and 0 for the others, changed in one atomic change. Failover (Route 53): the "
+        "active site is the primary record and the best standby the secondary, each with "
+        "a DNS health check on its trafficHealthCheckUrl, so DNS itself fails over even "
+        "when Lifeboat or a control plane is down. OpenStack Designate has no weights: "
+        "the record holds the active site's values.",
+    )
+    region: CloudName | None = Field(
+        default=None,
+        description="Region of the DNS service, for regional ones (Designate); default: "
+        "the provider's first region. Route 53 is global.",
     )
 
     rules, model_config = _with_rules(

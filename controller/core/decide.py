@@ -150,6 +150,7 @@ class SiteTarget:
     site: str
     values: tuple[str, ...]
     weight: int
+    health_check_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class ShiftTraffic:
     dns: DnsName
     targets: tuple[SiteTarget, ...]
     retire: DnsName | None = None
+    routing: str = "Weighted"
 
     @property
     def weights(self) -> tuple[tuple[str, int], ...]:
@@ -173,7 +175,7 @@ class ShiftTraffic:
     @property
     def fingerprint(self) -> str:
         """Digest of the desired DNS state: a change of it means DNS must be updated."""
-        text = repr((self.dns, self.targets))
+        text = repr((self.dns, self.targets, self.routing))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -436,13 +438,14 @@ def desired_traffic(state: AppState, spec: ResilientAppSpec) -> ShiftTraffic:
             s.name,
             s.traffic_targets,
             ACTIVE_WEIGHT if s.name == state.active_site else FENCED_WEIGHT,
+            s.traffic_health_check_url,
         )
         for s in spec.sites
     )
     dns = DnsName.of(spec)
     previous = state.traffic.dns if state.traffic else None
     retire = previous if previous is not None and not previous.same_record(dns) else None
-    return ShiftTraffic(state.active_site, state.epoch, dns, targets, retire)
+    return ShiftTraffic(state.active_site, state.epoch, dns, targets, retire, spec.traffic.routing)
 
 
 def phase_of(state: AppState, spec: ResilientAppSpec) -> Phase:

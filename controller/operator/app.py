@@ -62,7 +62,7 @@ class Prober(Protocol):
 class Providers(Protocol):
     """What a worker needs from the provider registry."""
 
-    async def traffic(self, name: str) -> TrafficManager: ...
+    async def traffic(self, name: str, region: str | None = None) -> TrafficManager: ...
 
     def check_references(self, spec: ResilientAppSpec) -> list[tuple[str, str]]: ...
 
@@ -186,7 +186,7 @@ class AppWorker:
 
     async def _shift(self, action: core.Action, spec: ResilientAppSpec) -> _Done:
         try:
-            traffic = await self.ctx.providers.traffic(spec.traffic.provider)
+            traffic = await self.ctx.providers.traffic(spec.traffic.provider, spec.traffic.region)
         except ProviderUnavailable as error:
             return _Done(None, error.reason, str(error))
         try:
@@ -375,8 +375,11 @@ def traffic_plan(action: core.Action, ref: ObjectRef) -> TrafficPlan:
 
     return TrafficPlan(
         record=record(action.dns),
-        records=tuple(SiteRecord(t.site, t.values, t.weight) for t in action.targets),
+        records=tuple(
+            SiteRecord(t.site, t.values, t.weight, t.health_check_url) for t in action.targets
+        ),
         retire=record(action.retire) if action.retire else None,
+        routing="Failover" if action.routing == "Failover" else "Weighted",
         comment=f"lifeboat {ref.namespace}/{ref.name}: epoch {action.epoch}, "
         f"active site {action.active_site}",
     )

@@ -13,30 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import kubernetes.client
-from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.conditions import get_condition, rfc3339, set_condition
-from controller.api.models import GROUP, VERSION, ProviderStatus
-from controller.core.status import READY
+from controller.api.models import GROUP, VERSION
 from controller.operator.app import AppContext, AppWorker
-from controller.operator.kube import Kube, KubeClient, ObjectRef
+from controller.operator.kube import KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
 from controller.operator.probes import HttpProber
-from controller.operator.providers import ProviderInfo, ProviderRegistry, ProviderUnavailable
-from controller.providers.aws.identity import StsIdentity
-from controller.providers.outcomes import describe
+from controller.operator.provider_monitor import ProviderMonitor
+from controller.operator.providers import ProviderInfo, ProviderRegistry
 
 log = logging.getLogger(__name__)
 
-PROVIDER_RECHECK_SECONDS = 60.0
 APPS = (GROUP, VERSION, "resilientapps")
 PROVIDERS = (GROUP, VERSION, "cloudproviders")
 
@@ -68,6 +62,7 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     kube = KubeClient(kubernetes.client.ApiClient(configuration))
     providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
     prober = HttpProber()
+    monitor = ProviderMonitor(providers, kube)
     context = AppContext(kube=kube, providers=providers, prober=prober)
     background: list[asyncio.Task[None]] = []
 
@@ -82,6 +77,12 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
 
         return lookup
 
+    def every_provider(index: kopf.Index[str, ProviderInfo]) -> Callable[[], list[ProviderInfo]]:
+        def listing() -> list[ProviderInfo]:
+            return [info for name in list(index) for info in index.get(name, [])]
+
+        return listing
+
     @kopf.on.login(id="login", registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
@@ -90,7 +91,7 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     async def startup(**kwargs: Any) -> None:
         index = index_of(kwargs)
         providers.lookup = lookup_in(index)
-        background.append(asyncio.create_task(_recheck_providers(index, providers, kube)))
+        background.append(asyncio.create_task(monitor.run(every_provider(index))))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -127,93 +128,14 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     @kopf.on.resume(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.create(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.update(*PROVIDERS, id="credentials", registry=registry)
-    async def provider_check(name: str, **kwargs: Any) -> None:
+    async def provider_changed(name: str, **kwargs: Any) -> None:
         info = lookup_in(index_of(kwargs))(name)
         if info is not None:
-            await verify_provider(info, providers, kube)
+            await monitor.check(info, force_identity=True)
 
     @kopf.on.delete(*PROVIDERS, id="provider-deleted", registry=registry, optional=True)
     def provider_deleted(name: str, **_: Any) -> None:
         providers.forget(name)
-        metrics.PROVIDER_READY.remove(name) if name in _ready_series() else None
+        monitor.forget(name)
 
     return Wiring(registry, context)
-
-
-def _ready_series() -> set[str]:
-    return {labels[0] for labels in metrics.PROVIDER_READY._metrics}
-
-
-async def _recheck_providers(
-    index: kopf.Index[str, ProviderInfo], providers: ProviderRegistry, kube: Kube
-) -> None:
-    """Verify every CloudProvider's credentials again, every PROVIDER_RECHECK_SECONDS.
-
-    Catches credentials revoked after they worked and Secrets fixed after they failed.
-    """
-    while True:
-        await asyncio.sleep(PROVIDER_RECHECK_SECONDS)
-        for name in list(index):
-            store = index.get(name)
-            info = next(iter(store), None) if store else None
-            if info is None:
-                continue
-            try:
-                await verify_provider(info, providers, kube)
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels(kind="CloudProvider").inc()
-                log.exception("CloudProvider %s: check failed", name)
-
-
-async def verify_provider(
-    info: ProviderInfo,
-    providers: ProviderRegistry,
-    kube: Kube,
-    clock: Callable[[], float] = time.time,
-) -> None:
-    """Check the provider's credentials with a cheap identity call; write the verdict.
-
-    An Event is posted only when the verdict changes.
-    """
-    ref = ObjectRef("CloudProvider", "cloudproviders", info.name, None, info.uid)
-    try:
-        previous = ProviderStatus.model_validate(info.status)
-    except ValidationError:
-        previous = ProviderStatus()
-    now = clock()
-    account: str | None = None
-    try:
-        spec, _ = providers.parse(info.name)
-        connector = await providers.connector(info.name)
-        account = await StsIdentity(connector, spec.regions[0]).whoami()
-        ok, reason, message = True, "CredentialsVerified", f"credentials work for account {account}"
-    except ProviderUnavailable as error:
-        ok, reason, message = False, error.reason, str(error)
-    except Exception as error:
-        ok, reason = False, "VerificationFailed"
-        message = f"sts:GetCallerIdentity failed: {describe(error)}"
-        message = providers.cached_redactor(info.name)(message)
-    conditions = set_condition(
-        previous.conditions,
-        READY,
-        "True" if ok else "False",
-        reason,
-        message,
-        generation=info.generation,
-        now=now,
-    )
-    status = ProviderStatus(
-        observed_generation=info.generation,
-        account=account if ok else previous.account,
-        last_checked_time=rfc3339(now),
-        conditions=conditions,
-    )
-    await kube.patch_status(ref, status.to_merge_patch())
-    metrics.PROVIDER_READY.labels(info.name).set(1 if ok else 0)
-    before = get_condition(previous.conditions, READY)
-    if before is None or (before.status, before.reason, before.message) != (
-        "True" if ok else "False",
-        reason,
-        message,
-    ):
-        await kube.event(ref, "Normal" if ok else "Warning", reason, message)

@@ -1,8 +1,10 @@
-"""CloudProvider resources turned into ready-to-use provider connectors.
+"""CloudProvider resources turned into ready-to-use provider handles.
 
-Connectors are cached per CloudProvider and rebuilt when its spec changes (generation)
-or when its credentials Secret changes (re-read at most every ``secret_ttl`` seconds, so
-rotated keys are picked up without a restart).
+A :class:`ProviderHandle` bundles what the operator uses of one CloudProvider: its
+connector (with the per-region gates), DNS traffic manager, API-plane probe and identity
+check, whatever the cloud. Handles are cached per CloudProvider and rebuilt when its spec
+changes (generation) or its credentials Secret changes (re-read at most every
+``secret_ttl`` seconds, so rotated keys are picked up without a restart).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
@@ -19,9 +21,14 @@ from pydantic import ValidationError
 from controller import metrics
 from controller.api.models import CloudProviderSpec, ResilientAppSpec
 from controller.operator.kube import Kube, NotFound
-from controller.providers.aws.connector import AwsConnector, AwsCredentials, CredentialsError
+from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
+from controller.providers.aws.connector import AwsConnector, AwsCredentials
+from controller.providers.aws.connector import CredentialsError as AwsCredentialsError
+from controller.providers.aws.identity import StsIdentity
 from controller.providers.aws.route53 import Route53Traffic
+from controller.providers.calls import CloudCalls
 from controller.providers.outcomes import Classified
+from controller.providers.protocols import ApiPlaneProbe, IdentityChecker, TrafficManager
 
 
 class ProviderUnavailable(RuntimeError):
@@ -46,6 +53,36 @@ class ProviderInfo:
 ProviderLookup = Callable[[str], ProviderInfo | None]
 
 
+class Connector(Protocol):
+    """What every cloud's connector offers the operator."""
+
+    calls: CloudCalls
+
+    def redact(self, text: str) -> str: ...
+
+    def explain(self, error: BaseException) -> str:
+        """A failed call in words, with no secret in them."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ProviderHandle:
+    """Everything the operator uses of one CloudProvider."""
+
+    name: str
+    spec: CloudProviderSpec
+    connector: Connector
+    dns: Callable[[str], TrafficManager]
+    """The DNS traffic manager serving a region (global services ignore the region)."""
+    probe: ApiPlaneProbe
+    identity: IdentityChecker
+
+    def traffic(self, region: str | None) -> TrafficManager:
+        return self.dns(region or self.spec.regions[0])
+
+
 def spec_error(error: ValidationError) -> str:
     """A short, secret-free summary of a validation error."""
     parts = []
@@ -60,8 +97,7 @@ class _Cached:
     generation: int
     secret_version: str
     checked: float
-    connector: AwsConnector
-    traffic: Route53Traffic
+    handle: ProviderHandle
 
 
 @dataclass
@@ -91,7 +127,7 @@ class ProviderRegistry:
         wanted: list[tuple[str, str | None, str]] = [
             (s.provider, s.region, f"site {s.name}") for s in spec.sites
         ]
-        wanted.append((spec.traffic.provider, None, "traffic"))
+        wanted.append((spec.traffic.provider, spec.traffic.region, "traffic"))
         for provider, region, user in wanted:
             try:
                 parsed, _ = self.parse(provider)
@@ -107,49 +143,51 @@ class ProviderRegistry:
                 )
         return problems
 
-    async def connector(self, name: str) -> AwsConnector:
-        return (await self._entry(name)).connector
-
-    async def traffic(self, name: str) -> Route53Traffic:
-        return (await self._entry(name)).traffic
-
-    def cached_redactor(self, name: str) -> Callable[[str], str]:
-        """The redaction of the provider's cached connector (identity when none)."""
-        cached = self._cache.get(name)
-        return cached.connector.redact if cached else (lambda text: text)
-
-    def forget(self, name: str) -> None:
-        cached = self._cache.pop(name, None)
-        if cached is not None:
-            cached.connector.close()
-
-    async def _entry(self, name: str) -> _Cached:
+    async def handle(self, name: str) -> ProviderHandle:
+        """The provider's handle, built or refreshed as needed."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             spec, generation = self.parse(name)
             cached = self._cache.get(name)
             same = cached is not None and cached.generation == generation
             if cached is not None and same and self.clock() - cached.checked < self.secret_ttl:
-                return cached
-            credentials, secret_version = await self._credentials(name, spec)
+                return cached.handle
+            data, secret_version = await self._secret(name, spec)
             if cached is not None and same and cached.secret_version == secret_version:
                 cached.checked = self.clock()
-                return cached
+                return cached.handle
+            handle = build_handle(name, spec, data)
             self.forget(name)
-            connector = AwsConnector(name, spec, credentials, on_outcome=_count_call(name))
-            entry = _Cached(
-                generation, secret_version, self.clock(), connector, Route53Traffic(connector)
-            )
-            self._cache[name] = entry
-            return entry
+            self._cache[name] = _Cached(generation, secret_version, self.clock(), handle)
+            return handle
 
-    async def _credentials(
+    async def connector(self, name: str) -> Connector:
+        return (await self.handle(name)).connector
+
+    async def traffic(self, name: str, region: str | None = None) -> TrafficManager:
+        return (await self.handle(name)).traffic(region)
+
+    def cached_redactor(self, name: str) -> Callable[[str], str]:
+        """The redaction of the provider's cached connector (identity when none)."""
+        cached = self._cache.get(name)
+        return cached.handle.connector.redact if cached else (lambda text: text)
+
+    def cached(self, name: str) -> ProviderHandle | None:
+        cached = self._cache.get(name)
+        return cached.handle if cached else None
+
+    def forget(self, name: str) -> None:
+        cached = self._cache.pop(name, None)
+        if cached is not None:
+            cached.handle.connector.close()
+
+    async def _secret(
         self, name: str, spec: CloudProviderSpec
-    ) -> tuple[AwsCredentials | None, str]:
+    ) -> tuple[Mapping[str, str] | None, str]:
         if spec.credentials.source == "Environment" or spec.credentials.secret_ref is None:
             return None, ""
         secret = f"{self.controller_namespace}/{spec.credentials.secret_ref.name}"
         try:
-            data, version = await self.kube.read_secret(
+            return await self.kube.read_secret(
                 self.controller_namespace, spec.credentials.secret_ref.name
             )
         except NotFound:
@@ -162,12 +200,44 @@ class ProviderRegistry:
                 f"CloudProvider {name}: Secret {secret} cannot be read ({error.status} "
                 f"{error.reason}); Lifeboat reads Secrets in its own namespace only",
             ) from None
+
+
+def build_handle(
+    name: str, spec: CloudProviderSpec, secret: Mapping[str, str] | None
+) -> ProviderHandle:
+    """The handle for a CloudProvider of any type."""
+    hook = _count_call(name)
+    if spec.type == "aws":
         try:
-            return AwsCredentials.from_secret_data(data), version
-        except CredentialsError as error:
+            credentials = AwsCredentials.from_secret_data(secret) if secret is not None else None
+        except AwsCredentialsError as error:
             raise ProviderUnavailable(
                 "CredentialsIncomplete", f"CloudProvider {name}: {error}"
             ) from None
+        aws = AwsConnector(name, spec, credentials, on_outcome=hook)
+        route53 = Route53Traffic(aws)  # a global service: the same for every region
+        identity = StsIdentity(aws, spec.regions[0])
+        return ProviderHandle(
+            name, spec, aws, lambda _region: route53, Ec2ApiPlaneProbe(aws), identity
+        )
+    return _openstack_handle(name, spec, secret, hook)
+
+
+def _openstack_handle(
+    name: str,
+    spec: CloudProviderSpec,
+    secret: Mapping[str, str] | None,
+    hook: Callable[[str, str, str, Classified, float], None],
+) -> ProviderHandle:
+    from controller.providers.openstack import components
+
+    try:
+        connector, dns, probe, identity = components(name, spec, secret, hook)
+    except ValueError as error:  # credentials that cannot be used
+        raise ProviderUnavailable(
+            "CredentialsIncomplete", f"CloudProvider {name}: {error}"
+        ) from None
+    return ProviderHandle(name, spec, connector, dns, probe, identity)
 
 
 def _count_call(provider: str) -> Callable[[str, str, str, Classified, float], None]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from controller.api.models import ApiPlaneLevels, CloudProviderSpec
+from controller.api.models import ApiPlaneLevels, CloudProviderSpec, EndpointOverride
 from controller.core.apiplane import (
     ApiPlaneHealth,
     ApiPlaneState,
@@ -125,7 +125,9 @@ class RegionGate:
         self.health = assess(self.health, self._calls, self.thresholds, now)
         self.budget.scale = BUDGET_SCALE[self.health.state]
         if self.health.state is not before:
-            log.warning(
+            worse = self.health.state in (ApiPlaneState.DEGRADED, ApiPlaneState.IMPAIRED)
+            log.log(
+                logging.WARNING if worse else logging.INFO,
                 "%s %s API plane %s -> %s: %s",
                 self.provider,
                 self.region,
@@ -222,8 +224,8 @@ class CloudCalls:
                         self._on_outcome(region, service, operation, verdict, latency)
 
         def retryable(error: BaseException) -> bool:
-            if isinstance(error, RegionImpaired):
-                return False
+            if probe or isinstance(error, RegionImpaired):
+                return False  # a probe measures the region; it never retries
             return self._classify(error).outcome.transient and gate.may_retry()
 
         return await with_retries(once, self._policy, retryable)
@@ -242,3 +244,21 @@ def api_plane_thresholds(spec: CloudProviderSpec) -> Thresholds:
         degraded=levels(policy.degraded),
         impaired=levels(policy.impaired),
     )
+
+
+def resolve_endpoint(
+    overrides: tuple[EndpointOverride, ...], service: str, region: str
+) -> str | None:
+    """The override URL for ``service`` in ``region``; the most specific entry wins.
+
+    Precedence: service and region, then service alone, then region alone, then an entry
+    with neither.
+    """
+
+    def rank(o: EndpointOverride) -> int | None:
+        if o.service not in (None, service) or o.region not in (None, region):
+            return None
+        return (0 if o.service else 2) + (0 if o.region else 1)
+
+    ranked = [(r, o.url) for o in overrides if (r := rank(o)) is not None]
+    return min(ranked)[1] if ranked else None

@@ -98,6 +98,9 @@ def classify(error: BaseException | None) -> Classified:
 def _classify_client_error(error: botocore.exceptions.ClientError) -> Classified:
     code = str(error.response.get("Error", {}).get("Code", ""))
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if status == 503 and code in ("", "503") and error.operation_name.startswith("Head"):
+        # S3 answers HEAD without a body: a bare 503 there is S3 saying SlowDown.
+        return Classified(CallOutcome.THROTTLED, "SlowDown")
     if code in AWS_THROTTLING_CODES or status == 429:
         return Classified(CallOutcome.THROTTLED, code or str(status))
     if code in AWS_CAPACITY_CODES:

@@ -211,7 +211,7 @@ class ObjectStore(Protocol):
 
     region: str
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Every object under ``prefix``, in key order (paginated underneath)."""
         ...
 

@@ -97,6 +97,7 @@ class Sandbox:
             self.zones = self._started_one(ZoneFleet(pairs))
             self._install_lifeboat()
             self._create_hosted_zone()
+            self._warm_moto()
         except BaseException:
             self.stop()
             raise
@@ -128,6 +129,13 @@ class Sandbox:
         self.operator_kubeconfig = self.kube.service_account_kubeconfig(
             CONTROLLER_NAMESPACE, SERVICE_ACCOUNT, self.kube.workdir / "operator.kubeconfig"
         )
+
+    def _warm_moto(self) -> None:
+        """moto builds each region's EC2 data on the first call (seconds); do it now so
+        that the API-plane latencies Lifeboat measures are those of a warm service."""
+        for region in sorted({s.region for s in self.layout}):
+            self.aws_client("ec2", region).describe_availability_zones()
+            self.aws_client("sts", region).get_caller_identity()
 
     def _create_hosted_zone(self) -> None:
         self.aws_client("route53").create_hosted_zone(

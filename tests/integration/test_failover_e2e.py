@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from controller.sandbox.faults import FaultSpec
 from controller.sandbox.world import Sandbox
 from tests.fixtures.world import Apps, wait_for
 
@@ -234,3 +235,50 @@ def test_removed_site_loses_its_record_and_cannot_keep_weight(apps: Apps, sandbo
     assert status["epoch"] == 2  # a new epoch fences anything still acting for use1
     reasons = [r for _, r, _ in apps.events(ns, name)]
     assert "ActiveSiteReset" in reasons
+
+
+def region_status(apps: Apps, provider: str, region: str) -> dict[str, Any] | None:
+    regions = (apps.provider(provider).get("status") or {}).get("regions", [])
+    return next((r for r in regions if r["name"] == region), None)
+
+
+def test_api_plane_throttling_is_judged_per_region(apps: Apps, sandbox: Sandbox) -> None:
+    def both_healthy() -> dict[str, Any] | None:
+        east = region_status(apps, "aws-sandbox", "us-east-1")
+        west = region_status(apps, "aws-sandbox", "us-west-2")
+        ok = east and west and east["apiPlane"] == west["apiPlane"] == "Healthy"
+        return east if ok else None
+
+    healthy = wait_for(both_healthy, 30, "both regions to be judged Healthy")
+    assert {z["name"]: z["state"] for z in healthy["zones"]}.get("us-east-1a") == "available"
+    sandbox.proxies["us-east-1"].set_faults(FaultSpec(throttle=1.0, seed=1))
+    try:
+        impaired = wait_for(
+            lambda: (
+                (r := region_status(apps, "aws-sandbox", "us-east-1"))
+                and r["apiPlane"] == "Impaired"
+                and r
+            ),
+            30,
+            "us-east-1 to be judged Impaired",
+        )
+        assert impaired["throttleShare"] >= 0.3
+        assert "throttle share" in impaired["reason"]
+        other = region_status(apps, "aws-sandbox", "us-west-2")
+        assert other is not None
+        assert other["apiPlane"] == "Healthy"
+        condition = next(
+            c
+            for c in apps.provider("aws-sandbox")["status"]["conditions"]
+            if c["type"] == "ApiPlaneHealthy"
+        )
+        assert (condition["status"], condition["reason"]) == ("False", "ApiPlaneImpaired")
+    finally:
+        sandbox.proxies["us-east-1"].clear_faults()
+    wait_for(
+        lambda: (
+            (r := region_status(apps, "aws-sandbox", "us-east-1")) and r["apiPlane"] != "Impaired"
+        ),
+        60,
+        "us-east-1 to recover",
+    )

@@ -25,7 +25,11 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
             app_harness.wait_serving(namespace, name)
             for endpoint in sandbox.zones.site_endpoints("use1"):
                 endpoint.stop()
-            wait_for(lambda: app_harness.status(namespace, name).get("epoch") == 2, 30, "failover")
+            wait_for(
+                lambda: app_harness.status(namespace, name).get("traffic", {}).get("epoch") == 2,
+                30,
+                "the failover to be applied",
+            )
             assert not standby.is_set()  # the standby never ran a handler
             events = app_harness.events(namespace, name)
             assert [r for _, r, _ in events].count("FailoverStarted") == 1

@@ -59,7 +59,7 @@ class FakeProviders:
     def __init__(self, traffic: FakeTraffic) -> None:
         self.manager = traffic
 
-    async def traffic(self, name: str) -> FakeTraffic:
+    async def traffic(self, name: str, region: str | None = None) -> FakeTraffic:
         return self.manager
 
     def check_references(self, spec: ResilientAppSpec) -> list[tuple[str, str]]:

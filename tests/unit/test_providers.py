@@ -7,7 +7,8 @@ import pytest
 
 from controller.api.models import EndpointOverride
 from controller.core.apiplane import CallOutcome
-from controller.providers.aws.connector import AwsCredentials, CredentialsError, resolve_endpoint
+from controller.providers.aws.connector import AwsCredentials, CredentialsError
+from controller.providers.calls import resolve_endpoint
 from controller.providers.outcomes import classify
 from tests.factories import client_error
 

@@ -20,9 +20,14 @@ import botocore.config
 from pydantic import SecretStr
 
 from controller import __version__
-from controller.api.models import CloudProviderSpec, EndpointOverride
-from controller.providers.calls import CloudCalls, OutcomeHook, api_plane_thresholds
-from controller.providers.outcomes import classify
+from controller.api.models import CloudProviderSpec
+from controller.providers.calls import (
+    CloudCalls,
+    OutcomeHook,
+    api_plane_thresholds,
+    resolve_endpoint,
+)
+from controller.providers.outcomes import classify, describe
 from controller.providers.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -76,24 +81,6 @@ class AwsCredentials:
         )
 
 
-def resolve_endpoint(
-    overrides: tuple[EndpointOverride, ...], service: str, region: str
-) -> str | None:
-    """The override URL for ``service`` in ``region``; the most specific entry wins.
-
-    Precedence: service and region, then service alone, then region alone, then an entry
-    with neither.
-    """
-
-    def rank(o: EndpointOverride) -> int | None:
-        if o.service not in (None, service) or o.region not in (None, region):
-            return None
-        return (0 if o.service else 2) + (0 if o.region else 1)
-
-    ranked = [(r, o.url) for o in overrides if (r := rank(o)) is not None]
-    return min(ranked)[1] if ranked else None
-
-
 class AwsConnector:
     """Creates and caches boto3 clients for one CloudProvider and runs calls off the loop."""
 
@@ -139,6 +126,10 @@ class AwsConnector:
             if secret is not None and secret.get_secret_value():
                 text = text.replace(secret.get_secret_value(), "**********")
         return text
+
+    def explain(self, error: BaseException) -> str:
+        """A failed call in words (the provider's message included), with no secret."""
+        return self.redact(describe(error))
 
     def close(self) -> None:
         """Release what the connector holds on disk (the CA bundle file)."""

@@ -3,25 +3,59 @@
 Weighted routing: one record set per site (``SetIdentifier`` = site name), weight 100 on
 the active site and 0 on the others, all in one change batch, which Route 53 applies
 atomically: there is no moment where two sites (or none) carry the weight. Record sets
-of sites no longer in the plan are deleted in the same batch.
+of sites no longer in the plan are deleted in the same batch. Weighted records carry no
+health checks: Lifeboat probes the zones itself and decides.
+
+Failover routing: the active site's record set (the highest weight, the first of equals)
+is ``PRIMARY``, the best standby's ``SECONDARY``; other sites get none. A site with a
+``health_check_url`` gets a Route 53 health check attached, so that Route 53 itself
+answers the secondary when the primary's check fails, with no call to any control plane
+(static stability). Health checks are created idempotently: each carries a
+``CallerReference`` that starts with a digest of the record (hosted zone, name, type) and
+of the URL and check settings, so an existing one is found by listing and reused, and a
+retried create returns the same check. Checks of a record that its record sets no longer
+reference are deleted once the change is in sync (Route 53 refuses to delete a check that
+a record set still uses).
+
+Switching a site between routing policies (weighted <-> failover) deletes its record set
+and creates the new one in the same atomic batch. All deletions come first in a batch.
 
 Route 53's data plane (answering DNS queries) is global and keeps working when a region
-fails; changing records uses its control plane. Health checks are not used here: Lifeboat
-probes zones itself and decides.
+fails; changing records and health checks uses its control plane.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import ipaddress
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import botocore.exceptions
 
 from controller.providers.aws.connector import GLOBAL, AwsConnector
+from controller.providers.calls import RegionImpaired
+from controller.providers.outcomes import describe
 from controller.providers.protocols import DnsRecord, SiteRecord, TrafficChange, TrafficPlan
 
 if TYPE_CHECKING:
-    from mypy_boto3_route53.type_defs import ChangeTypeDef, ResourceRecordSetOutputTypeDef
+    from mypy_boto3_route53.type_defs import (
+        ChangeTypeDef,
+        HealthCheckConfigTypeDef,
+        HealthCheckTypeDef,
+        ListHealthChecksRequestTypeDef,
+        ResourceRecordSetOutputTypeDef,
+    )
+
+log = logging.getLogger(__name__)
+
+FailoverRole = Literal["PRIMARY", "SECONDARY"]
+_CALLER_REFERENCE_PREFIX = "lifeboat"
 
 
 class HostedZoneError(LookupError):
@@ -34,9 +68,18 @@ def _fqdn(name: str) -> str:
 
 @dataclass
 class Route53Traffic:
+    """Route 53 records (and health checks) for one CloudProvider's account.
+
+    ``health_check_interval_seconds`` (10 or 30) and ``health_check_failure_threshold``
+    (1-10) configure the health checks of failover records; Route 53 cannot change a
+    check's interval later, so they are part of the check's identity.
+    """
+
     connector: AwsConnector
     sync_timeout_seconds: float = 180.0
     sync_poll_seconds: float = 2.0
+    health_check_interval_seconds: int = 30
+    health_check_failure_threshold: int = 3
     _zone_ids: dict[str, str] = field(default_factory=dict)
 
     async def hosted_zone_id(self, record: DnsRecord) -> str:
@@ -67,7 +110,7 @@ class Route53Traffic:
     async def _record_sets(
         self, zone_id: str, record: DnsRecord
     ) -> list[ResourceRecordSetOutputTypeDef]:
-        """The weighted record sets of ``record`` (name and type) in the zone."""
+        """The record sets of ``record`` (name and type) that carry a SetIdentifier."""
         client = self.connector.route53()
         name = _fqdn(record.name).lower()
         answer = await self.connector.call(
@@ -91,33 +134,142 @@ class Route53Traffic:
 
     async def apply(self, plan: TrafficPlan) -> TrafficChange:
         zone_id = await self.hosted_zone_id(plan.record)
-        wanted = {r.site for r in plan.records}
         existing = await self._record_sets(zone_id, plan.record)
-        changes: list[ChangeTypeDef] = [
-            {"Action": "DELETE", "ResourceRecordSet": _as_input(rrset)}
-            for rrset in existing
-            if rrset["SetIdentifier"] not in wanted
-        ]
-        changes += [
-            {"Action": "UPSERT", "ResourceRecordSet": _weighted(plan, r)} for r in plan.records
-        ]
+        wanted = await self._wanted(plan, zone_id)
+        changes = _changes(existing, wanted)
+        owners = [_record_key(zone_id, plan.record)]
+        # Health checks are looked after only where they are or were in use, so weighted
+        # routing makes exactly the calls it always made.
+        checked = plan.routing == "Failover" or _use_checks(existing)
         later: list[tuple[str, list[ChangeTypeDef]]] = []
         if plan.retire is not None:
-            old_zone = await self.hosted_zone_id(plan.retire)
+            retired_zone = await self.hosted_zone_id(plan.retire)
+            retired_sets = await self._record_sets(retired_zone, plan.retire)
             retired: list[ChangeTypeDef] = [
                 {"Action": "DELETE", "ResourceRecordSet": _as_input(rrset)}
-                for rrset in await self._record_sets(old_zone, plan.retire)
+                for rrset in retired_sets
             ]
-            if old_zone == zone_id:
-                changes += retired
+            owners.append(_record_key(retired_zone, plan.retire))
+            checked = checked or _use_checks(retired_sets)
+            if retired_zone == zone_id:
+                changes = retired + changes  # deletions first; the batch is atomic
             elif retired:
-                later.append((old_zone, retired))
+                later.append((retired_zone, retired))
         submitted = time.time()
         change_id, status = await self._submit(zone_id, changes, plan.comment)
         synced = await self._wait_in_sync(change_id, status)
         for other_zone, other_changes in later:
             await self._submit(other_zone, other_changes, plan.comment)
+        if synced is not None and checked:
+            keep = {rrset["HealthCheckId"] for rrset in wanted if "HealthCheckId" in rrset}
+            await self._delete_unused_health_checks(owners, keep)
         return TrafficChange(change_id, synced is not None, submitted, synced)
+
+    async def _wanted(self, plan: TrafficPlan, zone_id: str) -> list[dict[str, Any]]:
+        """The record sets the plan asks for (creating the health checks they need)."""
+        if plan.routing == "Weighted":
+            return [_weighted(plan, r) for r in plan.records]
+        pair = _failover_pair(plan.records)
+        if not any(r.health_check_url for _, r in pair):
+            return [_failover(plan, r, role, None) for role, r in pair]
+        checks = await self._health_checks()
+        wanted = []
+        for role, site in pair:
+            check = None
+            if site.health_check_url:
+                check = await self._health_check(
+                    zone_id, plan.record, site.health_check_url, checks
+                )
+            wanted.append(_failover(plan, site, role, check))
+        return wanted
+
+    # ------------------------------------------------------------------ health checks
+
+    def _check_settings(self, url: str) -> HealthCheckConfigTypeDef:
+        return _health_check_config(
+            url, self.health_check_interval_seconds, self.health_check_failure_threshold
+        )
+
+    async def _health_check(
+        self, zone_id: str, record: DnsRecord, url: str, known: list[HealthCheckTypeDef]
+    ) -> str:
+        """The ID of the record's health check of ``url``: a known one, or a new one (which
+        then joins ``known``)."""
+        config = self._check_settings(url)
+        prefix = f"{_record_key(zone_id, record)}-{_digest(repr(sorted(config.items())), 16)}-"
+        for check in known:
+            if check["CallerReference"].startswith(prefix):
+                return check["Id"]
+        # A fresh suffix: Route 53 refuses a CallerReference of a deleted check for good.
+        reference = f"{prefix}{time.time_ns():x}"
+        client = self.connector.route53()
+        answer = await self.connector.call(
+            GLOBAL,
+            "route53",
+            "CreateHealthCheck",
+            lambda: client.create_health_check(CallerReference=reference, HealthCheckConfig=config),
+            mutating=True,
+        )
+        known.append(answer["HealthCheck"])
+        log.info("Route 53 health check %s created for %s", answer["HealthCheck"]["Id"], url)
+        return answer["HealthCheck"]["Id"]
+
+    async def _health_checks(self) -> list[HealthCheckTypeDef]:
+        """Every health check of the account (ListHealthChecks, all pages)."""
+        client = self.connector.route53()
+        checks: list[HealthCheckTypeDef] = []
+        marker: str | None = None
+        while True:
+            request: ListHealthChecksRequestTypeDef = {"MaxItems": "1000"}
+            if marker:
+                request["Marker"] = marker
+            page = await self.connector.call(
+                GLOBAL,
+                "route53",
+                "ListHealthChecks",
+                functools.partial(client.list_health_checks, **request),
+            )
+            checks += page["HealthChecks"]
+            if not page.get("IsTruncated") or not page.get("NextMarker"):
+                return checks
+            marker = page["NextMarker"]
+
+    async def _delete_unused_health_checks(self, owners: list[str], keep: set[str]) -> None:
+        """Delete the health checks created for ``owners`` (record keys) not in ``keep``.
+
+        Best effort: the DNS change is done; a check left behind is found again by the
+        next apply, so failures are logged, not raised.
+        """
+        client = self.connector.route53()
+        try:
+            checks = await self._health_checks()
+            for check in checks:
+                ours = any(check["CallerReference"].startswith(f"{o}-") for o in owners)
+                if not ours or check["Id"] in keep:
+                    continue
+                check_id = check["Id"]
+                try:
+                    await self.connector.call(
+                        GLOBAL,
+                        "route53",
+                        "DeleteHealthCheck",
+                        functools.partial(client.delete_health_check, HealthCheckId=check_id),
+                        mutating=True,
+                    )
+                    log.info("Route 53 health check %s deleted (no longer used)", check_id)
+                except botocore.exceptions.ClientError as error:
+                    code = error.response.get("Error", {}).get("Code", "")
+                    if code not in ("NoSuchHealthCheck", "HealthCheckInUse"):
+                        raise
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            log.warning(
+                "unused Route 53 health checks not deleted: %s",
+                self.connector.redact(describe(error)),
+            )
+        except RegionImpaired as error:
+            log.warning("unused Route 53 health checks not deleted: %s", error)
+
+    # ------------------------------------------------------------------ changes
 
     async def _submit(
         self, zone_id: str, changes: list[ChangeTypeDef], comment: str
@@ -148,14 +300,73 @@ class Route53Traffic:
         return time.time()
 
     async def weights(self, plan: TrafficPlan) -> dict[str, int]:
+        """Weights by site; failover records count as 100 (PRIMARY) and 0 (SECONDARY)."""
         zone_id = await self.hosted_zone_id(plan.record)
         return {
-            rrset["SetIdentifier"]: int(rrset.get("Weight", 0))
+            rrset["SetIdentifier"]: _weight_of(rrset)
             for rrset in await self._record_sets(zone_id, plan.record)
         }
 
 
-def _weighted(plan: TrafficPlan, record: SiteRecord) -> Any:
+def _changes(
+    existing: list[ResourceRecordSetOutputTypeDef], wanted: list[dict[str, Any]]
+) -> list[ChangeTypeDef]:
+    """One batch from ``existing`` to ``wanted``: deletions first, then upserts.
+
+    A record set whose routing policy changes is deleted and created anew (Route 53 does
+    not turn a weighted record set into a failover one in place).
+    """
+    by_site = {rrset["SetIdentifier"]: rrset for rrset in wanted}
+    replaced: set[str] = set()
+    changes: list[ChangeTypeDef] = []
+    for rrset in existing:
+        site = rrset["SetIdentifier"]
+        if site in by_site and _policy(rrset) == _policy(by_site[site]):
+            continue
+        if site in by_site:
+            replaced.add(site)
+        changes.append({"Action": "DELETE", "ResourceRecordSet": _as_input(rrset)})
+    changes += [
+        {
+            "Action": "CREATE" if rrset["SetIdentifier"] in replaced else "UPSERT",
+            "ResourceRecordSet": rrset,  # type: ignore[typeddict-item]
+        }
+        for rrset in wanted
+    ]
+    return changes
+
+
+def _use_checks(rrsets: list[ResourceRecordSetOutputTypeDef]) -> bool:
+    return any("HealthCheckId" in rrset for rrset in rrsets)
+
+
+def _policy(rrset: Any) -> str:
+    """The routing policy of a record set, as far as Lifeboat tells them apart."""
+    if "Failover" in rrset:
+        return "Failover"
+    if "Weight" in rrset:
+        return "Weighted"
+    return "other"
+
+
+def _weight_of(rrset: ResourceRecordSetOutputTypeDef) -> int:
+    if "Failover" in rrset:
+        return 100 if rrset["Failover"] == "PRIMARY" else 0
+    return int(rrset.get("Weight", 0))
+
+
+def _failover_pair(records: tuple[SiteRecord, ...]) -> list[tuple[FailoverRole, SiteRecord]]:
+    """PRIMARY: the highest weight; SECONDARY: the highest of the rest (first in order)."""
+    if not records:
+        return []
+    primary = max(records, key=lambda r: r.weight)  # max keeps the first of equals
+    rest = [r for r in records if r is not primary]
+    if not rest:
+        return [("PRIMARY", primary)]
+    return [("PRIMARY", primary), ("SECONDARY", max(rest, key=lambda r: r.weight))]
+
+
+def _weighted(plan: TrafficPlan, record: SiteRecord) -> dict[str, Any]:
     """One site's weighted record set."""
     return {
         "Name": _fqdn(plan.record.name),
@@ -167,6 +378,62 @@ def _weighted(plan: TrafficPlan, record: SiteRecord) -> Any:
     }
 
 
+def _failover(
+    plan: TrafficPlan, record: SiteRecord, role: FailoverRole, health_check_id: str | None
+) -> dict[str, Any]:
+    """One site's failover record set, with its health check if it has one."""
+    rrset: dict[str, Any] = {
+        "Name": _fqdn(plan.record.name),
+        "Type": plan.record.type,
+        "SetIdentifier": record.site,
+        "Failover": role,
+        "TTL": plan.record.ttl,
+        "ResourceRecords": [{"Value": v} for v in record.values],
+    }
+    if health_check_id is not None:
+        rrset["HealthCheckId"] = health_check_id
+    return rrset
+
+
 def _as_input(rrset: ResourceRecordSetOutputTypeDef) -> Any:
     """A listed record set as a DELETE needs it (exactly as it is)."""
     return dict(rrset)
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _record_key(zone_id: str, record: DnsRecord) -> str:
+    """The CallerReference prefix of a record's health checks (fits Route 53's 64 chars
+    with the URL digest and a nanosecond suffix)."""
+    identity = f"{zone_id}|{_fqdn(record.name).lower()}|{record.type}"
+    return f"{_CALLER_REFERENCE_PREFIX}-{_digest(identity, 12)}"
+
+
+def _health_check_config(url: str, interval: int, threshold: int) -> HealthCheckConfigTypeDef:
+    """An HTTP(S) health check of ``url``: by IP address when the host is one, else by
+    name (with SNI for HTTPS). Route 53 counts 2xx and 3xx answers as healthy."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        raise ValueError(f"health check URL must be http(s)://host[:port]/path, got {url!r}")
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    config: HealthCheckConfigTypeDef = {
+        "Type": "HTTPS" if secure else "HTTP",
+        "Port": parts.port or (443 if secure else 80),
+        "ResourcePath": path,
+        "RequestInterval": interval,
+        "FailureThreshold": threshold,
+    }
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        config["FullyQualifiedDomainName"] = parts.hostname
+        if secure:
+            config["EnableSNI"] = True
+    else:
+        config["IPAddress"] = parts.hostname
+    return config

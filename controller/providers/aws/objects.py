@@ -1,0 +1,369 @@
+"""One S3 bucket as an :class:`~controller.providers.protocols.ObjectStore`.
+
+Bodies stream both ways and are never held whole in memory:
+
+* ``get`` reads the GetObject body ``chunk_size`` bytes at a time, each read in a worker
+  thread. The reads are data transfer of the one GetObject call, which went through the
+  region's gate; they are not calls of their own (a failed read is not retried: the
+  stream's position would be lost) and a broken stream raises to the caller.
+* ``put`` sends objects up to ``multipart_threshold`` bytes in one PutObject (buffered,
+  so at most the threshold in memory) and larger ones as a multipart upload whose parts
+  (``part_size`` bytes, at most one in memory) are uploaded as they are read. S3 shows a
+  multipart object only once CompleteMultipartUpload succeeds; on any failure, the
+  caller's digest not matching included, the upload is aborted, so nothing partial is
+  ever visible. Every request carries Content-MD5, so S3 checks each body it receives;
+  ``md5_hex``, when given, is checked against the whole stream before the object is made
+  visible.
+
+An upload whose abort fails (the region's API plane impaired, say) stays invisible but
+keeps its parts until removed; a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
+is the backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+
+import botocore.exceptions
+
+from controller.providers.aws.connector import AwsConnector
+from controller.providers.calls import RegionImpaired
+from controller.providers.outcomes import describe
+from controller.providers.protocols import ObjectInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        ListObjectsV2OutputTypeDef,
+        ListObjectsV2RequestTypeDef,
+        ObjectTypeDef,
+    )
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PARTS = 10_000
+_MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+
+
+class IntegrityError(ValueError):
+    """The streamed body did not match its declared size or digest; nothing was stored."""
+
+
+def _content_md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _missing(error: botocore.exceptions.ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code", "")) in _MISSING_CODES
+
+
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
+def _listed(item: ObjectTypeDef) -> ObjectInfo:
+    return ObjectInfo(
+        key=item.get("Key", ""),
+        size=item.get("Size", 0),
+        etag=_etag(item.get("ETag", "")),
+        last_modified=item["LastModified"].timestamp() if "LastModified" in item else 0.0,
+    )
+
+
+class S3ObjectStore:
+    """One bucket in one region; see the module docstring for how bodies stream."""
+
+    def __init__(
+        self,
+        connector: AwsConnector,
+        region: str,
+        bucket: str,
+        *,
+        multipart_threshold: int = 8 * MiB,
+        part_size: int = 8 * MiB,
+        chunk_size: int = 1 * MiB,
+        page_size: int = 1000,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        if not 1 <= page_size <= 1000 or chunk_size < 1 or multipart_threshold < 0:
+            raise ValueError("page_size must be 1..1000, chunk_size and the threshold positive")
+        self.connector = connector
+        self.region = region
+        self.bucket = bucket
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.chunk_size = chunk_size
+        self.page_size = page_size
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.region}/{self.bucket})"
+
+    def _client(self) -> S3Client:
+        client: S3Client = self.connector.client("s3", self.region)
+        return client
+
+    # ------------------------------------------------------------------ reading
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under ``prefix``; pages are fetched as iteration reaches them."""
+        page = await self._page(prefix, None)
+        while True:
+            for item in page.get("Contents", []):
+                yield _listed(item)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            page = await self._page(prefix, token)
+
+    async def _page(self, prefix: str, token: str | None) -> ListObjectsV2OutputTypeDef:
+        request: ListObjectsV2RequestTypeDef = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": self.page_size,
+        }
+        if token:
+            request["ContinuationToken"] = token
+        return await self.connector.call(
+            self.region,
+            "s3",
+            "ListObjectsV2",
+            functools.partial(self._client().list_objects_v2, **request),
+            mutating=False,
+        )
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        client = self._client()
+        try:
+            answer = await self.connector.call(
+                self.region,
+                "s3",
+                "HeadObject",
+                functools.partial(client.head_object, Bucket=self.bucket, Key=key),
+                mutating=False,
+            )
+        except botocore.exceptions.ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            size=answer["ContentLength"],
+            etag=_etag(answer["ETag"]),
+            last_modified=answer["LastModified"].timestamp(),
+            metadata={k.lower(): v for k, v in answer.get("Metadata", {}).items()},
+        )
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        client = self._client()
+        try:
+            answer = await self.connector.call(
+                self.region,
+                "s3",
+                "GetObject",
+                functools.partial(client.get_object, Bucket=self.bucket, Key=key),
+                mutating=False,
+            )
+        except botocore.exceptions.ClientError as error:
+            if _missing(error):
+                raise KeyError(key) from None
+            raise
+        body = answer["Body"]
+        try:
+            while chunk := await asyncio.to_thread(body.read, self.chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    # ------------------------------------------------------------------ writing
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        *,
+        md5_hex: str | None = None,
+    ) -> ObjectInfo:
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        if size <= self.multipart_threshold:
+            await self._put_single(key, chunks, size, metadata, md5_hex)
+        else:
+            await self._put_multipart(key, chunks, size, metadata, md5_hex)
+        info = await self.head(key)
+        if info is None:  # S3 is read-after-write consistent: someone deleted it already
+            raise KeyError(key)
+        return info
+
+    async def _put_single(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        md5_hex: str | None,
+    ) -> None:
+        body = bytearray()
+        async for chunk in chunks:
+            body += chunk
+            _check_size(len(body), size, complete=False)
+        _check_size(len(body), size, complete=True)
+        data = bytes(body)
+        _check_digest(hashlib.md5(data, usedforsecurity=False).hexdigest(), md5_hex)
+        client = self._client()
+        await self.connector.call(
+            self.region,
+            "s3",
+            "PutObject",
+            functools.partial(
+                client.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentLength=size,
+                ContentMD5=_content_md5(data),
+                Metadata=dict(metadata),
+            ),
+            mutating=True,
+        )
+
+    async def _put_multipart(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        md5_hex: str | None,
+    ) -> None:
+        client = self._client()
+        part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
+        created = await self.connector.call(
+            self.region,
+            "s3",
+            "CreateMultipartUpload",
+            functools.partial(
+                client.create_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                Metadata=dict(metadata),
+            ),
+            mutating=True,
+        )
+        upload_id = created["UploadId"]
+        try:
+            parts: list[CompletedPartTypeDef] = []
+            digest = hashlib.md5(usedforsecurity=False)
+            received = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                received += len(chunk)
+                _check_size(received, size, complete=False)
+                digest.update(chunk)
+                buffer += chunk
+                while len(buffer) >= part_size:
+                    part = bytes(buffer[:part_size])
+                    del buffer[:part_size]
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+            _check_size(received, size, complete=True)
+            if buffer or not parts:
+                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+            _check_digest(digest.hexdigest(), md5_hex)
+            await self.connector.call(
+                self.region,
+                "s3",
+                "CompleteMultipartUpload",
+                functools.partial(
+                    client.complete_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+                mutating=True,
+            )
+        except BaseException:
+            await asyncio.shield(self._abort(key, upload_id))
+            raise
+
+    async def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes
+    ) -> CompletedPartTypeDef:
+        client = self._client()
+        answer = await self.connector.call(
+            self.region,
+            "s3",
+            "UploadPart",
+            functools.partial(
+                client.upload_part,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ContentLength=len(data),
+                ContentMD5=_content_md5(data),
+            ),
+            mutating=True,
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (best effort: the object is invisible either way)."""
+        client = self._client()
+        try:
+            await self.connector.call(
+                self.region,
+                "s3",
+                "AbortMultipartUpload",
+                functools.partial(
+                    client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                ),
+                mutating=True,
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            log.warning(
+                "multipart upload %s of s3://%s/%s not aborted: %s",
+                upload_id,
+                self.bucket,
+                key,
+                self.connector.redact(describe(error)),
+            )
+        except RegionImpaired as error:
+            log.warning("multipart upload %s not aborted: %s", upload_id, error)
+
+    async def delete(self, key: str) -> None:
+        client = self._client()
+        await self.connector.call(
+            self.region,
+            "s3",
+            "DeleteObject",
+            functools.partial(client.delete_object, Bucket=self.bucket, Key=key),
+            mutating=True,
+        )
+
+
+def _check_size(received: int, size: int, *, complete: bool) -> None:
+    if received > size:
+        raise IntegrityError(f"body is longer than the {size} bytes declared")
+    if complete and received != size:
+        raise IntegrityError(f"body has {received} bytes, {size} were declared")
+
+
+def _check_digest(actual: str, expected: str | None) -> None:
+    if expected is not None and actual.lower() != expected.lower():
+        raise IntegrityError(f"body MD5 {actual} does not match the expected {expected}")

@@ -1,0 +1,193 @@
+"""EBS snapshots of one region as :class:`~controller.providers.protocols.VolumeSnapshots`.
+
+Cross-region copies are made the way EBS makes them: CopySnapshot is called in the
+*destination* region with ``SourceRegion``, so a copy needs no call to the source
+region's API plane (which may be the impaired one). Snapshots carry their tags from the
+start (``TagSpecifications``), so a snapshot is never untagged, and a volume restored
+from one is tagged likewise; CreateVolume gets a ``ClientToken``, so a retried restore
+does not make two volumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import botocore.exceptions
+
+from controller.providers.aws.connector import AwsConnector
+from controller.providers.protocols import Snapshot
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import VolumeTypeType
+    from mypy_boto3_ec2.type_defs import (
+        DescribeSnapshotsRequestTypeDef,
+        TagSpecificationTypeDef,
+    )
+
+_NOT_FOUND = "InvalidSnapshot.NotFound"
+_STATES: dict[str, Literal["pending", "completed", "error"]] = {
+    "pending": "pending",
+    "recovering": "pending",  # coming back from the archive tier
+    "completed": "completed",
+    "error": "error",
+    "recoverable": "error",  # archived: usable only after a restore
+}
+
+
+def _tags(
+    kind: Literal["snapshot", "volume"], tags: Mapping[str, str]
+) -> list[TagSpecificationTypeDef]:
+    """TagSpecifications that tag the new resource as it is made (none without tags)."""
+    if not tags:
+        return []
+    return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
+def _snapshot(region: str, item: Mapping[str, Any]) -> Snapshot:
+    """A Snapshot from a DescribeSnapshots item or a CreateSnapshot answer."""
+    return Snapshot(
+        id=item["SnapshotId"],
+        volume_id=item.get("VolumeId", ""),
+        region=region,
+        state=_STATES.get(item.get("State", ""), "error"),
+        created_at=item["StartTime"].timestamp() if "StartTime" in item else 0.0,
+        size_gb=int(item.get("VolumeSize", 0)),
+        tags={t["Key"]: t["Value"] for t in item.get("Tags", [])},
+    )
+
+
+def _not_found(error: botocore.exceptions.ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code", "")) == _NOT_FOUND
+
+
+class EbsSnapshots:
+    """Snapshots (and restored volumes) in one region; ``volume_type`` for restores."""
+
+    def __init__(
+        self, connector: AwsConnector, region: str, *, volume_type: VolumeTypeType = "gp3"
+    ) -> None:
+        self.connector = connector
+        self.region = region
+        self.volume_type: VolumeTypeType = volume_type
+
+    def __repr__(self) -> str:
+        return f"EbsSnapshots({self.region})"
+
+    def _client(self) -> EC2Client:
+        client: EC2Client = self.connector.client("ec2", self.region)
+        return client
+
+    async def create(self, volume_id: str, tags: Mapping[str, str]) -> Snapshot:
+        answer = await self.connector.call(
+            self.region,
+            "ec2",
+            "CreateSnapshot",
+            functools.partial(
+                self._client().create_snapshot,
+                VolumeId=volume_id,
+                Description=f"lifeboat snapshot of {volume_id}",
+                TagSpecifications=_tags("snapshot", tags),
+            ),
+            mutating=True,
+        )
+        return _snapshot(self.region, answer)
+
+    async def copy_from(self, snapshot: Snapshot, tags: Mapping[str, str]) -> Snapshot:
+        """The copy starts ``pending``; its ``volume_id`` names the source's volume (EBS
+        itself reports an arbitrary ID for copies)."""
+        answer = await self.connector.call(
+            self.region,
+            "ec2",
+            "CopySnapshot",
+            functools.partial(
+                self._client().copy_snapshot,
+                SourceRegion=snapshot.region,
+                SourceSnapshotId=snapshot.id,
+                Description=f"lifeboat copy of {snapshot.id} from {snapshot.region}",
+                TagSpecifications=_tags("snapshot", tags),
+            ),
+            mutating=True,
+        )
+        return Snapshot(
+            id=answer["SnapshotId"],
+            volume_id=snapshot.volume_id,
+            region=self.region,
+            state="pending",
+            created_at=time.time(),
+            size_gb=snapshot.size_gb,
+            tags=dict(tags),
+        )
+
+    async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
+        request: DescribeSnapshotsRequestTypeDef = {
+            "OwnerIds": ["self"],
+            "Filters": [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()],
+            "MaxResults": 1000,
+        }
+        found: list[Snapshot] = []
+        while True:
+            page = await self.connector.call(
+                self.region,
+                "ec2",
+                "DescribeSnapshots",
+                functools.partial(self._client().describe_snapshots, **request),
+                mutating=False,
+            )
+            found += [_snapshot(self.region, item) for item in page.get("Snapshots", [])]
+            if not page.get("NextToken"):
+                break
+            request = {**request, "NextToken": page["NextToken"]}
+        return sorted(found, key=lambda s: (s.created_at, s.id), reverse=True)
+
+    async def get(self, snapshot_id: str) -> Snapshot | None:
+        try:
+            page = await self.connector.call(
+                self.region,
+                "ec2",
+                "DescribeSnapshots",
+                functools.partial(self._client().describe_snapshots, SnapshotIds=[snapshot_id]),
+                mutating=False,
+            )
+        except botocore.exceptions.ClientError as error:
+            if _not_found(error):
+                return None
+            raise
+        items = page.get("Snapshots", [])
+        return _snapshot(self.region, items[0]) if items else None
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Idempotent: a snapshot already gone is not an error."""
+        try:
+            await self.connector.call(
+                self.region,
+                "ec2",
+                "DeleteSnapshot",
+                functools.partial(self._client().delete_snapshot, SnapshotId=snapshot_id),
+                mutating=True,
+            )
+        except botocore.exceptions.ClientError as error:
+            if not _not_found(error):
+                raise
+
+    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+        token = str(uuid.uuid4())  # one per restore: retries of this call are the same request
+        answer = await self.connector.call(
+            self.region,
+            "ec2",
+            "CreateVolume",
+            functools.partial(
+                self._client().create_volume,
+                SnapshotId=snapshot_id,
+                AvailabilityZone=zone,
+                VolumeType=self.volume_type,
+                TagSpecifications=_tags("volume", tags),
+                ClientToken=token,
+            ),
+            mutating=True,
+        )
+        return answer["VolumeId"]

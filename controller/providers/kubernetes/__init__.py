@@ -1,0 +1,1 @@
+"""Providers for sites that are Kubernetes clusters."""

@@ -1,0 +1,96 @@
+"""CloudCalls: the region gate, the retry budget and the impaired-region fence."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.core.apiplane import ApiPlaneState, CallOutcome, Thresholds
+from controller.providers.calls import CloudCalls, RegionGate, RegionImpaired, RetryBudget
+from controller.providers.outcomes import classify
+from controller.providers.retry import RetryPolicy
+from tests.factories import client_error
+
+FAST = RetryPolicy(attempts=5, deadline_seconds=5, base_seconds=0.001, max_backoff_seconds=0.002)
+
+
+def calls(tokens: float = 10.0, refill: float = 0.0) -> CloudCalls:
+    return CloudCalls(
+        "aws-test",
+        classify,
+        thresholds=Thresholds(window=60, min_calls=4),
+        budget_tokens=tokens,
+        budget_refill_per_second=refill,
+        retry_policy=FAST,
+    )
+
+
+def state_of(gate: RegionGate) -> ApiPlaneState:
+    return gate.health.state
+
+
+def test_budget_refills_up_to_its_scaled_capacity() -> None:
+    budget = RetryBudget(capacity=4, refill_per_second=1.0)
+    budget.stamp = 0.0
+    assert [budget.take(0.0) for _ in range(5)] == [True] * 4 + [False]
+    assert budget.level(2.0) == 2.0
+    budget.scale = 0.25
+    assert budget.level(100.0) == 1.0  # a quarter of 4
+
+
+async def test_retries_stop_when_the_budget_is_spent() -> None:
+    cloud = calls(tokens=2)
+    sent = 0
+
+    def throttled() -> None:
+        nonlocal sent
+        sent += 1
+        raise client_error("Throttling", 400)
+
+    with pytest.raises(Exception, match="Throttling"):
+        await cloud.call("us-east-1", "ec2", "DescribeInstances", throttled)
+    assert sent == 3  # the first attempt and two budgeted retries, not FAST.attempts
+    sent = 0
+    with pytest.raises(Exception, match="Throttling"):
+        await cloud.call("us-east-1", "ec2", "DescribeInstances", throttled)
+    assert sent == 1  # no tokens left: no retry at all
+
+
+async def test_impaired_region_gets_probes_only() -> None:
+    cloud = calls()
+    for _ in range(6):
+        with pytest.raises(Exception, match="RequestLimitExceeded"):
+            await cloud.call(
+                "us-east-1",
+                "ec2",
+                "DescribeAvailabilityZones",
+                lambda: (_ for _ in ()).throw(client_error("RequestLimitExceeded", 503)),
+                probe=True,
+            )
+    gate = cloud.gate("us-east-1")
+    assert state_of(gate) is ApiPlaneState.IMPAIRED
+    sent: list[str] = []
+    with pytest.raises(RegionImpaired, match="us-east-1: API plane impaired"):
+        await cloud.call(
+            "us-east-1", "autoscaling", "UpdateAutoScalingGroup", lambda: sent.append("x")
+        )
+    with pytest.raises(RegionImpaired):
+        await cloud.call("us-east-1", "ec2", "DescribeInstances", lambda: sent.append("x"))
+    assert sent == []
+    assert gate.refused == 2
+    # another region is not affected
+    assert await cloud.call("us-west-2", "ec2", "RunInstances", lambda: "ok") == "ok"
+    # probes still go out, and their success brings the region back
+    for _ in range(60):
+        await cloud.call("us-east-1", "ec2", "DescribeAvailabilityZones", lambda: "ok", probe=True)
+    assert state_of(gate) is ApiPlaneState.DEGRADED  # one step at a time
+
+
+async def test_outcomes_are_recorded_with_mutating_inferred() -> None:
+    cloud = calls()
+    await cloud.call("us-east-1", "ec2", "DescribeInstances", lambda: None)
+    await cloud.call("us-east-1", "ec2", "RunInstances", lambda: None)
+    records = list(cloud.gate("us-east-1")._calls)
+    assert [(r.outcome, r.mutating) for r in records] == [
+        (CallOutcome.OK, False),
+        (CallOutcome.OK, True),
+    ]
