@@ -260,7 +260,9 @@ class VolumeSnapshots(Protocol):
 
     async def copy_from(self, snapshot: Snapshot, tags: Mapping[str, str]) -> Snapshot:
         """Copy ``snapshot`` (from another region) into this region; called on the
-        destination, as EBS CopySnapshot is, so it needs no call to the source region."""
+        destination. EBS CopySnapshot needs no call to the source region; Cinder reads it
+        (the backup's record is exported there), so copies are made ahead of a failover.
+        Restoring a copy never needs the source region."""
         ...
 
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:

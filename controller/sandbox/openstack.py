@@ -404,6 +404,34 @@ class OpenStackWorld:
             interface="public",
         )
 
+    def direct_connection(self, region: str | None = None, *, admin: bool = False) -> Any:
+        """Like :meth:`connection`, but past every fault proxy: Keystone, Swift, Nova,
+        Designate and Cinder are reached directly, so faults set on the proxies do not
+        touch it and the proxies do not count its requests (set-up and checks in tests).
+        """
+        region = region or self.regions[0]
+        if region not in self.region_zones:
+            raise ValueError(f"unknown region {region!r}; regions: {self.regions}")
+        credentials = self.admin_credentials if admin else self.credentials
+        state = self._region(region)
+        compute = state.real_nova_url or f"{self.nova(region).url}{self.nova(region).endpoint_path}"
+        return openstack.connect(
+            load_yaml_config=False,
+            load_envvars=False,
+            auth_type="password",
+            auth={**credentials.auth(), "auth_url": f"{self.keystone_url}/v3"},
+            region_name=region,
+            identity_api_version="3",
+            interface="public",
+            compute_endpoint_override=compute,
+            dns_endpoint_override=state.designate.url,
+            # keystoneauth fills in the token's project; with the API version given the
+            # SDK trusts the override instead of discovering versions at the raw template.
+            block_storage_endpoint_override=f"{state.cinder.url}/v3/%(project_id)s",
+            block_storage_api_version="3",
+            object_store_endpoint_override=f"{state.swift.proxy_url}/v1/AUTH_%(project_id)s",
+        )
+
     def proxy(self, region: str, service: str) -> FaultProxy:
         """The fault proxy in front of ``service`` (a catalog type) of ``region``.
 

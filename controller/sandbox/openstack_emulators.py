@@ -2564,9 +2564,10 @@ class Backup:
 class CinderEmulator(EmulatedService):
     """Cinder's block storage API v3, microversions 3.0 to 3.71, in one region.
 
-    Volumes (also from a backup), backups, their export and import records and
-    restores. Volumes hold bytes (:meth:`write_volume`, :meth:`read_volume`)
-    that backups copy, so a test can follow data across regions. Exporting and
+    Volumes (also from a backup), backups (and their updates: name, description,
+    metadata), their export and import records and restores. Volumes hold bytes
+    (:meth:`write_volume`, :meth:`read_volume`) that backups copy, so a test can
+    follow data across regions. Exporting and
     importing backup records is admin-only in Cinder's default policy; pass
     ``backup_record_roles`` to allow other roles, as a cloud offering
     cross-region recovery to its tenants would.
@@ -2674,6 +2675,7 @@ class CinderEmulator(EmulatedService):
                 web.post(f"{prefix}/backups", self._create_backup),
                 web.post(f"{prefix}/backups/import_record", self._import_backup),
                 web.get(f"{prefix}/backups/{{backup_id}}", self._show_backup),
+                web.put(f"{prefix}/backups/{{backup_id}}", self._update_backup),
                 web.delete(f"{prefix}/backups/{{backup_id}}", self._delete_backup),
                 web.get(f"{prefix}/backups/{{backup_id}}/export_record", self._export_backup),
                 web.post(f"{prefix}/backups/{{backup_id}}/restore", self._restore_backup),
@@ -3072,6 +3074,43 @@ class CinderEmulator(EmulatedService):
                 },
                 status=202,
             )
+
+    async def _update_backup(self, request: web.Request) -> web.Response:
+        """``PUT /backups/{id}`` (3.9+): name and description; metadata from 3.43, replaced
+        whole as Cinder does. Answers 200 with the backup's summary."""
+        version = _version(request)
+        if version < (3, 9):
+            raise ApiError(404, "The resource could not be found.")
+        body = await _json_body(request)
+        spec = body.get("backup")
+        if not isinstance(spec, dict) or not spec:
+            raise ApiError(400, "Invalid input for field/attribute backup.")
+        allowed = {"name", "description"} | ({"metadata"} if version >= (3, 43) else set())
+        unexpected = sorted(set(spec) - allowed)
+        if unexpected:
+            raise ApiError(
+                400,
+                "Invalid input for field/attribute backup. Additional properties are not "
+                f"allowed ({', '.join(repr(k) for k in unexpected)} was unexpected)",
+            )
+        metadata = _string_map(spec["metadata"], "metadata") if "metadata" in spec else None
+        with self._lock:
+            backup = self._visible_backup(request, request.match_info["backup_id"])
+            if "name" in spec:
+                backup.name = spec["name"]
+            if "description" in spec:
+                backup.description = spec["description"]
+            if metadata is not None:
+                backup.metadata = metadata
+            backup.updated_at = _now_iso(microseconds=True)
+            summary: JSON = {
+                "id": backup.id,
+                "name": backup.name,
+                "links": self._links(request, "backups", backup.id),
+            }
+            if version >= (3, 43):
+                summary["metadata"] = dict(backup.metadata)
+        return web.json_response({"backup": summary})
 
     async def _delete_backup(self, request: web.Request) -> web.Response:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keystoneauth1.exceptions
 import openstack.exceptions
 import pytest
@@ -87,6 +89,12 @@ def http(status: int, text: str = "") -> openstack.exceptions.HttpException:
         (None, CallOutcome.OK),
         (http(429), CallOutcome.THROTTLED),
         (http(413, '{"overLimit": {}}'), CallOutcome.THROTTLED),
+        (http(498, "Slow down"), CallOutcome.THROTTLED),
+        (
+            http(413, '{"overLimit": {"message": "Requested volume exceeds allowed quota"}}'),
+            CallOutcome.CAPACITY_ERROR,
+        ),
+        (http(403, "Quota exceeded for instances: Requested 1"), CallOutcome.CAPACITY_ERROR),
         (http(503), CallOutcome.SERVER_ERROR),
         (http(401), CallOutcome.AUTH_ERROR),
         (http(404), CallOutcome.CLIENT_ERROR),
@@ -123,3 +131,28 @@ def test_redaction_and_overrides() -> None:
         "compute_endpoint_override": "http://127.0.0.1:8774/v2.1"
     }
     assert connector._identity_override("RegionTwo") == "http://127.0.0.1:5000/v3"
+
+
+def test_tls_settings_and_the_ca_bundle_file() -> None:
+    def connector(tls: dict[str, object]) -> OpenStackConnector:
+        spec = CloudProviderSpec.model_validate(
+            {
+                "type": "openstack",
+                "regions": ["RegionOne"],
+                "credentials": {"source": "Secret", "secretRef": {"name": "os"}},
+                "tls": tls,
+            }
+        )
+        return OpenStackConnector("os", spec, None)
+
+    assert connector({})._tls() == {"verify": True}
+    assert connector({"insecureSkipVerify": True})._tls() == {"verify": False}
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with_ca = connector({"caBundle": pem})
+    settings = with_ca._tls()
+    assert settings["verify"] is True
+    path = Path(str(settings["cacert"]))
+    assert path.read_text() == pem
+    assert with_ca._tls() == settings  # written once
+    with_ca.close()
+    assert not path.exists()

@@ -35,6 +35,9 @@ import botocore.exceptions
 
 from controller.providers.aws.connector import AwsConnector
 from controller.providers.calls import RegionImpaired
+from controller.providers.integrity import IntegrityError
+from controller.providers.integrity import check_digest as _check_digest
+from controller.providers.integrity import check_size as _check_size
 from controller.providers.outcomes import describe
 from controller.providers.protocols import ObjectInfo
 
@@ -47,16 +50,14 @@ if TYPE_CHECKING:
         ObjectTypeDef,
     )
 
+__all__ = ["IntegrityError", "S3ObjectStore"]
+
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-
-
-class IntegrityError(ValueError):
-    """The streamed body did not match its declared size or digest; nothing was stored."""
 
 
 def _content_md5(data: bytes) -> str:
@@ -355,15 +356,3 @@ class S3ObjectStore:
             functools.partial(client.delete_object, Bucket=self.bucket, Key=key),
             mutating=True,
         )
-
-
-def _check_size(received: int, size: int, *, complete: bool) -> None:
-    if received > size:
-        raise IntegrityError(f"body is longer than the {size} bytes declared")
-    if complete and received != size:
-        raise IntegrityError(f"body has {received} bytes, {size} were declared")
-
-
-def _check_digest(actual: str, expected: str | None) -> None:
-    if expected is not None and actual.lower() != expected.lower():
-        raise IntegrityError(f"body MD5 {actual} does not match the expected {expected}")

@@ -16,9 +16,11 @@ gate, retry budget, outcome accounting) like AWS calls do.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import keystoneauth1.exceptions
@@ -36,6 +38,7 @@ from controller.core.apiplane import CallOutcome
 from controller.providers.calls import (
     CloudCalls,
     OutcomeHook,
+    RegionImpaired,
     api_plane_thresholds,
     resolve_endpoint,
 )
@@ -44,8 +47,17 @@ from controller.providers.retry import DEFAULT_POLICY, RetryPolicy
 
 T = TypeVar("T")
 
-# Nova's words when a boot cannot be placed: the OpenStack face of the 2012 symptom.
-CAPACITY_MARKERS = ("No valid host", "Insufficient compute resources", "over quota")
+# The services' words when what was asked for cannot be had: Nova's scheduler ("No valid
+# host", the OpenStack face of the 2012 symptom), Nova's and Cinder's quotas.
+CAPACITY_MARKERS = (
+    "No valid host",
+    "Insufficient compute resources",
+    "over quota",
+    "Quota exceeded",
+    "exceeds allowed",
+)
+# Throttling statuses: 429 everywhere; 498 is Swift's ratelimit middleware ("Slow down").
+_THROTTLED_STATUSES = frozenset({429, 498})
 
 _SERVICE_TYPES = ("identity", "compute", "dns", "volumev3", "block-storage", "object-store")
 
@@ -126,6 +138,21 @@ class OpenStackCredentials:
         return {**self.auth, **{k: v.get_secret_value() for k, v in self.secrets.items()}}
 
 
+CALL_ERRORS: tuple[type[BaseException], ...] = (
+    openstack.exceptions.SDKException,
+    keystoneauth1.exceptions.ClientException,
+    requests.exceptions.RequestException,
+    OSError,
+    CapacityError,
+)
+"""What a failed call raises: an error answer, a broken or timed-out connection, an
+authentication failure, or a :class:`CapacityError` Lifeboat raised through the call."""
+
+CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*CALL_ERRORS, RegionImpaired)
+"""What a best-effort clean-up survives and logs: a failed call, or a region whose gate
+refuses it (the region is Impaired)."""
+
+
 def classify(error: BaseException | None) -> Classified:
     """The outcome of an openstacksdk / keystoneauth call."""
     if error is None:
@@ -165,10 +192,12 @@ def _status_of(error: BaseException) -> int | None:
 
 def _by_status(status: int, text: str, name: str) -> Classified:
     code = f"{status} {name}"
-    if status == 429 or (status == 413 and "overLimit" in text):
-        return Classified(CallOutcome.THROTTLED, code)
+    # Quotas first: Cinder answers an exceeded quota with 413 and an "overLimit" body, the
+    # shape old Nova used for rate limits.
     if any(marker in text for marker in CAPACITY_MARKERS):
         return Classified(CallOutcome.CAPACITY_ERROR, code)
+    if status in _THROTTLED_STATUSES or (status == 413 and "overLimit" in text):
+        return Classified(CallOutcome.THROTTLED, code)
     if status in (401, 403):
         return Classified(CallOutcome.AUTH_ERROR, code)
     if status >= 500:
@@ -214,6 +243,7 @@ class OpenStackConnector:
         )
         self._connections: dict[str, openstack.connection.Connection] = {}
         self._lock = threading.Lock()
+        self._ca_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"OpenStackConnector({self.name!r})"
@@ -231,10 +261,30 @@ class OpenStackConnector:
         return self.redact(describe(error))
 
     def close(self) -> None:
+        """Close the connections and remove the CA bundle file (if one was written)."""
         with self._lock:
             for connection in self._connections.values():
                 connection.close()
             self._connections.clear()
+            if self._ca_file is not None:
+                self._ca_file.unlink(missing_ok=True)
+                self._ca_file = None
+
+    def _tls(self) -> dict[str, Any]:
+        """The SDK's TLS settings: ``verify``, and ``cacert`` for a CA bundle (written to a
+        file the first time it is needed; called with the lock held)."""
+        if self.spec.tls.insecure_skip_verify:
+            return {"verify": False}
+        if not self.spec.tls.ca_bundle:
+            return {"verify": True}
+        if self._ca_file is None:
+            bundle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as we do
+                "w", suffix=".pem", prefix="lifeboat-ca-", delete=False
+            )
+            with bundle:
+                bundle.write(self.spec.tls.ca_bundle)
+            self._ca_file = Path(bundle.name)
+        return {"verify": True, "cacert": str(self._ca_file)}
 
     def _overrides(self, region: str) -> dict[str, str]:
         """``<service>_endpoint_override`` settings from the CloudProvider's overrides."""
@@ -254,11 +304,10 @@ class OpenStackConnector:
 
     def _connect(self, region: str) -> openstack.connection.Connection:
         settings = self.spec.openstack
-        verify: bool | str = not self.spec.tls.insecure_skip_verify
         options: dict[str, Any] = {
             "region_name": region,
             "interface": settings.interface if settings else "public",
-            "verify": verify,
+            **self._tls(),
             "api_timeout": self._timeout,
             "connect_retries": 0,
             "status_code_retries": 0,

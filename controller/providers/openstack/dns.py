@@ -5,7 +5,7 @@ Lifeboat keeps that recordset holding exactly the values of the sites with a pos
 weight — the active site's — so a failover is one recordset update, which Designate
 applies atomically. ``Failover`` routing is served the same way (there are no DNS health
 checks to attach). A renamed record's old recordset is deleted after the new one is in
-place.
+place; the change is in sync once the new recordset is ``ACTIVE`` and the old one gone.
 
 Designate is a regional service: the TrafficManager works in one region (``traffic.region``,
 default the provider's first region).
@@ -17,6 +17,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import openstack.exceptions
 
 from controller.providers.openstack.connector import OpenStackConnector
 from controller.providers.protocols import DnsRecord, TrafficChange, TrafficPlan
@@ -91,38 +93,56 @@ class DesignateTraffic:
                 mutating=True,
             )
         synced = await self._wait_active(zone, str(changed.id))
-        if plan.retire is not None:
-            await self._retire(plan.retire)
-        return TrafficChange(
-            f"{changed.id}@{changed.version or ''}", synced is not None, submitted, synced
-        )
+        if plan.retire is not None and synced is not None:
+            synced = await self._retire(plan.retire)
+        # openstacksdk's Recordset does not carry Designate's "version": the change is
+        # named by the record set and when Designate last updated it (or when it was sent).
+        stamp = changed.updated_at or f"{submitted:.3f}"
+        return TrafficChange(f"{changed.id}@{stamp}", synced is not None, submitted, synced)
 
-    async def _wait_active(self, zone: str, recordset_id: str) -> float | None:
+    async def _wait_active(
+        self, zone: str, recordset_id: str, *, deleted: bool = False
+    ) -> float | None:
+        """When the record set was seen ACTIVE (``deleted``: gone) on the name servers;
+        None if it went to ERROR or the sync timeout passed."""
         deadline = time.monotonic() + self.sync_timeout_seconds
         while True:
             current = await self._call(
                 "GetRecordset",
-                lambda conn: conn.dns.get_recordset(recordset_id, zone),
+                lambda conn: _get_recordset(conn, recordset_id, zone),
                 mutating=False,
             )
-            if str(current.status).upper() == "ACTIVE":
+            if current is None and deleted:
                 return time.time()
-            if str(current.status).upper() == "ERROR" or time.monotonic() >= deadline:
+            status = str(current.status).upper() if current is not None else "GONE"
+            if status == "ACTIVE" and not deleted:
+                return time.time()
+            if status in ("ERROR", "GONE") or time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(self.sync_poll_seconds)
 
-    async def _retire(self, record: DnsRecord) -> None:
+    async def _retire(self, record: DnsRecord) -> float | None:
+        """Delete the old name's record set and wait until it is gone from DNS."""
         zone = await self.zone_id(record)
         old = await self._recordset(zone, record)
-        if old is not None:
-            await self._call(
-                "DeleteRecordset",
-                lambda conn: conn.dns.delete_recordset(old, zone, ignore_missing=True),
-                mutating=True,
-            )
+        if old is None:
+            return time.time()
+        await self._call(
+            "DeleteRecordset",
+            lambda conn: conn.dns.delete_recordset(old, zone, ignore_missing=True),
+            mutating=True,
+        )
+        return await self._wait_active(zone, str(old.id), deleted=True)
 
     async def weights(self, plan: TrafficPlan) -> dict[str, int]:
         zone = await self.zone_id(plan.record)
         current = await self._recordset(zone, plan.record)
         published = set(current.records or ()) if current is not None else set()
         return {r.site: 100 if r.values and set(r.values) <= published else 0 for r in plan.records}
+
+
+def _get_recordset(conn: Any, recordset_id: str, zone: str) -> Any | None:
+    try:
+        return conn.dns.get_recordset(recordset_id, zone)
+    except openstack.exceptions.NotFoundException:
+        return None

@@ -2,11 +2,24 @@
 
 Each test takes a :class:`Backend`: the implementations under test, typed only by their
 Protocols, and levers on the emulated cloud behind them (set-up, inspection and faults,
-applied straight to the emulator, never through the fault layer). A new cloud joins by
-implementing :class:`Backend` and adding its fixture to ``BACKENDS``; for now there is
-AWS: moto with a :class:`FaultProxy` in front of each region (us-east-1, us-west-2) and
-one for global services (Route 53), reached through an :class:`AwsConnector` whose
-``endpointOverrides`` point at the proxies.
+applied straight to the emulator, never through the fault layer). A cloud joins by
+implementing :class:`Backend` and adding its fixture to ``BACKENDS``. There are two:
+
+* AWS: moto with a :class:`FaultProxy` in front of each region (us-east-1, us-west-2) and
+  one for global services (Route 53), reached through an :class:`AwsConnector` whose
+  ``endpointOverrides`` point at the proxies;
+* OpenStack: the sandbox's OpenStackWorld (real Keystone and Swift, emulated Nova,
+  Designate and Cinder; RegionOne, RegionTwo) with a fault proxy per catalog endpoint,
+  reached through an :class:`OpenStackConnector` authenticated with a clouds.yaml; the
+  catalog points at the proxies.
+
+Where the clouds differ in kind the Backend says so and the tests check each its own way:
+Route 53 keeps a record set per site with a weight or failover role and DNS health
+checks, Designate one record set holding the active site's values; an Auto Scaling group
+balances a total over its zones with a floor, Nova places exactly what each zone is
+asked for; a Cinder backup copied to another region keeps its ID and is exported from
+the source region first; keystoneauth answers a 401 by authenticating again and
+repeating the request once.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import asyncio
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
@@ -34,6 +48,22 @@ from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
 from controller.providers.aws.volumes import EbsSnapshots
 from controller.providers.calls import CloudCalls, RegionImpaired
+from controller.providers.openstack.apiplane import NovaApiPlaneProbe
+from controller.providers.openstack.capacity import (
+    NoValidHost,
+    NovaServersCapacity,
+    ServerTemplate,
+)
+from controller.providers.openstack.connector import (
+    CALL_ERRORS,
+    OpenStackConnector,
+    OpenStackCredentials,
+)
+from controller.providers.openstack.dns import DesignateTraffic
+from controller.providers.openstack.instances import NovaInstanceHealth
+from controller.providers.openstack.objects import SwiftObjectStore
+from controller.providers.openstack.servers import SITE_KEY, ServerMatch
+from controller.providers.openstack.volumes import CinderBackups
 from controller.providers.outcomes import Classified
 from controller.providers.protocols import (
     ApiPlaneProbe,
@@ -50,6 +80,8 @@ from controller.providers.protocols import (
 from controller.providers.retry import RetryPolicy
 from controller.sandbox.faults import Fault, FaultProxy, FaultSpec
 from controller.sandbox.moto_server import MotoServer
+from controller.sandbox.openstack import CLOUD_NAME, REGIONAL_SERVICES, OpenStackWorld
+from controller.sandbox.openstack_emulators import IMAGES
 from tests.fixtures.cloud import MakeFaultProxy
 
 pytestmark = pytest.mark.integration
@@ -57,6 +89,8 @@ pytestmark = pytest.mark.integration
 EAST: Final = "us-east-1"
 WEST: Final = "us-west-2"
 GLOBAL: Final = "global"
+ONE: Final = "RegionOne"
+TWO: Final = "RegionTwo"
 MiB: Final = 1024 * 1024
 
 
@@ -96,12 +130,29 @@ class Group:
     target_group: str | None = None
 
 
+class RegionProxy(Protocol):
+    """The fault layer in front of one region's API plane (one proxy or several)."""
+
+    def set_faults(self, *specs: FaultSpec) -> None: ...
+    def clear_faults(self) -> None: ...
+    def clear_records(self) -> None: ...
+    def count(
+        self,
+        *,
+        service: str | None = None,
+        action: str | None = None,
+        mutating: bool | None = None,
+        fault: Fault | None = None,
+        forwarded: bool | None = None,
+    ) -> int: ...
+
+
 class Backend(Protocol):
     """A cloud, emulated, as the contract tests see it."""
 
     name: str
     regions: tuple[str, str]
-    """Two regions of the cloud, each behind its own fault proxy."""
+    """Two regions of the cloud, each behind its own fault proxy (or proxies)."""
     dns_region: str
     """Where the DNS service's proxy is (a region, or "global")."""
     calls: CloudCalls
@@ -113,8 +164,37 @@ class Backend(Protocol):
     error_codes: Mapping[tuple[Fault, str], str]
     """The provider's error code for a fault injected into a call of (probe, capacity,
     objects)."""
+    dns_per_site: bool
+    """True: one record set per site with a weight or a failover role, failover record
+    sets with DNS health checks (Route 53). False: one record set per name that holds the
+    active site's values, no health checks (Designate has neither weights nor checks)."""
+    capacity_floor: int
+    """What a group made by :meth:`group` keeps at the least (an Auto Scaling group's
+    MinSize; Nova servers have no floor)."""
+    places_exactly: bool
+    """Each zone runs exactly what it is asked for (Nova); False: the provider balances a
+    total over the enabled zones (Auto Scaling; moto even launches in one subnet)."""
+    copies_keep_ids: bool
+    """A snapshot copied to another region keeps its ID there (Cinder imports a backup
+    under its own ID; EBS gives a copy a new one)."""
+    copy_reads_source: bool
+    """Copying reads the source region (Cinder exports the backup record there; EBS copies
+    from the destination alone)."""
 
-    def proxy(self, region: str) -> FaultProxy: ...
+    def proxy(self, region: str) -> RegionProxy: ...
+    def requests_per_call(self, fault: Fault | None) -> int:
+        """Requests one call sends to a region whose proxy injects ``fault``."""
+        ...
+
+    def capacity_mutations(self, removed: int, zones_grown: int) -> int:
+        """Mutating requests of one ``set_zones`` that removes ``removed`` instances and
+        adds some in ``zones_grown`` zones."""
+        ...
+
+    def unusable_zone(self, region: str) -> tuple[str, str]:
+        """A zone ``set_zones`` refuses for the groups made here, and the words it uses."""
+        ...
+
     def reconnected(self, *, timeout_seconds: float = 5.0, attempts: int = 3) -> Backend:
         """The same cloud through a fresh connector (fresh gates, other limits)."""
         ...
@@ -137,7 +217,14 @@ class Backend(Protocol):
         """Create a DNS zone; its ID."""
         ...
 
-    def dns_sets(self, record: DnsRecord) -> dict[str, DnsSet]: ...
+    def dns_sets(self, record: DnsRecord) -> dict[str, DnsSet]:
+        """Per-site record sets (backends with ``dns_per_site``; others have none)."""
+        ...
+
+    def dns_answer(self, record: DnsRecord) -> tuple[str, ...]:
+        """The values DNS answers for the record now (sorted; empty when it does not)."""
+        ...
+
     def health_checks(self) -> dict[str, str]:
         """Every DNS health check: ID -> URL it checks."""
         ...
@@ -152,8 +239,16 @@ class Backend(Protocol):
         """The zones the group may place instances in now."""
         ...
 
-    def stop_instance(self, group: Group, zone: str) -> str: ...
-    def drain_target(self, group: Group, zone: str) -> str: ...
+    def stop_instance(self, group: Group, zone: str) -> str:
+        """Stop one instance of the zone; its ID."""
+        ...
+
+    def drain_target(self, group: Group, zone: str) -> str:
+        """Make one running instance of the zone unhealthy by the provider's other signal
+        (AWS: deregistered from the group's target group; OpenStack, which has no load
+        balancer here: Nova puts it in ERROR); its ID."""
+        ...
+
     def bucket(self, region: str) -> str: ...
     def pending_uploads(self, region: str, bucket: str) -> int: ...
     def volume(self, region: str, zone: str, size_gb: int) -> str: ...
@@ -196,6 +291,11 @@ class AwsBackend:
         botocore.exceptions.ClientError,
     )
     error_codes: Mapping[tuple[Fault, str], str] = field(default_factory=lambda: AWS_ERROR_CODES)
+    dns_per_site: bool = True
+    capacity_floor: int = 1
+    places_exactly: bool = False
+    copies_keep_ids: bool = False
+    copy_reads_source: bool = False
     _session: boto3.Session = field(
         default_factory=lambda: boto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing"
@@ -240,6 +340,15 @@ class AwsBackend:
 
     def proxy(self, region: str) -> FaultProxy:
         return self.proxies[region]
+
+    def requests_per_call(self, fault: Fault | None) -> int:
+        return 1  # botocore's own retries are off
+
+    def capacity_mutations(self, removed: int, zones_grown: int) -> int:
+        return 1 if removed or zones_grown else 0  # one UpdateAutoScalingGroup
+
+    def unusable_zone(self, region: str) -> tuple[str, str]:
+        return self.zones(region)[3], "no subnet"  # groups get subnets in the first three
 
     def reconnected(self, *, timeout_seconds: float = 5.0, attempts: int = 3) -> AwsBackend:
         return AwsBackend(self.moto, self.proxies, timeout_seconds, attempts)
@@ -296,6 +405,12 @@ class AwsBackend:
             for rrset in listed
             if rrset["Name"] == name and rrset["Type"] == record.type and "SetIdentifier" in rrset
         }
+
+    def dns_answer(self, record: DnsRecord) -> tuple[str, ...]:
+        sets = self.dns_sets(record).values()
+        primary = [s for s in sets if s.role == "PRIMARY"]
+        chosen = primary or [s for s in sets if (s.weight or 0) > 0]
+        return tuple(sorted(value for s in chosen for value in s.values))
 
     def health_checks(self) -> dict[str, str]:
         found = {}
@@ -412,7 +527,354 @@ def aws_backend(moto: MotoServer, make_fault_proxy: MakeFaultProxy) -> Iterator[
     backend.connector.close()
 
 
-BACKENDS: Final = ["aws_backend"]
+# ----------------------------------------------------------------------------- OpenStack
+
+IMAGE: Final = IMAGES[0].id  # the emulator's CirrOS
+FLAVOR: Final = "m1.tiny"  # by name: the driver looks it up
+OPENSTACK_ERROR_CODES: Final = {
+    (Fault.THROTTLE, "probe"): "429 HttpException",
+    (Fault.THROTTLE, "capacity"): "429 HttpException",
+    (Fault.THROTTLE, "objects"): "429 HttpException",
+    (Fault.SERVER_ERROR, "probe"): "500 HttpException",
+    (Fault.UNAVAILABLE, "probe"): "503 HttpException",
+    (Fault.AUTH, "probe"): "401 HttpException",
+    (Fault.AUTH, "capacity"): "401 HttpException",
+}
+_OBJECT_OPTIONS: Final = {
+    "multipart_threshold": "large_object_threshold",
+    "part_size": "segment_size",
+    "chunk_size": "chunk_size",
+    "page_size": "page_size",
+}
+
+
+@dataclass(frozen=True)
+class RegionProxies:
+    """Every fault proxy of one OpenStack region (compute, object-store, dns, volumev3),
+    acting as one: faults go to all, counts add up. Keystone's proxy, shared by the
+    regions, is not among them."""
+
+    proxies: tuple[FaultProxy, ...]
+
+    def set_faults(self, *specs: FaultSpec) -> None:
+        for proxy in self.proxies:
+            proxy.set_faults(*specs)
+
+    def clear_faults(self) -> None:
+        for proxy in self.proxies:
+            proxy.clear_faults()
+
+    def clear_records(self) -> None:
+        for proxy in self.proxies:
+            proxy.clear_records()
+
+    def count(
+        self,
+        *,
+        service: str | None = None,
+        action: str | None = None,
+        mutating: bool | None = None,
+        fault: Fault | None = None,
+        forwarded: bool | None = None,
+    ) -> int:
+        return sum(
+            proxy.count(
+                service=service, action=action, mutating=mutating, fault=fault, forwarded=forwarded
+            )
+            for proxy in self.proxies
+        )
+
+
+@dataclass
+class OpenStackBackend:
+    """The sandbox's OpenStack world; openstacksdk through an OpenStackConnector."""
+
+    world: OpenStackWorld
+    timeout_seconds: float = 5.0
+    attempts: int = 3
+    made_zones: list[str] = field(default_factory=list)
+    """Names of the DNS zones made here (removed after the test; shared with reconnected
+    copies)."""
+    name: str = "openstack"
+    regions: tuple[str, str] = (ONE, TWO)
+    dns_region: str = ONE
+    outcomes: list[Outcome] = field(default_factory=list)
+    errors: tuple[type[BaseException], ...] = CALL_ERRORS
+    error_codes: Mapping[tuple[Fault, str], str] = field(
+        default_factory=lambda: OPENSTACK_ERROR_CODES
+    )
+    dns_per_site: bool = False
+    capacity_floor: int = 0
+    places_exactly: bool = True
+    copies_keep_ids: bool = True
+    copy_reads_source: bool = True
+
+    def __post_init__(self) -> None:
+        spec = CloudProviderSpec.model_validate(
+            {
+                "type": "openstack",
+                "regions": [ONE, TWO],
+                "credentials": {"source": "Secret", "secretRef": {"name": "openstack-test"}},
+                "openstack": {"cloud": CLOUD_NAME},
+            }
+        )
+        credentials = OpenStackCredentials.from_secret_data(
+            {"clouds.yaml": self.world.clouds_yaml()}, CLOUD_NAME
+        )
+        self.connector = OpenStackConnector(
+            "openstack-test",
+            spec,
+            credentials,
+            timeout_seconds=self.timeout_seconds,
+            retry_policy=replace(FAST_RETRIES, attempts=self.attempts),
+            on_outcome=self._seen,
+        )
+        self.calls = self.connector.calls
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Authenticate and discover every service's versions now, then forget the
+        requests, so that the tests count (and fault) the calls they make, not the SDK's
+        first-use discovery. A generous timeout meanwhile: the connector's own may be
+        short on purpose, and a loaded machine slow."""
+        for region in self.regions:
+            conn = self.connector.connection(region)
+            session = conn.session
+            session.timeout, short = 60.0, session.timeout
+            try:
+                session.get_token()
+                for service in (conn.compute, conn.block_storage, conn.dns):
+                    service.get_endpoint_data()
+            finally:
+                session.timeout = short
+            self.proxy(region).clear_records()
+
+    def _seen(
+        self, region: str, service: str, operation: str, verdict: Classified, latency: float
+    ) -> None:
+        self.outcomes.append(
+            Outcome(region, service, operation, verdict.outcome, verdict.code, latency)
+        )
+
+    def _direct(self, region: str) -> Any:
+        """An SDK connection straight to Keystone and the services, past the fault layer."""
+        return self.world.direct_connection(region)
+
+    def proxy(self, region: str) -> RegionProxies:
+        return RegionProxies(tuple(self.world.proxy(region, s) for s in REGIONAL_SERVICES))
+
+    def requests_per_call(self, fault: Fault | None) -> int:
+        # keystoneauth answers a 401 by authenticating again (at Keystone) and repeating
+        # the request once.
+        return 2 if fault is Fault.AUTH else 1
+
+    def capacity_mutations(self, removed: int, zones_grown: int) -> int:
+        return removed + zones_grown  # one DELETE per server, one multi-create per zone
+
+    def unusable_zone(self, region: str) -> tuple[str, str]:
+        other = next(r for r in self.regions if r != region)
+        return self.zones(other)[0], "no availability zone"
+
+    def reconnected(self, *, timeout_seconds: float = 5.0, attempts: int = 3) -> OpenStackBackend:
+        return OpenStackBackend(self.world, timeout_seconds, attempts, self.made_zones)
+
+    # implementations
+
+    def traffic(self) -> DesignateTraffic:
+        return DesignateTraffic(self.connector, self.dns_region, sync_poll_seconds=0.1)
+
+    def probe(self) -> NovaApiPlaneProbe:
+        return NovaApiPlaneProbe(self.connector)
+
+    def capacity(self, group: Group) -> NovaServersCapacity:
+        template = ServerTemplate(
+            name_prefix=group.name, site=group.name, flavor=FLAVOR, image=IMAGE, networks="none"
+        )
+        return NovaServersCapacity(
+            self.connector,
+            group.region,
+            template,
+            boot_poll_seconds=0.1,
+            boot_timeout_seconds=60.0,
+        )
+
+    def instances(self, group: Group) -> NovaInstanceHealth:
+        return NovaInstanceHealth(
+            self.connector, group.region, ServerMatch(group.name, group.name), group.zones
+        )
+
+    def objects(self, region: str, bucket: str, **options: int) -> SwiftObjectStore:
+        settings = {_OBJECT_OPTIONS[name]: value for name, value in options.items()}
+        return SwiftObjectStore(self.connector, region, bucket, **settings)
+
+    def snapshots(self, region: str) -> CinderBackups:
+        return CinderBackups(self.connector, region, wait_seconds=60.0, poll_seconds=0.1)
+
+    # levers
+
+    def zones(self, region: str) -> list[str]:
+        return sorted(self.world.zones(region))
+
+    def dns_zone(self, name: str) -> str:
+        """Create the zone in the DNS region's Designate (replacing one of that name that an
+        earlier test left: Designate zones live as long as the session's world)."""
+        fqdn = name.rstrip(".") + "."
+        dns = self._direct(self.dns_region).dns
+        for old in list(dns.zones(name=fqdn)):
+            dns.delete_zone(old, ignore_missing=True)
+        eventually(lambda: not list(dns.zones(name=fqdn)), f"zone {fqdn} gone")
+        zone = dns.create_zone(name=fqdn, email="ops@lifeboat.test", ttl=300)
+        self.made_zones.append(fqdn)
+        eventually(lambda: dns.get_zone(zone.id).status == "ACTIVE", f"zone {fqdn} active")
+        return str(zone.id)
+
+    def remove_zones(self) -> None:
+        dns = self._direct(self.dns_region).dns
+        for fqdn in self.made_zones:
+            for zone in list(dns.zones(name=fqdn)):
+                dns.delete_zone(zone, ignore_missing=True)
+
+    def dns_sets(self, record: DnsRecord) -> dict[str, DnsSet]:
+        return {}  # one record set per name, holding the active site's values
+
+    def dns_answer(self, record: DnsRecord) -> tuple[str, ...]:
+        designate = self.world.designate(self.dns_region)
+        return tuple(sorted(designate.resolve(record.name, record.type)))
+
+    def health_checks(self) -> dict[str, str]:
+        return {}  # Designate has no DNS health checks
+
+    def group(
+        self, region: str, per_zone: Mapping[str, int], *, target_group: bool = False
+    ) -> Group:
+        """Servers made as the driver makes them (name prefix and site metadata), booted
+        straight at Nova, exactly ``per_zone``; there is no load balancer to register
+        with."""
+        name = f"web-{uuid.uuid4().hex[:8]}"
+        compute = self._direct(region).compute
+        made = [
+            compute.create_server(
+                name=f"{name}-{zone}-{index}",
+                flavor_id="1",
+                image_id=IMAGE,
+                networks="none",
+                availability_zone=zone,
+                metadata={SITE_KEY: name},
+            ).id
+            for zone, count in per_zone.items()
+            for index in range(count)
+        ]
+        nova = self.world.nova(region)
+        eventually(
+            lambda: all(s.status == "ACTIVE" for s in nova.servers() if s.id in made),
+            f"servers of {name} active",
+        )
+        return Group(region, name, tuple(per_zone))
+
+    def _servers(self, group: Group) -> list[Any]:
+        return sorted(
+            (
+                s
+                for s in self.world.nova(group.region).servers()
+                if s.name.startswith(f"{group.name}-")
+                and s.metadata.get(SITE_KEY) == group.name
+                and s.task_state != "deleting"
+            ),
+            key=lambda s: s.name,
+        )
+
+    def group_zones(self, group: Group) -> set[str]:
+        return {server.availability_zone for server in self._servers(group)}
+
+    def _running_in(self, group: Group, zone: str) -> str:
+        return str(
+            next(
+                s.id
+                for s in self._servers(group)
+                if s.availability_zone == zone and s.status == "ACTIVE"
+            )
+        )
+
+    def stop_instance(self, group: Group, zone: str) -> str:
+        server = self._running_in(group, zone)
+        self.world.nova(group.region).set_server_status(server, "SHUTOFF")
+        return server
+
+    def drain_target(self, group: Group, zone: str) -> str:
+        server = self._running_in(group, zone)
+        self.world.nova(group.region).set_server_status(
+            server, "ERROR", fault_message="hypervisor lost"
+        )
+        return server
+
+    def bucket(self, region: str) -> str:
+        name = f"lifeboat-{region.lower()}-{uuid.uuid4().hex[:12]}"
+        self._direct(region).object_store.create_container(name)
+        return name
+
+    def pending_uploads(self, region: str, bucket: str) -> int:
+        """Uploads whose segments are stored but that no manifest of the bucket uses."""
+        store = self._direct(region).object_store
+        referenced: set[str] = set()
+        for item in store.get(f"/{bucket}", params={"format": "json"}).json():
+            if "slo_etag" in item:
+                manifest = store.get(
+                    f"/{bucket}/{item['name']}",
+                    params={"multipart-manifest": "get", "format": "raw"},
+                ).json()
+                referenced |= {entry["path"].lstrip("/") for entry in manifest}
+        listing = store.get(f"/{bucket}_segments", params={"format": "json"})
+        segments = listing.json() if listing.status_code == 200 else []
+        unused = {
+            item["name"].rsplit("/", 1)[0]
+            for item in segments
+            if f"{bucket}_segments/{item['name']}" not in referenced
+        }
+        return len(unused)
+
+    def volume(self, region: str, zone: str, size_gb: int) -> str:
+        storage = self._direct(region).block_storage
+        volume = storage.create_volume(size=size_gb, availability_zone=zone)
+        storage.wait_for_status(volume, "available", ["error"], interval=0.1, wait=60)
+        return str(volume.id)
+
+    def volume_info(self, region: str, volume_id: str) -> tuple[str, str, dict[str, str]]:
+        volume = next(v for v in self.world.cinder(region).volumes() if v.id == volume_id)
+        return volume.availability_zone, volume.backup_id or "", dict(volume.metadata)
+
+    def segments(self, region: str, bucket: str) -> list[str]:
+        """The names in the bucket's segments container."""
+        listing = self._direct(region).object_store.get(
+            f"/{bucket}_segments", params={"format": "json"}
+        )
+        return [item["name"] for item in listing.json()] if listing.status_code == 200 else []
+
+    def exhaust_zone(self, region: str, zone: str) -> None:
+        """Nova finds no host in ``zone`` any more (undone after the test)."""
+        self.world.nova(region).set_zone_capacity(zone, 0)
+
+
+def eventually(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Poll ``check`` until it is truthy (generous: a loaded machine is slow)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def openstack_backend(openstack_cloud: OpenStackWorld) -> Iterator[OpenStackBackend]:
+    backend = OpenStackBackend(openstack_cloud)
+    yield backend
+    backend.connector.close()
+    backend.remove_zones()
+
+
+BACKENDS: Final = [
+    pytest.param("aws_backend", id="aws"),
+    pytest.param("openstack_backend", id="openstack", marks=pytest.mark.openstack),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -452,13 +914,15 @@ def md5(data: bytes) -> str:
 # ----------------------------------------------------------------------------- traffic
 
 
+ADDRESSES: Final = {"use1": "127.0.0.1", "usw2": "127.0.0.2", "euc1": "127.0.0.3"}
+
+
 def plan(record: DnsRecord, routing: str, *sites: tuple[str, int, str | None]) -> TrafficPlan:
-    """A plan giving each (site, weight, health check URL) one address of its own."""
+    """A plan giving each (site, weight, health check URL) its own address (ADDRESSES)."""
     return TrafficPlan(
         record=record,
         records=tuple(
-            SiteRecord(site, (f"127.0.0.{i}",), weight, url)
-            for i, (site, weight, url) in enumerate(sites, start=1)
+            SiteRecord(site, (ADDRESSES[site],), weight, url) for site, weight, url in sites
         ),
         comment="contract test",
         routing="Failover" if routing == "Failover" else "Weighted",
@@ -470,27 +934,36 @@ async def test_weighted_traffic_moves_atomically_and_drops_orphans(backend: Back
     record = DnsRecord(None, "lifeboat.test", "web.lifeboat.test", "A", 30)
     traffic = backend.traffic()
 
-    change = await traffic.apply(plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None)))
+    first = plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None))
+    change = await traffic.apply(first)
     assert change.in_sync and change.synced_at is not None
-    assert await traffic.weights(plan(record, "Weighted")) == {"use1": 100, "usw2": 0}
+    assert await traffic.weights(first) == {"use1": 100, "usw2": 0}
+    assert backend.dns_answer(record) == (ADDRESSES["use1"],)
 
     # Fail over to usw2 while use1 leaves the plan: its record set goes in the same change.
     moved = plan(record, "Weighted", ("usw2", 100, None), ("euc1", 0, None))
     await traffic.apply(moved)
-    sets = backend.dns_sets(record)
-    assert {site: s.weight for site, s in sets.items()} == {"usw2": 100, "euc1": 0}
-    assert sets["usw2"].values == ("127.0.0.1",)
+    assert await traffic.weights(moved) == {"usw2": 100, "euc1": 0}
+    assert backend.dns_answer(record) == (ADDRESSES["usw2"],)
+    if backend.dns_per_site:
+        sets = backend.dns_sets(record)
+        assert {site: s.weight for site, s in sets.items()} == {"usw2": 100, "euc1": 0}
+        assert sets["usw2"].values == (ADDRESSES["usw2"],)
     assert backend.proxy(backend.dns_region).count(mutating=True) == 2  # one change each
     assert not any("HealthCheck" in o.operation for o in backend.outcomes)
 
-    # Renamed: the new name is published and the old one retired in one change.
+    # Renamed: the new name is published and the old one retired.
     renamed = DnsRecord(zone_id, None, "www.lifeboat.test", "A", 30)
     await traffic.apply(replace(moved, record=renamed, retire=record))
-    assert backend.dns_sets(record) == {}
-    assert {site: s.weight for site, s in backend.dns_sets(renamed).items()} == {
-        "usw2": 100,
-        "euc1": 0,
-    }
+    assert backend.dns_answer(record) == ()
+    assert backend.dns_answer(renamed) == (ADDRESSES["usw2"],)
+    assert await traffic.weights(replace(moved, record=renamed)) == {"usw2": 100, "euc1": 0}
+    if backend.dns_per_site:
+        assert backend.dns_sets(record) == {}
+        assert {site: s.weight for site, s in backend.dns_sets(renamed).items()} == {
+            "usw2": 100,
+            "euc1": 0,
+        }
 
 
 async def test_failover_traffic_with_health_checks(backend: Backend) -> None:
@@ -501,40 +974,55 @@ async def test_failover_traffic_with_health_checks(backend: Backend) -> None:
     await traffic.apply(plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None)))
 
     # Weighted -> failover: the best standby is the secondary, the third site gets nothing.
-    await traffic.apply(plan(record, "Failover", ("use1", 100, a), ("usw2", 0, b), ("euc1", 0, c)))
-    sets = backend.dns_sets(record)
-    assert {site: (s.routing, s.role, s.health_check_url) for site, s in sets.items()} == {
-        "use1": ("Failover", "PRIMARY", a),
-        "usw2": ("Failover", "SECONDARY", b),
-    }
-    assert sorted(backend.health_checks().values()) == [a, b]
-    assert await traffic.weights(plan(record, "Failover")) == {"use1": 100, "usw2": 0}
+    three = plan(record, "Failover", ("use1", 100, a), ("usw2", 0, b), ("euc1", 0, c))
+    await traffic.apply(three)
+    assert backend.dns_answer(record) == (ADDRESSES["use1"],)
+    weights = await traffic.weights(three)
+    assert (weights["use1"], weights["usw2"], weights.get("euc1", 0)) == (100, 0, 0)
+    if backend.dns_per_site:
+        sets = backend.dns_sets(record)
+        assert {site: (s.routing, s.role, s.health_check_url) for site, s in sets.items()} == {
+            "use1": ("Failover", "PRIMARY", a),
+            "usw2": ("Failover", "SECONDARY", b),
+        }
+        assert sorted(backend.health_checks().values()) == [a, b]
+        assert await traffic.weights(plan(record, "Failover")) == {"use1": 100, "usw2": 0}
     checks = backend.health_checks()
 
     # Applying again and failing over reuse the health checks: none created, none deleted.
     await traffic.apply(plan(record, "Failover", ("use1", 100, a), ("usw2", 0, b)))
     await traffic.apply(plan(record, "Failover", ("use1", 0, a), ("usw2", 100, b)))
     assert backend.health_checks() == checks
-    sets = backend.dns_sets(record)
-    assert (sets["usw2"].role, sets["use1"].role) == ("PRIMARY", "SECONDARY")
+    assert backend.dns_answer(record) == (ADDRESSES["usw2"],)
+    if backend.dns_per_site:
+        sets = backend.dns_sets(record)
+        assert (sets["usw2"].role, sets["use1"].role) == ("PRIMARY", "SECONDARY")
 
     # use1 leaves: its record set and (once in sync) its health check go; euc1's is made.
     await traffic.apply(plan(record, "Failover", ("usw2", 100, b), ("euc1", 0, c)))
-    sets = backend.dns_sets(record)
-    assert {site: (s.role, s.health_check_url) for site, s in sets.items()} == {
-        "usw2": ("PRIMARY", b),
-        "euc1": ("SECONDARY", c),
-    }
-    assert sorted(backend.health_checks().values()) == [b, c]
+    assert backend.dns_answer(record) == (ADDRESSES["usw2"],)
+    if backend.dns_per_site:
+        sets = backend.dns_sets(record)
+        assert {site: (s.role, s.health_check_url) for site, s in sets.items()} == {
+            "usw2": ("PRIMARY", b),
+            "euc1": ("SECONDARY", c),
+        }
+        assert sorted(backend.health_checks().values()) == [b, c]
 
     # Back to weighted: every failover record set is replaced, every health check deleted.
-    await traffic.apply(plan(record, "Weighted", ("usw2", 100, b), ("euc1", 0, c)))
-    sets = backend.dns_sets(record)
-    assert {site: (s.routing, s.weight, s.health_check_url) for site, s in sets.items()} == {
-        "usw2": ("Weighted", 100, None),
-        "euc1": ("Weighted", 0, None),
-    }
+    back = plan(record, "Weighted", ("usw2", 100, b), ("euc1", 0, c))
+    await traffic.apply(back)
+    assert backend.dns_answer(record) == (ADDRESSES["usw2"],)
+    assert await traffic.weights(back) == {"usw2": 100, "euc1": 0}
+    if backend.dns_per_site:
+        sets = backend.dns_sets(record)
+        assert {site: (s.routing, s.weight, s.health_check_url) for site, s in sets.items()} == {
+            "usw2": ("Weighted", 100, None),
+            "euc1": ("Weighted", 0, None),
+        }
     assert backend.health_checks() == {}
+    if not backend.dns_per_site:
+        assert not any("HealthCheck" in o.operation for o in backend.outcomes)
 
 
 # ----------------------------------------------------------------------------- API plane
@@ -576,7 +1064,7 @@ async def test_capacity_evacuates_a_zone(backend: Backend) -> None:
     assert driver.region == east
 
     state = await driver.observe()
-    assert state.desired == 6 and (state.minimum, state.maximum) == (1, 6)
+    assert state.desired == 6 and (state.minimum, state.maximum) == (backend.capacity_floor, 6)
     assert {(z.zone, z.desired, z.running) for z in state.zones} == {
         (first, 2, 2),
         (second, 2, 2),
@@ -590,26 +1078,36 @@ async def test_capacity_evacuates_a_zone(backend: Backend) -> None:
     state = await driver.observe()
     assert state.desired == 6
     assert (state.zone(first).desired, state.zone(second).desired) == (0, 3)
-    assert proxy.count(mutating=True) == 1
+    assert proxy.count(mutating=True) == backend.capacity_mutations(removed=2, zones_grown=2)
 
     proxy.clear_records()
     await driver.set_zones({second: 3, third: 3})  # already so: nothing to change
     assert proxy.count(mutating=True) == 0
 
-    # The zone comes back (the driver remembers the group's subnets), and more capacity
-    # than the maximum raises the maximum.
+    # The zone comes back (the AWS driver remembers the group's subnets), and more
+    # capacity than the maximum raises the maximum.
     await driver.set_zones({first: 4, second: 4, third: 4})
     assert backend.group_zones(group) == {first, second, third}
     state = await driver.observe()
     assert (state.desired, state.maximum) == (12, 12)
+    if backend.places_exactly:
+        assert {(z.zone, z.desired, z.running) for z in state.zones} == {
+            (first, 4, 4),
+            (second, 4, 4),
+            (third, 4, 4),
+        }
 
-    # Asking for less than the group's floor asks for the floor.
+    # Asking for less than the group's floor asks for the floor (Nova servers have none).
     await driver.set_zones({second: 0})
     state = await driver.observe()
-    assert (state.desired, state.minimum) == (1, 1)
+    floor = backend.capacity_floor
+    assert (state.desired, state.minimum) == (floor, floor)
 
-    with pytest.raises(ValueError, match="no subnet"):
-        await driver.set_zones({backend.zones(east)[3]: 1})
+    unusable, words = backend.unusable_zone(east)
+    proxy.clear_records()
+    with pytest.raises(ValueError, match=words):
+        await driver.set_zones({unusable: 1})
+    assert proxy.count(mutating=True) == 0
 
 
 async def test_instance_health_per_zone(backend: Backend) -> None:
@@ -765,20 +1263,29 @@ async def test_snapshot_copy_restore_delete(backend: Backend) -> None:
     assert (source.region, target.region) == (east, west)
     east_zone, west_zone = backend.zones(east)[0], backend.zones(west)[1]
     volume = backend.volume(east, east_zone, 8)
-    tags = {"lifeboat.dev/app": "web", "lifeboat.dev/dataset": "db"}
+    # Unique values: a cloud that lives as long as the session may hold earlier snapshots.
+    run = uuid.uuid4().hex[:8]
+    tags = {"lifeboat.dev/app": "web", "lifeboat.dev/dataset": f"db-{run}"}
+    second_round = {"round": f"2-{run}"}
 
     first = await source.create(volume, tags)
     await asyncio.sleep(1.1)  # moto reports start times to the second
-    second = await source.create(volume, {**tags, "round": "2"})
+    second = await source.create(volume, {**tags, **second_round})
     assert (first.volume_id, first.region, first.size_gb) == (volume, east, 8)
     assert first.state in ("pending", "completed") and dict(first.tags) == tags
     assert [s.id for s in await source.list(tags)] == [second.id, first.id]  # newest first
-    assert [s.id for s in await source.list({"round": "2"})] == [second.id]
+    assert [s.id for s in await source.list(second_round)] == [second.id]
 
     backend.proxy(east).clear_records()
     copy = await target.copy_from(second, {**tags, "copied-from": second.id})
-    assert backend.proxy(east).count() == 0  # the copy needs nothing of the source region
-    assert (copy.region, copy.size_gb) == (west, 8) and copy.id not in (first.id, second.id)
+    assert backend.proxy(east).count(mutating=True) == 0  # the source region is only read
+    if not backend.copy_reads_source:
+        assert backend.proxy(east).count() == 0  # the copy needs nothing of the source region
+    assert (copy.region, copy.size_gb, copy.volume_id) == (west, 8, volume)
+    if backend.copies_keep_ids:
+        assert copy.id == second.id  # the same backup, now held by this region too
+    else:
+        assert copy.id not in (first.id, second.id)
     assert [s.id for s in await target.list(tags)] == [copy.id]
     got = await target.get(copy.id)
     assert got is not None and got.tags["copied-from"] == second.id
@@ -822,17 +1329,17 @@ async def _call(backend: Backend, api: str) -> None:
             FaultSpec(timeout=1.0, max_hold=5.0), "probe", CallOutcome.TIMEOUT, id="timeout"
         ),
         pytest.param(FaultSpec(reset=1.0), "probe", CallOutcome.UNREACHABLE, id="reset"),
-        pytest.param(FaultSpec(throttle=1.0), "probe", CallOutcome.THROTTLED, id="throttle-ec2"),
+        pytest.param(FaultSpec(throttle=1.0), "probe", CallOutcome.THROTTLED, id="throttle-probe"),
         pytest.param(
-            FaultSpec(throttle=1.0), "capacity", CallOutcome.THROTTLED, id="throttle-autoscaling"
+            FaultSpec(throttle=1.0), "capacity", CallOutcome.THROTTLED, id="throttle-capacity"
         ),
-        pytest.param(FaultSpec(throttle=1.0), "objects", CallOutcome.THROTTLED, id="throttle-s3"),
+        pytest.param(
+            FaultSpec(throttle=1.0), "objects", CallOutcome.THROTTLED, id="throttle-objects"
+        ),
         pytest.param(FaultSpec(server_error=1.0), "probe", CallOutcome.SERVER_ERROR, id="500"),
         pytest.param(FaultSpec(unavailable=1.0), "probe", CallOutcome.SERVER_ERROR, id="503"),
-        pytest.param(FaultSpec(auth=1.0), "probe", CallOutcome.AUTH_ERROR, id="auth-ec2"),
-        pytest.param(
-            FaultSpec(auth=1.0), "capacity", CallOutcome.AUTH_ERROR, id="auth-autoscaling"
-        ),
+        pytest.param(FaultSpec(auth=1.0), "probe", CallOutcome.AUTH_ERROR, id="auth-probe"),
+        pytest.param(FaultSpec(auth=1.0), "capacity", CallOutcome.AUTH_ERROR, id="auth-capacity"),
     ],
 )
 async def test_faults_are_classified_into_the_region_gate(
@@ -851,7 +1358,7 @@ async def test_faults_are_classified_into_the_region_gate(
     fault = next((f for f, share in spec.shares() if share), None)
     if fault is not None and (fault, api) in backend.error_codes:
         assert seen.code == backend.error_codes[(fault, api)]
-    assert proxy.count() == 1
+    assert proxy.count() == backend.requests_per_call(fault)
     figures = backend.calls.gate(east).health.figures
     assert figures.calls == 1
     assert figures.throttled == (1 if expected is CallOutcome.THROTTLED else 0)
@@ -910,3 +1417,117 @@ def test_route53_health_check_settings_from_a_url() -> None:
     with pytest.raises(ValueError, match="http"):
         _health_check_config("ftp://127.0.0.1/", 30, 3)
     assert _health_check_config("http://[::1]:81/", 10, 2)["IPAddress"] == "::1"
+
+
+# ----------------------------------------------------------------------------- OpenStack only
+
+
+async def test_a_boot_nova_cannot_place_is_a_capacity_error(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """The 2012 symptom, OpenStack's way: the boot ends in ERROR, "No valid host"."""
+    backend = openstack_backend
+    first, second = backend.zones(ONE)[:2]
+    group = backend.group(ONE, {first: 1, second: 1})
+    driver = backend.capacity(group)
+    backend.exhaust_zone(ONE, second)
+
+    with pytest.raises(NoValidHost, match="No valid host") as caught:
+        await driver.set_zones({first: 2, second: 2})
+    assert caught.value.zones == (second,)
+    capacity = [o for o in backend.outcomes if o.outcome is CallOutcome.CAPACITY_ERROR]
+    assert [(o.region, o.service, o.operation) for o in capacity] == [
+        (ONE, "compute", "ListServers")
+    ]
+    assert backend.calls.gate(ONE).health.figures.errors == 1
+
+    # The server that found no host is gone again; the one that did boots.
+    state = await driver.observe()
+    assert {(z.zone, z.desired, z.running) for z in state.zones} == {(first, 2, 2), (second, 1, 1)}
+
+
+async def test_swift_segments_go_with_the_large_object(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    backend = openstack_backend
+    bucket = backend.bucket(ONE)
+    store = backend.objects(ONE, bucket, multipart_threshold=MiB, part_size=MiB)
+    parts = [os.urandom(MiB) for _ in range(3)] + [os.urandom(5)]
+    data = b"".join(parts)
+
+    info = await store.put("k/big", chunked(data, 256 * 1024), len(data), {"v": "1"})
+    first = backend.segments(ONE, bucket)
+    assert len(first) == 4
+    whole = md5("".join(md5(part) for part in parts).encode())  # Swift's ETag of an SLO
+    assert (info.size, info.etag, info.metadata) == (len(data), whole, {"v": "1"})
+    assert [(i.key, i.size, i.etag) async for i in store.list()] == [("k/big", len(data), whole)]
+
+    # Replaced by another large object: its segments replace the old ones.
+    again = os.urandom(2 * MiB)
+    await store.put("k/big", chunked(again, MiB), len(again), {"v": "2"}, md5_hex=md5(again))
+    second = backend.segments(ONE, bucket)
+    assert len(second) == 2 and not set(first) & set(second)
+    assert (await read_all(store, "k/big"))[0] == again
+
+    # Replaced by a small object: no segment is left.
+    await store.put("k/big", chunked(b"small", 5), 5, {})
+    assert backend.segments(ONE, bucket) == []
+
+    # Deleting a large object deletes its segments, in the same request.
+    await store.put("k/big", chunked(data, MiB), len(data), {})
+    proxy = backend.proxy(ONE)
+    proxy.clear_records()
+    await store.delete("k/big")
+    assert proxy.count(mutating=True) == 1
+    assert backend.segments(ONE, bucket) == []
+    assert await store.head("k/big") is None
+    await store.delete("k/big")  # already gone: no error
+
+
+async def test_swift_refuses_metadata_it_would_lose(openstack_backend: OpenStackBackend) -> None:
+    backend = openstack_backend
+    store = backend.objects(ONE, backend.bucket(ONE))
+    proxy = backend.proxy(ONE)
+    proxy.clear_records()
+    with pytest.raises(ValueError, match="letters, digits and hyphens"):
+        await store.put("k", chunked(b"x", 1), 1, {"with_underscore": "v"})
+    assert proxy.count() == 0
+
+
+async def test_backup_tags_are_cinder_metadata(openstack_backend: OpenStackBackend) -> None:
+    backend = openstack_backend
+    zone = backend.zones(ONE)[0]
+    volume = backend.volume(ONE, zone, 1)
+    backups = backend.snapshots(ONE)
+    with pytest.raises(ValueError, match="cannot be Cinder metadata"):
+        await backups.create(volume, {"app@web": "x"})
+    made = await backups.create(volume, {"lifeboat.dev/app": "web", "note": "a b:c"})
+    stored = next(b for b in backend.world.cinder(ONE).backups() if b.id == made.id)
+    assert stored.metadata == {"lifeboat.dev/app": "web", "note": "a b:c"}
+    assert stored.name is not None and stored.name.startswith("lifeboat-")
+    await backups.delete(made.id)
+
+
+async def test_a_copied_backup_restores_while_its_source_region_is_impaired(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """Static stability: once copied, a backup needs nothing of its source region."""
+    backend = openstack_backend.reconnected(attempts=1)
+    source, target = backend.snapshots(ONE), backend.snapshots(TWO)
+    volume = backend.volume(ONE, backend.zones(ONE)[0], 2)
+    original = await source.create(volume, {"lifeboat.dev/app": "db"})
+    copy = await target.copy_from(original, {"lifeboat.dev/app": "db", "copy": "yes"})
+
+    proxy = backend.proxy(ONE)
+    proxy.set_faults(FaultSpec(server_error=1.0))
+    for _ in range(4):
+        await backend.probe().probe(ONE)
+    assert backend.calls.gate(ONE).health.state is ApiPlaneState.IMPAIRED
+    proxy.clear_records()
+
+    zone = backend.zones(TWO)[2]
+    restored = await target.restore(copy.id, zone, {"lifeboat.dev/app": "db"})
+    assert backend.volume_info(TWO, restored) == (zone, copy.id, {"lifeboat.dev/app": "db"})
+    assert proxy.count() == 0
+    with pytest.raises(RegionImpaired):
+        await target.copy_from(original, {})  # a new copy would need the source region
