@@ -143,7 +143,7 @@ INVALID_APPS: tuple[Invalid, ...] = (
     Invalid(
         "CNAME with two targets",
         _cname_with_two_targets,
-        "a CNAME record takes exactly one traffic target per site",
+        "a CNAME record takes exactly one traffic target per site and no zoneTargets",
     ),
 )
 

@@ -361,6 +361,113 @@ class ZoneEndpoint(Model):
     )
 
 
+DnsValue = Annotated[str, Field(max_length=253)]
+
+
+class ZoneTarget(Model):
+    """DNS values that belong to one zone (e.g. a load balancer's address in that zone):
+    taking the zone out of traffic removes them from the site's record."""
+
+    zone: CloudName = Field(description="One of the site's zones.")
+    values: tuple[DnsValue, ...] = Field(
+        min_length=1, max_length=8, description="The zone's DNS values."
+    )
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the controller's namespace."""
+
+    name: ObjectName = Field(description="Secret name.")
+    key: str = Field(default="kubeconfig", max_length=253, description="Key in the Secret.")
+
+
+class AutoScalingGroupRef(Model):
+    """An AWS Auto Scaling group running the site."""
+
+    name: str = Field(min_length=1, max_length=255, description="Group name.")
+    subnets: tuple[Annotated[str, Field(max_length=64)], ...] = Field(
+        default=(),
+        max_length=64,
+        description="Every subnet the group may use (evacuation removes a zone's subnets and "
+        "restoring puts them back); default: the group's subnets when first seen.",
+    )
+    target_group_arn: str | None = Field(
+        default=None, max_length=2048, description="ELBv2 target group, for instance health."
+    )
+
+
+class OpenStackServersTemplate(Model):
+    """Nova servers built from a template, one set per availability zone."""
+
+    name_prefix: SiteName = Field(description="Server names start with this.")
+    flavor: str = Field(min_length=1, max_length=255, description="Flavor name or ID.")
+    image: str = Field(min_length=1, max_length=255, description="Image name or ID.")
+    networks: tuple[Annotated[str, Field(max_length=255)], ...] = Field(
+        default=(), max_length=8, description="Networks (names or IDs) to attach."
+    )
+    server_group: str | None = Field(
+        default=None, max_length=255, description="Server group (name or ID)."
+    )
+
+
+class KubernetesDeployments(Model):
+    """Deployments per zone in a Kubernetes cluster (this one, or a member cluster)."""
+
+    namespace: ObjectName = Field(description="Namespace of the Deployments.")
+    selector: dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]] = (
+        Field(min_length=1, max_length=16, description="Labels selecting the site's Deployments.")
+    )
+    zone_label: str = Field(
+        default="topology.kubernetes.io/zone",
+        max_length=317,
+        description="Label that names each Deployment's zone.",
+    )
+    kubeconfig_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="A member cluster's kubeconfig; default: this cluster."
+    )
+
+
+class CapacitySpec(Model):
+    """How many instances the site runs per zone, and through what."""
+
+    per_zone: int = Field(ge=0, le=10000, description="Instances per zone while active.")
+    standby_per_zone: int | None = Field(
+        default=None,
+        ge=0,
+        le=10000,
+        description="Instances per zone while standby (warm capacity); default perZone "
+        "(hot standby). A failover target is scaled to perZone after traffic has moved.",
+    )
+    auto_scaling_group: AutoScalingGroupRef | None = Field(
+        default=None, description="AWS: an Auto Scaling group."
+    )
+    openstack_servers: OpenStackServersTemplate | None = Field(
+        default=None, description="OpenStack: Nova servers from a template."
+    )
+    kubernetes_deployments: KubernetesDeployments | None = Field(
+        default=None, description="Kubernetes: Deployments per zone."
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="[has(self.autoScalingGroup), has(self.openstackServers), "
+            "has(self.kubernetesDeployments)].filter(x, x).size() == 1",
+            message="capacity needs exactly one of autoScalingGroup, openstackServers, "
+            "kubernetesDeployments",
+            check=lambda c: (
+                sum(
+                    x is not None
+                    for x in (c.auto_scaling_group, c.openstack_servers, c.kubernetes_deployments)
+                )
+                == 1
+            ),
+        ),
+    )
+
+    def standby(self) -> int:
+        return self.per_zone if self.standby_per_zone is None else self.standby_per_zone
+
+
 class Site(Model):
     """One placement of the app: a provider region and its zones."""
 
@@ -393,14 +500,52 @@ class Site(Model):
         pattern=HTTP_URL,
         description="Public URL the DNS service checks itself (traffic.routing Failover).",
     )
-    traffic_targets: tuple[Annotated[str, Field(max_length=253)], ...] = Field(
-        min_length=1,
+    traffic_targets: tuple[DnsValue, ...] = Field(
+        default=(),
         max_length=16,
-        description="Values of this site's DNS record: IP addresses for A/AAAA records, "
-        "one host name for CNAME.",
+        description="Values of this site's DNS record that belong to no zone in particular: "
+        "IP addresses for A/AAAA records, one host name for CNAME.",
+    )
+    zone_targets: tuple[ZoneTarget, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Values of this site's DNS record per zone; a zone out of traffic has "
+        "its values left out of the record.",
+    )
+    capacity: CapacitySpec | None = Field(
+        default=None,
+        description="Capacity per zone: moved out of an evacuated zone, raised on a "
+        "failover target. Without it Lifeboat moves traffic only.",
     )
 
+    def values(self, zones_in_traffic: frozenset[str] | set[str] | None = None) -> tuple[str, ...]:
+        """The site's DNS values with only ``zones_in_traffic`` (default: every zone)."""
+        keep = [
+            value
+            for target in self.zone_targets
+            if zones_in_traffic is None or target.zone in zones_in_traffic
+            for value in target.values
+        ]
+        return tuple(dict.fromkeys([*self.traffic_targets, *keep]))
+
     rules, model_config = _with_rules(
+        Rule(
+            cel="self.trafficTargets.size() > 0 || self.zoneTargets.size() > 0",
+            message="a site needs trafficTargets or zoneTargets",
+            check=lambda s: bool(s.traffic_targets or s.zone_targets),
+        ),
+        Rule(
+            cel="self.zoneTargets.all(t, t.zone in self.zones)",
+            message="every zone target must name one of the site's zones",
+            check=lambda s: all(t.zone in s.zones for t in s.zone_targets),
+            field_path=".zoneTargets",
+        ),
+        Rule(
+            cel="self.zoneTargets.all(t, self.zoneTargets.exists_one(u, u.zone == t.zone))",
+            message="a zone may have only one zone target",
+            check=lambda s: unique([t.zone for t in s.zone_targets]),
+            field_path=".zoneTargets",
+        ),
         Rule(
             cel="self.zones.size() > 0",
             message="a site must list at least one zone",
@@ -432,7 +577,11 @@ class HealthPolicy(Model):
         default=2.0, ge=0.1, le=60, description="Timeout of one probe request."
     )
     failure_threshold: int = Field(
-        default=3, ge=1, le=100, description="Consecutive failed rounds before a zone is Down."
+        default=3,
+        ge=2,
+        le=100,
+        description="Consecutive failed rounds before a zone is Down (at least 2: a single "
+        "failed probe never acts).",
     )
     success_threshold: int = Field(
         default=2,
@@ -441,23 +590,102 @@ class HealthPolicy(Model):
         description="Consecutive good rounds before a Down zone is Healthy again.",
     )
 
+    latency_threshold_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="An answer slower than this counts as a failed probe (gray failure).",
+    )
+
     rules, model_config = _with_rules(
         Rule(
             cel="self.timeoutSeconds <= double(self.intervalSeconds)",
             message="health.timeoutSeconds must not exceed health.intervalSeconds",
             check=lambda h: h.timeout_seconds <= h.interval_seconds,
         ),
+        Rule(
+            cel="!has(self.latencyThresholdSeconds) || "
+            "self.latencyThresholdSeconds < self.timeoutSeconds",
+            message="health.latencyThresholdSeconds must be below health.timeoutSeconds",
+            check=lambda h: (
+                h.latency_threshold_seconds is None
+                or h.latency_threshold_seconds < h.timeout_seconds
+            ),
+        ),
+    )
+
+
+class ZonalEvacuation(Model):
+    """Taking one failed zone out of traffic inside its region."""
+
+    enabled: bool = Field(default=True, description="Evacuate lone failed zones.")
+    restore_after_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long an evacuated zone must stay Healthy before it takes traffic "
+        "and capacity again.",
+    )
+
+
+class CascadePolicy(Model):
+    """When a failure has spread beyond one zone, and the app must leave the region."""
+
+    zones_down: int = Field(
+        default=2,
+        ge=2,
+        le=16,
+        description="Zones Down at once in the active site that make a multi-zone failure.",
+    )
+    api_plane: Literal["Degraded", "Impaired"] = Field(
+        default="Impaired",
+        description="API-plane state of the active site's region at which a zone failure "
+        "counts as a cascade (replacement capacity could not be launched there).",
+    )
+
+
+class FailbackPolicy(Model):
+    """Returning to the declared primary after it recovers."""
+
+    mode: Literal["Manual", "Automatic"] = Field(
+        default="Manual",
+        description="Manual: only on request (lifeboat failback). Automatic: once the "
+        "primary has been healthy for stableSeconds and replication has caught up.",
+    )
+    stable_seconds: int = Field(
+        default=900, ge=0, le=604800, description="How long the primary must stay healthy."
     )
 
 
 class FailoverPolicy(Model):
     """When and how Lifeboat acts."""
 
-    mode: Literal["Automatic", "Observe"] = Field(
+    mode: Literal["Automatic", "Manual", "Observe"] = Field(
         default="Automatic",
-        description="Automatic: act on decisions. Observe: shadow mode, decide and record "
-        "what would be done, never act.",
+        description="Automatic: act on decisions. Manual: decide and recommend; act once a "
+        "user approves (lifeboat approve). Observe: shadow mode, decide and record what "
+        "would be done, never act.",
     )
+    zonal_evacuation: ZonalEvacuation = Field(
+        default=ZonalEvacuation(), description="Lone zone failures."
+    )
+    cascade: CascadePolicy = Field(default=CascadePolicy(), description="Cascades.")
+    min_dwell_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="Minimum time between two failovers (anti-flapping).",
+    )
+    max_failovers_per_hour: int = Field(
+        default=3, ge=1, le=100, description="Failover budget over any hour."
+    )
+    min_healthy_target_zones: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Healthy zones a site needs to be a failover target.",
+    )
+    failback: FailbackPolicy = Field(default=FailbackPolicy(), description="Failback.")
 
 
 class TrafficPolicy(Model):
@@ -521,32 +749,34 @@ class ResilientAppSpec(Model):
             field_path=".sites",
         ),
         Rule(
-            cel="self.traffic.recordType != 'A' || "
-            f"self.sites.all(s, s.trafficTargets.all(t, t.matches('{IPV4}')))",
+            cel="self.traffic.recordType != 'A' || self.sites.all(s, "
+            f"s.trafficTargets.all(t, t.matches('{IPV4}')) && "
+            f"s.zoneTargets.all(z, z.values.all(t, t.matches('{IPV4}'))))",
             message="an A record takes IPv4 addresses as traffic targets",
             check=lambda a: (
                 a.traffic.record_type != "A"
-                or all(re.match(IPV4, t) for s in a.sites for t in s.traffic_targets)
+                or all(re.match(IPV4, t) for s in a.sites for t in s.values())
             ),
             field_path=".sites",
         ),
         Rule(
-            cel="self.traffic.recordType != 'AAAA' || "
-            f"self.sites.all(s, s.trafficTargets.all(t, t.matches('{IPV6}')))",
+            cel="self.traffic.recordType != 'AAAA' || self.sites.all(s, "
+            f"s.trafficTargets.all(t, t.matches('{IPV6}')) && "
+            f"s.zoneTargets.all(z, z.values.all(t, t.matches('{IPV6}'))))",
             message="an AAAA record takes IPv6 addresses as traffic targets",
             check=lambda a: (
                 a.traffic.record_type != "AAAA"
-                or all(re.match(IPV6, t) for s in a.sites for t in s.traffic_targets)
+                or all(re.match(IPV6, t) for s in a.sites for t in s.values())
             ),
             field_path=".sites",
         ),
         Rule(
             cel="self.traffic.recordType != 'CNAME' || "
-            "self.sites.all(s, s.trafficTargets.size() == 1)",
-            message="a CNAME record takes exactly one traffic target per site",
+            "self.sites.all(s, s.trafficTargets.size() == 1 && s.zoneTargets.size() == 0)",
+            message="a CNAME record takes exactly one traffic target per site and no zoneTargets",
             check=lambda a: (
                 a.traffic.record_type != "CNAME"
-                or all(len(s.traffic_targets) == 1 for s in a.sites)
+                or all(len(s.traffic_targets) == 1 and not s.zone_targets for s in a.sites)
             ),
             field_path=".sites",
         ),
@@ -564,7 +794,7 @@ class ResilientAppSpec(Model):
 
 ZoneState = Literal["Unknown", "Healthy", "Suspect", "Down", "Recovering"]
 SiteState = Literal["Unknown", "Healthy", "Degraded", "Down"]
-AppPhase = Literal["Pending", "Healthy", "Degraded", "FailingOver", "Down", "Invalid"]
+AppPhase = Literal["Pending", "Healthy", "Degraded", "Frozen", "FailingOver", "Down", "Invalid"]
 
 
 class ZoneStatus(Model):
@@ -585,6 +815,22 @@ class ZoneStatus(Model):
     last_probe_time: Timestamp | None = Field(default=None, description="Last probe round.")
     latency_ms: float | None = Field(default=None, ge=0, description="Last probe latency.")
     message: str = Field(default="", max_length=1024, description="Last probe outcome.")
+    in_traffic: bool = Field(
+        default=True, description="False while the zone is evacuated (out of traffic)."
+    )
+
+
+class ZoneCount(Model):
+    zone: str = Field(max_length=63, description="Zone.")
+    count: int = Field(ge=0, description="Instances.")
+
+
+class CapacityStatus(Model):
+    """Capacity as Lifeboat last set it."""
+
+    applied_time: Timestamp = Field(description="When it was set.")
+    fingerprint: str = Field(max_length=64, description="Digest of what was set.")
+    zones: tuple[ZoneCount, ...] = Field(default=(), max_length=16, description="Per zone.")
 
 
 class SiteStatus(Model):
@@ -595,6 +841,46 @@ class SiteStatus(Model):
     state: SiteState = Field(description="Unknown, Healthy, Degraded or Down.")
     healthy_zones: int = Field(ge=0, description="Zones in state Healthy.")
     total_zones: int = Field(ge=0, description="Zones declared.")
+    api_plane: str = Field(
+        default="Unknown", max_length=16, description="API-plane verdict of its region."
+    )
+    healthy_since: Timestamp | None = Field(
+        default=None, description="Since when every probed zone has been Healthy."
+    )
+    capacity: CapacityStatus | None = Field(default=None, description="Capacity as set.")
+
+
+class PendingAction(Model):
+    """An action the decision calls for that has not been carried out yet."""
+
+    id: str = Field(max_length=256, description="Stable identity of the action.")
+    kind: str = Field(max_length=32, description="ShiftTraffic or SetCapacity.")
+    target: str = Field(max_length=512, description="What it changes.")
+    state: Literal["Pending", "Running", "Held"] = Field(description="Where it stands.")
+    reason: str = Field(default="", max_length=1024, description="Why it is held.")
+
+
+class RecommendationStatus(Model):
+    """A decision waiting for approval (Manual) or recorded only (Observe)."""
+
+    id: str = Field(max_length=256, description="Approve it with this ID.")
+    response: str = Field(max_length=32, description="What would be done.")
+    summary: str = Field(max_length=1024, description="Why.")
+    target: str | None = Field(default=None, max_length=63, description="Site concerned.")
+    zones: tuple[Annotated[str, Field(max_length=63)], ...] = Field(
+        default=(), max_length=16, description="Zones concerned."
+    )
+    time: Timestamp = Field(description="When it was decided.")
+
+
+class RequestStatus(Model):
+    """The last user request (failover, failback) and how it was answered."""
+
+    id: str = Field(max_length=256, description="Request ID.")
+    op: str = Field(max_length=32, description="failover or failback.")
+    accepted: bool = Field(description="Whether it was carried out.")
+    reason: str = Field(max_length=1024, description="Why (or why not).")
+    time: Timestamp = Field(description="When it was answered.")
 
 
 class FailoverRecord(Model):
@@ -617,6 +903,7 @@ class FailoverRecord(Model):
     rto_seconds: float | None = Field(
         default=None, ge=0, description="From outage start to traffic moved (measured RTO)."
     )
+    manual: bool = Field(default=False, description="Requested by a user.")
 
 
 class TrafficStatus(Model):
@@ -687,7 +974,20 @@ class ResilientAppStatus(Model):
     )
     traffic: TrafficStatus | None = Field(default=None, description="DNS as last applied.")
     last_failover: FailoverRecord | None = Field(default=None, description="Latest failover.")
+    recent_failovers: tuple[Timestamp, ...] = Field(
+        default=(), max_length=100, description="When failovers were decided in the last hour."
+    )
     last_decision: DecisionRecord | None = Field(
         default=None, description="Latest decision and why it was taken."
+    )
+    actions: tuple[PendingAction, ...] = Field(
+        default=(), max_length=32, description="Actions not carried out yet."
+    )
+    recommendation: RecommendationStatus | None = Field(
+        default=None, description="Decision waiting for approval (Manual) or shadowed (Observe)."
+    )
+    last_request: RequestStatus | None = Field(default=None, description="Last user request.")
+    pinned_site: str | None = Field(
+        default=None, max_length=63, description="Site the app is pinned to (annotation)."
     )
     conditions: Conditions

@@ -1,24 +1,32 @@
 """Translate between the core's state and a ResilientApp's ``status`` (both directions).
 
 The status is the operator's memory: a restarted operator rebuilds the core's state from
-it and carries on (zone counters, epoch, a traffic shift not yet applied). Pure.
+it and carries on (zone counters, epoch, evacuated zones, what DNS and capacity were last
+set to, the failover budget, a pending recommendation). Pure.
 """
 
 from __future__ import annotations
 
 from controller.api.conditions import parse_rfc3339, rfc3339, set_condition
 from controller.api.models import (
+    CapacityStatus,
     Condition,
     DecisionRecord,
     Fact,
     FailoverRecord,
+    PendingAction,
+    RecommendationStatus,
+    RequestStatus,
     ResilientAppSpec,
     ResilientAppStatus,
     SiteStatus,
     TrafficStatus,
+    ZoneCount,
     ZoneStatus,
 )
-from controller.core import decide as core
+from controller.core import model as m
+from controller.core.apiplane import ApiPlaneState
+from controller.core.decide import initial_state, traffic_in_place
 from controller.core.health import ZoneHealth, ZoneKey, ZoneState
 
 READY = "Ready"
@@ -34,60 +42,70 @@ def _fmt(value: float | None, *, precise: bool = True) -> str | None:
     return rfc3339(value, precise=precise) if value is not None else None
 
 
-def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> core.AppState:
+# --------------------------------------------------------------------------- status -> state
+
+
+def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> m.AppState:
     """The core state persisted in ``status``; a fresh state when there is none."""
     if not status.active_site or status.epoch is None:
-        return core.AppState.initial(spec)
-    zones = {
-        ZoneKey(z.site, z.zone): ZoneHealth(
-            state=ZoneState(z.state),
-            consecutive_failures=z.consecutive_failures,
-            consecutive_successes=z.consecutive_successes,
-            since=_ts(z.since),
-            failing_since=_ts(z.failing_since),
-            last_ok=_ts(z.last_ok_time),
-            last_probe=_ts(z.last_probe_time),
-            last_latency=z.latency_ms / 1000 if z.latency_ms is not None else None,
-            last_detail=z.message,
+        return initial_state(spec)
+    zones = {ZoneKey(z.site, z.zone): _zone_health(z) for z in status.zones}
+    evacuated = frozenset(ZoneKey(z.site, z.zone) for z in status.zones if not z.in_traffic)
+    capacity = {
+        s.name: m.AppliedCapacity(
+            s.capacity.fingerprint,
+            parse_rfc3339(s.capacity.applied_time),
+            tuple((c.zone, c.count) for c in s.capacity.zones),
         )
-        for z in status.zones
+        for s in status.sites
+        if s.capacity is not None
     }
-    traffic = _applied_traffic(status.traffic) if status.traffic else None
-    failover = None
-    if status.last_failover:
-        f = status.last_failover
-        failover = core.FailoverRecord(
-            epoch=f.epoch,
-            from_site=f.from_site,
-            to_site=f.to_site,
-            reason=f.reason,
-            decided_at=parse_rfc3339(f.decided_time),
-            outage_start=_ts(f.outage_start_time),
-            completed_at=_ts(f.completed_time),
-        )
-    return core.AppState(
+    healthy_since = {
+        s.name: parse_rfc3339(s.healthy_since) for s in status.sites if s.healthy_since
+    }
+    return m.AppState(
         active_site=status.active_site,
         epoch=status.epoch,
-        traffic=traffic,
         zones=zones,
-        last_failover=failover,
+        evacuated=evacuated,
+        traffic=_applied_traffic(status.traffic) if status.traffic else None,
+        capacity=capacity,
+        last_failover=_failover(status.last_failover) if status.last_failover else None,
+        failover_times=tuple(parse_rfc3339(t) for t in status.recent_failovers),
+        recommendation=_recommendation(status.recommendation),
+        last_request=_request(status.last_request),
         last_rule=status.last_decision.rule if status.last_decision else "steady",
+        site_healthy_since=healthy_since,
     )
 
 
-def _applied_traffic(saved: TrafficStatus) -> core.AppliedTraffic | None:
+def _zone_health(z: ZoneStatus) -> ZoneHealth:
+    return ZoneHealth(
+        state=ZoneState(z.state),
+        consecutive_failures=z.consecutive_failures,
+        consecutive_successes=z.consecutive_successes,
+        since=_ts(z.since),
+        failing_since=_ts(z.failing_since),
+        last_ok=_ts(z.last_ok_time),
+        last_probe=_ts(z.last_probe_time),
+        last_latency=z.latency_ms / 1000 if z.latency_ms is not None else None,
+        last_detail=z.message,
+    )
+
+
+def _applied_traffic(saved: TrafficStatus) -> m.AppliedTraffic | None:
     if not saved.active_site or not saved.applied_time:
         return None
     dns = None
     if saved.record_name and saved.record_type and saved.ttl is not None:
-        dns = core.DnsName(
+        dns = m.DnsName(
             saved.hosted_zone_id,
             saved.hosted_zone_name,
             saved.record_name,
             saved.record_type,
             saved.ttl,
         )
-    return core.AppliedTraffic(
+    return m.AppliedTraffic(
         saved.active_site,
         saved.epoch,
         parse_rfc3339(saved.applied_time),
@@ -97,24 +115,63 @@ def _applied_traffic(saved: TrafficStatus) -> core.AppliedTraffic | None:
     )
 
 
+def _failover(f: FailoverRecord) -> m.FailoverRecord:
+    return m.FailoverRecord(
+        epoch=f.epoch,
+        from_site=f.from_site,
+        to_site=f.to_site,
+        reason=f.reason,
+        decided_at=parse_rfc3339(f.decided_time),
+        outage_start=_ts(f.outage_start_time),
+        completed_at=_ts(f.completed_time),
+        manual=f.manual,
+    )
+
+
+def _recommendation(saved: RecommendationStatus | None) -> m.Recommendation | None:
+    if saved is None:
+        return None
+    return m.Recommendation(
+        saved.id,
+        m.Response(saved.response),
+        saved.summary,
+        saved.target,
+        saved.zones,
+        parse_rfc3339(saved.time),
+    )
+
+
+def _request(saved: RequestStatus | None) -> m.RequestOutcome | None:
+    if saved is None:
+        return None
+    return m.RequestOutcome(
+        saved.id, saved.op, saved.accepted, saved.reason, parse_rfc3339(saved.time)
+    )
+
+
+# --------------------------------------------------------------------------- state -> status
+
+
 def status_from_state(
-    state: core.AppState,
-    phase: core.Phase,
-    trace: core.Trace,
+    decision: m.Decision,
     spec: ResilientAppSpec,
     previous: ResilientAppStatus,
     *,
+    observations: m.Observations,
+    running: str | None,
     generation: int | None,
     now: float,
 ) -> ResilientAppStatus:
-    """The status to write after a decision round."""
-    zones = tuple(_zone_status(key, state.zone(key)) for key in _declared(spec))
-    sites = tuple(_site_status(state, spec, name) for name in (s.name for s in spec.sites))
+    """The status to write after a decision round (``running``: the action in flight)."""
+    state = decision.state
+    keys = [ZoneKey(s.name, z) for s in spec.sites for z in s.zones]
+    zones = tuple(_zone_status(key, state) for key in keys)
+    sites = tuple(_site_status(state, spec, s.name, observations) for s in spec.sites)
     healthy = sum(1 for z in zones if z.state == ZoneState.HEALTHY.value)
-    conditions = _conditions(state, phase, trace, spec, previous.conditions, generation, now)
+    conditions = _conditions(decision, spec, observations, previous.conditions, generation, now)
     return ResilientAppStatus(
         observed_generation=generation,
-        phase=phase.value,
+        phase=decision.phase.value,
         active_site=state.active_site,
         epoch=state.epoch,
         healthy_zones=f"{healthy}/{len(zones)}",
@@ -122,16 +179,18 @@ def status_from_state(
         sites=sites,
         traffic=_traffic_status(state.traffic),
         last_failover=_failover_status(state.last_failover),
-        last_decision=_decision_record(trace, previous.last_decision, now),
+        recent_failovers=tuple(rfc3339(t, precise=True) for t in state.failover_times),
+        last_decision=_decision_record(decision.trace, previous.last_decision, now),
+        actions=_pending(decision, running),
+        recommendation=_recommendation_status(state.recommendation),
+        last_request=_request_status(state.last_request),
+        pinned_site=observations.pinned,
         conditions=conditions,
     )
 
 
-def _declared(spec: ResilientAppSpec) -> list[ZoneKey]:
-    return [ZoneKey(s.name, z) for s in spec.sites for z in s.zones]
-
-
-def _zone_status(key: ZoneKey, health: ZoneHealth) -> ZoneStatus:
+def _zone_status(key: ZoneKey, state: m.AppState) -> ZoneStatus:
+    health = state.zone(key)
     return ZoneStatus(
         site=key.site,
         zone=key.zone,
@@ -142,16 +201,17 @@ def _zone_status(key: ZoneKey, health: ZoneHealth) -> ZoneStatus:
         failing_since=_fmt(health.failing_since),
         last_ok_time=_fmt(health.last_ok),
         last_probe_time=_fmt(health.last_probe, precise=False),
-        latency_ms=_millis(health.last_latency),
+        latency_ms=round(health.last_latency * 1000, 1)
+        if health.last_latency is not None
+        else None,
         message=health.last_detail[:1024],
+        in_traffic=key not in state.evacuated,
     )
 
 
-def _millis(seconds: float | None) -> float | None:
-    return round(seconds * 1000, 1) if seconds is not None else None
-
-
-def _site_status(state: core.AppState, spec: ResilientAppSpec, name: str) -> SiteStatus:
+def _site_status(
+    state: m.AppState, spec: ResilientAppSpec, name: str, obs: m.Observations
+) -> SiteStatus:
     site = spec.site(name)
     assert site is not None
     health = [state.zone(ZoneKey(name, z)) for z in site.zones]
@@ -165,16 +225,29 @@ def _site_status(state: core.AppState, spec: ResilientAppSpec, name: str) -> Sit
         site_state = "Healthy"
     else:
         site_state = "Degraded"
+    applied = state.capacity.get(name)
+    capacity = None
+    if applied is not None:
+        capacity = CapacityStatus(
+            applied_time=rfc3339(applied.applied_at, precise=True),
+            fingerprint=applied.fingerprint,
+            zones=tuple(ZoneCount(zone=z, count=n) for z, n in applied.zones),
+        )
+    since = state.site_healthy_since.get(name)
+    api = obs.api_planes.get((site.provider, site.region), ApiPlaneState.UNKNOWN)
     return SiteStatus(
         name=name,
         active=name == state.active_site,
         state=site_state,
         healthy_zones=healthy,
         total_zones=len(health),
+        api_plane=api.value,
+        healthy_since=_fmt(since, precise=False),
+        capacity=capacity,
     )
 
 
-def _traffic_status(applied: core.AppliedTraffic | None) -> TrafficStatus | None:
+def _traffic_status(applied: m.AppliedTraffic | None) -> TrafficStatus | None:
     if applied is None:
         return None
     dns = applied.dns
@@ -192,30 +265,78 @@ def _traffic_status(applied: core.AppliedTraffic | None) -> TrafficStatus | None
     )
 
 
-def _failover_status(record: core.FailoverRecord | None) -> FailoverRecord | None:
+def _failover_status(record: m.FailoverRecord | None) -> FailoverRecord | None:
     if record is None:
         return None
     return FailoverRecord(
         epoch=record.epoch,
         from_site=record.from_site,
         to_site=record.to_site,
-        reason=record.reason,
+        reason=record.reason[:1024],
         outage_start_time=_fmt(record.outage_start),
         decided_time=rfc3339(record.decided_at, precise=True),
         completed_time=_fmt(record.completed_at),
         detection_seconds=_round(record.detection_seconds),
         rto_seconds=_round(record.rto_seconds),
+        manual=record.manual,
     )
 
 
-def _decision_record(
-    trace: core.Trace, previous: DecisionRecord | None, now: float
-) -> DecisionRecord:
+def _pending(decision: m.Decision, running: str | None) -> tuple[PendingAction, ...]:
+    rows = [
+        PendingAction(
+            id=a.id,
+            kind=a.kind,
+            target=a.target[:512],
+            state="Running" if a.id == running else "Pending",
+        )
+        for a in decision.actions
+    ]
+    rows += [
+        PendingAction(
+            id=h.action.id,
+            kind=h.action.kind,
+            target=h.action.target[:512],
+            state="Held",
+            reason=h.reason[:1024],
+        )
+        for h in decision.held
+    ]
+    return tuple(rows[:32])
+
+
+def _recommendation_status(rec: m.Recommendation | None) -> RecommendationStatus | None:
+    if rec is None:
+        return None
+    return RecommendationStatus(
+        id=rec.id,
+        response=rec.response.value,
+        summary=rec.summary[:1024],
+        target=rec.target,
+        zones=rec.zones,
+        time=rfc3339(rec.decided_at),
+    )
+
+
+def _request_status(outcome: m.RequestOutcome | None) -> RequestStatus | None:
+    if outcome is None:
+        return None
+    return RequestStatus(
+        id=outcome.id,
+        op=outcome.op,
+        accepted=outcome.accepted,
+        reason=outcome.reason[:1024],
+        time=rfc3339(outcome.at),
+    )
+
+
+def _decision_record(trace: m.Trace, previous: DecisionRecord | None, now: float) -> DecisionRecord:
     """The trace as status; an unchanged decision keeps the time it was first taken."""
-    facts = tuple(Fact(name=n, value=v[:1024]) for n, v in trace.facts[:64])
+    facts = tuple(Fact(name=n[:128], value=v[:1024]) for n, v in trace.facts[:64])
     if previous and previous.rule == trace.rule and previous.summary == trace.summary:
         return previous.model_copy(update={"facts": facts})
-    return DecisionRecord(time=rfc3339(now), rule=trace.rule, summary=trace.summary, facts=facts)
+    summary = trace.summary[:1024]
+    return DecisionRecord(time=rfc3339(now), rule=trace.rule, summary=summary, facts=facts)
 
 
 def _round(value: float | None) -> float | None:
@@ -223,14 +344,15 @@ def _round(value: float | None) -> float | None:
 
 
 def _conditions(
-    state: core.AppState,
-    phase: core.Phase,
-    trace: core.Trace,
+    decision: m.Decision,
     spec: ResilientAppSpec,
+    obs: m.Observations,
     previous: tuple[Condition, ...],
     generation: int | None,
     now: float,
 ) -> tuple[Condition, ...]:
+    state, phase, trace = decision.state, decision.phase, decision.trace
+
     def put(
         conditions: tuple[Condition, ...], type_: str, ok: bool, reason: str, message: str
     ) -> tuple[Condition, ...]:
@@ -239,36 +361,45 @@ def _conditions(
             type_,
             "True" if ok else "False",
             reason,
-            message,
+            message[:4096],
             generation=generation,
             now=now,
         )
 
-    serving = phase in (core.Phase.HEALTHY, core.Phase.DEGRADED)
-    routed = spec.failover.mode == "Observe" or core.traffic_in_place(state, spec)
-    ready_reason = "Serving" if serving and routed else phase.value
+    serving = phase in (m.Phase.HEALTHY, m.Phase.DEGRADED, m.Phase.FROZEN)
+    routed = spec.failover.mode == "Observe" or traffic_in_place(state, spec)
+    reason = "Serving" if serving and routed else phase.value
     if serving and not routed:
-        ready_reason = "TrafficNotApplied"
+        reason = "TrafficNotApplied"
     conditions = put(
         previous,
         READY,
         serving and routed,
-        ready_reason,
+        reason,
         f"active site {state.active_site}: {trace.summary}",
     )
-    unhealthy = [
-        f"{key}={state.zone(key).state}"
-        for key in _declared(spec)
+    troubles = [
+        f"{key}={state.zone(key).state}" + (" (out of traffic)" if key in state.evacuated else "")
+        for key in (ZoneKey(s.name, z) for s in spec.sites for z in s.zones)
         if state.zone(key).state in (ZoneState.SUSPECT, ZoneState.DOWN, ZoneState.RECOVERING)
+        or key in state.evacuated
     ]
+    impaired = [
+        f"{region} API plane {verdict}"
+        for (_, region), verdict in sorted(obs.api_planes.items())
+        if verdict in (ApiPlaneState.DEGRADED, ApiPlaneState.IMPAIRED)
+    ]
+    degraded = troubles + impaired
     conditions = put(
         conditions,
         DEGRADED,
-        bool(unhealthy),
-        "ZonesUnhealthy" if unhealthy else "AllZonesHealthy",
-        ", ".join(unhealthy) if unhealthy else "no zone is failing",
+        bool(degraded),
+        ("Frozen" if phase is m.Phase.FROZEN else "ZonesUnhealthy" if troubles else "ApiPlane")
+        if degraded
+        else "AllZonesHealthy",
+        ", ".join(degraded) if degraded else "no zone is failing",
     )
-    failing_over = phase is core.Phase.FAILING_OVER
+    failing_over = phase is m.Phase.FAILING_OVER
     record = state.last_failover
     return put(
         conditions,

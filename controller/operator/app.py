@@ -1,45 +1,57 @@
 """The per-app loop: probe, decide, act, report.
 
 One :class:`AppWorker` runs per ResilientApp (as a kopf daemon). Each round it probes every
-zonal endpoint, hands the results to the pure decision core, starts the actions the core
-returns through the provider layer, and writes status and Events.
+zonal endpoint, collects the API-plane verdicts of the app's regions and any user request
+(annotations), hands it all to the pure decision core, starts the actions the core returns
+through the provider layer, and writes status and Events.
 
-Actions run as background tasks, so a slow cloud call (a Route 53 change waiting to be in
-sync, retries against a throttled API) never stops the probing; one action runs at a time,
-and its completion is fed back to the core as soon as it ends.
+Actions run as background tasks, one at a time, so a slow cloud call (a Route 53 change
+waiting to be in sync, retries against a throttled API) never stops the probing; its
+completion is fed back to the core as soon as it ends.
 
 The status is the worker's memory: a restarted operator reads it back and resumes, e.g. a
 traffic shift decided but not yet applied is applied on the first round. Status is written
 before an action starts (so the decision survives a crash) and after it ends (so its
 completion does); between decisions it is written only when something material changed,
 plus a heartbeat, to keep load off the API server.
+
+User requests arrive as annotations (set by ``lifeboat failover|failback|approve|pin``):
+
+* ``lifeboat.dev/request``: ``{"id": ..., "op": "failover"|"failback", "site": ...,
+  "force": false}``, answered once (``status.lastRequest``);
+* ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
+* ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from controller import metrics
 from controller.api.conditions import get_condition, set_condition
-from controller.api.models import ResilientAppSpec, ResilientAppStatus
+from controller.api.models import ResilientAppSpec, ResilientAppStatus, Site
 from controller.core import decide as core
+from controller.core import model as m
+from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeResult, ZoneKey
 from controller.core.status import READY, state_from_status, status_from_state
 from controller.operator.kube import Kube, NotFound, ObjectRef
 from controller.operator.providers import ProviderUnavailable, spec_error
 from controller.providers.aws.route53 import HostedZoneError
-from controller.providers.outcomes import describe
+from controller.providers.calls import RegionImpaired
+from controller.providers.openstack.dns import ZoneNotFound
 from controller.providers.protocols import (
+    CapacityDriver,
     DnsRecord,
     SiteRecord,
-    TrafficChange,
     TrafficManager,
     TrafficPlan,
 )
@@ -50,6 +62,9 @@ INVALID_RETRY_SECONDS = 30.0
 ERROR_RETRY_SECONDS = 10.0
 HEARTBEAT_SECONDS = 60.0
 CONFIGURATION = "ConfigurationValid"
+REQUEST_ANNOTATION = "lifeboat.dev/request"
+APPROVE_ANNOTATION = "lifeboat.dev/approve"
+PIN_ANNOTATION = "lifeboat.dev/pin"
 # Fields that change every round without meaning anything new; they alone do not
 # justify a status write (the heartbeat refreshes them).
 _VOLATILE_ZONE_FIELDS = ("lastProbeTime", "lastOkTime", "latencyMs", "message")
@@ -68,6 +83,16 @@ class Providers(Protocol):
 
     def cached_redactor(self, name: str) -> Callable[[str], str]: ...
 
+    def explain(self, name: str, error: BaseException) -> str: ...
+
+    async def api_plane(self, provider: str, region: str) -> ApiPlaneState: ...
+
+    async def traffic_plane(self, provider: str, region: str | None) -> ApiPlaneState: ...
+
+
+class Capacities(Protocol):
+    async def for_site(self, app: str, site: Site) -> CapacityDriver: ...
+
 
 @dataclass
 class AppContext:
@@ -76,32 +101,36 @@ class AppContext:
     kube: Kube
     providers: Providers
     prober: Prober
+    capacity: Capacities | None = None
     clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)
 class _Done:
-    """How an action ended: a change applied (in sync), or why not."""
+    """How an action ended: carried out (at, change ID), or why not."""
 
-    change: TrafficChange | None
+    at: float | None
+    change_id: str = ""
     reason: str = ""
     detail: str = ""
+    message: str = ""
 
 
 class AppWorker:
     def __init__(self, ref: ObjectRef, context: AppContext) -> None:
         self.ref = ref
         self.ctx = context
-        self.state: core.AppState | None = None
+        self.state: m.AppState | None = None
         self._spec: ResilientAppSpec | None = None
         self._generation: int | None = None
-        self._trace = core.Trace("steady", "starting")
+        self._decision: m.Decision | None = None
+        self._observations = m.Observations()
         self._status = ResilientAppStatus()
         self._written: dict[str, Any] | None = None
         self._written_at = 0.0
         self._invalid_generation: int | None = None
         self._exported: set[tuple[str, str]] = set()
-        self._action: core.Action | None = None
+        self._action: m.Action | None = None
         self._task: asyncio.Task[_Done] | None = None
 
     @property
@@ -157,8 +186,9 @@ class AppWorker:
             await self._finish_action()
 
         probes = await self.ctx.prober.probe_app(spec)
-        decision = core.decide(self.state, core.Observations(probes), spec, self.ctx.clock())
-        self.state, self._trace = decision.state, decision.trace
+        observations = await self._observe(spec, probes, body)
+        decision = core.decide(self.state, observations, spec, self.ctx.clock())
+        self.state, self._decision, self._observations = decision.state, decision, observations
         self._export_probes(probes)
         for note in decision.notes:
             await self._announce(note)
@@ -169,7 +199,27 @@ class AppWorker:
         await self._write()
         return float(spec.health.interval_seconds)
 
-    # ------------------------------------------------------------------ restore
+    # ------------------------------------------------------------------ observations
+
+    async def _observe(
+        self, spec: ResilientAppSpec, probes: tuple[ProbeResult, ...], body: Mapping[str, Any]
+    ) -> m.Observations:
+        planes: dict[m.RegionKey, ApiPlaneState] = {}
+        for site in spec.sites:
+            key = (site.provider, site.region)
+            if key not in planes:
+                planes[key] = await self.ctx.providers.api_plane(*key)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        return m.Observations(
+            probes=probes,
+            api_planes=planes,
+            traffic_plane=await self.ctx.providers.traffic_plane(
+                spec.traffic.provider, spec.traffic.region
+            ),
+            request=_request(annotations.get(REQUEST_ANNOTATION)),
+            approval=annotations.get(APPROVE_ANNOTATION) or None,
+            pinned=annotations.get(PIN_ANNOTATION) or None,
+        )
 
     def _load_status(self, body: Mapping[str, Any]) -> None:
         try:
@@ -180,25 +230,53 @@ class AppWorker:
 
     # ------------------------------------------------------------------ actions
 
-    def _start(self, action: core.Action, spec: ResilientAppSpec) -> None:
+    def _start(self, action: m.Action, spec: ResilientAppSpec) -> None:
         self._action = action
-        self._task = asyncio.create_task(self._shift(action, spec), name=action.id)
+        self._task = asyncio.create_task(self._carry_out(action, spec), name=action.id)
 
-    async def _shift(self, action: core.Action, spec: ResilientAppSpec) -> _Done:
+    async def _carry_out(self, action: m.Action, spec: ResilientAppSpec) -> _Done:
+        provider = spec.traffic.provider if isinstance(action, m.ShiftTraffic) else action.region[0]
         try:
-            traffic = await self.ctx.providers.traffic(spec.traffic.provider, spec.traffic.region)
+            if isinstance(action, m.ShiftTraffic):
+                return await self._shift(action, spec)
+            return await self._set_capacity(action, spec)
         except ProviderUnavailable as error:
-            return _Done(None, error.reason, str(error))
-        try:
-            change = await traffic.apply(traffic_plan(action, self.ref))
-        except HostedZoneError as error:
-            return _Done(None, "HostedZoneNotFound", str(error))
+            return _Done(None, reason=error.reason, detail=str(error))
+        except (HostedZoneError, ZoneNotFound) as error:
+            return _Done(None, reason="HostedZoneNotFound", detail=str(error))
+        except RegionImpaired as error:
+            return _Done(None, reason="RegionImpaired", detail=str(error))
         except Exception as error:
-            redact = self.ctx.providers.cached_redactor(spec.traffic.provider)
-            return _Done(None, "TrafficShiftFailed", redact(describe(error)))
+            detail = self.ctx.providers.explain(provider, error)
+            return _Done(None, reason=f"{action.kind}Failed", detail=detail)
+
+    async def _shift(self, action: m.ShiftTraffic, spec: ResilientAppSpec) -> _Done:
+        traffic = await self.ctx.providers.traffic(spec.traffic.provider, spec.traffic.region)
+        change = await traffic.apply(traffic_plan(action, self.ref))
         if change.synced_at is None:
-            return _Done(None, "TrafficShiftNotInSync", f"change {change.change_id} not in sync")
-        return _Done(change)
+            return _Done(
+                None,
+                reason="TrafficShiftNotInSync",
+                detail=f"change {change.change_id} not in sync",
+            )
+        weights = ", ".join(f"{site}={weight}" for site, weight in action.weights)
+        message = (
+            f"DNS {action.dns.name} now routes to {action.active_site} "
+            f"(weights {weights}), epoch {action.epoch}, change {change.change_id} in sync "
+            f"after {change.synced_at - change.submitted_at:.1f}s"
+        )
+        return _Done(change.synced_at, change.change_id, message=message)
+
+    async def _set_capacity(self, action: m.SetCapacity, spec: ResilientAppSpec) -> _Done:
+        site = spec.site(action.site)
+        if site is None or site.capacity is None or self.ctx.capacity is None:
+            return _Done(
+                None, reason="CapacityUnavailable", detail=f"no capacity for {action.site}"
+            )
+        driver = await self.ctx.capacity.for_site(f"{self.ref.namespace}/{self.ref.name}", site)
+        await driver.set_zones(dict(action.zones))
+        counts = ", ".join(f"{z}={n}" for z, n in action.zones)
+        return _Done(self.ctx.clock(), message=f"capacity of {site.name} set: {counts}")
 
     async def _finish_action(self) -> None:
         task, action = self._task, self._action
@@ -210,46 +288,49 @@ class AppWorker:
             return
         except Exception as error:  # a bug, not a cloud failure: report and retry
             log.exception("%s/%s: action %s crashed", self.ref.namespace, self.ref.name, action.id)
-            done = _Done(None, "TrafficShiftFailed", type(error).__name__)
-        if done.change is None or done.change.synced_at is None:
-            await self._shift_failed(action, done.reason, done.detail)
+            done = _Done(None, reason=f"{action.kind}Failed", detail=type(error).__name__)
+        if done.at is None:
+            await self._action_failed(action, done)
         else:
-            await self._shift_done(action, done.change, done.change.synced_at)
+            await self._action_done(action, done)
+        if self._decision is not None:
+            remaining = tuple(a for a in self._decision.actions if a.id != action.id)
+            self._decision = replace(self._decision, state=self.state, actions=remaining)
         await self._write(force=True)
 
-    async def _shift_done(self, action: core.Action, change: TrafficChange, at: float) -> None:
-        assert self.state is not None
+    async def _action_done(self, action: m.Action, done: _Done) -> None:
+        assert self.state is not None and done.at is not None
         before = self.state
-        self.state = core.complete(self.state, action, at, change.change_id)
+        self.state = core.complete(self.state, action, done.at, done.change_id)
         if self.state is before:
             return  # stale: a newer epoch was decided meanwhile
-        weights = ", ".join(f"{site}={weight}" for site, weight in action.weights)
-        message = (
-            f"DNS {action.dns.name} now routes to {action.active_site} "
-            f"(weights {weights}), epoch {action.epoch}, change {change.change_id} in sync "
-            f"after {at - change.submitted_at:.1f}s"
-        )
+        message = done.message
         record = self.state.last_failover
-        if record and record.epoch == action.epoch and record.rto_seconds is not None:
+        if (
+            isinstance(action, m.ShiftTraffic)
+            and record
+            and record.epoch == action.epoch
+            and record.rto_seconds is not None
+        ):
             detection = record.detection_seconds or 0.0
             message += f"; RTO {record.rto_seconds:.1f}s (detection {detection:.1f}s)"
             metrics.LAST_FAILOVER_RTO.labels(*self._labels).set(record.rto_seconds)
             metrics.LAST_FAILOVER_DETECTION.labels(*self._labels).set(detection)
+        reason = "TrafficShifted" if isinstance(action, m.ShiftTraffic) else "CapacitySet"
         log.info("%s/%s: %s", self.ref.namespace, self.ref.name, message)
-        await self.ctx.kube.event(self.ref, "Normal", "TrafficShifted", message)
+        await self.ctx.kube.event(self.ref, "Normal", reason, message)
 
-    async def _shift_failed(self, action: core.Action, reason: str, detail: str) -> None:
+    async def _action_failed(self, action: m.Action, done: _Done) -> None:
         metrics.TRAFFIC_SHIFT_ERRORS.labels(*self._labels).inc()
-        message = f"could not route traffic to {action.active_site} (epoch {action.epoch}): "
-        message += f"{detail}; retrying next round"
+        message = f"{action.target} (epoch {action.epoch}) failed: {done.detail}; retrying"
         log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, message)
-        await self.ctx.kube.event(self.ref, "Warning", reason, message)
+        await self.ctx.kube.event(self.ref, "Warning", done.reason, message)
 
     # ------------------------------------------------------------------ reporting
 
-    async def _announce(self, note: core.Note) -> None:
-        if note.kind is core.NoteKind.FAILOVER and self.state and self.state.last_failover:
-            record = self.state.last_failover
+    async def _announce(self, note: m.Note) -> None:
+        record = self.state.last_failover if self.state else None
+        if note.kind in (m.NoteKind.FAILOVER, m.NoteKind.FAILBACK) and record:
             metrics.FAILOVERS.labels(*self._labels, record.from_site, record.to_site).inc()
         level = logging.WARNING if note.warning else logging.INFO
         log.log(level, "%s/%s: %s", self.ref.namespace, self.ref.name, note.message)
@@ -290,15 +371,20 @@ class AppWorker:
             await self.ctx.kube.event(self.ref, "Warning", reason, message)
 
     async def _write(self, force: bool = False) -> None:
-        assert self.state is not None and self._spec is not None
+        if self.state is None or self._spec is None or self._decision is None:
+            return
         now = self.ctx.clock()
-        phase = core.phase_of(self.state, self._spec)
+        decision = replace(
+            self._decision,
+            state=self.state,
+            phase=core.phase_of(self.state, self._spec, self._observations),
+        )
         self._status = status_from_state(
-            self.state,
-            phase,
-            self._trace,
+            decision,
             self._spec,
             self._status,
+            observations=self._observations,
+            running=self._action.id if self._action else None,
             generation=self._generation,
             now=now,
         )
@@ -367,10 +453,10 @@ class AppWorker:
         metrics.APP_EPOCH.labels(*self._labels).set(self.state.epoch)
 
 
-def traffic_plan(action: core.Action, ref: ObjectRef) -> TrafficPlan:
+def traffic_plan(action: m.ShiftTraffic, ref: ObjectRef) -> TrafficPlan:
     """The DNS change that carries out ``action``."""
 
-    def record(dns: core.DnsName) -> DnsRecord:
+    def record(dns: m.DnsName) -> DnsRecord:
         return DnsRecord(dns.hosted_zone_id, dns.hosted_zone_name, dns.name, dns.type, dns.ttl)
 
     return TrafficPlan(
@@ -379,10 +465,27 @@ def traffic_plan(action: core.Action, ref: ObjectRef) -> TrafficPlan:
             SiteRecord(t.site, t.values, t.weight, t.health_check_url) for t in action.targets
         ),
         retire=record(action.retire) if action.retire else None,
-        routing="Failover" if action.routing == "Failover" else "Weighted",
         comment=f"lifeboat {ref.namespace}/{ref.name}: epoch {action.epoch}, "
         f"active site {action.active_site}",
+        routing="Failover" if action.routing == "Failover" else "Weighted",
     )
+
+
+def _request(raw: str | None) -> m.Request | None:
+    """The request annotation, or None when absent or unreadable (logged)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return m.Request(
+            id=str(data["id"]),
+            op=m.RequestOp(data["op"]),
+            site=data.get("site"),
+            force=bool(data.get("force", False)),
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring unreadable %s annotation", REQUEST_ANNOTATION)
+        return None
 
 
 def _salvage(raw: Mapping[str, Any]) -> ResilientAppStatus:

@@ -23,6 +23,7 @@ import kubernetes.client
 from controller import metrics
 from controller.api.models import GROUP, VERSION
 from controller.operator.app import AppContext, AppWorker
+from controller.operator.capacity import CapacityDrivers
 from controller.operator.kube import KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
 from controller.operator.probes import HttpProber
@@ -63,7 +64,10 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
     prober = HttpProber()
     monitor = ProviderMonitor(providers, kube)
-    context = AppContext(kube=kube, providers=providers, prober=prober)
+    capacity = CapacityDrivers(
+        providers, kube, kubernetes.client.ApiClient(configuration), controller_namespace
+    )
+    context = AppContext(kube=kube, providers=providers, prober=prober, capacity=capacity)
     background: list[asyncio.Task[None]] = []
 
     def index_of(kwargs: dict[str, Any]) -> kopf.Index[str, ProviderInfo]:

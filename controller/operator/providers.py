@@ -19,7 +19,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.models import CloudProviderSpec, ResilientAppSpec
+from controller.api.conditions import parse_rfc3339
+from controller.api.models import CloudProviderSpec, ProviderStatus, ResilientAppSpec
+from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
 from controller.operator.kube import Kube, NotFound
 from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
 from controller.providers.aws.connector import AwsConnector, AwsCredentials
@@ -78,9 +80,15 @@ class ProviderHandle:
     """The DNS traffic manager serving a region (global services ignore the region)."""
     probe: ApiPlaneProbe
     identity: IdentityChecker
+    global_dns: bool
+    """True when DNS is a global service (Route 53, judged in the "global" gate)."""
 
     def traffic(self, region: str | None) -> TrafficManager:
         return self.dns(region or self.spec.regions[0])
+
+    def dns_region(self, region: str | None) -> str:
+        """The gate region that DNS changes go through."""
+        return "global" if self.global_dns else (region or self.spec.regions[0])
 
 
 def spec_error(error: ValidationError) -> str:
@@ -156,15 +164,63 @@ class ProviderRegistry:
                 cached.checked = self.clock()
                 return cached.handle
             handle = build_handle(name, spec, data)
+            self._remember_verdicts(handle, self.lookup(name))
             self.forget(name)
             self._cache[name] = _Cached(generation, secret_version, self.clock(), handle)
             return handle
+
+    @staticmethod
+    def _remember_verdicts(handle: ProviderHandle, info: ProviderInfo | None) -> None:
+        """Seed a new handle's region gates with the verdicts in the provider's status.
+
+        A restarted operator must not treat an Impaired region as unknown (and send it
+        mutating calls) until it has gathered fresh evidence: the last verdict stands
+        until new calls say otherwise.
+        """
+        if info is None:
+            return
+        try:
+            status = ProviderStatus.model_validate(dict(info.status or {}))
+        except ValidationError:
+            return
+        for region in status.regions:
+            state = ApiPlaneState(region.api_plane)
+            if state is ApiPlaneState.UNKNOWN:
+                continue
+            since = parse_rfc3339(region.since) if region.since else None
+            reason = f"{region.reason} (as last judged)" if region.reason else "as last judged"
+            handle.connector.calls.gate(region.name).health = ApiPlaneHealth(
+                state, since, reason=reason
+            )
 
     async def connector(self, name: str) -> Connector:
         return (await self.handle(name)).connector
 
     async def traffic(self, name: str, region: str | None = None) -> TrafficManager:
         return (await self.handle(name)).traffic(region)
+
+    async def api_plane(self, provider: str, region: str) -> ApiPlaneState:
+        """The current API-plane verdict of a provider's region (Unknown if unusable)."""
+        try:
+            handle = await self.handle(provider)
+        except ProviderUnavailable:
+            return ApiPlaneState.UNKNOWN
+        return handle.connector.calls.gate(region).health.state
+
+    async def traffic_plane(self, provider: str, region: str | None) -> ApiPlaneState:
+        """The API-plane verdict of the DNS service an app's traffic goes through."""
+        try:
+            handle = await self.handle(provider)
+        except ProviderUnavailable:
+            return ApiPlaneState.UNKNOWN
+        return handle.connector.calls.gate(handle.dns_region(region)).health.state
+
+    def explain(self, name: str, error: BaseException) -> str:
+        """A failed call of provider ``name`` in words, secrets removed."""
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached.handle.connector.explain(error)
+        return f"{type(error).__name__}"
 
     def cached_redactor(self, name: str) -> Callable[[str], str]:
         """The redaction of the provider's cached connector (identity when none)."""
@@ -218,7 +274,7 @@ def build_handle(
         route53 = Route53Traffic(aws)  # a global service: the same for every region
         identity = StsIdentity(aws, spec.regions[0])
         return ProviderHandle(
-            name, spec, aws, lambda _region: route53, Ec2ApiPlaneProbe(aws), identity
+            name, spec, aws, lambda _region: route53, Ec2ApiPlaneProbe(aws), identity, True
         )
     return _openstack_handle(name, spec, secret, hook)
 
@@ -237,7 +293,7 @@ def _openstack_handle(
         raise ProviderUnavailable(
             "CredentialsIncomplete", f"CloudProvider {name}: {error}"
         ) from None
-    return ProviderHandle(name, spec, connector, dns, probe, identity)
+    return ProviderHandle(name, spec, connector, dns, probe, identity, False)
 
 
 def _count_call(provider: str) -> Callable[[str, str, str, Classified, float], None]:

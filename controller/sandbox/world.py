@@ -6,9 +6,13 @@ the end-to-end tests run against.
 * one fault proxy per AWS region in front of moto, and one for global services
   (Route 53), so that each fails on its own;
 * zonal endpoints of a sample app: one HTTP server per zone on its own loopback address;
-* a Route 53 hosted zone for the app's DNS name.
+* a Route 53 hosted zone for the app's DNS name;
+* opt-in (``openstack=True``): an OpenStack cloud, :class:`OpenStackWorld` (real Keystone
+  and Swift, emulated Nova, Designate and Cinder, a fault proxy per catalog endpoint), and
+  zonal endpoints for one site per OpenStack region (``os1`` in RegionOne, ...).
 
-The example resources in ``manifests/examples/sandbox`` are rendered with the addresses
+The example resources in ``manifests/examples/sandbox`` (and, with OpenStack,
+``manifests/examples/sandbox-openstack``) are rendered with the addresses and credentials
 started here and applied through the Kubernetes API, as a user would.
 """
 
@@ -30,8 +34,11 @@ from controller.cli.generate import dump
 from controller.operator.runner import OperatorConfig
 from controller.sandbox.assets import Assets
 from controller.sandbox.faults import FaultProxy
+from controller.sandbox.fleets import Fleet, create_fleet
 from controller.sandbox.kube import KubeControlPlane
 from controller.sandbox.moto_server import MotoServer
+from controller.sandbox.openstack import OpenStackWorld
+from controller.sandbox.openstack_env import ensure_openstack_env
 from controller.sandbox.zones import ZoneFleet
 
 CONTROLLER_NAMESPACE = "lifeboat-system"
@@ -51,6 +58,9 @@ DEFAULT_LAYOUT = (
     SiteLayout("use1", "us-east-1", ("us-east-1a", "us-east-1b", "us-east-1c")),
     SiteLayout("usw2", "us-west-2", ("us-west-2a", "us-west-2b", "us-west-2c")),
 )
+FLEET_PER_ZONE = 2
+EXAMPLES = "sandbox"
+OPENSTACK_EXAMPLES = "sandbox-openstack"
 
 
 def manifests_dir() -> Path:
@@ -75,9 +85,18 @@ class Sandbox:
     keep: bool = False
     control_plane: KubeControlPlane | None = None
     """A control plane to use (and leave running) instead of starting one."""
+    openstack: bool = False
+    """Also run an OpenStack cloud, its sites' zonal endpoints and its examples."""
+    openstack_world: OpenStackWorld | None = None
+    """A running OpenStack world to use (and leave running) instead of starting one; given,
+    it turns ``openstack`` on. Once started, the world in use either way."""
+    openstack_layout: tuple[SiteLayout, ...] = field(init=False, default=())
+    """One site per OpenStack region (``os1``, ``os2``, ...), with the world's zones."""
     kube: KubeControlPlane = field(init=False)
     moto: MotoServer = field(init=False)
     proxies: dict[str, FaultProxy] = field(init=False, default_factory=dict)
+    fleets: dict[str, Fleet] = field(init=False, default_factory=dict)
+    """The sample app's Auto Scaling group per AWS site."""
     zones: ZoneFleet = field(init=False)
     access_key_id: str = field(init=False, default="AKIDLIFEBOATSANDBOX")
     secret_access_key: str = field(init=False, default_factory=lambda: secrets.token_urlsafe(24))
@@ -93,15 +112,30 @@ class Sandbox:
             for region in [GLOBAL, *sorted({s.region for s in self.layout})]:
                 proxy = FaultProxy(self.moto.url, name=f"aws-{region}")
                 self.proxies[region] = self._started_one(proxy)
-            pairs = [(s.site, z) for s in self.layout for z in s.zones]
+            if self.openstack or self.openstack_world is not None:
+                self._start_openstack()
+            pairs = [(s.site, z) for s in self.sites() for z in s.zones]
             self.zones = self._started_one(ZoneFleet(pairs))
             self._install_lifeboat()
             self._create_hosted_zone()
             self._warm_moto()
+            self._create_fleets()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_openstack(self) -> None:
+        """Keystone, Swift and the emulators (unless a running world was given)."""
+        self.openstack = True
+        if self.openstack_world is None:
+            world = OpenStackWorld(ensure_openstack_env(), keep=self.keep)
+            self.openstack_world = self._started_one(world)
+        world = self.openstack_world
+        self.openstack_layout = tuple(
+            SiteLayout(f"os{n}", region, world.zones(region))
+            for n, region in enumerate(world.regions, start=1)
+        )
 
     def _started_one(self, component: Any) -> Any:
         component.start()
@@ -137,6 +171,13 @@ class Sandbox:
             self.aws_client("ec2", region).describe_availability_zones()
             self.aws_client("sts", region).get_caller_identity()
 
+    def _create_fleets(self) -> None:
+        """A VPC, a subnet per zone and an Auto Scaling group for every AWS site."""
+        for index, layout in enumerate(self.layout, start=1):
+            self.fleets[layout.site] = create_fleet(
+                self.aws_client, layout.site, layout.region, layout.zones, FLEET_PER_ZONE, index
+            )
+
     def _create_hosted_zone(self) -> None:
         self.aws_client("route53").create_hosted_zone(
             Name=HOSTED_ZONE, CallerReference=secrets.token_hex(8)
@@ -155,24 +196,42 @@ class Sandbox:
         )
 
     def variables(self) -> dict[str, str]:
-        """What the example templates in manifests/examples/sandbox refer to."""
+        """What the example templates in manifests/examples/sandbox* refer to."""
         values = {
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
         }
         for region, proxy in self.proxies.items():
             values[f"AWS_ENDPOINT_{_var(region)}"] = proxy.url
-        for layout in self.layout:
+        for layout in self.sites():
             for zone in layout.zones:
                 values[f"ZONE_{_var(layout.site)}_{_var(zone)}"] = self.zones.url(layout.site, zone)
+        for site, fleet in self.fleets.items():
+            for zone, subnet in fleet.subnets.items():
+                values[f"SUBNET_{_var(site)}_{_var(zone)}"] = subnet
+        if self.openstack_world is not None:
+            credentials = self.openstack_world.credentials
+            values.update(
+                OPENSTACK_AUTH_URL=credentials.auth_url,
+                OPENSTACK_USERNAME=credentials.username,
+                OPENSTACK_PASSWORD=credentials.password,
+                OPENSTACK_PROJECT_NAME=credentials.project_name,
+            )
         return values
 
-    def example_documents(self) -> list[dict[str, Any]]:
-        """The sandbox examples, rendered."""
+    def example_sets(self) -> list[str]:
+        """The example directories this sandbox renders (under manifests/examples)."""
+        return [EXAMPLES, OPENSTACK_EXAMPLES] if self.openstack else [EXAMPLES]
+
+    def example_documents(self, examples: str | None = None) -> list[dict[str, Any]]:
+        """The sandbox examples, rendered: one set (``sandbox``, ``sandbox-openstack``), or
+        every set this sandbox runs."""
         documents: list[dict[str, Any]] = []
-        for path in sorted((manifests_dir() / "examples" / "sandbox").glob("*.yaml")):
-            text = string.Template(path.read_text(encoding="utf-8")).substitute(self.variables())
-            documents.extend(d for d in yaml.safe_load_all(text) if d)
+        for name in [examples] if examples else self.example_sets():
+            for path in sorted((manifests_dir() / "examples" / name).glob("*.yaml")):
+                template = string.Template(path.read_text(encoding="utf-8"))
+                text = template.substitute(self.variables())
+                documents.extend(d for d in yaml.safe_load_all(text) if d)
         return documents
 
     def apply_examples(self) -> str:
@@ -203,8 +262,18 @@ class Sandbox:
             if r["Name"] == record and "SetIdentifier" in r
         }
 
+    def designate_values(self, record: str, region: str | None = None) -> tuple[str, ...]:
+        """What Designate's name servers answer for ``record`` (A), in ``region`` (default:
+        the first OpenStack region)."""
+        if self.openstack_world is None:
+            raise RuntimeError("this sandbox runs no OpenStack")
+        designate = self.openstack_world.designate(region or self.openstack_world.regions[0])
+        return tuple(sorted(designate.resolve(record, "A")))
+
     def sites(self) -> Iterator[SiteLayout]:
+        """Every site with zonal endpoints: AWS's, then OpenStack's."""
         yield from self.layout
+        yield from self.openstack_layout
 
 
 def crd_documents() -> list[dict[str, Any]]:

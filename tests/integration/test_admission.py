@@ -57,7 +57,9 @@ def test_valid_app_is_accepted_with_defaults(custom: kubernetes.client.CustomObj
         "failureThreshold": 3,
         "successThreshold": 2,
     }
-    assert spec["failover"] == {"mode": "Automatic"}
+    assert spec["failover"]["mode"] == "Automatic"
+    assert spec["failover"]["failback"] == {"mode": "Manual", "stableSeconds": 900}
+    assert spec["failover"]["cascade"] == {"zonesDown": 2, "apiPlane": "Impaired"}
     assert spec["sites"][1]["role"] == "standby"
     assert spec["traffic"]["ttl"] == 60
 

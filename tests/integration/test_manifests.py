@@ -33,19 +33,43 @@ def test_install_bundle_applies_server_side(sandbox: Sandbox) -> None:
     assert '"runAsNonRoot":true' in deployment
 
 
-def test_real_cloud_examples_validate(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize(
+    ("cloud", "expected"),
+    [
+        pytest.param(
+            "aws",
+            [
+                "secret/aws-prod-credentials",
+                "cloudprovider.lifeboat.dev/aws-prod",
+                "cloudprovider.lifeboat.dev/aws-prod-irsa",
+                "resilientapp.lifeboat.dev/checkout",
+            ],
+            id="aws",
+        ),
+        pytest.param(
+            "openstack",
+            [
+                "secret/openstack-prod-credentials",
+                "secret/openstack-clouds-yaml",
+                "cloudprovider.lifeboat.dev/openstack-prod",
+                "cloudprovider.lifeboat.dev/openstack-clouds-yaml",
+                "resilientapp.lifeboat.dev/shop",
+            ],
+            id="openstack",
+        ),
+    ],
+)
+def test_real_cloud_examples_validate(sandbox: Sandbox, cloud: str, expected: list[str]) -> None:
     sandbox.kube.kubectl("create", "namespace", "default", check=False)
     result = sandbox.kube.kubectl(
         "apply",
         "--server-side",
         "--dry-run=server",
         "--filename",
-        str(manifests_dir() / "examples" / "aws"),
+        str(manifests_dir() / "examples" / cloud),
     )
-    assert "resilientapp.lifeboat.dev/checkout serverside-applied (server dry run)" in result.stdout
-    assert (
-        "cloudprovider.lifeboat.dev/aws-prod serverside-applied (server dry run)" in result.stdout
-    )
+    for name in expected:
+        assert f"{name} serverside-applied (server dry run)" in result.stdout
 
 
 def test_operator_service_account_has_only_what_it_needs(sandbox: Sandbox) -> None:

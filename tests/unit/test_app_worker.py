@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from controller.api.models import ResilientAppSpec
+from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 from controller.operator.app import AppContext, AppWorker
 from controller.operator.kube import EventType, ObjectRef
@@ -67,6 +68,15 @@ class FakeProviders:
 
     def cached_redactor(self, name: str) -> Callable[[str], str]:
         return lambda text: text
+
+    def explain(self, name: str, error: BaseException) -> str:
+        return f"{type(error).__name__}: {error}"
+
+    async def api_plane(self, provider: str, region: str) -> ApiPlaneState:
+        return ApiPlaneState.HEALTHY
+
+    async def traffic_plane(self, provider: str, region: str | None) -> ApiPlaneState:
+        return ApiPlaneState.HEALTHY
 
 
 class FakeProber:
@@ -185,7 +195,7 @@ async def test_a_failing_dns_change_is_reported_and_retried(failure: Exception) 
     traffic.apply = broken  # type: ignore[method-assign]
     await worker.round(body())
     await settle(worker)
-    assert ("Warning", "TrafficShiftFailed") in [(t, r) for t, r, _ in kube.events]
+    assert ("Warning", "ShiftTrafficFailed") in [(t, r) for t, r, _ in kube.events]
     await worker.round(body())
     await settle(worker)
     assert len(traffic.plans) == 2

@@ -1,230 +1,513 @@
-"""The decision core: failover rules, traffic reconciliation, Observe mode, invariants."""
+"""The decision core, situation by situation, and its invariants over random histories."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.api.models import ResilientAppSpec
+from controller.api.models import ApiPlanePolicy, ResilientAppSpec, ResilientAppStatus
 from controller.core import decide as core
+from controller.core import model as m
+from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey, ZoneState
 from controller.core.status import state_from_status, status_from_state
 from tests.factories import app_spec
 
-SPEC = ResilientAppSpec.model_validate(app_spec())
+H, D, IMP = ApiPlaneState.HEALTHY, ApiPlaneState.DEGRADED, ApiPlaneState.IMPAIRED
+EAST = ("aws-sandbox", "us-east-1")
+WEST = ("aws-sandbox", "us-west-2")
+
+
+def spec_of(**failover: Any) -> ResilientAppSpec:
+    """Two sites with capacity and per-zone DNS values; failover policy overrides."""
+    raw = app_spec()
+    for index, site in enumerate(raw["sites"]):
+        site["zoneTargets"] = [
+            {"zone": zone, "values": [f"192.0.{index + 2}.{i + 1}"]}
+            for i, zone in enumerate(site["zones"])
+        ]
+        site["trafficTargets"] = []
+        site["capacity"] = {
+            "perZone": 2,
+            "standbyPerZone": 1,
+            "autoScalingGroup": {"name": f"web-{site['name']}"},
+        }
+    raw["failover"] = {"minDwellSeconds": 0, **failover}
+    return ResilientAppSpec.model_validate(raw)
+
+
+SPEC = spec_of()
 ZONES = [ZoneKey(s.name, z) for s in SPEC.sites for z in s.zones]
 
 
-def spec_with(**overrides: Any) -> ResilientAppSpec:
-    return ResilientAppSpec.model_validate(app_spec(**overrides))
+@dataclass
+class Run:
+    """Drives the core round by round (one second apart), applying actions as it goes."""
 
+    spec: ResilientAppSpec = SPEC
+    apply: bool = True
+    t: float = 0.0
+    state: m.AppState = field(default_factory=lambda: core.initial_state(SPEC))
+    decisions: list[m.Decision] = field(default_factory=list)
 
-def round_of(
-    t: float, down: set[str] | frozenset[str] = frozenset(), keys: list[ZoneKey] | None = None
-) -> core.Observations:
-    """One probe round at ``t``: zones (``site/zone``) or whole sites in ``down`` fail."""
+    def __post_init__(self) -> None:
+        self.state = core.initial_state(self.spec)
 
-    def outcome(k: ZoneKey) -> ProbeOutcome:
-        return ProbeOutcome.FAIL if k.site in down or str(k) in down else ProbeOutcome.OK
-
-    return core.Observations(tuple(ProbeResult(k, outcome(k), t, 0.01) for k in keys or ZONES))
-
-
-def drive(
-    rounds: list[core.Observations], spec: ResilientAppSpec = SPEC, apply: bool = True
-) -> tuple[core.AppState, list[core.Decision]]:
-    state, decisions = core.AppState.initial(spec), []
-    for i, obs in enumerate(rounds):
-        decision = core.decide(state, obs, spec, float(i))
-        state = decision.state
-        if apply:
+    def round(
+        self,
+        down: Iterable[str] = (),
+        api: Mapping[tuple[str, str], ApiPlaneState] | None = None,
+        traffic_plane: ApiPlaneState = H,
+        **extra: Any,
+    ) -> m.Decision:
+        down = set(down)
+        probes = tuple(
+            ProbeResult(
+                k,
+                ProbeOutcome.FAIL if k.site in down or str(k) in down else ProbeOutcome.OK,
+                self.t,
+                0.01,
+            )
+            for k in ZONES
+        )
+        planes = {EAST: H, WEST: H} if api is None else {EAST: H, WEST: H, **api}
+        obs = m.Observations(probes=probes, api_planes=planes, traffic_plane=traffic_plane, **extra)
+        decision = core.decide(self.state, obs, self.spec, self.t)
+        self.state = decision.state
+        if self.apply:
             for action in decision.actions:
-                state = core.complete(state, action, float(i) + 0.5, f"C{i}")
-        decisions.append(decision)
-    return state, decisions
+                self.state = core.complete(self.state, action, self.t + 0.5, "C")
+        self.decisions.append(decision)
+        self.t += 1.0
+        return decision
+
+    def rounds(self, n: int, **kwargs: Any) -> m.Decision:
+        for _ in range(n):
+            decision = self.round(**kwargs)
+        return decision
+
+    def notes(self, kind: m.NoteKind) -> list[str]:
+        return [n.message for d in self.decisions for n in d.notes if n.kind is kind]
+
+    def actions(self) -> list[m.Action]:
+        return [a for d in self.decisions for a in d.actions]
 
 
-def test_first_round_publishes_traffic_for_the_primary() -> None:
-    state, decisions = drive([round_of(0)])
-    (action,) = decisions[0].actions
-    assert action.active_site == "use1" and action.epoch == 1
-    assert dict(action.weights) == {"use1": 100, "usw2": 0}
-    assert state.traffic_epoch == 1
-    assert decisions[0].phase is core.Phase.HEALTHY
+def weights(action: m.Action) -> dict[str, int]:
+    assert isinstance(action, m.ShiftTraffic)
+    return dict(action.weights)
 
 
-def test_unapplied_traffic_is_retried_every_round() -> None:
-    _, decisions = drive([round_of(0), round_of(1)], apply=False)
-    ids = [d.actions[0].id for d in decisions]
-    assert ids[0] == ids[1]
-    assert ids[0].startswith("shift-traffic/epoch-1/")
+def values(action: m.Action, site: str) -> tuple[str, ...]:
+    assert isinstance(action, m.ShiftTraffic)
+    return next(t.values for t in action.targets if t.site == site)
 
 
-def test_all_zones_of_primary_down_fails_over_and_fences() -> None:
-    rounds = [round_of(0)] + [round_of(t, down={"use1"}) for t in (1, 2, 3)]
-    state, decisions = drive(rounds)
-    last = decisions[-1]
-    assert last.trace.rule == "all-zones-down"
-    (action,) = last.actions
-    assert action.active_site == "usw2" and action.epoch == 2
-    assert dict(action.weights) == {"use1": 0, "usw2": 100}  # old primary demoted, same change
-    assert state.active_site == "usw2" and state.epoch == 2
-    record = state.last_failover
-    # The site last answered at t=0; the failover was decided at t=3 and applied at 3.5.
-    assert record is not None and record.outage_start == 0.0
-    assert record.detection_seconds == 3.0 and record.rto_seconds == 3.5
-    assert any(n.kind is core.NoteKind.FAILOVER for n in last.notes)
+# --------------------------------------------------------------------------- start
 
 
-def test_one_zone_down_does_not_fail_over() -> None:
-    rounds = [round_of(0)] + [round_of(t, down={"use1/us-east-1a"}) for t in range(1, 8)]
-    state, decisions = drive(rounds)
-    assert state.active_site == "use1" and state.epoch == 1
-    assert decisions[-1].phase is core.Phase.DEGRADED
-    assert state.zone(ZoneKey("use1", "us-east-1a")).state is ZoneState.DOWN
+def test_first_round_publishes_dns_then_capacity() -> None:
+    run = Run()
+    first = run.round()
+    kinds = [a.kind for a in first.actions]
+    assert kinds == ["ShiftTraffic", "SetCapacity", "SetCapacity"]
+    assert weights(first.actions[0]) == {"use1": 100, "usw2": 0}
+    assert values(first.actions[0], "use1") == ("192.0.2.1", "192.0.2.2", "192.0.2.3")
+    capacity = {a.site: dict(a.zones) for a in first.actions if isinstance(a, m.SetCapacity)}
+    assert capacity["use1"] == {"us-east-1a": 2, "us-east-1b": 2, "us-east-1c": 2}
+    assert capacity["usw2"] == {"us-west-2a": 1, "us-west-2b": 1}  # warm standby
+    assert run.round().actions == ()  # applied: nothing left to do
+    assert run.decisions[-1].phase is m.Phase.HEALTHY
 
 
-def test_below_threshold_failures_never_act() -> None:
-    rounds = [round_of(0), round_of(1, down={"use1"}), round_of(2, down={"use1"}), round_of(3)]
-    state, decisions = drive(rounds)
-    assert state.epoch == 1
-    assert all(d.trace.rule == "steady" for d in decisions)
+def test_unapplied_actions_are_emitted_again_with_the_same_identity() -> None:
+    run = Run(apply=False)
+    first, second = run.round(), run.round()
+    assert [a.id for a in first.actions] == [a.id for a in second.actions]
 
 
-def test_no_healthy_target_stays_and_reports_down_once() -> None:
-    rounds = [round_of(0)] + [round_of(t, down={"use1", "usw2"}) for t in range(1, 7)]
-    state, decisions = drive(rounds)
-    assert state.active_site == "use1" and state.epoch == 1
-    assert decisions[-1].trace.rule == "no-failover-target"
-    assert decisions[-1].phase is core.Phase.DOWN
-    no_target = [n for d in decisions for n in d.notes if n.kind is core.NoteKind.NO_TARGET]
-    assert len(no_target) == 1
+# --------------------------------------------------------------------------- situations
 
 
-def test_observe_mode_recommends_but_never_acts() -> None:
-    spec = spec_with(failover={"mode": "Observe"})
-    rounds = [round_of(0)] + [round_of(t, down={"use1"}) for t in range(1, 6)]
-    state, decisions = drive(rounds, spec)
-    assert all(not d.actions for d in decisions)
-    assert state.active_site == "use1" and state.epoch == 1
-    recommended = [
-        n for d in decisions for n in d.notes if n.kind is core.NoteKind.FAILOVER_RECOMMENDED
-    ]
-    assert len(recommended) == 1 and "usw2" in recommended[0].message
+def test_lone_zone_failure_is_evacuated_inside_the_region() -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(3, down={"use1/us-east-1b"})
+    assert decision.trace.rule == "lone-zone-failure"
+    assert run.state.active_site == "use1"
+    assert run.state.epoch == 1  # no failover
+    assert ZoneKey("use1", "us-east-1b") in run.state.evacuated
+    shift = next(a for a in decision.actions if isinstance(a, m.ShiftTraffic))
+    assert values(shift, "use1") == ("192.0.2.1", "192.0.2.3")  # zone b's address is out
+    capacity = next(a for a in decision.actions if isinstance(a, m.SetCapacity))
+    assert dict(capacity.zones) == {"us-east-1a": 3, "us-east-1b": 0, "us-east-1c": 3}
+    assert len(run.notes(m.NoteKind.EVACUATION)) == 1
+    assert decision.phase is m.Phase.DEGRADED
 
 
-def test_target_is_chosen_by_priority_then_order() -> None:
-    raw = app_spec()
-    third = {**raw["sites"][1], "name": "euc1", "region": "eu-central-1", "priority": 10}
-    third["zones"] = ["eu-central-1a"]
-    third["endpoints"] = [{"zone": "eu-central-1a", "url": "http://127.0.3.1:8080/"}]
-    spec = spec_with(sites=[*raw["sites"], third])
-    keys = [ZoneKey(s.name, z) for s in spec.sites for z in s.zones]
-    rounds = [round_of(0, keys=keys)] + [round_of(t, {"use1"}, keys) for t in (1, 2, 3)]
-    state, _ = drive(rounds, spec)
-    assert state.active_site == "euc1"
+def test_evacuated_zone_returns_after_a_stable_period() -> None:
+    run = Run(spec=spec_of(zonalEvacuation={"restoreAfterSeconds": 5}))
+    run.round()
+    run.rounds(3, down={"use1/us-east-1b"})
+    run.rounds(3)  # recovering then healthy again
+    assert ZoneKey("use1", "us-east-1b") in run.state.evacuated
+    run.rounds(6)
+    assert ZoneKey("use1", "us-east-1b") not in run.state.evacuated
+    assert run.notes(m.NoteKind.ZONE_RESTORED)
+    assert run.decisions[-1].phase is m.Phase.HEALTHY
 
 
-def test_changed_traffic_targets_are_applied_again() -> None:
-    state, _ = drive([round_of(0)])
-    raw = app_spec()
-    raw["sites"][0]["trafficTargets"] = ["192.0.2.99"]
-    decision = core.decide(state, round_of(1), spec_with(sites=raw["sites"]), 1.0)
-    (action,) = decision.actions
-    assert action.epoch == 1  # not a failover: the same epoch, new content
-    assert action.targets[0].values == ("192.0.2.99",)
-    assert action.retire is None
+@pytest.mark.parametrize(
+    ("down", "api", "rule"),
+    [
+        ({"use1"}, None, "site-down"),
+        ({"use1/us-east-1a", "use1/us-east-1b"}, None, "multi-zone-failure"),
+        ({"use1/us-east-1a"}, {EAST: IMP}, "cascade"),
+    ],
+)
+def test_failures_beyond_one_zone_move_the_app(
+    down: set[str], api: dict[tuple[str, str], ApiPlaneState] | None, rule: str
+) -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(3, down=down, api=api)
+    failover = next(d for d in run.decisions if d.trace.rule == rule)
+    assert run.state.active_site == "usw2"
+    assert run.state.epoch == 2
+    shift = next(a for a in failover.actions if isinstance(a, m.ShiftTraffic))
+    assert weights(shift) == {"use1": 0, "usw2": 100}  # the old primary fenced in the same change
+    assert run.notes(m.NoteKind.FAILOVER)
+    # static stability: nothing is ever aimed at the failing region during the cascade
+    if api:
+        assert not any(isinstance(a, m.SetCapacity) and a.region == EAST for a in run.actions()[3:])
+    assert decision.state.last_failover is not None
 
 
-def test_renamed_record_retires_the_old_name() -> None:
-    state, _ = drive([round_of(0)])
-    renamed = spec_with(traffic={**app_spec()["traffic"], "recordName": "shop.example.test."})
-    (action,) = core.decide(state, round_of(1), renamed, 1.0).actions
-    assert action.dns.name == "shop.example.test."
-    assert action.retire is not None and action.retire.name == "web.example.test."
+def test_a_degraded_api_plane_can_be_the_cascade_level() -> None:
+    run = Run(spec=spec_of(cascade={"apiPlane": "Degraded"}))
+    run.round()
+    run.rounds(3, down={"use1/us-east-1a"}, api={EAST: D})
+    assert run.state.active_site == "usw2"
 
 
-def test_zone_without_endpoints_forgets_its_verdict() -> None:
-    state, _ = drive([round_of(0)])
-    raw = app_spec()
-    raw["sites"][0]["endpoints"] = raw["sites"][0]["endpoints"][:1]  # only us-east-1a
-    spec = spec_with(sites=raw["sites"])
-    decision = core.decide(state, round_of(1, keys=ZONES[:1] + ZONES[3:]), spec, 1.0)
-    assert decision.state.zone(ZoneKey("use1", "us-east-1b")).state is ZoneState.UNKNOWN
+def test_api_plane_impairment_alone_freezes_and_keeps_serving() -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(5, api={EAST: IMP})
+    assert decision.trace.rule == "api-plane-impairment"
+    assert decision.phase is m.Phase.FROZEN
+    assert run.state.active_site == "use1"
+    assert len(run.notes(m.NoteKind.FROZEN)) == 1
+    assert decision.actions == ()
+
+
+def test_frozen_region_gets_no_action_even_when_one_is_due() -> None:
+    spec = spec_of()
+    run = Run(spec=spec, apply=False)
+    decision = run.round(api={EAST: IMP})  # first round: capacity of use1 is due
+    assert all(not (isinstance(a, m.SetCapacity) and a.region == EAST) for a in decision.actions)
+    assert any(
+        h.action.region == EAST for h in decision.held if isinstance(h.action, m.SetCapacity)
+    )
+
+
+def test_noisy_probes_do_nothing() -> None:
+    run = Run()
+    run.round()
+    for i in range(30):
+        run.round(down={"use1/us-east-1a"} if i % 3 == 0 else set())
+    assert run.state.epoch == 1
+    assert not run.state.evacuated
+    assert {d.trace.rule for d in run.decisions[1:]} <= {"steady", "healthy-but-noisy"}
+
+
+def test_no_target_holds_and_says_so_once() -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(6, down={"use1", "usw2"})
+    assert decision.trace.rule == "site-down-held"
+    assert run.state.active_site == "use1"
+    assert len(run.notes(m.NoteKind.NO_TARGET)) == 1
+    assert decision.phase is m.Phase.DOWN
+
+
+def test_target_in_an_impaired_region_is_refused() -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(4, down={"use1"}, api={WEST: IMP})
+    assert run.state.active_site == "use1"
+    assert "API plane of us-west-2 Impaired" in dict(decision.trace.facts)["target usw2"]
+
+
+def test_impaired_dns_service_holds_the_failover() -> None:
+    run = Run()
+    run.round()
+    decision = run.rounds(4, down={"use1"}, traffic_plane=IMP)
+    assert run.state.active_site == "use1"
+    assert "DNS service" in decision.trace.summary
+
+
+# --------------------------------------------------------------------------- anti-flapping
+
+
+def test_dwell_and_budget_limit_failovers() -> None:
+    run = Run(spec=spec_of(minDwellSeconds=20, maxFailoversPerHour=2))
+    run.round()
+    run.rounds(3, down={"use1"})
+    assert run.state.epoch == 2
+    run.rounds(3, down={"usw2"})  # the new site fails right away: dwell holds it
+    assert run.state.epoch == 2
+    assert "minimum dwell" in run.decisions[-1].trace.summary
+    run.rounds(20, down={"usw2"})
+    assert run.state.epoch == 3  # dwell passed
+    run.rounds(25, down={"use1"})
+    assert run.state.epoch == 3  # budget: 2 per hour
+    assert "failover budget" in run.decisions[-1].trace.summary
+
+
+def test_pinned_app_does_not_move() -> None:
+    run = Run()
+    run.round()
+    run.rounds(4, down={"use1"}, pinned="use1")
+    assert run.state.active_site == "use1"
+    assert "pinned" in run.decisions[-1].trace.summary
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def test_observe_mode_recommends_and_never_acts() -> None:
+    run = Run(spec=spec_of(mode="Observe"))
+    run.rounds(5, down={"use1"})
+    assert run.actions() == []
+    assert run.state.active_site == "use1"
+    assert run.state.recommendation is not None
+    assert run.state.recommendation.response is m.Response.FAILOVER
+    assert len(run.notes(m.NoteKind.RECOMMENDED)) == 1
+
+
+def test_manual_mode_acts_only_on_approval() -> None:
+    run = Run(spec=spec_of(mode="Manual"))
+    run.round()
+    run.rounds(4, down={"use1"})
+    assert run.state.active_site == "use1"
+    recommendation = run.state.recommendation
+    assert recommendation is not None
+    run.round(down={"use1"}, approval="something-else")
+    assert run.state.active_site == "use1"
+    decision = run.round(down={"use1"}, approval=recommendation.id)
+    assert run.state.active_site == "usw2"
+    assert any(isinstance(a, m.ShiftTraffic) for a in decision.actions)
+    assert run.state.recommendation is None
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def test_manual_failover_request_is_checked_then_carried_out_once() -> None:
+    run = Run()
+    run.round()
+    request = m.Request("r1", m.RequestOp.FAILOVER, "usw2")
+    run.round(request=request)
+    assert run.state.active_site == "usw2"
+    assert run.state.last_request is not None and run.state.last_request.accepted
+    assert run.state.last_failover is not None and run.state.last_failover.manual
+    run.round(request=request)  # the same request again: already answered
+    assert run.state.epoch == 2
+
+
+def test_unsafe_request_is_refused_with_a_reason_unless_forced() -> None:
+    run = Run()
+    run.round()
+    run.rounds(3, down={"usw2"})
+    run.round(down={"usw2"}, request=m.Request("r1", m.RequestOp.FAILOVER, "usw2"))
+    assert run.state.active_site == "use1"
+    assert run.state.last_request is not None
+    assert not run.state.last_request.accepted
+    assert "no site qualifies" in run.state.last_request.reason
+    run.round(down={"usw2"}, request=m.Request("r2", m.RequestOp.FAILOVER, "usw2", force=True))
+    assert run.state.active_site == "usw2"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (m.Request("r", m.RequestOp.FAILOVER, "nowhere"), "no site named 'nowhere'"),
+        (m.Request("r", m.RequestOp.FAILOVER, "use1"), "already the active site"),
+        (m.Request("r", m.RequestOp.FAILBACK), "already the active site"),
+    ],
+)
+def test_requests_that_make_no_sense_are_refused(request_: m.Request, reason: str) -> None:
+    run = Run()
+    run.round()
+    run.round(request=request_)
+    assert run.state.last_request is not None
+    assert reason in run.state.last_request.reason
+
+
+# --------------------------------------------------------------------------- failback
+
+
+def test_manual_failback_policy_never_fails_back_by_itself() -> None:
+    run = Run()
+    run.round()
+    run.rounds(3, down={"use1"})
+    run.rounds(40)
+    assert run.state.active_site == "usw2"
+    run.round(request=m.Request("back", m.RequestOp.FAILBACK))
+    assert run.state.active_site == "use1"
+    assert run.notes(m.NoteKind.FAILBACK)
+
+
+def test_automatic_failback_after_a_stable_period_and_caught_up_replication() -> None:
+    run = Run(spec=spec_of(failback={"mode": "Automatic", "stableSeconds": 10}))
+    run.round()
+    run.rounds(3, down={"use1"})
+    assert run.state.active_site == "usw2"
+    run.rounds(15, replication_lag={"use1": 120.0}, replication_target=30.0)
+    assert run.state.active_site == "usw2"  # replication has not caught up
+    run.rounds(2, replication_lag={"use1": 5.0}, replication_target=30.0)
+    assert run.state.active_site == "use1"
+    assert run.state.epoch == 3
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_state_survives_a_round_trip_through_status() -> None:
+    run = Run()
+    run.round()
+    run.rounds(3, down={"use1/us-east-1b"})
+    run.rounds(3, down={"use1"})
+    decision = replace(run.decisions[-1], state=run.state)
+    status = status_from_state(
+        decision,
+        run.spec,
+        ResilientAppStatus(),
+        observations=m.Observations(api_planes={EAST: H, WEST: H}),
+        running=None,
+        generation=1,
+        now=run.t,
+    )
+    restored = state_from_status(ResilientAppStatus.model_validate(status.to_wire()), run.spec)
+    for attribute in ("active_site", "epoch", "zones", "evacuated", "traffic", "capacity"):
+        assert getattr(restored, attribute) == getattr(run.state, attribute), attribute
+    assert restored.last_failover == run.state.last_failover
+    assert restored.failover_times == run.state.failover_times
 
 
 def test_stale_completion_is_ignored() -> None:
-    state = core.AppState(active_site="usw2", epoch=3)
-    stale = core.desired_traffic(core.AppState(active_site="use1", epoch=2), SPEC)
-    assert core.complete(state, stale, 10.0) == state
+    state = m.AppState(active_site="usw2", epoch=3)
+    old = core.desired_traffic(m.AppState(active_site="use1", epoch=2), SPEC)
+    assert core.complete(state, old, 10.0) == state
 
 
 def test_removed_active_site_returns_to_primary_with_new_epoch() -> None:
-    state = core.AppState(active_site="gone", epoch=4)
-    decision = core.decide(state, round_of(0), SPEC, 0.0)
-    assert decision.state.active_site == "use1" and decision.state.epoch == 5
-    assert decision.actions[0].epoch == 5
+    state = m.AppState(active_site="gone", epoch=4)
+    decision = core.decide(state, m.Observations(), SPEC, 0.0)
+    assert decision.state.active_site == "use1"
+    assert decision.state.epoch == 5
 
 
-def test_status_round_trip_restores_the_state() -> None:
-    rounds = [round_of(0)] + [round_of(t, down={"use1"}) for t in (1, 2, 3, 4)]
-    state, decisions = drive(rounds)
-    from controller.api.models import ResilientAppStatus
-
-    status = status_from_state(
-        state,
-        decisions[-1].phase,
-        decisions[-1].trace,
-        SPEC,
-        ResilientAppStatus(),
-        generation=1,
-        now=5.0,
+def test_slow_answers_count_as_failures_with_a_latency_threshold() -> None:
+    raw = app_spec(
+        health={"intervalSeconds": 1, "timeoutSeconds": 0.5, "latencyThresholdSeconds": 0.2}
     )
-    wire = ResilientAppStatus.model_validate(status.to_wire())
-    restored = state_from_status(wire, SPEC)
-    assert restored.active_site == state.active_site and restored.epoch == state.epoch
-    assert restored.traffic == state.traffic
-    assert restored.zones == state.zones
-    assert restored.last_failover == state.last_failover
-    assert wire.healthy_zones == "2/5"
-    ready = next(c for c in wire.conditions if c.type == "Ready")
-    assert ready.status == "True"
+    spec = ResilientAppSpec.model_validate(raw)
+    state = core.initial_state(spec)
+    slow = tuple(ProbeResult(k, ProbeOutcome.OK, 0.0, 0.3) for k in ZONES)
+    decision = core.decide(state, m.Observations(probes=slow), spec, 0.0)
+    zone = decision.state.zone(ZONES[0])
+    assert zone.state is ZoneState.SUSPECT
+    assert "slow" in zone.last_detail
 
 
-rounds_strategy = st.lists(
-    st.tuples(st.sets(st.sampled_from([str(k) for k in ZONES])), st.booleans()),
-    max_size=40,
+# --------------------------------------------------------------------------- invariants
+
+zone_names = [str(k) for k in ZONES]
+round_strategy = st.fixed_dictionaries(
+    {
+        "down": st.sets(st.sampled_from([*zone_names, "use1", "usw2"]), max_size=3),
+        "east": st.sampled_from([H, D, IMP]),
+        "west": st.sampled_from([H, D, IMP]),
+        "dns": st.sampled_from([H, IMP]),
+        "apply": st.booleans(),
+        "request": st.sampled_from([None, "use1", "usw2"]),
+    }
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(rounds_strategy, st.sampled_from(["Automatic", "Observe"]))
-def test_invariants(seq: list[tuple[set[str], bool]], mode: str) -> None:
-    spec = spec_with(failover={"mode": mode})
-    state, epoch = core.AppState.initial(spec), 1
-    for t, (down, apply) in enumerate(seq):
-        obs = round_of(float(t), down=down)
-        first = core.decide(state, obs, spec, float(t))
-        again = core.decide(state, obs, spec, float(t))
-        assert first == again  # same inputs, same outputs
-        if mode == "Observe":
-            assert not first.actions and first.state.active_site == "use1"
-        assert first.state.epoch >= epoch  # epochs only rise
-        if first.state.epoch > epoch:
-            old = spec.site(state.active_site)
-            assert old is not None
-            assert all(
-                state.zone(ZoneKey(old.name, z)).state is not ZoneState.HEALTHY for z in old.zones
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(round_strategy, max_size=40),
+    st.sampled_from(["Automatic", "Manual", "Observe"]),
+    st.integers(0, 20),
+    st.integers(1, 3),
+)
+def test_invariants(rounds: list[dict[str, Any]], mode: str, dwell: int, budget: int) -> None:
+    spec = spec_of(mode=mode, minDwellSeconds=dwell, maxFailoversPerHour=budget)
+    state, t = core.initial_state(spec), 0.0
+    decided: list[tuple[float, bool]] = []
+    for i, r in enumerate(rounds):
+        probes = tuple(
+            ProbeResult(
+                k,
+                ProbeOutcome.FAIL
+                if k.site in r["down"] or str(k) in r["down"]
+                else ProbeOutcome.OK,
+                t,
+                0.01,
             )
-            target = spec.site(first.state.active_site)
-            assert target is not None
-            assert any(first.state.zone(ZoneKey(target.name, z)).healthy for z in target.zones)
+            for k in ZONES
+        )
+        request = m.Request(f"q{i}", m.RequestOp.FAILOVER, r["request"]) if r["request"] else None
+        planes = {EAST: r["east"], WEST: r["west"]}
+        obs = m.Observations(probes, planes, r["dns"], request)
+        first = core.decide(state, obs, spec, t)
+        assert core.decide(state, obs, spec, t) == first  # same inputs, same outputs
+        if mode == "Observe":
+            assert first.actions == ()
         for action in first.actions:
-            weights = dict(action.weights)
-            assert sorted(weights.values()) == [0] * (len(weights) - 1) + [100]  # one active
-        state, epoch = first.state, first.state.epoch
-        if apply:
+            if isinstance(action, m.ShiftTraffic):
+                assert r["dns"] is not IMP  # never through an impaired DNS API plane
+                assert sorted(w for _, w in action.weights).count(100) == 1  # one primary
+            else:
+                assert planes[action.region] is not IMP  # static stability
+        assert first.state.epoch >= state.epoch
+        if first.state.epoch > state.epoch and first.state.last_failover is not None:
+            decided.append((t, first.state.last_failover.manual))
+        state = first.state
+        if r["apply"]:
             for action in first.actions:
                 state = core.complete(state, action, t + 0.5)
+        t += 1.0
+    automatic = [at for at, manual in decided if not manual]
+    for earlier, later in itertools.pairwise(automatic):
+        assert later - earlier >= dwell  # dwell never broken by the rules
+    for at in automatic:
+        assert sum(1 for x, _ in decided if at - 3600 < x <= at) <= budget or any(
+            manual for _, manual in decided
+        )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(zone_names), st.integers(0, 30))
+def test_a_single_failed_probe_never_acts(zone: str, steady_rounds: int) -> None:
+    run = Run()
+    run.rounds(steady_rounds + 1)
+    before = run.state
+    decision = run.round(down={zone})
+    assert decision.actions == ()
+    assert run.state.active_site == before.active_site
+    assert run.state.evacuated == before.evacuated
+
+
+def test_api_plane_policy_defaults_are_sane() -> None:
+    policy = ApiPlanePolicy()
+    assert policy.degraded.error_share < policy.impaired.error_share

@@ -1,0 +1,344 @@
+"""The decision core's vocabulary: state, observations, actions, explanations.
+
+Everything here is an immutable value. The core never reads a clock or talks to anything;
+the operator (or ``lifeboat simulate``) passes observations and the time in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from controller.core.apiplane import ApiPlaneState
+from controller.core.health import ProbeResult, ZoneHealth, ZoneKey
+
+ACTIVE_WEIGHT = 100
+FENCED_WEIGHT = 0
+HOUR = 3600.0
+
+RegionKey = tuple[str, str]
+"""(CloudProvider name, region)."""
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    FROZEN = "Frozen"
+    FAILING_OVER = "FailingOver"
+    DOWN = "Down"
+
+
+class Situation(StrEnum):
+    """How the active site is doing, as the rules classify it."""
+
+    STEADY = "steady"
+    NOISY = "healthy-but-noisy"
+    LONE_ZONE = "lone-zone-failure"
+    MULTI_ZONE = "multi-zone-failure"
+    CASCADE = "cascade"
+    SITE_DOWN = "site-down"
+    API_PLANE_ONLY = "api-plane-impairment"
+
+
+class Response(StrEnum):
+    NOTHING = "nothing"
+    EVACUATE = "zonal-evacuation"
+    FAILOVER = "region-failover"
+    FREEZE = "freeze"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class RequestOp(StrEnum):
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A user's one-shot request (``lifeboat failover APP --to SITE``, ``failback``)."""
+
+    id: str
+    op: RequestOp
+    site: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What was seen since the last decision."""
+
+    probes: tuple[ProbeResult, ...] = ()
+    api_planes: Mapping[RegionKey, ApiPlaneState] = field(default_factory=dict)
+    """API-plane verdicts of the regions the app's sites live in."""
+    traffic_plane: ApiPlaneState = ApiPlaneState.UNKNOWN
+    """API-plane verdict of the DNS service that moves traffic (Route 53: global)."""
+    request: Request | None = None
+    approval: str | None = None
+    """ID of the recommendation a user approved (Manual mode)."""
+    pinned: str | None = None
+    """Site the user pinned as active: no automatic failover or failback away from it."""
+    replication_lag: Mapping[str, float | None] = field(default_factory=dict)
+    """Seconds of data a site lacks (None: not known); missing: the app replicates nothing."""
+    replication_target: float | None = None
+    """The lag under which replication counts as caught up (the RPO target)."""
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class FailoverRecord:
+    epoch: int
+    from_site: str
+    to_site: str
+    reason: str
+    decided_at: float
+    outage_start: float | None
+    completed_at: float | None = None
+    manual: bool = False
+
+    @property
+    def detection_seconds(self) -> float | None:
+        if self.outage_start is None:
+            return None
+        return max(0.0, self.decided_at - self.outage_start)
+
+    @property
+    def rto_seconds(self) -> float | None:
+        if self.outage_start is None or self.completed_at is None:
+            return None
+        return max(0.0, self.completed_at - self.outage_start)
+
+
+@dataclass(frozen=True)
+class DnsName:
+    """The DNS record an app is reached at."""
+
+    hosted_zone_id: str | None
+    hosted_zone_name: str | None
+    name: str
+    type: str
+    ttl: int
+
+    def same_record(self, other: DnsName) -> bool:
+        """Whether both address the same record sets (TTL aside)."""
+        return replace(self, ttl=0) == replace(other, ttl=0)
+
+
+@dataclass(frozen=True)
+class AppliedTraffic:
+    """The traffic shift last carried out."""
+
+    active_site: str
+    epoch: int
+    applied_at: float
+    change_id: str = ""
+    fingerprint: str = ""
+    dns: DnsName | None = None
+
+
+@dataclass(frozen=True)
+class AppliedCapacity:
+    """The capacity last set for a site."""
+
+    fingerprint: str
+    applied_at: float
+    zones: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A decision waiting for approval (Manual) or recorded only (Observe)."""
+
+    id: str
+    response: Response
+    summary: str
+    target: str | None = None
+    zones: tuple[str, ...] = ()
+    decided_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    id: str
+    op: str
+    accepted: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class AppState:
+    """Everything the core remembers between rounds (persisted in the app's status)."""
+
+    active_site: str
+    epoch: int = 1
+    zones: Mapping[ZoneKey, ZoneHealth] = field(default_factory=dict)
+    evacuated: frozenset[ZoneKey] = frozenset()
+    """Zones taken out of traffic (and capacity) inside their site."""
+    traffic: AppliedTraffic | None = None
+    capacity: Mapping[str, AppliedCapacity] = field(default_factory=dict)
+    last_failover: FailoverRecord | None = None
+    failover_times: tuple[float, ...] = ()
+    """When recent failovers were decided (for the hourly budget)."""
+    recommendation: Recommendation | None = None
+    last_request: RequestOutcome | None = None
+    last_rule: str = "steady"
+    site_healthy_since: Mapping[str, float] = field(default_factory=dict)
+    """Since when every probed zone of a site has been Healthy (for failback)."""
+
+    @property
+    def traffic_epoch(self) -> int:
+        """The epoch DNS was last set for (0: never)."""
+        return self.traffic.epoch if self.traffic else 0
+
+    def zone(self, key: ZoneKey) -> ZoneHealth:
+        return self.zones.get(key, ZoneHealth())
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class SiteTarget:
+    site: str
+    values: tuple[str, ...]
+    weight: int
+    health_check_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ShiftTraffic:
+    """Make DNS send everyone to ``active_site``: weight 100 there, 0 everywhere else.
+
+    Idempotent: it states the whole desired record, it does not toggle. ``retire`` names
+    a record the app was published under before (its name changed) to remove.
+    """
+
+    active_site: str
+    epoch: int
+    dns: DnsName
+    targets: tuple[SiteTarget, ...]
+    retire: DnsName | None = None
+    routing: str = "Weighted"
+
+    kind = "ShiftTraffic"
+
+    @property
+    def weights(self) -> tuple[tuple[str, int], ...]:
+        return tuple((t.site, t.weight) for t in self.targets)
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the desired DNS state: a change of it means DNS must be updated."""
+        return _digest((self.dns, self.targets, self.routing))
+
+    @property
+    def id(self) -> str:
+        """Stable identity: one traffic shift per epoch and desired DNS state."""
+        return f"shift-traffic/epoch-{self.epoch}/{self.fingerprint}"
+
+    @property
+    def target(self) -> str:
+        return f"DNS {self.dns.name} -> {self.active_site}"
+
+
+@dataclass(frozen=True)
+class SetCapacity:
+    """Run ``zones[zone]`` instances in each zone of ``site`` (idempotent)."""
+
+    site: str
+    region: RegionKey
+    zones: tuple[tuple[str, int], ...]
+    epoch: int
+
+    kind = "SetCapacity"
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest((self.site, self.zones))
+
+    @property
+    def id(self) -> str:
+        return f"set-capacity/{self.site}/{self.fingerprint}"
+
+    @property
+    def target(self) -> str:
+        counts = ", ".join(f"{z}={n}" for z, n in self.zones)
+        return f"capacity of {self.site} ({self.region[1]}): {counts}"
+
+
+Action = ShiftTraffic | SetCapacity
+
+
+@dataclass(frozen=True)
+class Held:
+    """An action that would be due but is not emitted, and why (static stability)."""
+
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Why the decision was taken: the rule, a sentence and the facts it rested on."""
+
+    rule: str
+    summary: str
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+class NoteKind(StrEnum):
+    ZONE_STATE = "ZoneStateChanged"
+    FAILOVER = "FailoverStarted"
+    FAILBACK = "FailbackStarted"
+    EVACUATION = "ZoneEvacuated"
+    ZONE_RESTORED = "ZoneRestored"
+    RECOMMENDED = "ActionRecommended"
+    NO_TARGET = "NoFailoverTarget"
+    HELD = "FailoverHeld"
+    FROZEN = "RegionFrozen"
+    UNFROZEN = "RegionUnfrozen"
+    SPEC_CHANGED = "ActiveSiteReset"
+    REQUEST_ACCEPTED = "RequestAccepted"
+    REQUEST_REFUSED = "RequestRefused"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A notable transition, for the event stream. ``warning`` marks bad news."""
+
+    kind: NoteKind
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: AppState
+    actions: tuple[Action, ...]
+    held: tuple[Held, ...]
+    trace: Trace
+    notes: tuple[Note, ...]
+    phase: Phase
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def recommendation_id(
+    response: Response, target: str | None, zones: tuple[str, ...], epoch: int
+) -> str:
+    """Stable ID of a recommended decision (what a user approves)."""
+    return f"{response.value}/epoch-{epoch}/{_digest((target, zones))[:8]}"
+
+
+def prune_times(times: tuple[float, ...], now: float) -> tuple[float, ...]:
+    """Failover times within the last hour."""
+    return tuple(t for t in times if now - t < HOUR)
