@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from controller import __version__
 
@@ -88,6 +89,39 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--verbose", action="store_true", help="also show the operator's logs")
 
+    simulate = commands.add_parser(
+        "simulate", help="run the decision core offline on a timeline; print decisions as JSON"
+    )
+    simulate.add_argument("app", help="ResilientApp YAML (the resource or just its spec)")
+    simulate.add_argument("timeline", help="timeline YAML (see the README)")
+    simulate.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        help="CloudProvider YAML whose apiPlane thresholds to use (repeatable)",
+    )
+
+    def app_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("app", help="ResilientApp name")
+        sub.add_argument("-n", "--namespace", default="default", help="its namespace")
+        sub.add_argument("--kubeconfig", help="kubeconfig file")
+        sub.add_argument("--context", help="kubeconfig context")
+        return sub
+
+    app_command("explain", "where an app stands, its last decision and why, recent events")
+    failover = app_command("failover", "move an app to another site (safety checks apply)")
+    failover.add_argument("--to", required=True, metavar="SITE", help="target site")
+    failback = app_command("failback", "move an app back to its declared primary")
+    for sub in (failover, failback):
+        sub.add_argument("--force", action="store_true", help="skip the safety checks")
+        sub.add_argument("--wait", type=float, default=60.0, help="seconds to wait for it")
+    approve = app_command("approve", "carry out an app's recommendation (Manual mode)")
+    approve.add_argument("--id", help="the recommendation to approve (default: the current)")
+    pin = app_command("pin", "keep an app where it is: nothing moves it automatically")
+    pin.add_argument("--site", help="site to pin to (default: the active site)")
+    app_command("unpin", "let Lifeboat move the app again")
+
     sandbox = commands.add_parser("sandbox", help="the local sandbox").add_subparsers(
         dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True
     )
@@ -116,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(verbose=args.verbose)
     if args.command == "sandbox":
         return _sandbox(args)
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command in ("explain", "failover", "failback", "approve", "pin", "unpin"):
+        return _app_command(args)
     if args.command == "dev":
         return _dev(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
@@ -143,6 +181,48 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lifeboat: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from controller.cli.simulate import TimelineError, run
+
+    try:
+        document, summary = run(
+            Path(args.app), Path(args.timeline), [Path(p) for p in args.provider]
+        )
+    except TimelineError as error:
+        print(f"lifeboat simulate: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(document)
+    print(summary, file=sys.stderr)
+    return EXIT_OK
+
+
+def _app_command(args: argparse.Namespace) -> int:
+    from controller.cli import commands
+
+    try:
+        cluster = commands.Cluster.connect(args.kubeconfig, args.context)
+        if args.command == "explain":
+            return commands.explain(cluster, args.namespace, args.app)
+        if args.command in ("failover", "failback"):
+            site = args.to if args.command == "failover" else None
+            return commands.request(
+                cluster,
+                args.namespace,
+                args.app,
+                args.command,
+                site,
+                force=args.force,
+                wait=args.wait,
+            )
+        if args.command == "approve":
+            return commands.approve(cluster, args.namespace, args.app, args.id)
+        site = args.site if args.command == "pin" else ""
+        return commands.pin(cluster, args.namespace, args.app, site)
+    except commands.CommandError as error:
+        print(f"lifeboat {args.command}: {error}", file=sys.stderr)
+        return error.code
 
 
 def _sandbox(args: argparse.Namespace) -> int:
