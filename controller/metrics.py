@@ -137,6 +137,72 @@ PROVIDER_READY = Gauge(
     registry=REGISTRY,
 )
 
+# ----------------------------------------------------------------------- replication
+# One series per app, dataset (object or volume) and destination site. Data flows from the
+# active site to every other site; ``destination`` is the receiving site.
+_REPLICATION_LABELS = ["namespace", "app", "dataset", "destination"]
+REPLICATION_PENDING_OBJECTS = Gauge(
+    "lifeboat_replication_pending_objects",
+    "Objects (or volume snapshots) changed at the source and not yet at the destination.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_PENDING_BYTES = Gauge(
+    "lifeboat_replication_pending_bytes",
+    "Bytes changed at the source and not yet at the destination.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_RPO = Gauge(
+    "lifeboat_replication_rpo_seconds",
+    "Current RPO: age of the oldest change not yet at the destination (objects), or age "
+    "of the newest copy available at the destination (volumes); 0 when caught up.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_RPO_TARGET = Gauge(
+    "lifeboat_replication_rpo_target_seconds",
+    "The app's declared RPO target for the dataset.",
+    ["namespace", "app", "dataset"],
+    registry=REGISTRY,
+)
+REPLICATION_BYTES = Counter(
+    "lifeboat_replication_bytes_total",
+    "Bytes copied to the destination (rate() gives throughput).",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_OBJECTS = Counter(
+    "lifeboat_replication_objects_total",
+    "Objects (or snapshots) copied to the destination.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_DELETES = Counter(
+    "lifeboat_replication_deletes_total",
+    "Deletes propagated to the destination (delete policy Propagate).",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_ERRORS = Counter(
+    "lifeboat_replication_errors_total",
+    "Copies that failed (and will be retried).",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_CONFLICTS = Counter(
+    "lifeboat_replication_conflicts_total",
+    "Copies refused because the destination holds a newer-epoch object.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_LAST_SUCCESS = Gauge(
+    "lifeboat_replication_last_success_timestamp_seconds",
+    "Unix time of the last replication pass that completed without error.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+
 for _kind in ("ResilientApp", "CloudProvider"):
     RECONCILE_ERRORS.labels(kind=_kind)
 
@@ -214,6 +280,16 @@ def forget_app(namespace: str, app: str) -> None:
         LAST_FAILOVER_DETECTION,
         LAST_FAILOVER_RTO,
         TRAFFIC_SHIFT_ERRORS,
+        REPLICATION_PENDING_OBJECTS,
+        REPLICATION_PENDING_BYTES,
+        REPLICATION_RPO,
+        REPLICATION_RPO_TARGET,
+        REPLICATION_BYTES,
+        REPLICATION_OBJECTS,
+        REPLICATION_DELETES,
+        REPLICATION_ERRORS,
+        REPLICATION_CONFLICTS,
+        REPLICATION_LAST_SUCCESS,
     )
     for metric in per_app:
         for labels in _series_of(metric, namespace, app):
