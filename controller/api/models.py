@@ -727,6 +727,123 @@ class TrafficPolicy(Model):
     )
 
 
+# --------------------------------------------------------------------------- replication
+
+
+class ObjectLocation(Model):
+    """Where a dataset's objects live at one site: an S3 bucket or a Swift container in the
+    site's provider and region."""
+
+    site: SiteName = Field(description="One of the app's sites.")
+    bucket: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="S3 bucket or Swift container name.",
+    )
+    prefix: str = Field(
+        default="", max_length=1024, description="Only keys under this prefix are replicated."
+    )
+
+
+class ObjectDataset(Model):
+    """Objects replicated from the active site to every other site."""
+
+    name: SiteName = Field(description="Dataset name, unique within the app.")
+    locations: tuple[ObjectLocation, ...] = Field(
+        min_length=2, max_length=16, description="One bucket or container per site."
+    )
+    delete_policy: Literal["Keep", "Propagate"] = Field(
+        default="Keep",
+        description="Keep: objects deleted at the source stay at the other sites. "
+        "Propagate: they are deleted there too.",
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Objects copied at once, per destination."
+    )
+    bandwidth_limit_bytes_per_second: int | None = Field(
+        default=None, ge=1024, description="Upper bound on copy throughput, per destination."
+    )
+    scan_interval_seconds: int = Field(
+        default=300,
+        ge=5,
+        le=86400,
+        description="Period of the reconciling scan (the backstop to change events).",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.locations.all(l, self.locations.exists_one(m, m.site == l.site))",
+            message="a dataset may have only one location per site",
+            check=lambda d: unique([loc.site for loc in d.locations]),
+            field_path=".locations",
+        ),
+    )
+
+
+class VolumeLocation(Model):
+    """A volume dataset at one site."""
+
+    site: SiteName = Field(description="One of the app's sites.")
+    volume_ids: tuple[Annotated[str, Field(max_length=255)], ...] = Field(
+        default=(),
+        max_length=64,
+        description="Volumes holding the data at this site while it is active (at the "
+        "primary: the volumes to protect; elsewhere: filled in by restores).",
+    )
+
+
+class VolumeDataset(Model):
+    """Block volumes protected by snapshots copied to the other sites' regions."""
+
+    name: SiteName = Field(description="Dataset name, unique within the app.")
+    locations: tuple[VolumeLocation, ...] = Field(
+        min_length=2, max_length=16, description="One entry per site."
+    )
+    interval_seconds: int = Field(
+        default=3600, ge=60, le=604800, description="Time between snapshots."
+    )
+    retain: int = Field(
+        default=7, ge=1, le=1000, description="Snapshots (and copies) kept per volume and site."
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="self.locations.all(l, self.locations.exists_one(m, m.site == l.site))",
+            message="a dataset may have only one location per site",
+            check=lambda d: unique([loc.site for loc in d.locations]),
+            field_path=".locations",
+        ),
+    )
+
+
+class ReplicationSpec(Model):
+    """Data Lifeboat replicates between the app's sites."""
+
+    rpo_target_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=604800,
+        description="Data the app may lose, in seconds of changes; RPOBreached above it.",
+    )
+    objects: tuple[ObjectDataset, ...] = Field(
+        default=(), max_length=32, description="Object datasets (S3, Swift)."
+    )
+    volumes: tuple[VolumeDataset, ...] = Field(
+        default=(), max_length=32, description="Volume datasets (EBS, Cinder)."
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="(self.objects.map(d, d.name) + self.volumes.map(d, d.name))"
+            ".all(n, (self.objects.map(d, d.name) + self.volumes.map(d, d.name))"
+            ".exists_one(m, m == n))",
+            message="dataset names must be unique",
+            check=lambda r: unique([d.name for d in (*r.objects, *r.volumes)]),
+        ),
+    )
+
+
 class ResilientAppSpec(Model):
     """An application spread over sites, and how Lifeboat keeps it available."""
 
@@ -734,8 +851,28 @@ class ResilientAppSpec(Model):
     health: HealthPolicy = Field(default=HealthPolicy(), description="Data-plane health checks.")
     failover: FailoverPolicy = Field(default=FailoverPolicy(), description="Failover behaviour.")
     traffic: TrafficPolicy = Field(description="How traffic reaches the active site.")
+    replication: ReplicationSpec | None = Field(
+        default=None, description="Data replicated between the sites."
+    )
 
     rules, model_config = _with_rules(
+        Rule(
+            cel="!has(self.replication) || "
+            "self.replication.objects.all(d, d.locations.all(l, "
+            "self.sites.exists(s, s.name == l.site))) && "
+            "self.replication.volumes.all(d, d.locations.all(l, "
+            "self.sites.exists(s, s.name == l.site)))",
+            message="every replication location must name one of the app's sites",
+            check=lambda a: (
+                a.replication is None
+                or all(
+                    a.site(loc.site) is not None
+                    for d in (*a.replication.objects, *a.replication.volumes)
+                    for loc in d.locations
+                )
+            ),
+            field_path=".replication",
+        ),
         Rule(
             cel="self.sites.filter(s, s.role == 'primary').size() == 1",
             message="exactly one site must have role primary",
