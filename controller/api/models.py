@@ -1080,6 +1080,45 @@ class DecisionRecord(Model):
     )
 
 
+class ReplicationStatus(Model):
+    """Replication of one dataset from the active site to one other site."""
+
+    dataset: str = Field(max_length=63, description="Dataset name.")
+    destination: str = Field(max_length=63, description="Receiving site.")
+    kind: Literal["Objects", "Volumes"] = Field(description="Object or volume dataset.")
+    source: str = Field(max_length=63, description="Sending site (the active site).")
+    epoch: int = Field(default=0, ge=0, description="Epoch the data is replicated under.")
+    pending_objects: int = Field(
+        default=0, ge=0, description="Objects (or snapshots) not yet at the destination."
+    )
+    pending_bytes: int = Field(default=0, ge=0, description="Bytes not yet at the destination.")
+    rpo_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Current RPO: age of the oldest change not yet replicated (objects), or "
+        "of the newest copy at the destination (volumes). Empty until first measured.",
+    )
+    oldest_pending_time: Timestamp | None = Field(
+        default=None, description="When the oldest unreplicated change was made."
+    )
+    last_sync_time: Timestamp | None = Field(
+        default=None, description="When the destination was last known caught up."
+    )
+    newest_copy_time: Timestamp | None = Field(
+        default=None, description="Volumes: when the newest copy at the destination was taken."
+    )
+    copied_objects: int = Field(default=0, ge=0, description="Objects copied so far.")
+    copied_bytes: int = Field(default=0, ge=0, description="Bytes copied so far.")
+    throughput_bytes_per_second: float = Field(
+        default=0, ge=0, description="Copy throughput over the last pass."
+    )
+    errors: int = Field(default=0, ge=0, description="Copies that failed so far.")
+    conflicts: int = Field(
+        default=0, ge=0, description="Copies refused: the destination held a newer epoch."
+    )
+    last_error: str = Field(default="", max_length=1024, description="Latest error, if any.")
+
+
 class ResilientAppStatus(Model):
     """Observed state of a ResilientApp."""
 
@@ -1126,5 +1165,14 @@ class ResilientAppStatus(Model):
     last_request: RequestStatus | None = Field(default=None, description="Last user request.")
     pinned_site: str | None = Field(
         default=None, max_length=63, description="Site the app is pinned to (annotation)."
+    )
+    replication: tuple[ReplicationStatus, ...] = Field(
+        default=(),
+        max_length=512,
+        description="Per dataset and destination: pending changes, RPO, throughput.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["dataset", "destination"],
+        },
     )
     conditions: Conditions
