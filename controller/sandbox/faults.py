@@ -534,11 +534,14 @@ class _RecordLog:
             raise ValueError(f"max_records must be at least 1, got {max_records}")
         self._entries: deque[_Entry] = deque(maxlen=max_records)
         self._lock = threading.Lock()
+        self.total = 0
+        """Requests recorded since the last :meth:`clear`, discarded ones included."""
 
     def add(self, record: RequestRecord) -> _Entry:
         entry = _Entry(record)
         with self._lock:
             self._entries.append(entry)
+            self.total += 1
         return entry
 
     def set_status(self, entry: _Entry, status: int) -> None:
@@ -552,6 +555,7 @@ class _RecordLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.total = 0
 
 
 # --- the proxy -----------------------------------------------------------------------------
@@ -726,6 +730,11 @@ class FaultProxy:
 
     def clear_records(self) -> None:
         self._log.clear()
+
+    @property
+    def total_requests(self) -> int:
+        """Requests seen since the last :meth:`clear_records`, beyond ``max_records`` too."""
+        return self._log.total
 
     def count(
         self,

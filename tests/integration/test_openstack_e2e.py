@@ -147,7 +147,11 @@ def test_throttled_compute_makes_its_region_impaired(
     one = region(status, ONE)
     assert "throttle share" in one["reason"]
     assert one["throttleShare"] >= 0.3
-    assert region(status, TWO)["apiPlane"] in ("Unknown", "Healthy")  # fails alone
+    # The region fails alone: RegionTwo sees no throttling and no errors. (On a loaded
+    # machine its latency alone may make it Degraded, never Impaired.)
+    two = region(status, TWO)
+    assert two["apiPlane"] != "Impaired"
+    assert (two.get("throttleShare", 0), two.get("errorShare", 0)) == (0, 0)
     plane = condition(status, "ApiPlaneHealthy")
     assert (plane["status"], plane["reason"]) == ("False", "ApiPlaneImpaired")
 

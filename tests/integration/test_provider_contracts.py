@@ -1402,6 +1402,47 @@ async def test_an_impaired_region_gets_only_probes(backend: Backend) -> None:
     assert snapshot.region == west
 
 
+async def test_sustained_throttling_stays_under_the_retry_budget(backend: Backend) -> None:
+    """Every working call throttled: requests stay within one first attempt per call plus
+    the retry budget (never ``attempts`` per call), and once the region is judged Impaired
+    working calls send nothing at all while probes still go, counted at the fault layer."""
+    east, _ = backend.regions
+    bucket = backend.bucket(east)
+    attempts = 5
+    backend = backend.reconnected(attempts=attempts)
+    proxy = backend.proxy(east)
+    store = backend.objects(east, bucket)
+    gate = backend.calls.gate(east)
+    proxy.set_faults(FaultSpec(throttle=1.0))
+    proxy.clear_records()
+    started = time.monotonic()
+    tokens = gate.budget.level(started)
+
+    sent_calls = 0
+    while gate.health.state is not ApiPlaneState.IMPAIRED:
+        assert sent_calls < 50, f"never judged Impaired: {gate.health}"
+        with pytest.raises(Exception) as caught:
+            await store.head("k")
+        assert not isinstance(caught.value, RegionImpaired)
+        sent_calls += 1
+    elapsed = time.monotonic() - started
+    budget = tokens + elapsed * gate.budget.refill_per_second
+    requests = proxy.count()
+    assert requests <= backend.requests_per_call(Fault.THROTTLE) * sent_calls + budget
+    assert requests < attempts * sent_calls  # the budget, not the policy, bounded retries
+
+    proxy.clear_records()
+    for _ in range(10):
+        with pytest.raises(RegionImpaired):
+            await store.head("k")
+    assert proxy.count() == 0  # working calls: nothing leaves the process
+    assert gate.budget.level(time.monotonic()) == 0  # no retries allowed while Impaired
+    probe = backend.probe()
+    report = await probe.probe(east)
+    assert report.outcome is CallOutcome.THROTTLED
+    assert proxy.count() == backend.requests_per_call(Fault.THROTTLE)  # one probe, no retry
+
+
 def test_route53_health_check_settings_from_a_url() -> None:
     from controller.providers.aws.route53 import _health_check_config
 

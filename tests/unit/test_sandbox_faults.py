@@ -383,6 +383,16 @@ def test_unreachable_upstream_answers_502(make_fault_proxy: MakeFaultProxy) -> N
 # --- records -----------------------------------------------------------------------------------
 
 
+def test_total_counts_requests_beyond_the_kept_records(upstream: Upstream) -> None:
+    with FaultProxy(upstream.server.url, max_records=2) as proxy:
+        for _ in range(5):
+            request(proxy, "GET", "/plain")
+        assert len(proxy.records()) == 2  # the oldest were discarded...
+        assert proxy.total_requests == 5  # ...but still counted
+        proxy.clear_records()
+        assert (proxy.records(), proxy.total_requests) == ([], 0)
+
+
 def test_records_and_counts(proxy: FaultProxy) -> None:
     proxy.set_faults(FaultSpec(throttle=1.0, action="TerminateInstances"))
     assert ec2_call(proxy, "DescribeInstances") == 200
