@@ -14,6 +14,12 @@ from controller.api.models import Condition
 
 Status = Literal["True", "False", "Unknown"]
 
+REPLICATING = "Replicating"
+"""True when every destination of every replicated dataset is within the RPO target."""
+RPO_BREACHED = "RPOBreached"
+"""True when some destination's RPO (age of its oldest unreplicated change) is above the
+target; Unknown while an RPO is not measured yet."""
+
 
 def rfc3339(ts: float, *, precise: bool = False) -> str:
     """Seconds since the epoch as an RFC 3339 UTC timestamp (``Z`` suffix).

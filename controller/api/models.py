@@ -744,6 +744,15 @@ class ObjectLocation(Model):
     prefix: str = Field(
         default="", max_length=1024, description="Only keys under this prefix are replicated."
     )
+    event_queue: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^(https?://\S+|[A-Za-z0-9_-]{1,80}(\.fifo)?)$",
+        description="S3 only: an SQS queue (name or URL, in the bucket's region) that the "
+        "bucket's event notifications (ObjectCreated, ObjectRemoved) are sent to. While this "
+        "site is the source, Lifeboat reads it to replicate changes within seconds; the "
+        "periodic scan remains the backstop.",
+    )
 
 
 class ObjectDataset(Model):
@@ -765,10 +774,12 @@ class ObjectDataset(Model):
         default=None, ge=1024, description="Upper bound on copy throughput, per destination."
     )
     scan_interval_seconds: int = Field(
-        default=300,
+        default=60,
         ge=5,
         le=86400,
-        description="Period of the reconciling scan (the backstop to change events).",
+        description="Period of the reconciling scan (the backstop to change events). "
+        "Without an eventQueue, changes are found by the scan alone: keep it well below "
+        "the RPO target.",
     )
 
     rules, model_config = _with_rules(
@@ -991,7 +1002,7 @@ class PendingAction(Model):
     """An action the decision calls for that has not been carried out yet."""
 
     id: str = Field(max_length=256, description="Stable identity of the action.")
-    kind: str = Field(max_length=32, description="ShiftTraffic or SetCapacity.")
+    kind: str = Field(max_length=32, description="ShiftTraffic, SetCapacity or RestoreVolumes.")
     target: str = Field(max_length=512, description="What it changes.")
     state: Literal["Pending", "Running", "Held"] = Field(description="Where it stands.")
     reason: str = Field(default="", max_length=1024, description="Why it is held.")
@@ -1119,6 +1130,40 @@ class ReplicationStatus(Model):
     last_error: str = Field(default="", max_length=1024, description="Latest error, if any.")
 
 
+class RestoredVolume(Model):
+    """A volume made from the newest copy at a site when a failover made the site active."""
+
+    dataset: str = Field(max_length=63, description="Volume dataset.")
+    volume: str = Field(
+        max_length=255,
+        description="The protected volume it continues (the ID it was first protected "
+        "under; snapshots of every successor carry it).",
+    )
+    volume_id: str = Field(max_length=255, description="The volume made at this site.")
+    zone: str = Field(max_length=63, description="Zone it was made in.")
+    snapshot_id: str = Field(max_length=255, description="Copy it was made from.")
+    snapshot_time: Timestamp | None = Field(
+        default=None, description="When the data in that copy was taken."
+    )
+
+
+class VolumeRestoreStatus(Model):
+    """Volumes restored at one site by the failover that made it active (under its epoch);
+    while the site is active they are the source that replication snapshots."""
+
+    site: str = Field(max_length=63, description="Site the volumes were made at.")
+    epoch: int = Field(ge=1, description="Epoch of the failover that restored them.")
+    time: Timestamp = Field(description="When the restore was completed.")
+    volumes: tuple[RestoredVolume, ...] = Field(
+        default=(), max_length=2048, description="Volumes made, per dataset."
+    )
+    missing: tuple[Annotated[str, Field(max_length=320)], ...] = Field(
+        default=(),
+        max_length=2048,
+        description="dataset/volume without any copy at the site: nothing to restore from.",
+    )
+
+
 class ResilientAppStatus(Model):
     """Observed state of a ResilientApp."""
 
@@ -1174,5 +1219,11 @@ class ResilientAppStatus(Model):
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["dataset", "destination"],
         },
+    )
+    volume_restores: tuple[VolumeRestoreStatus, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Per site: the volumes the latest failover to it restored from copies.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["site"]},
     )
     conditions: Conditions

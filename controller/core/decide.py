@@ -43,7 +43,10 @@ Actions are desired-state and idempotent: the core computes the DNS record and t
 capacity every site should have, compares them with what was last applied (persisted in
 the status), and emits an action for each difference. A failed or interrupted action is
 therefore simply emitted again, a restarted operator resumes where it stopped, and a
-completed one is never repeated.
+completed one is never repeated. A failover to a site that holds volume datasets also
+calls for a volume restore there (``RestoreVolumes``, once per epoch, after the traffic
+shift): the volumes are made from the newest copies in the new site's region, and the
+restored volumes are what replication snapshots from then on (its direction reverses).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from controller.core.model import (
     FENCED_WEIGHT,
     Action,
     AppliedCapacity,
+    AppliedRestore,
     AppliedTraffic,
     AppState,
     Decision,
@@ -84,6 +88,8 @@ from controller.core.model import (
     RequestOp,
     RequestOutcome,
     Response,
+    RestoredVolume,
+    RestoreVolumes,
     SetCapacity,
     ShiftTraffic,
     SiteTarget,
@@ -167,13 +173,26 @@ def decide(
     )
 
 
-def complete(state: AppState, action: Action, now: float, change_id: str = "") -> AppState:
-    """Record that ``action`` was carried out at ``now``.
+def complete(
+    state: AppState,
+    action: Action,
+    now: float,
+    change_id: str = "",
+    *,
+    restored: tuple[RestoredVolume, ...] = (),
+    missing: tuple[str, ...] = (),
+) -> AppState:
+    """Record that ``action`` was carried out at ``now`` (a volume restore: the volumes it
+    made, ``restored``, and the ``dataset/volume`` it found no copy of, ``missing``).
 
     A completion for another epoch than the current one is stale (fencing) and ignored.
     """
     if action.epoch != state.epoch:
         return state
+    if isinstance(action, RestoreVolumes):
+        restores = dict(state.restores)
+        restores[action.site] = AppliedRestore(action.epoch, now, restored, missing)
+        return replace(state, restores=restores)
     if isinstance(action, SetCapacity):
         capacity = dict(state.capacity)
         capacity[action.site] = AppliedCapacity(action.fingerprint, now, action.zones)
@@ -201,7 +220,8 @@ def _conform_to_spec(work: _Round) -> None:
     declared = {ZoneKey(s.name, z) for s in spec.sites for z in s.zones}
     zones = {k: v for k, v in state.zones.items() if k in probed}
     evacuated = frozenset(k for k in state.evacuated if k in declared)
-    state = replace(state, zones=zones, evacuated=evacuated)
+    restores = {k: v for k, v in state.restores.items() if spec.site(k) is not None}
+    state = replace(state, zones=zones, evacuated=evacuated, restores=restores)
     if state.recommendation and _stale(state.recommendation, spec):
         state = replace(state, recommendation=None)
     if spec.site(state.active_site) is None:
@@ -715,6 +735,47 @@ def desired_capacity(state: AppState, spec: ResilientAppSpec) -> tuple[SetCapaci
     return tuple(wanted)
 
 
+def volume_datasets_at(spec: ResilientAppSpec, site: str) -> tuple[str, ...]:
+    """Names of the volume datasets with a location at ``site``."""
+    if spec.replication is None:
+        return ()
+    return tuple(
+        d.name for d in spec.replication.volumes if any(loc.site == site for loc in d.locations)
+    )
+
+
+def desired_restore(state: AppState, spec: ResilientAppSpec) -> RestoreVolumes | None:
+    """The volume restore the latest failover calls for and that was not carried out.
+
+    A failover to a site that holds volume datasets restores them there, once per epoch,
+    into the site's serving zones (all of them when none serves).
+    """
+    record = state.last_failover
+    if record is None or record.epoch != state.epoch or record.to_site != state.active_site:
+        return None
+    applied = state.restores.get(state.active_site)
+    if applied is not None and applied.epoch == state.epoch:
+        return None
+    site = spec.site(state.active_site)
+    datasets = volume_datasets_at(spec, state.active_site)
+    if site is None or not datasets:
+        return None
+    serving = tuple(
+        z
+        for z in site.zones
+        if ZoneKey(site.name, z) not in state.evacuated
+        and state.zone(ZoneKey(site.name, z)).state in (ZoneState.HEALTHY, ZoneState.UNKNOWN)
+    )
+    return RestoreVolumes(
+        site.name,
+        (site.provider, site.region),
+        state.epoch,
+        datasets,
+        record.from_site,
+        serving or site.zones,
+    )
+
+
 def traffic_in_place(state: AppState, spec: ResilientAppSpec) -> bool:
     """Whether DNS holds what the current state and spec call for."""
     applied = state.traffic
@@ -738,6 +799,9 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
     due: list[Action] = []
     if not traffic_in_place(state, spec):
         due.append(desired_traffic(state, spec))
+    restore = desired_restore(state, spec)
+    if restore is not None:
+        due.append(restore)
     capacity = desired_capacity(state, spec)
     order = sorted(capacity, key=lambda c: c.site != state.active_site)
     for change in order:

@@ -152,6 +152,31 @@ class AppliedCapacity:
 
 
 @dataclass(frozen=True)
+class RestoredVolume:
+    """A volume made at a site from the newest copy of a protected volume."""
+
+    dataset: str
+    volume: str
+    """The protected volume it continues (its key in snapshot tags)."""
+    volume_id: str
+    zone: str
+    snapshot_id: str
+    snapshot_time: float | None = None
+    """When the data in the copy was taken."""
+
+
+@dataclass(frozen=True)
+class AppliedRestore:
+    """The volume restore carried out at a site for the failover of ``epoch``."""
+
+    epoch: int
+    applied_at: float
+    volumes: tuple[RestoredVolume, ...] = ()
+    missing: tuple[str, ...] = ()
+    """``dataset/volume`` that had no copy at the site."""
+
+
+@dataclass(frozen=True)
 class Recommendation:
     """A decision waiting for approval (Manual) or recorded only (Observe)."""
 
@@ -191,6 +216,8 @@ class AppState:
     last_rule: str = "steady"
     site_healthy_since: Mapping[str, float] = field(default_factory=dict)
     """Since when every probed zone of a site has been Healthy (for failback)."""
+    restores: Mapping[str, AppliedRestore] = field(default_factory=dict)
+    """Per site: the volumes restored there by the latest failover to it."""
 
     @property
     def traffic_epoch(self) -> int:
@@ -273,7 +300,39 @@ class SetCapacity:
         return f"capacity of {self.site} ({self.region[1]}): {counts}"
 
 
-Action = ShiftTraffic | SetCapacity
+@dataclass(frozen=True)
+class RestoreVolumes:
+    """Make the volumes of ``datasets`` at ``site`` from the newest copies in its region.
+
+    Due once per failover to a site holding volume datasets (``epoch``: the failover's).
+    Idempotent: volumes are tagged with app, dataset, epoch and volume, so a repeated or
+    resumed restore finds what it already made. Needs nothing of ``from_site``'s region
+    (static stability); ``zones`` are the site's serving zones, the volumes are spread
+    over them.
+    """
+
+    site: str
+    region: RegionKey
+    epoch: int
+    datasets: tuple[str, ...]
+    from_site: str
+    zones: tuple[str, ...]
+
+    kind = "RestoreVolumes"
+
+    @property
+    def id(self) -> str:
+        return f"restore-volumes/{self.site}/epoch-{self.epoch}"
+
+    @property
+    def target(self) -> str:
+        return (
+            f"volumes of {', '.join(self.datasets)} at {self.site} ({self.region[1]}) "
+            f"from the newest copies, epoch {self.epoch}"
+        )
+
+
+Action = ShiftTraffic | SetCapacity | RestoreVolumes
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from controller.api.models import (
     RequestStatus,
     ResilientAppSpec,
     ResilientAppStatus,
+    RestoredVolume,
     SiteStatus,
     TrafficStatus,
+    VolumeRestoreStatus,
     ZoneCount,
     ZoneStatus,
 )
@@ -76,6 +78,21 @@ def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> m.A
         last_request=_request(status.last_request),
         last_rule=status.last_decision.rule if status.last_decision else "steady",
         site_healthy_since=healthy_since,
+        restores={r.site: _restore(r) for r in status.volume_restores},
+    )
+
+
+def _restore(saved: VolumeRestoreStatus) -> m.AppliedRestore:
+    return m.AppliedRestore(
+        epoch=saved.epoch,
+        applied_at=parse_rfc3339(saved.time),
+        volumes=tuple(
+            m.RestoredVolume(
+                v.dataset, v.volume, v.volume_id, v.zone, v.snapshot_id, _ts(v.snapshot_time)
+            )
+            for v in saved.volumes
+        ),
+        missing=saved.missing,
     )
 
 
@@ -185,7 +202,32 @@ def status_from_state(
         recommendation=_recommendation_status(state.recommendation),
         last_request=_request_status(state.last_request),
         pinned_site=observations.pinned,
+        volume_restores=tuple(
+            _restore_status(site, state.restores[site])
+            for site in (s.name for s in spec.sites)
+            if site in state.restores
+        ),
         conditions=conditions,
+    )
+
+
+def _restore_status(site: str, applied: m.AppliedRestore) -> VolumeRestoreStatus:
+    return VolumeRestoreStatus(
+        site=site,
+        epoch=applied.epoch,
+        time=rfc3339(applied.applied_at, precise=True),
+        volumes=tuple(
+            RestoredVolume(
+                dataset=v.dataset,
+                volume=v.volume,
+                volume_id=v.volume_id,
+                zone=v.zone,
+                snapshot_id=v.snapshot_id,
+                snapshot_time=_fmt(v.snapshot_time),
+            )
+            for v in applied.volumes[:2048]
+        ),
+        missing=applied.missing[:2048],
     )
 
 

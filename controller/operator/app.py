@@ -29,15 +29,15 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.conditions import get_condition, set_condition
-from controller.api.models import ResilientAppSpec, ResilientAppStatus, Site
+from controller.api.conditions import REPLICATING, RPO_BREACHED, get_condition, set_condition
+from controller.api.models import ReplicationStatus, ResilientAppSpec, ResilientAppStatus, Site
 from controller.core import decide as core
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
@@ -45,6 +45,7 @@ from controller.core.health import ProbeResult, ZoneKey
 from controller.core.status import READY, state_from_status, status_from_state
 from controller.operator.kube import Kube, NotFound, ObjectRef
 from controller.operator.providers import ProviderUnavailable, spec_error
+from controller.operator.volumes import CopyPending, VolumeRestorer, restore_message
 from controller.providers.aws.route53 import HostedZoneError
 from controller.providers.calls import RegionImpaired
 from controller.providers.openstack.dns import ZoneNotFound
@@ -54,6 +55,11 @@ from controller.providers.protocols import (
     SiteRecord,
     TrafficManager,
     TrafficPlan,
+)
+from controller.replication.figures import (
+    describe_rpo,
+    replication_conditions,
+    replication_lag,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ PIN_ANNOTATION = "lifeboat.dev/pin"
 # Fields that change every round without meaning anything new; they alone do not
 # justify a status write (the heartbeat refreshes them).
 _VOLATILE_ZONE_FIELDS = ("lastProbeTime", "lastOkTime", "latencyMs", "message")
+_VOLATILE_REPLICATION_FIELDS = ("rpoSeconds", "throughputBytesPerSecond", "lastSyncTime")
 
 
 class Prober(Protocol):
@@ -94,6 +101,47 @@ class Capacities(Protocol):
     async def for_site(self, app: str, site: Site) -> CapacityDriver: ...
 
 
+class ReplicationSource(Protocol):
+    """One replication engine of an app (objects, volumes, ...), run beside its worker.
+
+    Every round the worker calls :meth:`sync` with the spec, the active site and the epoch
+    (before deciding, and again right after a decision that changed them, so that a
+    failover reverses replication before traffic moves), and reads :meth:`figures`: one
+    ``status.replication`` entry per dataset and destination. The worker merges the entries
+    of every source into the status (a list the API server replaces whole, so they are
+    written by the worker alone), derives the ``Replicating`` and ``RPOBreached``
+    conditions from them, and feeds each destination's worst RPO to the decision core,
+    whose automatic failback waits for replication to the declared primary to catch up.
+    A source reports every destination it is responsible for from its first ``sync`` on
+    (RPO unknown until measured), so that an unmeasured destination holds failback back.
+    """
+
+    async def sync(
+        self, spec: ResilientAppSpec, active_site: str, epoch: int, epoch_since: float | None
+    ) -> None:
+        """Replicate what ``spec`` declares from ``active_site`` under ``epoch``
+        (``epoch_since``: when that epoch began, if known)."""
+        ...
+
+    def figures(self) -> Sequence[ReplicationStatus]: ...
+
+    async def close(self) -> None:
+        """Stop (the app's worker is stopping)."""
+        ...
+
+
+@runtime_checkable
+class FollowsAppState(Protocol):
+    """A replication source that also reads the decision core's state (volume replication:
+    the volumes a failover restored are its source; it waits while a restore is due). The
+    worker hands it the state right before every :meth:`ReplicationSource.sync`."""
+
+    def follow(self, state: m.AppState) -> None: ...
+
+
+ReplicationFactory = Callable[[ObjectRef], ReplicationSource]
+
+
 @dataclass
 class AppContext:
     """What every app worker shares."""
@@ -103,6 +151,10 @@ class AppContext:
     prober: Prober
     capacity: Capacities | None = None
     clock: Callable[[], float] = time.time
+    replication: tuple[ReplicationFactory, ...] = ()
+    """Replication engines to run beside each app (object replication, volumes, ...)."""
+    restorer: VolumeRestorer | None = None
+    """Carries out the volume restores failovers call for."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +166,8 @@ class _Done:
     reason: str = ""
     detail: str = ""
     message: str = ""
+    restored: tuple[m.RestoredVolume, ...] = ()
+    missing: tuple[str, ...] = ()
 
 
 class AppWorker:
@@ -132,6 +186,7 @@ class AppWorker:
         self._exported: set[tuple[str, str]] = set()
         self._action: m.Action | None = None
         self._task: asyncio.Task[_Done] | None = None
+        self._sources: list[ReplicationSource] | None = None
 
     @property
     def _labels(self) -> tuple[str, str]:
@@ -146,6 +201,8 @@ class AppWorker:
                 started = time.monotonic()
                 try:
                     interval = await self.round(body)
+                    metrics.LAST_RECONCILE.labels(*self._labels).set(self.ctx.clock())
+                    metrics.RECONCILE_ROUNDS.labels(kind="ResilientApp").inc()
                 except Exception:
                     # A round must never end the loop: log, count, and try again.
                     metrics.RECONCILE_ERRORS.labels(kind="ResilientApp").inc()
@@ -155,6 +212,13 @@ class AppWorker:
         finally:
             if self._task is not None:
                 self._task.cancel()  # re-applied by whoever runs next: actions are idempotent
+            for source in self._sources or ():
+                try:
+                    await source.close()
+                except Exception:
+                    log.exception(
+                        "%s/%s: replication did not stop", self.ref.namespace, self.ref.name
+                    )
 
     async def pause(self, until: float, stopped: Callable[[], bool]) -> None:
         """Sleep until the monotonic time ``until``; finish an action as soon as it ends."""
@@ -185,10 +249,13 @@ class AppWorker:
         if self._task is not None and self._task.done():
             await self._finish_action()
 
+        await self._sync_replication(spec)
         probes = await self.ctx.prober.probe_app(spec)
         observations = await self._observe(spec, probes, body)
         decision = core.decide(self.state, observations, spec, self.ctx.clock())
         self.state, self._decision, self._observations = decision.state, decision, observations
+        metrics.record_decision(*self._labels, decision)
+        await self._sync_replication(spec)  # a failover reverses replication at once
         self._export_probes(probes)
         for note in decision.notes:
             await self._announce(note)
@@ -210,7 +277,10 @@ class AppWorker:
             if key not in planes:
                 planes[key] = await self.ctx.providers.api_plane(*key)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
+        replication = spec.replication
         return m.Observations(
+            replication_lag=replication_lag(self._replication_figures()) if replication else {},
+            replication_target=float(replication.rpo_target_seconds) if replication else None,
             probes=probes,
             api_planes=planes,
             traffic_plane=await self.ctx.providers.traffic_plane(
@@ -239,7 +309,11 @@ class AppWorker:
         try:
             if isinstance(action, m.ShiftTraffic):
                 return await self._shift(action, spec)
+            if isinstance(action, m.RestoreVolumes):
+                return await self._restore(action, spec)
             return await self._set_capacity(action, spec)
+        except CopyPending as error:
+            return _Done(None, reason="VolumeCopyPending", detail=str(error))
         except ProviderUnavailable as error:
             return _Done(None, reason=error.reason, detail=str(error))
         except (HostedZoneError, ZoneNotFound) as error:
@@ -298,10 +372,30 @@ class AppWorker:
             self._decision = replace(self._decision, state=self.state, actions=remaining)
         await self._write(force=True)
 
+    async def _restore(self, action: m.RestoreVolumes, spec: ResilientAppSpec) -> _Done:
+        if self.ctx.restorer is None or self.state is None:
+            return _Done(None, reason="VolumesUnavailable", detail="no volume restorer")
+        app = f"{self.ref.namespace or ''}/{self.ref.name}"
+        outcome = await self.ctx.restorer.restore(app, action, spec, self.state.restores)
+        now = self.ctx.clock()
+        return _Done(
+            now,
+            message=restore_message(action, outcome, now),
+            restored=outcome.volumes,
+            missing=outcome.missing,
+        )
+
     async def _action_done(self, action: m.Action, done: _Done) -> None:
         assert self.state is not None and done.at is not None
         before = self.state
-        self.state = core.complete(self.state, action, done.at, done.change_id)
+        self.state = core.complete(
+            self.state,
+            action,
+            done.at,
+            done.change_id,
+            restored=done.restored,
+            missing=done.missing,
+        )
         if self.state is before:
             return  # stale: a newer epoch was decided meanwhile
         message = done.message
@@ -317,11 +411,16 @@ class AppWorker:
             metrics.LAST_FAILOVER_RTO.labels(*self._labels).set(record.rto_seconds)
             metrics.LAST_FAILOVER_DETECTION.labels(*self._labels).set(detection)
         reason = "TrafficShifted" if isinstance(action, m.ShiftTraffic) else "CapacitySet"
+        if isinstance(action, m.RestoreVolumes):
+            reason = "VolumesRestored"
         log.info("%s/%s: %s", self.ref.namespace, self.ref.name, message)
-        await self.ctx.kube.event(self.ref, "Normal", reason, message)
+        await self.ctx.kube.event(
+            self.ref, "Warning" if done.missing else "Normal", reason, message
+        )
 
     async def _action_failed(self, action: m.Action, done: _Done) -> None:
         metrics.TRAFFIC_SHIFT_ERRORS.labels(*self._labels).inc()
+        metrics.ACTION_FAILURES.labels(*self._labels, action.kind).inc()
         message = f"{action.target} (epoch {action.epoch}) failed: {done.detail}; retrying"
         log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, message)
         await self.ctx.kube.event(self.ref, "Warning", done.reason, message)
@@ -337,6 +436,72 @@ class AppWorker:
         await self.ctx.kube.event(
             self.ref, "Warning" if note.warning else "Normal", note.kind.value, note.message
         )
+
+    # ------------------------------------------------------------------ replication
+
+    async def _sync_replication(self, spec: ResilientAppSpec) -> None:
+        """Keep every replication source in step with the spec, active site and epoch."""
+        if self.state is None:
+            return
+        if self._sources is None:
+            self._sources = [factory(self.ref) for factory in self.ctx.replication]
+        record = self.state.last_failover
+        since = record.decided_at if record and record.epoch == self.state.epoch else None
+        for source in self._sources:
+            try:
+                if isinstance(source, FollowsAppState):
+                    source.follow(self.state)
+                await source.sync(spec, self.state.active_site, self.state.epoch, since)
+            except Exception:  # one engine's trouble must not stop the app's loop
+                log.exception("%s/%s: replication sync failed", self.ref.namespace, self.ref.name)
+
+    def _replication_figures(self) -> tuple[ReplicationStatus, ...]:
+        """Every source's entries, by dataset and destination (the list's map keys)."""
+        entries: dict[tuple[str, str], ReplicationStatus] = {}
+        for source in self._sources or ():
+            try:
+                figures = source.figures()
+            except Exception:
+                log.exception("%s/%s: replication figures", self.ref.namespace, self.ref.name)
+                continue
+            for entry in figures:
+                entries.setdefault((entry.dataset, entry.destination), entry)
+        return tuple(entries[k] for k in sorted(entries))
+
+    async def _report_replication(self, spec: ResilientAppSpec, now: float) -> None:
+        """Put the replication figures and conditions into the status being written."""
+        figures = self._replication_figures()
+        conditions = self._status.conditions
+        had = get_condition(conditions, RPO_BREACHED)
+        if spec.replication is None and had is None:
+            self._status = self._status.model_copy(update={"replication": figures})
+            return
+        target = float(spec.replication.rpo_target_seconds) if spec.replication else 0.0
+        replicating, breached = replication_conditions(figures, target)
+        for type_, (status, reason, message) in (
+            (REPLICATING, replicating),
+            (RPO_BREACHED, breached),
+        ):
+            conditions = set_condition(
+                conditions,
+                type_,
+                status,
+                reason,
+                message,
+                generation=self._generation,
+                now=now,
+            )
+        self._status = self._status.model_copy(
+            update={"replication": figures, "conditions": conditions}
+        )
+        was = had.status if had is not None else "False"
+        if breached[0] == "True" and was != "True":
+            message = describe_rpo(figures, target)
+            log.warning("%s/%s: RPO breached: %s", self.ref.namespace, self.ref.name, message)
+            await self.ctx.kube.event(self.ref, "Warning", "RPOBreached", message)
+        elif breached[0] == "False" and was == "True":
+            message = describe_rpo(figures, target)
+            await self.ctx.kube.event(self.ref, "Normal", "RPORecovered", message)
 
     async def _check_configuration(self, spec: ResilientAppSpec) -> None:
         """References the API server cannot check: providers, their regions, endpoints."""
@@ -389,6 +554,8 @@ class AppWorker:
             now=now,
         )
         self._export_state(self._spec)
+        self._export_decision(decision)
+        await self._report_replication(self._spec, now)
         wire = self._status.to_merge_patch()
         due = now - self._written_at >= HEARTBEAT_SECONDS
         if not force and not due and _material(wire) == _material(self._written):
@@ -411,6 +578,7 @@ class AppWorker:
         if self._invalid_generation == self._generation:
             return
         self._invalid_generation = self._generation
+        metrics.set_app_phase(*self._labels, "Invalid")
         conditions = set_condition(
             self._status.conditions,
             READY,
@@ -451,6 +619,25 @@ class AppWorker:
                 health = self.state.zone(ZoneKey(site.name, zone))
                 metrics.set_zone_state(*self._labels, site.name, zone, health.state)
         metrics.APP_EPOCH.labels(*self._labels).set(self.state.epoch)
+
+    def _export_decision(self, decision: m.Decision) -> None:
+        """Phase, outstanding actions, failover readiness and the latest failover."""
+        assert self._spec is not None
+        labels, spec, state = self._labels, self._spec, decision.state
+        metrics.start_app(*labels, (site.name for site in spec.sites))
+        metrics.set_app_phase(*labels, decision.phase.value)
+        metrics.ACTIONS_PENDING.labels(*labels).set(len(decision.actions))
+        metrics.ACTIONS_HELD.labels(*labels).set(len(decision.held))
+        metrics.STANDBY_SITES.labels(*labels).set(len(spec.sites) - 1)
+        metrics.HEALTHY_STANDBY_SITES.labels(*labels).set(
+            metrics.qualified_standbys(state, spec, self._observations.api_planes)
+        )
+        metrics.PROBE_INTERVAL.labels(*labels).set(spec.health.interval_seconds)
+        record = state.last_failover
+        metrics.LAST_FAILOVER_TIMESTAMP.labels(*labels).set(record.decided_at if record else 0)
+        if record is not None and record.rto_seconds is not None:
+            metrics.LAST_FAILOVER_RTO.labels(*labels).set(record.rto_seconds)
+            metrics.LAST_FAILOVER_DETECTION.labels(*labels).set(record.detection_seconds or 0.0)
 
 
 def traffic_plan(action: m.ShiftTraffic, ref: ObjectRef) -> TrafficPlan:
@@ -506,4 +693,9 @@ def _material(wire: Mapping[str, Any] | None) -> Any:
         {k: v for k, v in zone.items() if k not in _VOLATILE_ZONE_FIELDS}
         for zone in wire.get("zones", ())
     ]
-    return {**wire, "zones": zones}
+    replication = [
+        {k: v for k, v in entry.items() if k not in _VOLATILE_REPLICATION_FIELDS}
+        | {"rpoKnown": entry.get("rpoSeconds") is not None}
+        for entry in wire.get("replication", ())
+    ]
+    return {**wire, "zones": zones, "replication": replication}

@@ -1,6 +1,9 @@
 """kopf wiring: the only module that registers handlers.
 
-* ResilientApp: one daemon per app runs an :class:`~controller.operator.app.AppWorker`.
+* ResilientApp: one daemon per app runs an :class:`~controller.operator.app.AppWorker`,
+  with the app's replication engines beside it (object replication:
+  :class:`~controller.operator.replication.ObjectReplication`; volume replication:
+  :class:`~controller.operator.volumes.VolumeReplication`).
 * CloudProvider: an index (so apps can resolve providers without API calls) and a
   credentials check on create/update/resume, re-tried while it fails.
 
@@ -22,13 +25,15 @@ import kubernetes.client
 
 from controller import metrics
 from controller.api.models import GROUP, VERSION
-from controller.operator.app import AppContext, AppWorker
+from controller.operator.app import AppContext, AppWorker, ReplicationSource
 from controller.operator.capacity import CapacityDrivers
 from controller.operator.kube import KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
 from controller.operator.probes import HttpProber
 from controller.operator.provider_monitor import ProviderMonitor
 from controller.operator.providers import ProviderInfo, ProviderRegistry
+from controller.operator.replication import ObjectReplication
+from controller.operator.volumes import VolumeReplication, VolumeRestorer
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,16 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
 
 
-def build(configuration: kubernetes.client.Configuration, controller_namespace: str) -> Wiring:
-    """A kopf registry with Lifeboat's handlers, bound to one Kubernetes connection."""
+def build(
+    configuration: kubernetes.client.Configuration,
+    controller_namespace: str,
+    *,
+    volume_interval_override: float | None = None,
+) -> Wiring:
+    """A kopf registry with Lifeboat's handlers, bound to one Kubernetes connection.
+
+    ``volume_interval_override`` (sandbox and tests only) replaces every volume dataset's
+    snapshot interval."""
     registry = kopf.OperatorRegistry()
     kube = KubeClient(kubernetes.client.ApiClient(configuration))
     providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
@@ -67,7 +80,21 @@ def build(configuration: kubernetes.client.Configuration, controller_namespace: 
     capacity = CapacityDrivers(
         providers, kube, kubernetes.client.ApiClient(configuration), controller_namespace
     )
-    context = AppContext(kube=kube, providers=providers, prober=prober, capacity=capacity)
+
+    def object_replication(ref: ObjectRef) -> ReplicationSource:
+        return ObjectReplication(ref, kube, providers)
+
+    def volume_replication(ref: ObjectRef) -> ReplicationSource:
+        return VolumeReplication(ref, providers, kube, interval_override=volume_interval_override)
+
+    context = AppContext(
+        kube=kube,
+        providers=providers,
+        prober=prober,
+        capacity=capacity,
+        replication=(object_replication, volume_replication),
+        restorer=VolumeRestorer(providers),
+    )
     background: list[asyncio.Task[None]] = []
 
     def index_of(kwargs: dict[str, Any]) -> kopf.Index[str, ProviderInfo]:

@@ -26,11 +26,21 @@ from controller.operator.kube import Kube, NotFound
 from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
 from controller.providers.aws.connector import AwsConnector, AwsCredentials
 from controller.providers.aws.connector import CredentialsError as AwsCredentialsError
+from controller.providers.aws.events import SqsChangeFeed
 from controller.providers.aws.identity import StsIdentity
+from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
+from controller.providers.aws.volumes import EbsSnapshots
 from controller.providers.calls import CloudCalls
 from controller.providers.outcomes import Classified
-from controller.providers.protocols import ApiPlaneProbe, IdentityChecker, TrafficManager
+from controller.providers.protocols import (
+    ApiPlaneProbe,
+    IdentityChecker,
+    ObjectChangeFeed,
+    ObjectStore,
+    TrafficManager,
+    VolumeSnapshots,
+)
 
 
 class ProviderUnavailable(RuntimeError):
@@ -117,6 +127,7 @@ class ProviderRegistry:
     clock: Callable[[], float] = time.monotonic
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _stores: dict[tuple[str, str, str], tuple[object, ObjectStore]] = field(default_factory=dict)
 
     def parse(self, name: str) -> tuple[CloudProviderSpec, int]:
         found = self.lookup(name)
@@ -215,6 +226,59 @@ class ProviderRegistry:
             return ApiPlaneState.UNKNOWN
         return handle.connector.calls.gate(handle.dns_region(region)).health.state
 
+    def region_state(self, provider: str, region: str) -> ApiPlaneState:
+        """The API-plane verdict of a region as the cached handle knows it (no I/O)."""
+        cached = self._cache.get(provider)
+        if cached is None:
+            return ApiPlaneState.UNKNOWN
+        return cached.handle.connector.calls.gate(region).health.state
+
+    async def object_store(self, provider: str, region: str, bucket: str) -> ObjectStore:
+        """A bucket (S3) or container (Swift) of a provider's region; cached per handle."""
+        handle = await self.handle(provider)
+        key = (provider, region, bucket)
+        cached = self._stores.get(key)
+        if cached is not None and cached[0] is handle.connector:
+            return cached[1]
+        store: ObjectStore
+        if isinstance(handle.connector, AwsConnector):
+            store = S3ObjectStore(handle.connector, region, bucket)
+        else:
+            from controller.providers.openstack import OpenStackConnector
+            from controller.providers.openstack import objects as swift_container
+
+            if not isinstance(handle.connector, OpenStackConnector):
+                raise ProviderUnavailable(
+                    "ObjectsUnsupported", f"CloudProvider {provider} offers no object store"
+                )
+            store = swift_container(handle.connector, region, bucket)
+        self._stores[key] = (handle.connector, store)
+        return store
+
+    async def change_feed(self, provider: str, region: str, queue: str) -> ObjectChangeFeed:
+        """S3 event notifications read from an SQS queue of a provider's region."""
+        handle = await self.handle(provider)
+        if not isinstance(handle.connector, AwsConnector):
+            raise ProviderUnavailable(
+                "EventsUnsupported",
+                f"CloudProvider {provider}: change notices (eventQueue) need an aws provider",
+            )
+        return SqsChangeFeed(handle.connector, region, queue)
+
+    async def volume_snapshots(self, provider: str, region: str) -> VolumeSnapshots:
+        """EBS snapshots or Cinder backups of a provider's region (cheap: built per call)."""
+        handle = await self.handle(provider)
+        if isinstance(handle.connector, AwsConnector):
+            return EbsSnapshots(handle.connector, region)
+        from controller.providers.openstack import OpenStackConnector
+        from controller.providers.openstack import volumes as cinder_backups
+
+        if not isinstance(handle.connector, OpenStackConnector):
+            raise ProviderUnavailable(
+                "VolumesUnsupported", f"CloudProvider {provider} offers no volume snapshots"
+            )
+        return cinder_backups(handle.connector, region)
+
     def explain(self, name: str, error: BaseException) -> str:
         """A failed call of provider ``name`` in words, secrets removed."""
         cached = self._cache.get(name)
@@ -232,6 +296,7 @@ class ProviderRegistry:
         return cached.handle if cached else None
 
     def forget(self, name: str) -> None:
+        self._stores = {k: v for k, v in self._stores.items() if k[0] != name}
         cached = self._cache.pop(name, None)
         if cached is not None:
             cached.handle.connector.close()

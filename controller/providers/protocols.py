@@ -9,7 +9,7 @@ gates, retry budgets and outcome accounting apply to all of them alike.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -199,6 +199,10 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
     """User metadata (keys lower-case, without the provider's prefix). Listings may not
     carry it; ``head`` always does."""
+    md5: str | None = None
+    """The content's MD5 (hex) when the store vouches for it: ``head`` of a simple object
+    (an S3 single-part upload without KMS or customer keys; a Swift object that is no large
+    object manifest). None when unknown (multipart, SLO/DLO, listings)."""
 
 
 class ObjectStore(Protocol):
@@ -236,6 +240,46 @@ class ObjectStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ObjectChange:
+    """A store's notice that an object was written or removed (S3 event notifications)."""
+
+    bucket: str
+    key: str
+    removed: bool
+    time: float
+    """When the change happened (the event's time), seconds since the epoch."""
+    etag: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class ChangeMessage:
+    """One delivery from a change feed: its changes, and what acknowledges it."""
+
+    receipt: str
+    changes: tuple[ObjectChange, ...]
+
+
+class ObjectChangeFeed(Protocol):
+    """Change notices of a bucket (S3 event notifications delivered to an SQS queue).
+
+    Notices only speed replication up: they may come late, twice or never, so the
+    periodic scan stays the source of truth. A message is acknowledged once handled;
+    unacknowledged ones come back after the queue's visibility timeout.
+    """
+
+    region: str
+
+    async def receive(self, max_messages: int = 10) -> list[ChangeMessage]:
+        """What is waiting now (possibly nothing); does not block for long."""
+        ...
+
+    async def ack(self, receipts: Sequence[str]) -> None:
+        """Remove handled messages from the feed."""
+        ...
+
+
 # --------------------------------------------------------------------------- volumes
 
 
@@ -247,6 +291,20 @@ class Snapshot:
     state: Literal["pending", "completed", "error"]
     created_at: float
     size_gb: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A block volume (one made by :meth:`VolumeSnapshots.restore`, found again by tags)."""
+
+    id: str
+    zone: str
+    state: str
+    """The provider's word: creating, available, in-use, error, ..."""
+    snapshot_id: str
+    """The snapshot it was made from ("" when none, or when the provider does not say:
+    Cinder does not report the backup a volume was restored from)."""
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -263,6 +321,11 @@ class VolumeSnapshots(Protocol):
         destination. EBS CopySnapshot needs no call to the source region; Cinder reads it
         (the backup's record is exported there), so copies are made ahead of a failover.
         Restoring a copy never needs the source region."""
+        ...
+
+    async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:
+        """Volumes in this region carrying all of ``tags`` (those being deleted left out),
+        so that a restore interrupted after its volume was made finds it again."""
         ...
 
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:

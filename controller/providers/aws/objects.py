@@ -28,6 +28,7 @@ import functools
 import hashlib
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_MD5 = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 def _content_md5(data: bytes) -> str:
@@ -157,12 +159,22 @@ class S3ObjectStore:
             if _missing(error):
                 return None
             raise
+        etag = _etag(answer["ETag"])
+        # The ETag is the content's MD5 for single-part uploads stored without KMS or
+        # customer-provided keys; multipart ETags carry "-<parts>".
+        encryption = str(answer.get("ServerSideEncryption", ""))
+        plain = (
+            "-" not in etag
+            and not encryption.startswith("aws:kms")
+            and "SSECustomerAlgorithm" not in answer
+        )
         return ObjectInfo(
             key=key,
             size=answer["ContentLength"],
-            etag=_etag(answer["ETag"]),
+            etag=etag,
             last_modified=answer["LastModified"].timestamp(),
             metadata={k.lower(): v for k, v in answer.get("Metadata", {}).items()},
+            md5=etag.lower() if plain and _MD5.match(etag) else None,
         )
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
@@ -181,7 +193,8 @@ class S3ObjectStore:
             raise
         body = answer["Body"]
         try:
-            while chunk := await asyncio.to_thread(body.read, self.chunk_size):
+            read = functools.partial(body.read, self.chunk_size)
+            while chunk := await self.connector.calls.blocking(self.region, read):
                 yield chunk
         finally:
             body.close()

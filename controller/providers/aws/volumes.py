@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import botocore.exceptions
 
 from controller.providers.aws.connector import AwsConnector
-from controller.providers.protocols import Snapshot
+from controller.providers.protocols import Snapshot, VolumeInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.literals import VolumeTypeType
     from mypy_boto3_ec2.type_defs import (
         DescribeSnapshotsRequestTypeDef,
+        DescribeVolumesRequestTypeDef,
         TagSpecificationTypeDef,
     )
 
@@ -122,6 +123,36 @@ class EbsSnapshots:
             size_gb=snapshot.size_gb,
             tags=dict(tags),
         )
+
+    async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:
+        request: DescribeVolumesRequestTypeDef = {
+            "Filters": [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()],
+            "MaxResults": 500,
+        }
+        found: list[VolumeInfo] = []
+        while True:
+            page = await self.connector.call(
+                self.region,
+                "ec2",
+                "DescribeVolumes",
+                functools.partial(self._client().describe_volumes, **request),
+                mutating=False,
+            )
+            found += [
+                VolumeInfo(
+                    id=item["VolumeId"],
+                    zone=item.get("AvailabilityZone", ""),
+                    state=str(item.get("State", "")),
+                    snapshot_id=item.get("SnapshotId", "") or "",
+                    tags={t["Key"]: t["Value"] for t in item.get("Tags", [])},
+                )
+                for item in page.get("Volumes", [])
+                if item.get("State") not in ("deleting", "deleted")
+            ]
+            if not page.get("NextToken"):
+                break
+            request = {**request, "NextToken": page["NextToken"]}
+        return found
 
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
         request: DescribeSnapshotsRequestTypeDef = {

@@ -68,6 +68,7 @@ BULK_DELETE_BATCH = 1000
 META_PREFIX = "x-object-meta-"
 _META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
 _META_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
+_MD5_HEX = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 class SwiftBulkError(openstack.exceptions.SDKException):
@@ -108,10 +109,14 @@ def _time(headers: Mapping[str, str]) -> float:
 
 
 def _head_info(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+    etag = headers.get("Etag", "").strip('"')
+    # A large object's ETag is derived from its segments; a simple object's is its MD5.
+    manifest = _is_large_object(headers) or "X-Object-Manifest" in headers
     return ObjectInfo(
         key=key,
         size=int(headers.get("Content-Length", 0)),
-        etag=headers.get("Etag", "").strip('"'),
+        etag=etag,
+        md5=None if manifest or not _MD5_HEX.match(etag) else etag.lower(),
         last_modified=_time(headers),
         metadata={
             name[len(META_PREFIX) :].lower(): value
@@ -245,7 +250,8 @@ class SwiftObjectStore:
             raise KeyError(key)
         try:
             chunks: Iterator[bytes] = response.iter_content(self.chunk_size)
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            read = functools.partial(next, chunks, None)
+            while (chunk := await self.connector.calls.blocking(self.region, read)) is not None:
                 if chunk:
                     yield chunk
         finally:

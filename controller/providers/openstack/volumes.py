@@ -45,7 +45,7 @@ from typing import Any, Literal
 import openstack.exceptions
 
 from controller.providers.openstack.connector import OpenStackConnector
-from controller.providers.protocols import Snapshot
+from controller.providers.protocols import Snapshot, VolumeInfo
 
 SERVICE = "block-storage"
 _STATES: dict[str, Literal["pending", "completed", "error"]] = {
@@ -142,6 +142,28 @@ class CinderBackups:
         if backup is None or _status(backup) in _GONE:
             return None
         return _snapshot(self.region, backup)
+
+    async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:
+        """Cinder cannot be trusted to filter volumes by metadata everywhere: the region's
+        volumes are read and filtered here, like backups."""
+        volumes = await self._call(
+            "ListVolumes",
+            lambda conn: list(conn.block_storage.volumes(details=True)),
+            mutating=False,
+        )
+        wanted = dict(tags)
+        return [
+            VolumeInfo(
+                id=str(volume.id),
+                zone=str(volume.availability_zone or ""),
+                state=str(volume.status or "").lower(),
+                snapshot_id="",  # Cinder does not report the backup it was restored from
+                tags={str(k): str(v) for k, v in (volume.metadata or {}).items()},
+            )
+            for volume in volumes
+            if str(volume.status or "").lower() not in ("deleting", "deleted")
+            and all((volume.metadata or {}).get(k) == v for k, v in wanted.items())
+        ]
 
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
         backups = await self._call(

@@ -1,0 +1,420 @@
+"""Object replication of one app, kept in step with the app by its worker.
+
+:class:`ObjectReplication` is a *replication source* of the :class:`~controller.operator.app.
+AppWorker` (see :class:`~controller.operator.app.ReplicationSource`): every round the worker
+tells it the spec, the active site and the epoch, and reads its figures back into the
+status, the metrics, the ``Replicating`` / ``RPOBreached`` conditions and the decision
+core's failback gate.
+
+For every object dataset it runs one flow per destination — from the dataset's location
+at the active site to each other location — plus, when the source location names an SQS
+``eventQueue``, a listener for the bucket's change notices
+(:mod:`controller.replication.objects`). When the active site or the epoch changes, every
+flow of the old epoch is stopped before the flows of the new one start (their direction
+reversed), and a flow checks before each write that its epoch is still current, so nothing
+is ever copied into the new active site under an older epoch. A flow holds (sends
+nothing) while the API plane of its source's or destination's region is Impaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller import metrics
+from controller.api.models import (
+    ObjectDataset,
+    ObjectLocation,
+    ReplicationStatus,
+    ResilientAppSpec,
+    Site,
+)
+from controller.core.apiplane import ApiPlaneState
+from controller.operator.kube import EventType, Kube, ObjectRef
+from controller.operator.providers import ProviderUnavailable
+from controller.providers.protocols import ObjectChangeFeed, ObjectStore
+from controller.replication.figures import FlowFigures
+from controller.replication.objects import (
+    ChangeListener,
+    FlowSettings,
+    Location,
+    ObjectFlow,
+    run_dataset,
+)
+from controller.replication.plan import Conflict
+
+log = logging.getLogger(__name__)
+
+
+class ObjectStores(Protocol):
+    """What object replication needs of the provider registry."""
+
+    async def object_store(self, provider: str, region: str, bucket: str) -> ObjectStore: ...
+
+    async def change_feed(self, provider: str, region: str, queue: str) -> ObjectChangeFeed: ...
+
+    def region_state(self, provider: str, region: str) -> ApiPlaneState: ...
+
+    def explain(self, name: str, error: BaseException) -> str: ...
+
+    def cached_redactor(self, name: str) -> Callable[[str], str]: ...
+
+
+@dataclass(frozen=True)
+class ReplicationOptions:
+    """Tuning that the spec does not carry (tests shorten it)."""
+
+    retry_seconds: float = 10.0
+    """After a failed pass, or a dataset whose stores could not be built."""
+    checkpoint_seconds: float = 10.0
+    poll_min_seconds: float = 0.5
+    poll_max_seconds: float = 4.0
+    stop_timeout_seconds: float = 10.0
+
+
+@dataclass
+class _Dataset:
+    """The running replication of one dataset under one epoch."""
+
+    name: str
+    identity: tuple[object, ...]
+    destinations: tuple[str, ...]
+    flows: list[ObjectFlow] = field(default_factory=list)
+    listener: ChangeListener | None = None
+    task: asyncio.Task[None] | None = None
+    error: str = ""
+    """Why the dataset does not run (its stores could not be built)."""
+    failed_at: float = 0.0
+    source: str = ""
+    epoch: int = 0
+
+
+class _Reporter:
+    """Counts a flow's work in the metrics and reports conflicts as Events."""
+
+    def __init__(self, owner: ObjectReplication, labels: tuple[str, str, str, str]) -> None:
+        self.owner = owner
+        self.labels = labels
+
+    def copied(self, size: int) -> None:
+        metrics.REPLICATION_BYTES.labels(*self.labels).inc(size)
+        metrics.REPLICATION_OBJECTS.labels(*self.labels).inc()
+
+    def deleted(self) -> None:
+        metrics.REPLICATION_DELETES.labels(*self.labels).inc()
+
+    def failed(self, message: str) -> None:
+        metrics.REPLICATION_ERRORS.labels(*self.labels).inc()
+
+    def conflicted(self, conflicts: Sequence[Conflict]) -> None:
+        metrics.REPLICATION_CONFLICTS.labels(*self.labels).inc(len(conflicts))
+        shown = "; ".join(f"{c.key}: {c.reason}" for c in conflicts[:3])
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        dataset, destination = self.labels[2], self.labels[3]
+        self.owner.announce(
+            "Warning",
+            "ReplicationConflict",
+            f"dataset {dataset} -> {destination}: {len(conflicts)} object(s) not copied, "
+            f"the destination holds a newer epoch: {shown}{more}",
+        )
+
+
+class ObjectReplication:
+    """The object datasets of one app; see the module docstring."""
+
+    def __init__(
+        self,
+        ref: ObjectRef,
+        kube: Kube,
+        stores: ObjectStores,
+        *,
+        options: ReplicationOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ref = ref
+        self.kube = kube
+        self.stores = stores
+        self.options = options or ReplicationOptions()
+        self.clock = clock
+        self._datasets: dict[str, _Dataset] = {}
+        self._current: tuple[str, int] | None = None
+        self._target = 0.0
+        self._announcements: set[asyncio.Task[None]] = set()
+
+    @property
+    def _app(self) -> str:
+        return f"{self.ref.namespace or ''}/{self.ref.name}"
+
+    def _labels(self, dataset: str, destination: str) -> tuple[str, str, str, str]:
+        return (self.ref.namespace or "", self.ref.name, dataset, destination)
+
+    # ------------------------------------------------------------------ keeping in step
+
+    async def sync(
+        self, spec: ResilientAppSpec, active_site: str, epoch: int, epoch_since: float | None
+    ) -> None:
+        """Run exactly the flows the spec calls for, from ``active_site`` under ``epoch``."""
+        self._current = (active_site, epoch)
+        datasets = spec.replication.objects if spec.replication is not None else ()
+        self._target = float(spec.replication.rpo_target_seconds) if spec.replication else 0.0
+        wanted = {d.name: d for d in datasets}
+        for name in [n for n in self._datasets if n not in wanted]:
+            gone = self._datasets.pop(name)
+            await self._stop(gone, forget=set(gone.destinations))
+            metrics.forget_replication_target(self.ref.namespace or "", self.ref.name, name)
+        for dataset in datasets:
+            identity = self._identity(spec, dataset, active_site, epoch)
+            running = self._datasets.get(dataset.name)
+            if running is not None and running.identity == identity:
+                retry = self.clock() - running.failed_at >= self.options.retry_seconds
+                if running.task is not None or not running.error or not retry:
+                    continue
+            if running is not None:
+                staying = {loc.site for loc in dataset.locations if loc.site != active_site}
+                await self._stop(running, forget=set(running.destinations) - staying)
+            self._datasets[dataset.name] = await self._start(
+                spec, dataset, active_site, epoch, epoch_since, identity
+            )
+
+    @staticmethod
+    def _identity(
+        spec: ResilientAppSpec, dataset: ObjectDataset, active: str, epoch: int
+    ) -> tuple[object, ...]:
+        sites = tuple(
+            (s.name, s.provider, s.region)
+            for loc in dataset.locations
+            if (s := spec.site(loc.site)) is not None
+        )
+        return (active, epoch, dataset, sites)
+
+    async def _start(
+        self,
+        spec: ResilientAppSpec,
+        dataset: ObjectDataset,
+        active: str,
+        epoch: int,
+        since: float | None,
+        identity: tuple[object, ...],
+    ) -> _Dataset:
+        source_location = next((loc for loc in dataset.locations if loc.site == active), None)
+        source_site = spec.site(active)
+        if source_location is None or source_site is None:
+            # The app does not keep this dataset where it runs now: nothing flows, and no
+            # destination is behind (it would hold failback back for nothing).
+            log.info("%s: dataset %s has no location at %s", self._app, dataset.name, active)
+            return _Dataset(dataset.name, identity, (), source=active, epoch=epoch)
+        destinations = tuple(loc.site for loc in dataset.locations if loc.site != active)
+        group = _Dataset(dataset.name, identity, destinations, source=active, epoch=epoch)
+        try:
+            source_store = await self.stores.object_store(
+                source_site.provider, source_site.region, source_location.bucket
+            )
+            source = Location(active, source_store, source_location.prefix)
+            for location in dataset.locations:
+                if location.site == active:
+                    continue
+                site = spec.site(location.site)
+                assert site is not None  # the spec's own rule
+                store = await self.stores.object_store(site.provider, site.region, location.bucket)
+                group.flows.append(
+                    self._flow(
+                        dataset,
+                        source,
+                        source_site,
+                        Location(site.name, store, location.prefix),
+                        site,
+                        epoch,
+                        since,
+                    )
+                )
+            group.listener = await self._listener(
+                dataset, source_location, source_site, group.flows
+            )
+        except (ProviderUnavailable, ValueError) as error:  # unusable provider or names
+            group.flows, group.listener = [], None
+            group.error = str(error)
+            group.failed_at = self.clock()
+            log.warning("%s: dataset %s not replicated: %s", self._app, dataset.name, error)
+            return group
+        metrics.REPLICATION_RPO_TARGET.labels(*self._labels(dataset.name, "")[:3]).set(self._target)
+        for destination in destinations:
+            labels = self._labels(dataset.name, destination)
+            for counter in (
+                metrics.REPLICATION_BYTES,
+                metrics.REPLICATION_OBJECTS,
+                metrics.REPLICATION_DELETES,
+                metrics.REPLICATION_ERRORS,
+                metrics.REPLICATION_CONFLICTS,
+            ):
+                counter.labels(*labels)
+        group.task = asyncio.create_task(
+            run_dataset(group.flows, group.listener), name=f"replication {self._app}/{dataset.name}"
+        )
+        group.task.add_done_callback(self._ended(group))
+        log.info(
+            "%s: replicating dataset %s from %s to %s under epoch %d",
+            self._app,
+            dataset.name,
+            active,
+            ", ".join(destinations) or "nowhere",
+            epoch,
+        )
+        return group
+
+    def _flow(
+        self,
+        dataset: ObjectDataset,
+        source: Location,
+        source_site: Site,
+        target: Location,
+        target_site: Site,
+        epoch: int,
+        since: float | None,
+    ) -> ObjectFlow:
+        settings = FlowSettings(
+            app=self._app,
+            dataset=dataset.name,
+            epoch=epoch,
+            epoch_since=since,
+            propagate_deletes=dataset.delete_policy == "Propagate",
+            max_concurrency=dataset.max_concurrency,
+            bandwidth=dataset.bandwidth_limit_bytes_per_second,
+            scan_interval=float(dataset.scan_interval_seconds),
+            retry_interval=min(self.options.retry_seconds, float(dataset.scan_interval_seconds)),
+            checkpoint_interval=self.options.checkpoint_seconds,
+        )
+        flow_epoch = (source.site, epoch)
+
+        def explain(error: BaseException) -> str:
+            # Either end may have failed: both providers' secrets are kept out.
+            text = self.stores.explain(target_site.provider, error)
+            return self.stores.cached_redactor(source_site.provider)(text)
+
+        return ObjectFlow(
+            settings,
+            source,
+            target,
+            held=self._held(source_site, target_site),
+            current=lambda: self._current == flow_epoch,
+            reporter=_Reporter(self, self._labels(dataset.name, target.site)),
+            explain=explain,
+            clock=self.clock,
+        )
+
+    async def _listener(
+        self,
+        dataset: ObjectDataset,
+        location: ObjectLocation,
+        site: Site,
+        flows: Sequence[ObjectFlow],
+    ) -> ChangeListener | None:
+        if not location.event_queue or not flows:
+            return None
+        feed = await self.stores.change_feed(site.provider, site.region, location.event_queue)
+        return ChangeListener(
+            feed,
+            location.bucket,
+            location.prefix,
+            flows,
+            held=self._held(site),
+            explain=lambda error: self.stores.explain(site.provider, error),
+            clock=self.clock,
+            poll_min=self.options.poll_min_seconds,
+            poll_max=self.options.poll_max_seconds,
+        )
+
+    def _held(self, *sites: Site) -> Callable[[], str | None]:
+        def held() -> str | None:
+            for site in sites:
+                if self.stores.region_state(site.provider, site.region) is ApiPlaneState.IMPAIRED:
+                    return (
+                        f"{site.provider} {site.region} API plane Impaired: nothing is copied "
+                        "from or to it"
+                    )
+            return None
+
+        return held
+
+    def _ended(self, group: _Dataset) -> Callable[[asyncio.Task[None]], None]:
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None:  # a bug: the next sync starts the dataset again
+                log.error("%s: replication of %s ended: %r", self._app, group.name, error)
+                group.task = None
+                group.error = f"replication stopped: {type(error).__name__}"
+                group.failed_at = self.clock()
+
+        return ended
+
+    async def _stop(self, group: _Dataset, *, forget: set[str]) -> None:
+        """Stop a dataset's flows (and wait for them); drop the series of ``forget``."""
+        if group.task is not None:
+            group.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(group.task, self.options.stop_timeout_seconds)
+            group.task = None
+        for destination in sorted(forget):
+            metrics.forget_replication(*self._labels(group.name, destination))
+
+    async def close(self) -> None:
+        """Stop every flow (the app's worker is stopping)."""
+        for group in list(self._datasets.values()):
+            await self._stop(group, forget=set())
+        self._datasets.clear()
+        for task in list(self._announcements):
+            task.cancel()
+
+    # ------------------------------------------------------------------ reporting
+
+    def figures(self) -> list[ReplicationStatus]:
+        """One entry per dataset and destination; the metrics are refreshed on the way."""
+        now = self.clock()
+        entries: list[ReplicationStatus] = []
+        for group in self._datasets.values():
+            flows = {flow.target.site: flow for flow in group.flows}
+            for destination in group.destinations:
+                flow = flows.get(destination)
+                if flow is not None:
+                    figures = flow.figures
+                else:
+                    figures = FlowFigures(group.name, destination, group.source, group.epoch)
+                    figures.last_error = group.error
+                if group.listener is not None and group.listener.last_error:
+                    figures.last_error = figures.last_error or (
+                        f"change notices: {group.listener.last_error}"
+                    )
+                entry = figures.status(now)
+                entries.append(entry)
+                self._export(entry, figures)
+        return entries
+
+    def _export(self, entry: ReplicationStatus, figures: FlowFigures) -> None:
+        labels = self._labels(entry.dataset, entry.destination)
+        metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
+        metrics.REPLICATION_PENDING_BYTES.labels(*labels).set(entry.pending_bytes)
+        metrics.REPLICATION_RPO_TARGET.labels(*labels[:3]).set(self._target)
+        rpo = figures.rpo(self.clock())
+        if rpo is not None:
+            metrics.REPLICATION_RPO.labels(*labels).set(rpo)
+        if figures.passed_at is not None:
+            metrics.REPLICATION_LAST_SUCCESS.labels(*labels).set(figures.passed_at)
+
+    def announce(self, kind: EventType, reason: str, message: str) -> None:
+        """Post an Event in the background (flows report from inside their passes)."""
+
+        async def post() -> None:
+            try:
+                await self.kube.event(self.ref, kind, reason, message)
+            except Exception as error:  # an Event is not worth failing for
+                log.warning("%s: event %s not posted: %s", self._app, reason, error)
+
+        task = asyncio.create_task(post())
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)

@@ -1,0 +1,186 @@
+"""The operator's object replication of one app, against in-memory stores: flows follow the
+active site and epoch, unusable providers and Impaired regions show in the figures, and
+metric series come and go with the flows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from controller import metrics
+from controller.api.models import ResilientAppSpec
+from controller.core.apiplane import ApiPlaneState
+from controller.operator.providers import ProviderUnavailable
+from controller.operator.replication import ObjectReplication, ReplicationOptions
+from tests.factories import app_spec
+from tests.unit.test_app_worker import REF, FakeKube
+from tests.unit.test_replication_engine import FakeFeed, MemoryStore
+
+OPTIONS = ReplicationOptions(retry_seconds=0.2, checkpoint_seconds=0.0, poll_min_seconds=0.05)
+
+
+class FakeStores:
+    def __init__(self) -> None:
+        self.stores: dict[tuple[str, str], MemoryStore] = {}
+        self.states: dict[str, ApiPlaneState] = {}
+        self.unavailable: set[str] = set()
+        self.feeds: dict[str, FakeFeed] = {}
+
+    def store(self, region: str, bucket: str) -> MemoryStore:
+        return self.stores.setdefault((region, bucket), MemoryStore(region=region))
+
+    async def object_store(self, provider: str, region: str, bucket: str) -> MemoryStore:
+        if provider in self.unavailable:
+            raise ProviderUnavailable("ProviderNotFound", f"CloudProvider {provider} not found")
+        return self.store(region, bucket)
+
+    async def change_feed(self, provider: str, region: str, queue: str) -> FakeFeed:
+        return self.feeds.setdefault(queue, FakeFeed(region=region))
+
+    def region_state(self, provider: str, region: str) -> ApiPlaneState:
+        return self.states.get(region, ApiPlaneState.HEALTHY)
+
+    def explain(self, name: str, error: BaseException) -> str:
+        return f"{type(error).__name__}: {error}"
+
+    def cached_redactor(self, name: str) -> Callable[[str], str]:
+        return lambda text: text
+
+
+def spec(*, datasets: int = 1, **dataset: Any) -> ResilientAppSpec:
+    raw = app_spec()
+    raw["replication"] = {
+        "rpoTargetSeconds": 60,
+        "objects": [
+            {
+                "name": f"set{n}",
+                "locations": [
+                    {"site": "use1", "bucket": f"east{n}"},
+                    {"site": "usw2", "bucket": f"west{n}"},
+                ],
+                **dataset,
+            }
+            for n in range(datasets)
+        ],
+    }
+    return ResilientAppSpec.model_validate(raw)
+
+
+async def eventually(check: Callable[[], object], what: str) -> None:
+    """Wait (at most 5 s) until ``check`` holds."""
+    try:
+        async with asyncio.timeout(5.0):
+            while not check():  # noqa: ASYNC110 - polls state the flows change
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def series(metric: Any, dataset: str, destination: str) -> bool:
+    return ("shop", "web", dataset, destination) in metric._metrics
+
+
+@pytest.fixture
+def replication() -> Iterator[tuple[ObjectReplication, FakeStores, FakeKube]]:
+    stores, kube = FakeStores(), FakeKube()
+    runner = ObjectReplication(REF, kube, stores, options=OPTIONS)
+    yield runner, stores, kube
+    metrics.forget_app("shop", "web")
+
+
+async def test_flows_follow_the_active_site_and_reverse_with_the_epoch(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    east, west = stores.store("us-east-1", "east0"), stores.store("us-west-2", "west0")
+    east.write("a", b"written at use1")
+    await runner.sync(spec(), "use1", 1, None)
+    (entry,) = runner.figures()
+    assert (entry.dataset, entry.destination, entry.source, entry.epoch) == (
+        "set0",
+        "usw2",
+        "use1",
+        1,
+    )
+    await eventually(lambda: "a" in west.objects, "the copy at usw2")
+    assert series(metrics.REPLICATION_OBJECTS, "set0", "usw2")
+
+    await runner.sync(spec(), "usw2", 2, 1000.0)  # a failover
+    (entry,) = runner.figures()
+    assert (entry.destination, entry.source, entry.epoch) == ("use1", "usw2", 2)
+    assert not series(metrics.REPLICATION_OBJECTS, "set0", "usw2")  # that flow is gone
+    west.write("b", b"written at usw2")
+    await eventually(lambda: "b" in east.objects, "the copy back at use1")
+    assert east.objects["b"].metadata["lifeboat-source-site"] == "usw2"
+    await runner.sync(spec(), "usw2", 2, 1000.0)  # unchanged: the flows keep running
+    await runner.close()
+
+
+async def test_an_unusable_provider_shows_in_the_figures_and_is_retried(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    stores.unavailable.add("aws-sandbox")
+    await runner.sync(spec(), "use1", 1, None)
+    (entry,) = runner.figures()
+    assert entry.rpo_seconds is None and "CloudProvider aws-sandbox not found" in entry.last_error
+    stores.unavailable.clear()
+    await asyncio.sleep(0.25)
+    await runner.sync(spec(), "use1", 1, None)
+    await eventually(lambda: runner.figures()[0].rpo_seconds is not None, "a measured RPO")
+    await runner.close()
+
+
+async def test_an_impaired_region_holds_its_flows(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    stores.states["us-west-2"] = ApiPlaneState.IMPAIRED
+    stores.store("us-east-1", "east0").write("a", b"data")
+    await runner.sync(spec(), "use1", 1, None)
+    await eventually(lambda: runner.figures()[0].last_error.startswith("paused:"), "the hold")
+    west = stores.store("us-west-2", "west0")
+    assert west.calls == []  # not even a listing
+    assert "us-west-2 API plane Impaired" in runner.figures()[0].last_error
+    await runner.close()
+
+
+async def test_notices_from_the_source_queue_reach_every_flow(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    raw = spec(scanIntervalSeconds=3600).model_dump(by_alias=True)
+    raw["replication"]["objects"][0]["locations"][0]["eventQueue"] = "events"
+    await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
+    west = stores.store("us-west-2", "west0")
+    await eventually(lambda: west.count("list") == 1, "the first scan")
+    stores.store("us-east-1", "east0").write("new", b"noticed")
+    from controller.providers.protocols import ChangeMessage, ObjectChange
+
+    stores.feeds["events"].waiting.append(
+        ChangeMessage("m1", (ObjectChange("east0", "new", False, time.time()),))
+    )
+    await eventually(lambda: "new" in west.objects, "the noticed object at usw2")
+    assert west.count("list") == 1  # no scan did it
+    assert stores.feeds["events"].acked == ["m1"]
+    await runner.close()
+
+
+async def test_datasets_leaving_the_spec_stop_and_their_series_go(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, _, _ = replication
+    await runner.sync(spec(datasets=2), "use1", 1, None)
+    assert [e.dataset for e in runner.figures()] == ["set0", "set1"]
+    assert series(metrics.REPLICATION_ERRORS, "set1", "usw2")
+    await runner.sync(spec(datasets=1), "use1", 1, None)
+    assert [e.dataset for e in runner.figures()] == ["set0"]
+    assert not series(metrics.REPLICATION_ERRORS, "set1", "usw2")
+    assert ("shop", "web", "set1") not in metrics.REPLICATION_RPO_TARGET._metrics
+    await runner.sync(spec(datasets=0), "use1", 1, None)
+    assert runner.figures() == []
+    await runner.close()

@@ -1,0 +1,479 @@
+"""The object replication engine against in-memory stores: what it copies, what it reads,
+what it refuses, and how it resumes (the real stores are exercised in
+tests/integration/test_replication_objects.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from controller.providers.integrity import check_digest, check_size
+from controller.providers.protocols import ChangeMessage, ObjectChange, ObjectInfo
+from controller.replication.epochs import EpochHistory, EpochStart
+from controller.replication.manifest import Manifest, manifest_key
+from controller.replication.objects import (
+    ChangeListener,
+    FlowSettings,
+    Location,
+    ObjectFlow,
+)
+from controller.replication.plan import (
+    STAMP_EPOCH,
+    STAMP_MD5,
+    STAMP_SOURCE_ETAG,
+    STAMP_SOURCE_SITE,
+    Conflict,
+)
+
+APP = "shop/web"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class Stored:
+    data: bytes
+    metadata: dict[str, str]
+    mtime: float
+    etag: str
+    simple: bool
+
+
+@dataclass
+class MemoryStore:
+    """An ObjectStore in memory. Objects above ``large`` bytes get a multipart-style ETag
+    (not their MD5), like S3 multipart uploads and Swift SLOs."""
+
+    region: str = "r"
+    large: int = 1 << 30
+    chunk: int = 4
+    now: float = 100.0
+    objects: dict[str, Stored] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    break_puts: int = 0
+    """The next puts that fail half-way through the body."""
+    corrupt_gets: set[str] = field(default_factory=set)
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
+        mtime: float | None = None,
+    ) -> None:
+        simple = len(data) <= self.large
+        etag = md5(data) if simple else md5(md5(data).encode()) + "-2"
+        self.objects[key] = Stored(
+            data, dict(metadata or {}), self.now if mtime is None else mtime, etag, simple
+        )
+
+    def count(self, op: str) -> int:
+        return sum(1 for o, _ in self.calls if o == op)
+
+    def info(self, key: str, *, headed: bool) -> ObjectInfo:
+        s = self.objects[key]
+        md5_ = md5(s.data) if s.simple else None
+        return ObjectInfo(
+            key,
+            len(s.data),
+            s.etag,
+            s.mtime,
+            dict(s.metadata) if headed else {},
+            md5_ if headed else None,
+        )
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        self.calls.append(("list", prefix))
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield self.info(key, headed=False)
+                await asyncio.sleep(0)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        self.calls.append(("head", key))
+        return self.info(key, headed=True) if key in self.objects else None
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        self.calls.append(("get", key))
+        if key not in self.objects:
+            raise KeyError(key)
+        data = self.objects[key].data
+        if key in self.corrupt_gets:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        for i in range(0, len(data), self.chunk):
+            yield data[i : i + self.chunk]
+            await asyncio.sleep(0)
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        *,
+        md5_hex: str | None = None,
+    ) -> ObjectInfo:
+        self.calls.append(("put", key))
+        body = b""
+        async for chunk in chunks:
+            body += chunk
+            check_size(len(body), size, complete=False)
+            if self.break_puts and len(body) > size // 2:
+                self.break_puts -= 1
+                raise ConnectionResetError("connection reset by peer")
+        check_size(len(body), size, complete=True)
+        check_digest(md5(body), md5_hex)
+        self.write(key, body, dict(metadata))
+        return self.info(key, headed=True)
+
+    async def delete(self, key: str) -> None:
+        self.calls.append(("delete", key))
+        self.objects.pop(key, None)
+
+
+class Reporter:
+    def __init__(self) -> None:
+        self.copies: list[int] = []
+        self.deletes = 0
+        self.failures: list[str] = []
+        self.conflicts: list[Conflict] = []
+
+    def copied(self, size: int) -> None:
+        self.copies.append(size)
+
+    def deleted(self) -> None:
+        self.deletes += 1
+
+    def failed(self, message: str) -> None:
+        self.failures.append(message)
+
+    def conflicted(self, conflicts: Sequence[Conflict]) -> None:
+        self.conflicts.extend(conflicts)
+
+
+def flow(
+    source: MemoryStore,
+    target: MemoryStore,
+    *,
+    epoch: int = 1,
+    since: float | None = None,
+    source_site: str = "use1",
+    target_site: str = "usw2",
+    reporter: Reporter | None = None,
+    current: bool = True,
+    held: str | None = None,
+    propagate_deletes: bool = False,
+) -> ObjectFlow:
+    return ObjectFlow(
+        FlowSettings(
+            app=APP,
+            dataset="photos",
+            epoch=epoch,
+            epoch_since=since,
+            checkpoint_interval=0,
+            propagate_deletes=propagate_deletes,
+        ),
+        Location(source_site, source),
+        Location(target_site, target),
+        reporter=reporter,
+        current=lambda: current,
+        held=lambda: held,
+        clock=lambda: 200.0,
+    )
+
+
+def user_keys(store: MemoryStore) -> list[str]:
+    return sorted(k for k in store.objects if not k.startswith(".lifeboat/"))
+
+
+async def test_a_pass_copies_stamped_verified_objects_and_the_next_reads_no_metadata() -> None:
+    east, west = MemoryStore(), MemoryStore(large=20)
+    for n in range(5):
+        east.write(f"img/{n}", f"picture {n}".encode() * (n + 1), {"owner": "ann", "bad_key": "x"})
+    reporter = Reporter()
+    f = flow(east, west, reporter=reporter)
+    assert await f.scan()
+
+    assert user_keys(west) == user_keys(east)
+    for key in user_keys(east):
+        copy = west.objects[key]
+        assert copy.data == east.objects[key].data
+        assert copy.metadata["owner"] == "ann" and "bad_key" not in copy.metadata  # portable only
+        assert copy.metadata[STAMP_EPOCH] == "1"
+        assert copy.metadata[STAMP_SOURCE_ETAG] == east.objects[key].etag
+        assert copy.metadata[STAMP_SOURCE_SITE] == "use1"
+        assert copy.metadata[STAMP_MD5] == md5(east.objects[key].data)
+    status = f.figures.status(200.0)
+    assert (status.pending_objects, status.copied_objects, status.errors) == (0, 5, 0)
+    assert status.rpo_seconds == 0.0 and status.last_sync_time is not None  # listed at t=200
+    assert reporter.copies == [len(east.objects[k].data) for k in user_keys(east)]
+    assert manifest_key("", APP, "photos") in west.objects  # the checkpoint
+
+    east.calls.clear()
+    west.calls.clear()
+    assert await f.scan()
+    # Large copies got other ETags than their sources, yet nothing is read again.
+    assert [op for op, _ in east.calls + west.calls] == ["list", "list"]
+
+
+async def test_a_restarted_flow_resumes_from_the_checkpoint_and_else_from_the_stamps() -> None:
+    east, west = MemoryStore(), MemoryStore(large=5)
+    for n in range(4):
+        east.write(f"k{n}", b"0123456789" * (n + 1))
+    assert await flow(east, west).scan()
+
+    east.calls.clear()
+    west.calls.clear()
+    assert await flow(east, west).scan()  # a new operator: reads the manifest, copies nothing
+    assert west.count("put") == 0 and west.count("head") == 0 and east.count("head") == 0
+
+    del west.objects[manifest_key("", APP, "photos")]  # checkpoint lost
+    west.calls.clear()
+    assert await flow(east, west).scan()
+    copies = [k for op, k in west.calls if op == "put" and not k.startswith(".lifeboat/")]
+    assert copies == []  # the stamps said they are in place
+    assert manifest_key("", APP, "photos") in west.objects  # and the checkpoint is back
+    assert west.count("head") == 4  # one HEAD per copy whose ETag differs, once
+
+
+async def test_an_interrupted_copy_leaves_nothing_visible_and_the_next_pass_completes() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("a", b"a" * 100)
+    east.write("b", b"b" * 100)
+    west.break_puts = 1
+    reporter = Reporter()
+    f = flow(east, west, reporter=reporter)
+    assert not await f.scan()
+    assert user_keys(west) == ["b"]  # "a" broke half-way: not there at all
+    status = f.figures.status(200.0)
+    assert (status.pending_objects, status.errors) == (1, 1)
+    assert "a: ConnectionResetError" in status.last_error
+    assert status.rpo_seconds == 100.0  # the change made at t=100 still waits
+    assert len(reporter.failures) == 1
+
+    assert await f.scan()
+    assert west.objects["a"].data == b"a" * 100
+    assert f.figures.status(200.0).pending_objects == 0
+    assert f.figures.last_error == ""
+
+
+async def test_a_corrupt_read_is_never_stored() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("a", b"precious bytes")
+    east.corrupt_gets.add("a")
+    f = flow(east, west)
+    assert not await f.scan()
+    assert "a" not in west.objects
+    assert "MD5" in f.figures.last_error
+
+
+async def test_deletes_follow_the_policy() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("gone", b"x")
+    east.write("kept", b"y")
+    assert await flow(east, west).scan()
+    del east.objects["gone"]
+    west.write("theirs", b"written at the destination long ago", mtime=1.0)
+
+    assert await flow(east, west).scan()  # Keep (default)
+    assert user_keys(west) == ["gone", "kept", "theirs"]
+
+    reporter = Reporter()
+    f = flow(east, west, propagate_deletes=True, reporter=reporter)
+    assert await f.scan()
+    # Our copy goes; what the app wrote there itself during this epoch is not ours to
+    # delete: kept, and reported.
+    assert user_keys(west) == ["kept", "theirs"]
+    assert reporter.deletes == 1 and f.figures.totals.deletes == 1
+    assert [c.key for c in reporter.conflicts] == ["theirs"]
+
+
+async def test_propagated_deletes_spare_what_the_app_wrote_there_during_this_epoch() -> None:
+    east, west = MemoryStore(), MemoryStore(now=1500.0)
+    west.write("split-brain", b"written at the standby after the failover")
+    reporter = Reporter()
+    f = flow(east, west, epoch=2, since=1000.0, propagate_deletes=True, reporter=reporter)
+    assert await f.scan()
+    assert "split-brain" in west.objects
+    assert [c.key for c in reporter.conflicts] == ["split-brain"]
+
+
+async def test_an_older_epoch_never_overwrites_a_newer_object_and_it_is_reported_once() -> None:
+    # Epoch 1: use1 -> usw2. Then a failover to usw2 (epoch 2, at t=1000).
+    use1, usw2 = MemoryStore(now=500.0), MemoryStore(now=500.0)
+    use1.write("doc", b"v1")
+    use1.write("tail", b"v1")
+    assert await flow(use1, usw2, epoch=1).scan()
+    use1.write("tail", b"v1 changed before the failover, never replicated", mtime=900.0)
+    use1.write("doc", b"v2 written at the old primary after the failover", mtime=1200.0)
+
+    reporter = Reporter()
+    back = flow(
+        usw2, use1, epoch=2, since=1000.0, source_site="usw2", target_site="use1", reporter=reporter
+    )
+    assert await back.scan()
+    assert use1.objects["doc"].data == b"v2 written at the old primary after the failover"
+    assert use1.objects["tail"].data == b"v1"  # the new primary's version wins over epoch 1
+    assert [c.key for c in reporter.conflicts] == ["doc"]
+    status = back.figures.status(2000.0)
+    assert (status.conflicts, status.pending_objects) == (1, 0)
+
+    assert await back.scan()
+    assert len(reporter.conflicts) == 1  # the same conflict is counted once
+    manifest = Manifest.decode(use1.objects[manifest_key("", APP, "photos")].data)
+    assert "doc" in manifest.conflicts
+    assert [(s.epoch, s.since, s.site) for s in manifest.history] == [
+        (1, 0.0, "use1"),
+        (2, 1000.0, "usw2"),
+    ]
+
+
+async def test_a_flow_whose_epoch_is_no_longer_current_writes_nothing() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("a", b"data")
+    f = flow(east, west, current=False)
+    assert not await f.scan()
+    assert west.count("put") == 0 and west.count("delete") == 0
+
+
+async def test_a_held_flow_sends_nothing_and_its_rpo_grows() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("a", b"data")
+    f = flow(east, west)
+    assert await f.scan()
+    east.calls.clear()
+    west.calls.clear()
+    held = flow(east, west, held="us-west-2 API plane Impaired")
+    held.figures = f.figures
+    assert not await held.scan()
+    assert east.calls == [] and west.calls == []
+    assert f.figures.blind and f.figures.last_error.startswith("paused: us-west-2")
+    assert f.figures.rpo(260.0) == 60.0  # nothing known since the listing at t=200
+
+
+async def test_change_notices_settle_keys_between_scans() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    f = flow(east, west, propagate_deletes=True)
+    assert await f.scan()
+    east.write("new", b"fresh", mtime=150.0)
+    f.notify("new", 150.0)
+    assert f.figures.status(200.0).rpo_seconds == 50.0  # pending since it was made
+    await f.settle_noticed()
+    assert f.figures.status(200.0).pending_objects == 0
+    assert west.objects["new"].data == b"fresh"
+    assert west.count("list") == 1  # no scan: two HEADs and the copy
+    del east.objects["new"]
+    f.notify("new", 190.0)
+    await f.settle_noticed()
+    assert "new" not in west.objects
+
+
+async def test_bandwidth_limit_paces_copies() -> None:
+    east, west = MemoryStore(chunk=1000), MemoryStore()
+    for n in range(4):
+        east.write(f"k{n}", bytes(100_000))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1, bandwidth=100_000, max_concurrency=1),
+        Location("use1", east),
+        Location("usw2", west),
+        sleep=sleep,
+        monotonic=lambda: sum(waits),  # time passes only while waiting
+    )
+    assert await f.scan()
+    # 400 kB at 100 kB/s with a 100 kB burst: 3 s of waiting, in many small waits.
+    assert sum(waits) == pytest.approx(3.0, abs=0.02)
+    assert len(waits) > 100
+
+
+async def test_prefixes_map_keys_and_reserved_keys_stay_home() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("app/a", b"1")
+    east.write("app/.lifeboat/replication/x/y/z.json", b"{}")
+    east.write("elsewhere", b"2")
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1),
+        Location("use1", east, "app/"),
+        Location("usw2", west, "mirror/"),
+    )
+    assert await f.scan()
+    assert user_keys(west) == ["mirror/.lifeboat/replication/shop/web/photos.json", "mirror/a"]
+
+
+@dataclass
+class FakeFeed:
+    region: str = "r"
+    waiting: list[ChangeMessage] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+
+    async def receive(self, max_messages: int = 10) -> list[ChangeMessage]:
+        got, self.waiting = self.waiting, []
+        return got
+
+    async def ack(self, receipts: Sequence[str]) -> None:
+        self.acked.extend(receipts)
+
+
+async def test_the_listener_hands_notices_of_its_bucket_and_prefix_to_every_flow() -> None:
+    east = MemoryStore()
+    targets = [MemoryStore(), MemoryStore()]
+    flows = [
+        ObjectFlow(
+            FlowSettings(app=APP, dataset="photos", epoch=1),
+            Location("use1", east, "app/"),
+            Location(site, target),
+        )
+        for site, target in zip(("usw2", "euc1"), targets, strict=True)
+    ]
+    for f in flows:
+        assert await f.scan()  # nothing yet; the manifests are loaded
+    east.write("app/a", b"new")
+    east.write("app/b", b"also new, but its notice names another bucket")
+    feed = FakeFeed(
+        waiting=[
+            ChangeMessage(
+                "r1",
+                (
+                    ObjectChange("bucket", "app/a", False, 10.0),
+                    ObjectChange("bucket", "app/.lifeboat/replication/x.json", False, 11.0),
+                    ObjectChange("other", "app/b", False, 12.0),
+                    ObjectChange("bucket", "outside", True, 13.0),
+                ),
+            ),
+            ChangeMessage("r2", ()),  # a test event
+        ]
+    )
+    listener = ChangeListener(feed, "bucket", "app/", flows)
+    assert await listener.poll() == 2
+    assert feed.acked == ["r1", "r2"]
+    for f, target in zip(flows, targets, strict=True):
+        assert f.figures.pending == {"a": (10.0, 0)}  # noticed: pending, counted in the RPO
+        assert f.figures.watched_at is not None
+        await f.settle_noticed()
+        assert user_keys(target) == ["a"]
+        assert f.figures.pending == {}
+    assert await listener.poll() == 0
+
+
+def test_history_used_for_unstamped_objects_comes_from_both_manifests() -> None:
+    # The flow's policy knows epochs from the source's and the destination's manifests.
+    async def run() -> EpochHistory:
+        use1, usw2 = MemoryStore(), MemoryStore()
+        old = Manifest(site="usw2", history=EpochHistory((EpochStart(1, 0.0, "use1"),)))
+        usw2.write(manifest_key("", APP, "photos"), old.encode(1.0))
+        f = flow(usw2, use1, epoch=2, since=1000.0, source_site="usw2", target_site="use1")
+        await f.scan()
+        return f.policy.history
+
+    history = asyncio.run(run())
+    assert [(s.epoch, s.site) for s in history] == [(1, "use1"), (2, "usw2")]

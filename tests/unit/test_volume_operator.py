@@ -1,0 +1,426 @@
+"""Volume replication and restores in the operator, against in-memory regions: what is
+called where, fencing when the epoch moves, restores that resume, figures."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import pytest
+
+from controller.api.models import ResilientAppSpec
+from controller.core import decide as core
+from controller.core import model as m
+from controller.core.apiplane import ApiPlaneState
+from controller.operator.kube import EventType, ObjectRef
+from controller.operator.volumes import CopyPending, VolumeReplication, VolumeRestorer
+from controller.providers.protocols import Snapshot, VolumeInfo
+from controller.replication import volumes as rv
+from tests.factories import app_spec
+
+REF = ObjectRef("ResilientApp", "resilientapps", "web", "shop", "uid-1")
+APP = "shop/web"
+EAST, WEST = "us-east-1", "us-west-2"
+_ids = itertools.count(1)
+State = Literal["pending", "completed", "error"]
+
+
+@dataclass
+class Region:
+    """One region's snapshots and volumes; every call is recorded."""
+
+    region: str
+    cloud: Cloud
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    volumes_made: dict[str, VolumeInfo] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    copy_state: State = "completed"
+    before_create: Callable[[], Awaitable[None]] | None = None
+
+    def _add(self, volume: str, tags: Mapping[str, str], state: State = "completed") -> Snapshot:
+        made = Snapshot(
+            f"snap-{next(_ids)}",
+            volume,
+            self.region,
+            state,
+            self.cloud.now,
+            8,
+            dict(tags),
+        )
+        self.snapshots[made.id] = made
+        return made
+
+    async def create(self, volume_id: str, tags: Mapping[str, str]) -> Snapshot:
+        self.calls.append(f"create {volume_id}")
+        if self.before_create is not None:
+            await self.before_create()
+        return self._add(volume_id, tags)
+
+    async def copy_from(self, snapshot: Snapshot, tags: Mapping[str, str]) -> Snapshot:
+        self.calls.append(f"copy {snapshot.id}")
+        return self._add(snapshot.volume_id, tags, self.copy_state)
+
+    async def get(self, snapshot_id: str) -> Snapshot | None:
+        return self.snapshots.get(snapshot_id)
+
+    async def delete(self, snapshot_id: str) -> None:
+        self.calls.append(f"delete {snapshot_id}")
+        self.snapshots.pop(snapshot_id, None)
+
+    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+        self.calls.append(f"restore {snapshot_id} {zone}")
+        volume = VolumeInfo(f"vol-{next(_ids)}", zone, "creating", snapshot_id, dict(tags))
+        self.volumes_made[volume.id] = volume
+        return volume.id
+
+    async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:
+        self.calls.append("volumes")
+        return [
+            v
+            for v in self.volumes_made.values()
+            if all(v.tags.get(k) == x for k, x in tags.items())
+        ]
+
+    def mutations(self) -> list[str]:
+        return [c for c in self.calls if c not in ("list", "volumes")]
+
+    async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
+        self.calls.append("list")
+        found = [
+            s for s in self.snapshots.values() if all(s.tags.get(k) == v for k, v in tags.items())
+        ]
+        return sorted(found, key=lambda s: (s.created_at, s.id), reverse=True)
+
+
+@dataclass
+class Cloud:
+    now: float = 1000.0
+    regions: dict[str, Region] = field(default_factory=dict)
+    planes: dict[str, ApiPlaneState] = field(default_factory=dict)
+
+    def region(self, name: str) -> Region:
+        return self.regions.setdefault(name, Region(name, self))
+
+    async def volume_snapshots(self, provider: str, region: str) -> Region:
+        return self.region(region)
+
+    async def api_plane(self, provider: str, region: str) -> ApiPlaneState:
+        return self.planes.get(region, ApiPlaneState.HEALTHY)
+
+    def explain(self, name: str, error: BaseException) -> str:
+        return f"{type(error).__name__}: {error}"
+
+
+class Events:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        raise AssertionError("not used")
+
+    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+        raise AssertionError("not used")
+
+    async def event(
+        self, ref: ObjectRef, type_: EventType, reason: str, message: str, action: str = ""
+    ) -> None:
+        self.events.append((type_, reason, message))
+
+
+def spec(retain: int = 2, volume_ids: tuple[str, ...] = ("vol-a", "vol-b")) -> ResilientAppSpec:
+    raw = app_spec()
+    raw["replication"] = {
+        "rpoTargetSeconds": 600,
+        "volumes": [
+            {
+                "name": "db",
+                "intervalSeconds": 60,
+                "retain": retain,
+                "locations": [
+                    {"site": "use1", "volumeIds": list(volume_ids)},
+                    {"site": "usw2"},
+                ],
+            }
+        ],
+    }
+    return ResilientAppSpec.model_validate(raw)
+
+
+SPEC = spec()
+
+
+def make(cloud: Cloud) -> tuple[VolumeReplication, Events]:
+    events = Events()
+    replication = VolumeReplication(REF, cloud, events, clock=lambda: cloud.now, background=False)
+    return replication, events
+
+
+async def keep_up(
+    replication: VolumeReplication, state: m.AppState, app: ResilientAppSpec = SPEC
+) -> None:
+    replication.follow(state)
+    await replication.sync(app, state.active_site, state.epoch, None)
+
+
+def failed_over(epoch: int = 2) -> m.AppState:
+    """usw2 active after a failover from use1 whose restore is not done yet."""
+    record = m.FailoverRecord(epoch, "use1", "usw2", "test", 0.0, None)
+    return m.AppState(active_site="usw2", epoch=epoch, last_failover=record)
+
+
+# --------------------------------------------------------------------------- replication
+
+
+async def test_snapshots_are_taken_copied_and_pruned_on_schedule() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    state = m.AppState(active_site="use1")
+    await keep_up(replication, state)
+    (entry,) = replication.figures()  # reported from the first sync on, unmeasured
+    assert (entry.kind, entry.source, entry.destination, entry.rpo_seconds) == (
+        "Volumes",
+        "use1",
+        "usw2",
+        None,
+    )
+    await replication.pass_once()
+    east, west = cloud.region(EAST), cloud.region(WEST)
+    assert east.mutations() == ["create vol-a", "create vol-b"]
+    await replication.pass_once()
+    assert sorted(west.mutations()) == sorted(f"copy {s}" for s in east.snapshots)
+    for _ in range(4):
+        cloud.now += 61
+        await replication.pass_once()  # snapshots
+        await replication.pass_once()  # copies
+    await replication.pass_once()  # prunes what the last copies pushed out
+    assert west.calls and all(c.startswith(("list", "copy", "delete")) for c in west.calls)
+    for region in (east, west):
+        per_volume = {
+            v: [s for s in region.snapshots.values() if s.volume_id == v]
+            for v in ("vol-a", "vol-b")
+        }
+        assert all(len(items) == 2 for items in per_volume.values()), region.region  # retain 2
+    (entry,) = replication.figures()
+    assert entry.rpo_seconds == 0.0 and entry.pending_objects == 0
+    assert entry.copied_objects == 10 and entry.errors == 0
+    assert entry.newest_copy_time is not None and entry.last_sync_time is not None
+    for copy in west.snapshots.values():
+        assert copy.tags[rv.TAG_KIND] == "copy" and copy.tags[rv.TAG_SITE] == "usw2"
+
+
+async def test_an_impaired_region_is_not_called_and_its_rpo_grows() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    await keep_up(replication, m.AppState(active_site="use1"))
+    for _ in range(3):  # snapshot, copy, see the copy
+        await replication.pass_once()
+    cloud.planes[WEST] = ApiPlaneState.IMPAIRED
+    before = list(cloud.region(WEST).calls)
+    cloud.now += 300
+    await replication.pass_once()
+    assert cloud.region(WEST).calls == before  # not even a listing
+    (entry,) = replication.figures()
+    assert entry.rpo_seconds == 300.0
+    assert "API plane Impaired" in entry.last_error
+
+
+async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    await keep_up(replication, m.AppState(active_site="use1"))
+    await replication.pass_once()
+    await replication.pass_once()
+    state = failed_over()
+    await keep_up(replication, state)
+    (entry,) = replication.figures()
+    assert (entry.source, entry.destination, entry.epoch) == ("usw2", "use1", 2)
+    east, west = cloud.region(EAST), cloud.region(WEST)
+    east.calls.clear()
+    west.calls.clear()
+    cloud.now += 600
+    await replication.pass_once()
+    assert east.mutations() == [] and west.mutations() == []  # a restore is due: hands off
+    (entry,) = replication.figures()
+    assert entry.rpo_seconds is None and "waiting for the volume restore" in entry.last_error
+
+    restore = core.desired_restore(state, SPEC)
+    assert restore is not None
+    outcome = await VolumeRestorer(cloud).restore(APP, restore, SPEC, state.restores)
+    assert len(outcome.volumes) == 2 and not east.mutations()  # nothing asked of use1
+    state = core.complete(state, restore, cloud.now, restored=outcome.volumes)
+    west.calls.clear()
+    await keep_up(replication, state)
+    await replication.pass_once()
+    restored_ids = sorted(v.volume_id for v in outcome.volumes)
+    assert sorted(west.mutations()) == sorted(f"create {v}" for v in restored_ids)
+    await replication.pass_once()
+    copies = [s for s in east.snapshots.values() if s.tags.get(rv.TAG_EPOCH) == "2"]
+    assert {s.tags[rv.TAG_VOLUME] for s in copies} == {"vol-a", "vol-b"}  # keys kept
+    assert {s.tags[rv.TAG_ORIGIN] for s in copies} == {"usw2"}
+    (entry,) = replication.figures()
+    assert entry.rpo_seconds == 600.0  # use1 holds its own epoch-1 data from t=1000
+    await replication.pass_once()
+    (entry,) = replication.figures()
+    assert entry.rpo_seconds == 0.0 and entry.pending_objects == 0 and entry.last_error == ""
+
+
+async def test_a_pass_stops_calling_as_soon_as_the_epoch_moves() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    await keep_up(replication, m.AppState(active_site="use1"))
+
+    async def failover_now() -> None:
+        await keep_up(replication, failed_over())
+
+    cloud.region(EAST).before_create = failover_now
+    await replication.pass_once()
+    assert cloud.region(EAST).mutations() == ["create vol-a"]  # vol-b is never snapshotted
+
+
+async def test_failures_are_counted_reported_once_and_retried() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    await keep_up(replication, m.AppState(active_site="use1"))
+    await replication.pass_once()
+
+    async def broken(snapshot: Snapshot, tags: Mapping[str, str]) -> Snapshot:
+        raise ConnectionError("reset by peer")
+
+    cloud.region(WEST).copy_from = broken  # type: ignore[method-assign]
+    await replication.pass_once()
+    await replication.pass_once()
+    (entry,) = replication.figures()
+    assert entry.errors == 4  # two volumes, two passes
+    assert "ConnectionError: reset by peer" in entry.last_error
+    assert [r for _, r, _ in events.events] == ["VolumeCopyFailed"]
+
+
+async def test_datasets_leaving_the_spec_leave_the_figures() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    await keep_up(replication, m.AppState(active_site="use1"))
+    assert replication.figures()
+    bare = ResilientAppSpec.model_validate(app_spec())
+    await keep_up(replication, m.AppState(active_site="use1"), bare)
+    assert replication.figures() == []
+
+
+# --------------------------------------------------------------------------- restores
+
+
+def seeded(cloud: Cloud, *, pending: bool = False) -> None:
+    """use1 replicated vol-a (twice) and vol-b to usw2 under epoch 1."""
+    scope = rv.Scope(APP, "db", "use1", 1)
+    for volume, taken in (("vol-a", 100.0), ("vol-a", 200.0), ("vol-b", 150.0)):
+        source = Snapshot(
+            f"src-{volume}-{taken}",
+            volume,
+            EAST,
+            "completed",
+            taken,
+            8,
+            scope.snapshot_tags(rv.SourceVolume(volume, volume)),
+        )
+        held = rv.holding(source)
+        assert held is not None
+        copy = Snapshot(
+            f"copy-{volume}-{taken}",
+            volume,
+            WEST,
+            "pending" if pending and volume == "vol-b" else "completed",
+            taken + 5,
+            8,
+            scope.copy_tags(held, "usw2"),
+        )
+        cloud.region(WEST).snapshots[copy.id] = copy
+
+
+async def test_a_restore_uses_the_newest_copies_spread_over_the_zones() -> None:
+    cloud = Cloud()
+    seeded(cloud)
+    state = failed_over()
+    action = core.desired_restore(state, SPEC)
+    assert action is not None
+    outcome = await VolumeRestorer(cloud).restore(APP, action, SPEC, state.restores)
+    made = {v.volume: (v.snapshot_id, v.zone, v.snapshot_time) for v in outcome.volumes}
+    assert made == {
+        "vol-a": ("copy-vol-a-200.0", "us-west-2a", 200.0),
+        "vol-b": ("copy-vol-b-150.0", "us-west-2b", 150.0),
+    }
+    assert outcome.missing == () and outcome.made == 2
+    volume = cloud.region(WEST).volumes_made[outcome.volumes[0].volume_id]
+    assert volume.tags[rv.TAG_RESTORED_FOR] == "usw2/2"
+    assert cloud.region(EAST).calls == []  # static stability
+
+
+async def test_a_repeated_restore_finds_what_it_made() -> None:
+    cloud = Cloud()
+    seeded(cloud)
+    state = failed_over()
+    action = core.desired_restore(state, SPEC)
+    assert action is not None
+    restorer = VolumeRestorer(cloud)
+    first = await restorer.restore(APP, action, SPEC, state.restores)
+    again = await restorer.restore(
+        APP, replace(action, zones=("us-west-2b",)), SPEC, state.restores
+    )
+    assert again.volumes == first.volumes and again.made == 0
+    assert len(cloud.region(WEST).volumes_made) == 2
+    later = await restorer.restore(APP, replace(action, epoch=4), SPEC, state.restores)
+    assert later.made == 2  # another failover, other volumes
+
+
+async def test_a_restore_waits_for_a_copy_in_flight_and_reports_missing_ones() -> None:
+    cloud = Cloud()
+    seeded(cloud, pending=True)
+    state = failed_over()
+    action = core.desired_restore(state, SPEC)
+    assert action is not None
+    restorer = VolumeRestorer(cloud)
+    with pytest.raises(CopyPending, match="db/vol-b"):
+        await restorer.restore(APP, action, SPEC, state.restores)
+    bigger = spec(volume_ids=("vol-a", "vol-c"))
+    outcome = await restorer.restore(APP, action, bigger, state.restores)
+    assert outcome.missing == ("db/vol-c",)
+    assert [v.volume for v in outcome.volumes] == ["vol-a"]  # made by the first call
+
+
+async def test_a_failback_restores_the_volumes_the_last_restore_made() -> None:
+    """At failback the protected volumes are the ones the previous failover restored."""
+    cloud = Cloud()
+    seeded(cloud)
+    first = failed_over()
+    action = core.desired_restore(first, SPEC)
+    assert action is not None
+    outcome = await VolumeRestorer(cloud).restore(APP, action, SPEC, first.restores)
+    state = core.complete(first, action, 1.0, restored=outcome.volumes)
+    back = m.AppState(
+        active_site="use1",
+        epoch=3,
+        last_failover=m.FailoverRecord(3, "usw2", "use1", "back", 2.0, None),
+        restores=state.restores,
+    )
+    scope = rv.Scope(APP, "db", "usw2", 2)
+    for v in outcome.volumes:
+        made = Snapshot(
+            f"s-{v.volume}",
+            v.volume_id,
+            WEST,
+            "completed",
+            500.0,
+            8,
+            scope.snapshot_tags(rv.SourceVolume(v.volume, v.volume_id)),
+        )
+        held = rv.holding(made)
+        assert held is not None
+        copy = replace(made, id=f"c-{v.volume}", region=EAST, tags=scope.copy_tags(held, "use1"))
+        cloud.region(EAST).snapshots[copy.id] = copy
+    action = core.desired_restore(back, SPEC)
+    assert action is not None and action.from_site == "usw2"
+    result = await VolumeRestorer(cloud).restore(APP, action, SPEC, back.restores)
+    assert {v.volume: v.snapshot_id for v in result.volumes} == {
+        "vol-a": "c-vol-a",
+        "vol-b": "c-vol-b",
+    }
