@@ -11,12 +11,24 @@ the default process collectors do not collide.
 from __future__ import annotations
 
 import contextlib
+import typing
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
+from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
-from controller.core.health import ZoneState
+from controller.core.health import ZoneKey, ZoneState
+from controller.core.model import (
+    Action,
+    AppState,
+    Decision,
+    NoteKind,
+    Phase,
+    RegionKey,
+    Situation,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -203,8 +215,98 @@ REPLICATION_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
+# ------------------------------------------------------------- decisions and controller
+APP_PHASES = (*(p.value for p in Phase), "Invalid")
+APP_PHASE = Gauge(
+    "lifeboat_app_phase",
+    "1 for the app's current phase (Pending, Healthy, Degraded, Frozen, FailingOver, Down, "
+    "Invalid), 0 for the others.",
+    ["namespace", "app", "phase"],
+    registry=REGISTRY,
+)
+DECISIONS = Counter(
+    "lifeboat_decisions_total",
+    "Decision rounds, by the rule that decided (steady, lone-zone-failure, cascade, ...) and "
+    "what came of it (failover, evacuation, restore, recommended, held, refused, none).",
+    ["namespace", "app", "rule", "outcome"],
+    registry=REGISTRY,
+)
+LAST_FAILOVER_TIMESTAMP = Gauge(
+    "lifeboat_last_failover_timestamp_seconds",
+    "Unix time the latest failover (or failback) was decided; 0 if there was none.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+ACTIONS_PENDING = Gauge(
+    "lifeboat_actions_pending",
+    "Actions due (DNS, capacity, volume restores) and not yet carried out, the running "
+    "one included.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+ACTIONS_HELD = Gauge(
+    "lifeboat_actions_held",
+    "Actions withheld because their region's API plane is Impaired (static stability).",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+ACTION_FAILURES = Counter(
+    "lifeboat_action_failures_total",
+    "Actions that failed (and will be retried), by kind (ShiftTraffic, SetCapacity, ...).",
+    ["namespace", "app", "kind"],
+    registry=REGISTRY,
+)
+HEALTHY_STANDBY_SITES = Gauge(
+    "lifeboat_app_healthy_standby_sites",
+    "Sites other than the active one that qualify as failover targets now (enough Healthy "
+    "zones, API plane not Impaired).",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+STANDBY_SITES = Gauge(
+    "lifeboat_app_standby_sites",
+    "Sites other than the active one declared in the app's spec.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+PROBE_INTERVAL = Gauge(
+    "lifeboat_app_probe_interval_seconds",
+    "The app's health.intervalSeconds: the period of its probe-decide-act rounds.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+LAST_RECONCILE = Gauge(
+    "lifeboat_last_reconcile_timestamp_seconds",
+    "Unix time the app's latest probe-decide-act round completed.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+RECONCILE_ROUNDS = Counter(
+    "lifeboat_reconcile_rounds_total",
+    "Rounds completed (apps: probe-decide-act rounds; providers: checks), by resource kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "lifeboat_leader",
+    "1 while this instance acts (holds the leader Lease, or runs without leader election), "
+    "0 while it waits as a standby.",
+    registry=REGISTRY,
+)
+
 for _kind in ("ResilientApp", "CloudProvider"):
     RECONCILE_ERRORS.labels(kind=_kind)
+    RECONCILE_ROUNDS.labels(kind=_kind)
+LEADER.set(0)
+
+# Decisions whose counters alert rules watch with increase(): created at 0 with the app so
+# that a one-off decision (a cascade failed over at once) is not lost as a first sample.
+_WATCHED_DECISIONS = tuple(
+    (rule, outcome)
+    for rule in (Situation.SITE_DOWN, Situation.MULTI_ZONE, Situation.CASCADE)
+    for outcome in ("failover", "held", "recommended")
+)
+ACTION_KINDS = tuple(kind.kind for kind in typing.get_args(Action))
 
 
 def set_zone_state(namespace: str, app: str, site: str, zone: str, state: ZoneState) -> None:
@@ -227,6 +329,87 @@ def set_api_plane(
     API_PLANE_LATENCY_P99.labels(provider, region).set(health.figures.p99 or 0.0)
     RETRY_BUDGET.labels(provider, region).set(retry_tokens)
     CALLS_REFUSED.labels(provider, region).set(refused)
+
+
+def set_app_phase(namespace: str, app: str, phase: str) -> None:
+    """Export the app's phase (every phase series exists, exactly one is 1)."""
+    for candidate in APP_PHASES:
+        APP_PHASE.labels(namespace, app, candidate).set(1 if candidate == phase else 0)
+
+
+def decision_outcome(decision: Decision) -> tuple[str, str]:
+    """The rule that decided and what came of it, as ``lifeboat_decisions_total`` counts them.
+
+    The rule is the trace's, without the ``-held`` suffix (a held failover counts under the
+    rule that called for it, with the outcome ``held``). Outcomes: ``failover`` (or
+    failback) started, zonal ``evacuation``, evacuated zones' ``restore``, ``held``,
+    ``refused`` (a user request), ``recommended`` (waiting for approval, or Observe mode),
+    ``none``.
+    """
+    rule = decision.trace.rule
+    held = rule.endswith("-held")
+    rule = rule.removesuffix("-held")
+    kinds = {note.kind for note in decision.notes}
+    if kinds & {NoteKind.FAILOVER, NoteKind.FAILBACK}:
+        return rule, "failover"
+    if NoteKind.EVACUATION in kinds:
+        return rule, "evacuation"
+    if NoteKind.ZONE_RESTORED in kinds:
+        return rule, "restore"
+    if held:
+        return rule, "held"
+    if rule == "request-refused":
+        return rule, "refused"
+    quiet = {Situation.STEADY, Situation.NOISY, Situation.API_PLANE_ONLY}
+    if decision.state.recommendation is not None and rule not in quiet:
+        return rule, "recommended"
+    return rule, "none"
+
+
+def record_decision(namespace: str, app: str, decision: Decision) -> None:
+    """Count one decision round."""
+    DECISIONS.labels(namespace, app, *decision_outcome(decision)).inc()
+
+
+def start_app(namespace: str, app: str, sites: Iterable[str]) -> None:
+    """Create the app's event series at 0 before anything happens to it (idempotent).
+
+    ``increase()`` in alert rules only sees a counter rise between two samples: a series
+    born at 1 would hide the first failover. Every ordered pair of ``sites`` gets its
+    failover counter; the phase starts as Pending, with no failover on record.
+    """
+    names = list(sites)
+    for from_site in names:
+        for to_site in names:
+            if from_site != to_site:
+                FAILOVERS.labels(namespace, app, from_site, to_site)
+    for rule, outcome in _WATCHED_DECISIONS:
+        DECISIONS.labels(namespace, app, rule.value, outcome)
+    for kind in ACTION_KINDS:
+        ACTION_FAILURES.labels(namespace, app, kind)
+    TRAFFIC_SHIFT_ERRORS.labels(namespace, app)
+    if not _series_of(APP_PHASE, namespace, app):
+        set_app_phase(namespace, app, Phase.PENDING.value)
+    for gauge in (LAST_FAILOVER_TIMESTAMP, ACTIONS_PENDING, ACTIONS_HELD):
+        gauge.labels(namespace, app)
+
+
+def qualified_standbys(
+    state: AppState, spec: ResilientAppSpec, api_planes: Mapping[RegionKey, ApiPlaneState]
+) -> int:
+    """Sites other than the active one that a failover could go to now: at least
+    ``failover.minHealthyTargetZones`` Healthy zones and an API plane not Impaired (the
+    decision core's own test for a target, without user preferences)."""
+    wanted = spec.failover.min_healthy_target_zones
+    fit = 0
+    for site in spec.sites:
+        if site.name == state.active_site:
+            continue
+        if api_planes.get((site.provider, site.region)) is ApiPlaneState.IMPAIRED:
+            continue
+        healthy = sum(1 for z in site.zones if state.zone(ZoneKey(site.name, z)).healthy)
+        fit += healthy >= wanted
+    return fit
 
 
 def forget_provider(provider: str) -> None:
@@ -261,6 +444,32 @@ def forget_zone(namespace: str, app: str, site: str, zone: str) -> None:
 def forget_site(namespace: str, app: str, site: str) -> None:
     """Drop a site's series when it leaves the app's spec."""
     _remove(ACTIVE_SITE, namespace, app, site)
+    for labels in _series_of(FAILOVERS, namespace, app):
+        if site in labels[2:4]:
+            FAILOVERS.remove(*labels)
+
+
+def forget_replication(namespace: str, app: str, dataset: str, destination: str) -> None:
+    """Drop the series of a replication flow that no longer exists (its dataset left the
+    spec, or a failover made its destination the source). The dataset's RPO target goes
+    with the dataset: ``forget_replication_target``."""
+    for metric in (
+        REPLICATION_PENDING_OBJECTS,
+        REPLICATION_PENDING_BYTES,
+        REPLICATION_RPO,
+        REPLICATION_BYTES,
+        REPLICATION_OBJECTS,
+        REPLICATION_DELETES,
+        REPLICATION_ERRORS,
+        REPLICATION_CONFLICTS,
+        REPLICATION_LAST_SUCCESS,
+    ):
+        _remove(metric, namespace, app, dataset, destination)
+
+
+def forget_replication_target(namespace: str, app: str, dataset: str) -> None:
+    """Drop a dataset's RPO target series when the dataset leaves the spec."""
+    _remove(REPLICATION_RPO_TARGET, namespace, app, dataset)
 
 
 def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
@@ -290,6 +499,16 @@ def forget_app(namespace: str, app: str) -> None:
         REPLICATION_ERRORS,
         REPLICATION_CONFLICTS,
         REPLICATION_LAST_SUCCESS,
+        APP_PHASE,
+        DECISIONS,
+        LAST_FAILOVER_TIMESTAMP,
+        ACTIONS_PENDING,
+        ACTIONS_HELD,
+        ACTION_FAILURES,
+        HEALTHY_STANDBY_SITES,
+        STANDBY_SITES,
+        PROBE_INTERVAL,
+        LAST_RECONCILE,
     )
     for metric in per_app:
         for labels in _series_of(metric, namespace, app):

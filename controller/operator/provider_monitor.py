@@ -73,6 +73,7 @@ class ProviderMonitor:
     async def _guarded(self, info: ProviderInfo) -> None:
         try:
             await self.check(info)
+            metrics.RECONCILE_ROUNDS.labels(kind="CloudProvider").inc()
         except Exception:
             metrics.RECONCILE_ERRORS.labels(kind="CloudProvider").inc()
             log.exception("CloudProvider %s: check failed", info.name)

@@ -1,0 +1,156 @@
+"""promtool from Debian's package and the dashboard linter from its Go module, with stand-in
+``go``, ``apt-get``, ``apt-cache`` and ``dpkg-deb`` commands that record what they are asked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from controller.cli.main import main
+from controller.sandbox import tools
+
+FAKE_GO = r"""#!/bin/sh
+# Record each call (args, and go.sum when resolving); "build -o OUT" makes a runnable OUT.
+printf '%s\n' "$*" >> "$CALLS"
+case "$1" in
+  get) cat go.sum > "$CALLS.gosum" 2>/dev/null || true ;;
+  build)
+    while [ "$#" -gt 0 ]; do
+      if [ "$1" = "-o" ]; then printf '#!/bin/sh\nexit 0\n' > "$2"; chmod +x "$2"; fi
+      shift
+    done ;;
+esac
+exit 0
+"""
+
+FAKE_APT_CACHE = r"""#!/bin/sh
+printf 'apt-cache %s\n' "$*" >> "$CALLS"
+if [ -f "$STATE/updated" ] || [ -z "$NEEDS_UPDATE" ]; then
+  printf 'prometheus:\n  Installed: (none)\n  Candidate: 2.42.0+ds-5\n'
+else
+  printf 'prometheus:\n  Installed: (none)\n  Candidate: (none)\n'
+fi
+"""
+
+FAKE_APT_GET = r"""#!/bin/sh
+printf 'apt-get %s\n' "$*" >> "$CALLS"
+case "$1" in
+  update) touch "$STATE/updated" ;;
+  download) printf 'deb' > prometheus_2.42.0+ds-5_amd64.deb ;;
+esac
+"""
+
+FAKE_DPKG_DEB = r"""#!/bin/sh
+printf 'dpkg-deb %s\n' "$*" >> "$CALLS"
+mkdir -p "$3/usr/bin"
+printf '#!/bin/sh\necho "promtool, version 2.42.0+ds"\n' > "$3/usr/bin/promtool"
+chmod +x "$3/usr/bin/promtool"
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stand-in commands on PATH, the cache in tmp_path; the file recording the calls."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, script in (
+        ("go", FAKE_GO),
+        ("apt-cache", FAKE_APT_CACHE),
+        ("apt-get", FAKE_APT_GET),
+        ("dpkg-deb", FAKE_DPKG_DEB),
+    ):
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("CALLS", str(calls))
+    monkeypatch.setenv("STATE", str(state))
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROMTOOL", raising=False)
+    monkeypatch.delenv("NEEDS_UPDATE", raising=False)
+    return calls
+
+
+def calls_of(calls: Path) -> list[str]:
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_pinned_sums_are_in_go_sum_before_the_module_is_resolved(world: Path) -> None:
+    sums = ("example.com/x v1.0.0 h1:abc=", "example.com/x v1.0.0/go.mod h1:def=")
+    path = tools.ensure_go_tool("example.com/x/cmd/x", "v1.0.0", "x", check=(), sums=sums)
+    assert os.access(path, os.X_OK)
+    assert Path(f"{world}.gosum").read_text().splitlines() == list(sums)
+    assert [c.split()[0] for c in calls_of(world)] == ["mod", "get", "build"]
+
+
+def test_the_dashboard_linter_is_built_once_from_its_pinned_module(world: Path) -> None:
+    first = tools.ensure_dashboard_linter()
+    assert first.name == "dashboard-linter"
+    assert f"get {tools.DASHBOARD_LINTER_PACKAGE}@{tools.DASHBOARD_LINTER_VERSION}" in calls_of(
+        world
+    )
+    assert Path(f"{world}.gosum").read_text().splitlines() == list(tools.DASHBOARD_LINTER_SUMS)
+    built = len(calls_of(world))
+    assert tools.ensure_dashboard_linter() == first
+    assert len(calls_of(world)) == built  # cached: go is not run again
+
+
+def test_promtool_is_extracted_from_the_debian_package_once(world: Path) -> None:
+    path = tools.ensure_promtool()
+    assert path == tools.tools_dir() / "promtool-2.42.0+ds-5" / "promtool"
+    assert os.access(path, os.X_OK)
+    assert "apt-get download prometheus=2.42.0+ds-5" in calls_of(world)
+    assert list(path.parent.iterdir()) == [path]  # the binary only, not the whole package
+    downloads = sum("download" in c for c in calls_of(world))
+    assert tools.ensure_promtool() == path
+    assert sum("download" in c for c in calls_of(world)) == downloads
+
+
+def test_without_package_lists_apt_is_updated_first(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEEDS_UPDATE", "1")
+    assert tools.ensure_promtool().is_file()
+    assert "apt-get update -qq" in calls_of(world)
+
+
+def test_promtool_from_the_environment_wins(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "my-promtool"
+    mine.write_text("#!/bin/sh\n")
+    mine.chmod(0o755)
+    monkeypatch.setenv("PROMTOOL", str(mine))
+    assert tools.ensure_promtool() == mine
+    assert calls_of(world) == []
+    monkeypatch.setenv("PROMTOOL", str(tmp_path / "nothing"))
+    with pytest.raises(tools.ToolError, match="not an executable"):
+        tools.ensure_promtool()
+
+
+@pytest.mark.parametrize(
+    ("policy", "version"),
+    [
+        (
+            "prometheus:\n  Installed: (none)\n  Candidate: 2.42.0+ds-5+deb12u1\n",
+            "2.42.0+ds-5+deb12u1",
+        ),
+        ("prometheus:\n  Installed: 1:2.0\n  Candidate: 1:2.1\n", "1:2.1"),
+        ("prometheus:\n  Installed: (none)\n  Candidate: (none)\n", None),
+        ("", None),
+    ],
+)
+def test_debian_candidate_version(policy: str, version: str | None) -> None:
+    assert tools.debian_candidate_version(policy) == version
+
+
+def test_lifeboat_sandbox_tools_prints_where_they_are(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sandbox", "tools"]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert set(printed) == {"promtool", "dashboard-linter"}
+    assert all(os.access(p, os.X_OK) for p in printed.values())
