@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.cloud",
     "tests.fixtures.world",
     "tests.fixtures.openstack",
+    "tests.fixtures.helm",
+    "tests.fixtures.monitoring",
 ]

@@ -1,11 +1,18 @@
-"""User commands against a cluster: explain, failover, failback, approve, pin, unpin.
+"""User commands against a cluster: status, explain, failover, failback, approve, pin, unpin.
 
-They talk to the Kubernetes API only (never to a cloud): they read a ResilientApp's status
+They talk to the Kubernetes API only (never to a cloud): they read ResilientApps' status
 and Events, and they ask the operator for something by annotating the app, then wait for
 the operator's answer in the status. The same code serves ``lifeboat ...`` and the kubectl
-plugin.
+plugin (``kubectl lifeboat ...``).
 
-Exit codes: 0 done/accepted, 1 refused or failed, 2 usage error, 3 no answer in time.
+Exit codes:
+
+* 0: done, or accepted by the operator;
+* 1: refused (by the operator's safety checks, or by the API server: forbidden) or failed;
+* 2: usage error (bad arguments, a site the app does not have);
+* 3: not found (the app, or the ResilientApp CRD) or the cluster cannot be reached
+  (no kubeconfig, connection refused, credentials rejected);
+* 4: no answer from the operator in time (is it running?).
 """
 
 from __future__ import annotations
@@ -14,19 +21,27 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import kubernetes.client
+import kubernetes.config
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from controller.api.models import GROUP, VERSION
 from controller.operator.app import APPROVE_ANNOTATION, PIN_ANNOTATION, REQUEST_ANNOTATION
 from controller.operator.kubeconfig import KubeConfigError, load
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_UNREACHABLE = EXIT_NOT_FOUND
 PLURAL = "resilientapps"
+_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+T = TypeVar("T")
 
 
 class CommandError(RuntimeError):
@@ -37,54 +52,348 @@ class CommandError(RuntimeError):
         self.code = code
 
 
+def default_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace kubectl would use: the context's, in a pod its own, else ``default``."""
+    try:
+        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+    except (kubernetes.config.ConfigException, OSError, TypeError):
+        if _IN_CLUSTER_NAMESPACE.is_file():
+            return _IN_CLUSTER_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(namespace) if namespace else "default"
+
+
 @dataclass
 class Cluster:
     api: kubernetes.client.ApiClient
+    namespace: str = "default"
+    """The default namespace (the kubeconfig context's)."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None) -> Cluster:
         try:
-            return cls(kubernetes.client.ApiClient(load(kubeconfig, context)))
+            configuration = load(kubeconfig, context)
         except KubeConfigError as error:
-            raise CommandError(str(error), EXIT_USAGE) from None
+            raise CommandError(str(error), EXIT_UNREACHABLE) from None
+        # Fail fast when the API server is down instead of retrying for minutes.
+        configuration.retries = 0
+        return cls(
+            kubernetes.client.ApiClient(configuration), default_namespace(kubeconfig, context)
+        )
 
     @property
     def custom(self) -> kubernetes.client.CustomObjectsApi:
         return kubernetes.client.CustomObjectsApi(self.api)
 
-    def app(self, namespace: str, name: str) -> dict[str, Any]:
+    def call(self, what: str, function: Callable[[], T], *, missing: str | None = None) -> T:
+        """``function()``, its failures turned into CommandErrors with the right exit code."""
         try:
-            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return function()
         except ApiException as error:
-            if error.status == 404:
-                raise CommandError(f"ResilientApp {namespace}/{name} not found") from None
+            raise self._api_error(what, error, missing) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
             raise CommandError(
-                f"cannot read ResilientApp {namespace}/{name}: {error.reason}"
+                f"cannot reach the cluster at {self.api.configuration.host}: {_reason(error)}",
+                EXIT_UNREACHABLE,
             ) from None
+
+    def _api_error(self, what: str, error: ApiException, missing: str | None) -> CommandError:
+        detail = _api_message(error)
+        if error.status == 404:
+            return CommandError(missing or f"cannot {what}: not found ({detail})", EXIT_NOT_FOUND)
+        if error.status == 401:
+            return CommandError(
+                f"cannot {what}: the cluster rejected the credentials ({detail})",
+                EXIT_UNREACHABLE,
+            )
+        if error.status == 403:
+            return CommandError(f"cannot {what}: forbidden: {detail}", EXIT_REFUSED)
+        if not error.status:
+            return CommandError(
+                f"cannot reach the cluster at {self.api.configuration.host}: {detail}",
+                EXIT_UNREACHABLE,
+            )
+        return CommandError(f"cannot {what}: {detail}", EXIT_REFUSED)
+
+    def app(self, namespace: str, name: str) -> dict[str, Any]:
+        body = self.call(
+            f"read ResilientApp {namespace}/{name}",
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            ),
+            missing=f"ResilientApp {namespace}/{name} not found",
+        )
         assert isinstance(body, dict)
         return body
 
+    def apps(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The ResilientApps of ``namespace`` (None: of every namespace)."""
+        missing = (
+            f"the ResilientApp API ({PLURAL}.{GROUP}/{VERSION}) is not installed in this "
+            "cluster: install Lifeboat's CRDs first"
+        )
+        if namespace is None:
+            listing = self.call(
+                "list ResilientApps in all namespaces",
+                lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL),
+                missing=missing,
+            )
+        else:
+            listing = self.call(
+                f"list ResilientApps in namespace {namespace}",
+                lambda: self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL
+                ),
+                missing=missing,
+            )
+        items = listing.get("items", []) if isinstance(listing, dict) else []
+        return sorted(
+            items,
+            key=lambda a: (a["metadata"].get("namespace", ""), a["metadata"]["name"]),
+        )
+
     def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         patch = {"metadata": {"annotations": annotations}}
-        try:
-            self.custom.patch_namespaced_custom_object(
+        self.call(
+            f"annotate ResilientApp {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, patch
-            )
-        except ApiException as error:
-            raise CommandError(f"cannot annotate {namespace}/{name}: {error.reason}") from None
+            ),
+            missing=f"ResilientApp {namespace}/{name} not found",
+        )
 
     def events(self, namespace: str, name: str, limit: int = 15) -> list[Any]:
-        listing = kubernetes.client.CoreV1Api(self.api).list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=ResilientApp"
+        listing = self.call(
+            f"list the Events of {namespace}/{name}",
+            lambda: kubernetes.client.CoreV1Api(self.api).list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.name={name},involvedObject.kind=ResilientApp",
+            ),
         )
         items = sorted(listing.items, key=lambda e: e.last_timestamp or e.event_time or 0)
         return items[-limit:]
 
 
+def _api_message(error: ApiException) -> str:
+    """The API server's own message (its Status body), else the HTTP reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(error.reason or f"HTTP {error.status}")
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause of a connection failure, without urllib3's wrapping."""
+    reason = getattr(error, "reason", None)
+    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
+        reason = getattr(reason, "reason", None)
+    text = str(reason or error)
+    return text.split(": ", 1)[-1] if text.startswith("<") else text
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class AppSummary:
+    """One row of ``status``."""
+
+    namespace: str
+    name: str
+    active: str | None
+    state: str | None
+    zones: str | None
+    rpo_seconds: float | None
+    last_failover: datetime | None
+    failover_route: str | None
+    epoch: int | None
+    mode: str | None
+    pinned: str | None
+    recommendation: str | None
+
+    @classmethod
+    def of(cls, app: dict[str, Any]) -> AppSummary:
+        status = app.get("status") or {}
+        spec = app.get("spec") or {}
+        rpos = [
+            float(r["rpoSeconds"])
+            for r in status.get("replication") or []
+            if r.get("rpoSeconds") is not None
+        ]
+        failover = status.get("lastFailover") or {}
+        when = failover.get("completedTime") or failover.get("decidedTime")
+        recommendation = status.get("recommendation") or {}
+        return cls(
+            namespace=app["metadata"].get("namespace", ""),
+            name=app["metadata"]["name"],
+            active=status.get("activeSite"),
+            state=status.get("phase"),
+            zones=status.get("healthyZones"),
+            rpo_seconds=max(rpos) if rpos else None,
+            last_failover=_parse_time(when) if when else None,
+            failover_route=(
+                f"{failover['fromSite']}->{failover['toSite']}"
+                if failover.get("fromSite") and failover.get("toSite")
+                else None
+            ),
+            epoch=status.get("epoch"),
+            mode=(spec.get("failover") or {}).get("mode"),
+            pinned=status.get("pinnedSite"),
+            recommendation=(
+                " ".join(
+                    part
+                    for part in (recommendation.get("response"), recommendation.get("target"))
+                    if part
+                )
+                or None
+            ),
+        )
+
+    def as_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "activeSite": self.active,
+            "state": self.state,
+            "zones": self.zones,
+            "rpoSeconds": self.rpo_seconds,
+            "lastFailover": (
+                {
+                    "time": self.last_failover.isoformat().replace("+00:00", "Z"),
+                    "ageSeconds": round((now - self.last_failover).total_seconds(), 3),
+                    "route": self.failover_route,
+                }
+                if self.last_failover
+                else None
+            ),
+            "epoch": self.epoch,
+            "mode": self.mode,
+            "pinnedSite": self.pinned,
+            "recommendation": self.recommendation,
+        }
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def human_duration(seconds: float) -> str:
+    """A duration the way kubectl prints ages: 45s, 3m12s, 25m, 5h3m, 30h, 3d4h, 120d, 3y."""
+    total = max(int(seconds), 0)
+    minutes, hours, days = total // 60, total // 3600, total // 86400
+    if total < 120:
+        return f"{total}s"
+    if minutes < 10:
+        return f"{minutes}m{total % 60}s" if total % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 192:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 730:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def format_rpo(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 10 else human_duration(seconds)
+
+
+def status_table(
+    apps: Iterable[AppSummary], now: datetime, *, namespaces: bool, wide: bool
+) -> list[list[str]]:
+    """Rows of the ``status`` table, header first."""
+    header = ["APP", "ACTIVE", "STATE", "ZONES", "RPO", "LAST FAILOVER"]
+    if wide:
+        header += ["ROUTE", "EPOCH", "MODE", "PINNED", "RECOMMENDATION"]
+    if namespaces:
+        header.insert(0, "NAMESPACE")
+    rows = [header]
+    for app in apps:
+        row = [
+            app.name,
+            app.active or "-",
+            app.state or "-",
+            app.zones or "-",
+            format_rpo(app.rpo_seconds),
+            human_duration((now - app.last_failover).total_seconds()) if app.last_failover else "-",
+        ]
+        if wide:
+            row += [
+                app.failover_route or "-",
+                "-" if app.epoch is None else str(app.epoch),
+                app.mode or "-",
+                app.pinned or "-",
+                app.recommendation or "-",
+            ]
+        if namespaces:
+            row.insert(0, app.namespace)
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: list[list[str]]) -> str:
+    """Columns padded as kubectl pads them (three spaces apart)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def status(
+    cluster: Cluster,
+    namespace: str | None,
+    name: str | None = None,
+    *,
+    output: str = "table",
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    now: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+) -> int:
+    """Print a table (or JSON) of apps: active site, state, zones, RPO, last failover.
+
+    ``namespace`` None lists every namespace; ``name`` picks one app.
+    """
+    if name is not None:
+        if namespace is None:
+            raise CommandError("an app name needs a namespace, not --all-namespaces", EXIT_USAGE)
+        apps = [cluster.app(namespace, name)]
+    else:
+        apps = cluster.apps(namespace)
+    summaries = [AppSummary.of(a) for a in apps]
+    moment = now()
+    if output == "json":
+        out.write(json.dumps([s.as_json(moment) for s in summaries], indent=2) + "\n")
+        return EXIT_OK
+    if not summaries:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        err.write(f"No ResilientApps found in {where}.\n")
+        return EXIT_OK
+    rows = status_table(summaries, moment, namespaces=namespace is None, wide=output == "wide")
+    out.write(render_table(rows))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- explain
 
 
-def explain(cluster: Cluster, namespace: str, name: str, out: TextIO = sys.stdout) -> int:
+def explain(
+    cluster: Cluster, namespace: str, name: str, out: TextIO = sys.stdout, prog: str = "lifeboat"
+) -> int:
     """Print where the app stands, its last decision and why, and its recent events."""
     app = cluster.app(namespace, name)
     status = app.get("status") or {}
@@ -111,7 +420,7 @@ def explain(cluster: Cluster, namespace: str, name: str, out: TextIO = sys.stdou
     recommendation = status.get("recommendation")
     if recommendation:
         write(
-            f"\nRecommendation (approve with: lifeboat approve {name} -n {namespace}):\n"
+            f"\nRecommendation (approve with: {prog} approve {name} -n {namespace}):\n"
             f"  {recommendation['summary']}\n  id {recommendation['id']}\n"
         )
     failover = status.get("lastFailover")
@@ -149,9 +458,15 @@ def request(
     wait: float,
     out: TextIO = sys.stdout,
     clock: Callable[[], float] = time.monotonic,
+    prog: str = "lifeboat",
 ) -> int:
     """Ask for a failover (to ``site``) or a failback; wait for the operator's answer."""
-    cluster.app(namespace, name)  # exists?
+    app = cluster.app(namespace, name)
+    sites = [s["name"] for s in (app.get("spec") or {}).get("sites", [])]
+    if site is not None and site not in sites:
+        raise CommandError(
+            f"no site {site!r} in {namespace}/{name} (sites: {', '.join(sites)})", EXIT_USAGE
+        )
     request_id = uuid.uuid4().hex[:12]
     body = {"id": request_id, "op": op, "force": force}
     if site:
@@ -166,7 +481,10 @@ def request(
             out.write(f"{verdict}: {answer['reason']}\n")
             return EXIT_OK if answer["accepted"] else EXIT_REFUSED
         time.sleep(0.5)
-    out.write(f"no answer within {wait:.0f}s; is the operator running? (lifeboat explain {name})\n")
+    out.write(
+        f"no answer within {wait:.0f}s; is the operator running? "
+        f"({prog} explain {name} -n {namespace})\n"
+    )
     return EXIT_TIMEOUT
 
 

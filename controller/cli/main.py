@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from controller import __version__
 
@@ -42,18 +43,41 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def parser() -> argparse.ArgumentParser:
+KUBECTL_PLUGIN = "kubectl-lifeboat"
+EXIT_CODES = """exit codes (cluster commands):
+  0  done, or accepted by the operator
+  1  refused (by the operator's safety checks, or forbidden by the API server) or failed
+  2  usage error (bad arguments, a site the app does not have)
+  3  not found (the app, the ResilientApp CRD) or the cluster cannot be reached
+  4  no answer from the operator in time (is it running?)"""
+
+
+def program_name(argv0: str | None = None) -> str:
+    """``kubectl lifeboat`` when run as the kubectl plugin (kubectl-lifeboat), else lifeboat."""
+    name = Path(argv0 if argv0 is not None else sys.argv[0]).name
+    return "kubectl lifeboat" if name.startswith(KUBECTL_PLUGIN) else "lifeboat"
+
+
+def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="lifeboat",
+        prog=prog,
         description="Keeps an application available through zone, region and cloud "
         "API-plane outages.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"lifeboat {__version__}")
     top.add_argument("--log-level", default=os.environ.get("LIFEBOAT_LOG_LEVEL", "info"))
     top.add_argument("--log-format", choices=("text", "json"), default="text")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    plugin = prog != "lifeboat"
 
-    run = commands.add_parser("run", help="run the operator against the current cluster")
+    def local(help_text: str) -> dict[str, Any]:
+        """Help of a command that is not about the cluster: left out of the kubectl plugin's
+        command list (the command still works there)."""
+        return {} if plugin else {"help": help_text}
+
+    run = commands.add_parser("run", **local("run the operator against the current cluster"))
     run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)")
     run.add_argument("--context", help="kubeconfig context")
     run.add_argument(
@@ -85,12 +109,13 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="start the local sandbox and show a region failover end to end",
+        **local("start the local sandbox and show a region failover end to end"),
     )
     demo.add_argument("--verbose", action="store_true", help="also show the operator's logs")
 
     simulate = commands.add_parser(
-        "simulate", help="run the decision core offline on a timeline; print decisions as JSON"
+        "simulate",
+        **local("run the decision core offline on a timeline; print decisions as JSON"),
     )
     simulate.add_argument("app", help="ResilientApp YAML (the resource or just its spec)")
     simulate.add_argument("timeline", help="timeline YAML (see the README)")
@@ -101,13 +126,48 @@ def parser() -> argparse.ArgumentParser:
         help="CloudProvider YAML whose apiPlane thresholds to use (repeatable)",
     )
 
+    def cluster_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
+        sub.add_argument("--context", help="kubeconfig context (default: the current one)")
+
     def app_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.add_argument("app", help="ResilientApp name")
-        sub.add_argument("-n", "--namespace", default="default", help="its namespace")
-        sub.add_argument("--kubeconfig", help="kubeconfig file")
-        sub.add_argument("--context", help="kubeconfig context")
+        sub.add_argument(
+            "-n", "--namespace", help="its namespace (default: the kubeconfig context's)"
+        )
+        cluster_options(sub)
         return sub
+
+    status = commands.add_parser(
+        "status",
+        help="a table of apps: active site, state, healthy zones, RPO, last failover",
+        description="A table of ResilientApps: active site, state, healthy/total zones, RPO\n"
+        "(the largest of the app's replication RPOs; - when it replicates nothing) and the\n"
+        "age of the last failover.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("app", nargs="?", help="only this ResilientApp")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
+    where.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="apps of every namespace"
+    )
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json"),
+        default="table",
+        help="table (default), wide (adds route, epoch, mode, pin, recommendation) or json",
+    )
+    cluster_options(status)
 
     app_command("explain", "where an app stands, its last decision and why, recent events")
     failover = app_command("failover", "move an app to another site (safety checks apply)")
@@ -122,13 +182,16 @@ def parser() -> argparse.ArgumentParser:
     pin.add_argument("--site", help="site to pin to (default: the active site)")
     app_command("unpin", "let Lifeboat move the app again")
 
-    sandbox = commands.add_parser("sandbox", help="the local sandbox").add_subparsers(
+    sandbox = commands.add_parser("sandbox", **local("the local sandbox")).add_subparsers(
         dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True
     )
     sandbox.add_parser("assets", help="build or locate kube-apiserver, etcd and kubectl")
+    sandbox.add_parser(
+        "tools", help="fetch or build promtool and Grafana's dashboard linter; print their paths"
+    )
     sandbox.add_parser("up", help="start the sandbox and keep it running until Ctrl-C")
 
-    dev = commands.add_parser("dev", help="developer tasks").add_subparsers(
+    dev = commands.add_parser("dev", **local("developer tasks")).add_subparsers(
         dest="dev_command", metavar="DEV_COMMAND", required=True
     )
     gen = dev.add_parser("generate-manifests", help="regenerate CRDs, bundle and chart files")
@@ -136,11 +199,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    prog = prog or program_name()
+    args = parser(prog).parse_args(argv)
+    args.prog = prog
     setup_logging(args.log_level, args.log_format)
     if args.command is None:
-        parser().print_help()
+        parser(prog).print_help()
         return EXIT_USAGE
     if args.command == "run":
         return _run(args)
@@ -152,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sandbox(args)
     if args.command == "simulate":
         return _simulate(args)
-    if args.command in ("explain", "failover", "failback", "approve", "pin", "unpin"):
+    if args.command in ("status", "explain", "failover", "failback", "approve", "pin", "unpin"):
         return _app_command(args)
     if args.command == "dev":
         return _dev(args)
@@ -203,26 +268,38 @@ def _app_command(args: argparse.Namespace) -> int:
 
     try:
         cluster = commands.Cluster.connect(args.kubeconfig, args.context)
+        namespace = args.namespace or cluster.namespace
+        if args.command == "status":
+            return commands.status(
+                cluster,
+                None if args.all_namespaces else namespace,
+                args.app,
+                output=args.output,
+            )
         if args.command == "explain":
-            return commands.explain(cluster, args.namespace, args.app)
+            return commands.explain(cluster, namespace, args.app, prog=args.prog)
         if args.command in ("failover", "failback"):
             site = args.to if args.command == "failover" else None
             return commands.request(
                 cluster,
-                args.namespace,
+                namespace,
                 args.app,
                 args.command,
                 site,
                 force=args.force,
                 wait=args.wait,
+                prog=args.prog,
             )
         if args.command == "approve":
-            return commands.approve(cluster, args.namespace, args.app, args.id)
+            return commands.approve(cluster, namespace, args.app, args.id)
         site = args.site if args.command == "pin" else ""
-        return commands.pin(cluster, args.namespace, args.app, site)
+        return commands.pin(cluster, namespace, args.app, site)
     except commands.CommandError as error:
-        print(f"lifeboat {args.command}: {error}", file=sys.stderr)
+        print(f"{args.prog} {args.command}: {error}", file=sys.stderr)
         return error.code
+    except BrokenPipeError:  # `... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -236,9 +313,31 @@ def _sandbox(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(found.kube_apiserver.parent)
         return EXIT_OK
+    if args.sandbox_command == "tools":
+        return _tools()
     from controller.sandbox.demo import run_sandbox
 
     return run_sandbox()
+
+
+def _tools() -> int:
+    """``lifeboat sandbox tools``: the monitoring tools the tests use, one per line."""
+    from controller.sandbox import tools
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    try:
+        found = {
+            "promtool": tools.ensure_promtool(log=log),
+            "dashboard-linter": tools.ensure_dashboard_linter(log=log),
+        }
+    except tools.ToolError as error:
+        print(f"lifeboat: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for name, path in found.items():
+        print(f"{name}\t{path}")
+    return EXIT_OK
 
 
 def _dev(args: argparse.Namespace) -> int:

@@ -12,10 +12,12 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import aiohttp.web
 import kopf
 import kubernetes.client
 from prometheus_client import start_http_server
@@ -40,6 +42,9 @@ class OperatorConfig:
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     leader_election: bool = True
     lease_seconds: float = 15.0
+    volume_interval_override: float | None = None
+    """Sandbox and tests only: snapshot every volume dataset this often (seconds) instead
+    of its ``intervalSeconds``, which the API keeps at a minute or more."""
 
 
 def start_metrics(config: OperatorConfig) -> int | None:
@@ -74,11 +79,15 @@ async def serve(
                 lease_seconds=config.lease_seconds,
                 renew_seconds=config.lease_seconds / 3,
             )
-            if not await elector.acquire(halt):
+            async with _standby_health(config.liveness_endpoint):
+                acquired = await elector.acquire(halt)
+            if not acquired:
                 return
             keeper = asyncio.create_task(_hold(elector, halt))
+        metrics.LEADER.set(1)  # from here on this instance acts
         await _operate(config, configuration, halt, ready_flag)
     finally:
+        metrics.LEADER.set(0)
         halt.set()
         for helper in helpers:
             helper.cancel()
@@ -92,7 +101,11 @@ async def _operate(
     halt: asyncio.Event,
     ready_flag: threading.Event | None,
 ) -> None:
-    wiring = handlers.build(configuration, config.controller_namespace)
+    wiring = handlers.build(
+        configuration,
+        config.controller_namespace,
+        volume_interval_override=config.volume_interval_override,
+    )
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     log.info(
@@ -110,6 +123,32 @@ async def _operate(
         stop_flag=halt,
         ready_flag=ready_flag,
     )
+
+
+@contextlib.asynccontextmanager
+async def _standby_health(endpoint: str | None) -> AsyncIterator[None]:
+    """Answer the liveness endpoint while waiting for the Lease: a standby is healthy.
+
+    Once leading, kopf serves the endpoint itself (with its probes). Without this a standby
+    replica would fail its liveness probe and be restarted over and over.
+    """
+    if endpoint is None:
+        yield
+        return
+    parts = urllib.parse.urlsplit(endpoint)
+
+    async def standby(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"leader": False})
+
+    app = aiohttp.web.Application()
+    app.add_routes([aiohttp.web.get(parts.path or "/", standby)])
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await aiohttp.web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _hold(elector: LeaseElector, halt: asyncio.Event) -> None:

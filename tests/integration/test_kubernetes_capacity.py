@@ -72,3 +72,16 @@ async def test_member_cluster_from_a_kubeconfig(sandbox: Sandbox) -> None:
     text = sandbox.kube.kubeconfig_path.read_text()
     driver = DeploymentsCapacity(client_from_kubeconfig(text), NAMESPACE, {"app": "web"})
     assert len((await driver.observe()).zones) == 3
+
+
+async def test_the_operator_service_account_may_observe_and_scale(
+    cluster: kubernetes.client.ApiClient, sandbox: Sandbox
+) -> None:
+    """The ClusterRole grants what the driver calls (RBAC enforced, as the operator runs)."""
+    text = sandbox.operator_kubeconfig.read_text()
+    driver = DeploymentsCapacity(client_from_kubeconfig(text), NAMESPACE, {"app": "web"})
+    before = {z.zone: z.desired for z in (await driver.observe()).zones}
+    moved = {zone: replicas + (1 if zone == "zone-a" else 0) for zone, replicas in before.items()}
+    await driver.set_zones(moved)
+    assert {z.zone: z.desired for z in (await driver.observe()).zones} == moved
+    await driver.set_zones(before)

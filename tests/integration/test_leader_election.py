@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from contextlib import ExitStack
 
 import pytest
 
-from controller.operator.runner import in_background
+from controller.operator.runner import OperatorConfig, in_background
+from controller.sandbox.procs import free_loopback_port
 from controller.sandbox.world import Sandbox
 from tests.fixtures.world import Apps, wait_for
 
@@ -44,3 +47,38 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
             "the new leader to probe the app",
         )
         app_harness.delete_all()
+
+
+def _health(port: int) -> str | None:
+    """The body of a 200 answer from the liveness endpoint on ``port``; None otherwise."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return str(answer.read().decode()) if answer.status == 200 else None
+    except OSError:
+        return None
+
+
+def test_a_standby_answers_its_liveness_probe_then_serves_kopfs(sandbox: Sandbox) -> None:
+    """A replica waiting for the Lease is alive (a Deployment's liveness probe must not
+    restart it); once it leads, the endpoint is kopf's own."""
+    leader_port, standby_port = free_loopback_port(), free_loopback_port()
+
+    def config(port: int) -> OperatorConfig:
+        return sandbox.operator_config(liveness_endpoint=f"http://127.0.0.1:{port}/healthz")
+
+    with ExitStack() as second:
+        with ExitStack() as first:
+            first.enter_context(in_background(config(leader_port)))
+            standby = second.enter_context(in_background(config(standby_port), wait_ready=False))
+            wait_for(lambda: _health(leader_port), 20, "the leader's liveness")
+            body = wait_for(lambda: _health(standby_port), 20, "the standby's liveness")
+            assert json.loads(body) == {"leader": False}
+            assert not standby.is_set()
+        wait_for(standby.is_set, 15, "the standby to take over")
+
+        def kopf_health() -> str | None:
+            answer = _health(standby_port)
+            return answer if answer is not None and "leader" not in answer else None
+
+        body = wait_for(kopf_health, 20, "kopf's liveness endpoint on the new leader")
+        assert isinstance(json.loads(body), dict)

@@ -73,7 +73,7 @@ def test_real_cloud_examples_validate(sandbox: Sandbox, cloud: str, expected: li
 
 
 def test_operator_service_account_has_only_what_it_needs(sandbox: Sandbox) -> None:
-    def can(verb: str, resource: str, namespace: str | None = None) -> bool:
+    def can(verb: str, resource: str, namespace: str | None = None, sub: str = "") -> bool:
         args = [
             "auth",
             "can-i",
@@ -83,13 +83,24 @@ def test_operator_service_account_has_only_what_it_needs(sandbox: Sandbox) -> No
         ]
         if namespace:
             args += ["-n", namespace]
+        if sub:
+            args += [f"--subresource={sub}"]
         return sandbox.kube.kubectl(*args, check=False).stdout.strip() == "yes"
 
     assert can("watch", "resilientapps.lifeboat.dev")
-    assert can("patch", "resilientapps.lifeboat.dev/status")
+    assert can("patch", "resilientapps.lifeboat.dev", "shop", sub="status")
     assert can("create", "events", "shop")
     assert can("get", "secrets", "lifeboat-system")
     assert not can("get", "secrets", "shop")
     assert not can("list", "secrets", "lifeboat-system")
     assert not can("delete", "resilientapps.lifeboat.dev")
     assert not can("create", "pods", "shop")
+    # Capacity of Deployment sites: list them, change nothing but their scale.
+    assert can("list", "deployments.apps", "shop")
+    assert can("patch", "deployments.apps", "shop", sub="scale")
+    assert not can("patch", "deployments.apps", "shop")
+    assert not can("delete", "deployments.apps", "shop")
+    # Leader election: its own Lease only.
+    assert can("update", "leases.coordination.k8s.io/lifeboat", "lifeboat-system")
+    assert not can("update", "leases.coordination.k8s.io/someone-else", "lifeboat-system")
+    assert not can("create", "events.events.k8s.io", "shop")

@@ -1,0 +1,529 @@
+"""The Helm chart (charts/lifeboat): lint, render, schema, agreement with manifests/, and
+installation into the real test API server (server-side dry run, then a real install).
+
+helm is built from its Go module once per machine (tests/fixtures/helm.py); the
+ServiceMonitor and PrometheusRule CRDs come from the pinned prometheus-operator module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.cli.generate import repo_root
+from controller.sandbox.kube import KubeControlPlane
+from controller.sandbox.world import manifests_dir
+
+pytestmark = pytest.mark.integration
+
+CHART = repo_root() / "charts" / "lifeboat"
+RELEASE = "lb-test"
+NAMESPACE = "lifeboat-chart"
+MONITORING_NAMESPACE = "lifeboat-chart-monitoring"
+
+NON_DEFAULT: dict[str, Any] = {
+    "replicaCount": 2,
+    "serviceAccount": {
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/lifeboat"}
+    },
+    "watchNamespaces": ["shop", "payments"],
+    "resources": {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    },
+    "image": {"tag": "0.1.0-rc1", "pullPolicy": "Always"},
+    "logLevel": "debug",
+    "leaderElection": {"leaseSeconds": 20},
+    "metrics": {"port": 9090, "service": {"port": 9090}},
+    "health": {"port": 9091},
+    "serviceMonitor": {
+        "enabled": True,
+        "labels": {"release": "kube-prometheus-stack"},
+        "interval": "15s",
+    },
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "dashboards": {
+        "enabled": True,
+        "namespace": MONITORING_NAMESPACE,
+        "label": "grafana_dashboard",
+        "labelValue": "lifeboat",
+        "annotations": {"grafana_folder": "Lifeboat"},
+    },
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops"}],
+    "podAnnotations": {"example.com/team": "sre"},
+}
+
+SYNTHETIC_RULES = """groups:
+  - name: synthetic.rules
+    rules:
+      - alert: SyntheticZoneDown
+        expr: lifeboat_zone_healthy == 0
+        for: 2m
+        labels: {severity: warning}
+        annotations:
+          summary: "Zone {{ $labels.zone }} of {{ $labels.namespace }}/{{ $labels.app }} is down"
+"""
+SYNTHETIC_DASHBOARD = {
+    "title": "Synthetic {{zone}}",
+    "panels": [{"type": "timeseries", "targets": [{"legendFormat": "{{zone}} ${site}"}]}],
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm's config, cache and data in a scratch directory, never the user's."""
+    home = tmp_path_factory.mktemp("helm-home")
+    return {
+        **os.environ,
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+
+def run_helm(
+    helm: Path, env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def render(
+    helm: Path,
+    env: dict[str, str],
+    *args: str,
+    chart: Path = CHART,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:
+    text = run_helm(helm, env, "template", release, str(chart), "-n", namespace, *args).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def one(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in documents if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"{len(found)} {kind} {name or ''} in {[d['kind'] for d in documents]}"
+    return found[0]
+
+
+def kinds(documents: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in documents)
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return dict(containers[0])
+
+
+def rule_files(chart: Path = CHART) -> list[Path]:
+    return sorted([*chart.glob("rules/*.yaml"), *chart.glob("rules/*.yml")])
+
+
+def dashboard_files(chart: Path = CHART) -> list[Path]:
+    return sorted(chart.glob("dashboards/*.json"))
+
+
+@pytest.fixture
+def chart_with_extras(tmp_path: Path) -> Path:
+    """A copy of the chart with one more rules file and dashboard, awkwardly named and
+    full of the braces Prometheus and Grafana use (they must pass through verbatim)."""
+    copy = tmp_path / "lifeboat"
+    shutil.copytree(CHART, copy)
+    (copy / "rules").mkdir(exist_ok=True)
+    (copy / "dashboards").mkdir(exist_ok=True)
+    (copy / "rules" / "Synthetic Alerts.yaml").write_text(SYNTHETIC_RULES, encoding="utf-8")
+    (copy / "dashboards" / "Synthetic_Overview.json").write_text(
+        json.dumps(SYNTHETIC_DASHBOARD), encoding="utf-8"
+    )
+    return copy
+
+
+# --------------------------------------------------------------------------- lint, render
+
+
+def test_lint_passes_strictly_with_default_and_non_default_values(
+    helm: Path, helm_env: dict[str, str], tmp_path: Path
+) -> None:
+    run_helm(helm, helm_env, "lint", "--strict", str(CHART))
+    run_helm(
+        helm,
+        helm_env,
+        "lint",
+        "--strict",
+        str(CHART),
+        "-f",
+        str(values_file(tmp_path, NON_DEFAULT)),
+    )
+
+
+def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[str, str]) -> None:
+    documents = render(helm, helm_env)
+    assert kinds(documents) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    deployment = one(documents, "Deployment")
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{RELEASE}-lifeboat"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    operator = container(deployment)
+    assert operator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert operator["image"] == "ghcr.io/lifeboat-dev/lifeboat:0.1.0"
+    assert operator["args"] == [
+        "--log-level=info",
+        "--log-format=json",
+        "run",
+        "--metrics-port=8080",
+        "--health-endpoint=http://0.0.0.0:8081/healthz",
+        "--lease-seconds=15",
+    ]
+    assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {
+        "metrics": 8080,
+        "health": 8081,
+    }
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert operator["resources"]["limits"]["memory"] == "512Mi"
+    service = one(documents, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert "annotations" not in one(documents, "ServiceAccount")["metadata"]
+
+
+def test_non_default_values_render_everything_asked_for(
+    helm: Path, helm_env: dict[str, str], tmp_path: Path, chart_with_extras: Path
+) -> None:
+    values = values_file(tmp_path, NON_DEFAULT)
+    documents = render(helm, helm_env, "-f", str(values), chart=chart_with_extras)
+    account = one(documents, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/lifeboat"
+    }
+    deployment = one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["tolerations"] == NON_DEFAULT["tolerations"]
+    assert pod["affinity"]["podAntiAffinity"]  # replicas spread over nodes by default
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "sre"}
+    operator = container(deployment)
+    assert operator["image"] == "ghcr.io/lifeboat-dev/lifeboat:0.1.0-rc1"
+    assert operator["imagePullPolicy"] == "Always"
+    assert operator["args"] == [
+        "--log-level=debug",
+        "--log-format=json",
+        "run",
+        "--metrics-port=9090",
+        "--health-endpoint=http://0.0.0.0:9091/healthz",
+        "--lease-seconds=20",
+        "--namespace=shop",
+        "--namespace=payments",
+    ]
+    assert operator["resources"] == NON_DEFAULT["resources"]
+    pdb = one(documents, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+
+    monitor = one(documents, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+    service = one(documents, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+    # Every rules file becomes one PrometheusRule with the file's groups, unchanged.
+    rules = [d for d in documents if d["kind"] == "PrometheusRule"]
+    files = rule_files(chart_with_extras)
+    assert len(rules) == len(files)
+    by_groups = {json.dumps(r["spec"]["groups"], sort_keys=True) for r in rules}
+    for path in files:
+        groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        assert json.dumps(groups, sort_keys=True) in by_groups, path.name
+    synthetic = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-synthetic-alerts")
+    assert synthetic["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    summary = synthetic["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+    assert summary == "Zone {{ $labels.zone }} of {{ $labels.namespace }}/{{ $labels.app }} is down"
+
+    # Every dashboard becomes one labelled ConfigMap holding the JSON, unchanged.
+    maps = [d for d in documents if d["kind"] == "ConfigMap"]
+    dashboards = dashboard_files(chart_with_extras)
+    assert len(maps) == len(dashboards)
+    contents = {json.dumps(json.loads(v), sort_keys=True) for m in maps for v in m["data"].values()}
+    for path in dashboards:
+        assert json.dumps(json.loads(path.read_text("utf-8")), sort_keys=True) in contents
+    for config_map in maps:
+        assert config_map["metadata"]["namespace"] == MONITORING_NAMESPACE
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "lifeboat"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "Lifeboat"}
+    synthetic_map = one(documents, "ConfigMap", f"{RELEASE}-lifeboat-dashboard-synthetic-overview")
+    assert json.loads(synthetic_map["data"]["synthetic-overview.json"]) == SYNTHETIC_DASHBOARD
+
+
+def test_the_shipped_rules_and_dashboards_are_wrapped(helm: Path, helm_env: dict[str, str]) -> None:
+    """Whatever rules/ and dashboards/ hold (maybe nothing yet), each file is wrapped."""
+    documents = render(
+        helm,
+        helm_env,
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "dashboards.enabled=true",
+    )
+    assert kinds(documents).count("PrometheusRule") == len(rule_files())
+    assert kinds(documents).count("ConfigMap") == len(dashboard_files())
+    for rule in (d for d in documents if d["kind"] == "PrometheusRule"):
+        assert rule["spec"]["groups"], rule["metadata"]["name"]
+
+
+def test_no_leader_election_means_one_replica_recreated(
+    helm: Path, helm_env: dict[str, str]
+) -> None:
+    documents = render(helm, helm_env, "--set", "leaderElection.enabled=false")
+    deployment = one(documents, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--no-leader-election" in container(deployment)["args"]
+    refused = run_helm(
+        helm,
+        helm_env,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicaCount=2",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "needs leaderElection.enabled" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        pytest.param("replicaCount=0", "/replicaCount", id="no-replicas"),
+        pytest.param("unknownKey=1", "additional properties 'unknownKey'", id="unknown-key"),
+        pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="pull-policy"),
+        pytest.param("serviceMonitor.extra=1", "additional properties 'extra'", id="nested-key"),
+        pytest.param("metrics.port=70000", "/metrics/port", id="port"),
+        pytest.param("logFormat=xml", "/logFormat", id="log-format"),
+        pytest.param("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0", id="namespace"),
+        pytest.param("serviceMonitor.interval=soon", "/serviceMonitor/interval", id="interval"),
+        pytest.param("resources.limits.memory=lots", "/resources/limits/memory", id="quantity"),
+        pytest.param("serviceAccount.annotations.a=null", "/serviceAccount/annotations", id="anno"),
+    ],
+)
+def test_the_schema_refuses_bad_values(
+    helm: Path, helm_env: dict[str, str], setting: str, complaint: str
+) -> None:
+    result = run_helm(
+        helm, helm_env, "template", RELEASE, str(CHART), "--set", setting, check=False
+    )
+    assert result.returncode != 0, result.stdout
+    assert "don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def manifest_documents() -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for directory in ("rbac", "deploy"):
+        for path in sorted((manifests_dir() / directory).glob("*.yaml")):
+            documents.extend(d for d in yaml.safe_load_all(path.read_text("utf-8")) if d)
+    return documents
+
+
+def test_manifests_agree_with_the_chart_defaults(helm: Path, helm_env: dict[str, str]) -> None:
+    """manifests/ (kubectl apply) and the chart (helm install) install the same operator."""
+    chart = render(helm, helm_env, release="lifeboat", namespace="lifeboat-system")
+    plain = manifest_documents()
+    assert kinds([d for d in plain if d["kind"] != "Namespace"]) == kinds(chart)
+    for document in chart:  # the same names, so the same Lease, Secrets and RBAC
+        twin = one(plain, document["kind"], document["metadata"]["name"])
+        assert twin["metadata"].get("namespace") == document["metadata"].get("namespace")
+        assert twin["metadata"]["labels"].items() <= document["metadata"]["labels"].items()
+    for kind in ("ClusterRole", "Role"):
+        assert one(chart, kind)["rules"] == one(plain, kind)["rules"], kind
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for key in ("roleRef", "subjects"):
+            assert one(chart, kind)[key] == one(plain, kind)[key], (kind, key)
+    deployment, twin = one(chart, "Deployment"), one(plain, "Deployment")
+    for key in ("replicas", "strategy", "revisionHistoryLimit"):
+        assert deployment["spec"][key] == twin["spec"][key], key
+    # The whole pod spec: security contexts, args, env, ports, probes, resources, volumes.
+    assert deployment["spec"]["template"]["spec"] == twin["spec"]["template"]["spec"]
+    selector = twin["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deployment["spec"]["selector"]["matchLabels"].items()
+    service, plain_service = one(chart, "Service"), one(plain, "Service")
+    assert service["spec"]["ports"] == plain_service["spec"]["ports"]
+    assert service["spec"]["type"] == plain_service["spec"]["type"]
+    assert plain_service["spec"]["selector"] == twin["spec"]["template"]["metadata"]["labels"]
+    for path in (CHART / "crds").glob("*.yaml"):
+        assert path.read_text("utf-8") == (manifests_dir() / "crds" / path.name).read_text("utf-8")
+
+
+# --------------------------------------------------------------------------- real API server
+
+
+@pytest.fixture(scope="module")
+def cluster(kube: KubeControlPlane, monitoring_crds: list[Path]) -> KubeControlPlane:
+    """The session's API server with the monitoring CRDs and the namespaces the chart is
+    installed into (Lifeboat's own CRDs come with the chart)."""
+    kube.install_crds(monitoring_crds)
+    for namespace in (NAMESPACE, MONITORING_NAMESPACE):
+        kube.kubectl("create", "namespace", namespace, check=False)
+    return kube
+
+
+def kube_version(kube: KubeControlPlane) -> str:
+    return kube.version.removeprefix("v")
+
+
+@pytest.mark.parametrize("settings", ["defaults", "non-default"])
+def test_rendered_chart_passes_server_side_dry_run(
+    helm: Path,
+    helm_env: dict[str, str],
+    cluster: KubeControlPlane,
+    tmp_path: Path,
+    chart_with_extras: Path,
+    settings: str,
+) -> None:
+    """The API server accepts every object (the CRDs too) as helm would install them."""
+    args = ["--include-crds", "--kube-version", kube_version(cluster)]
+    if settings == "non-default":
+        args += ["-f", str(values_file(tmp_path, NON_DEFAULT))]
+    documents = render(helm, helm_env, *args, chart=chart_with_extras)
+    rendered = "---\n".join(yaml.safe_dump(d) for d in documents)
+    # The CRDs may already be installed by another manager (kubectl apply -f manifests/ in
+    # this session): a second manager of a CRD's atomic .spec.versions always "conflicts",
+    # even with equal content. Forcing changes nothing in a dry run; validation still runs.
+    result = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "--field-manager=helm",
+        "--filename=-",
+        input=rendered,
+    )
+    applied = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(applied) == len(documents), result.stdout
+    assert all(line.endswith("serverside-applied (server dry run)") for line in applied)
+    assert sum(d["kind"] == "CustomResourceDefinition" for d in documents) == 2
+    if settings == "non-default":
+        for kind in ("ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "ConfigMap"):
+            assert any(
+                line.startswith((f"{kind.lower()}.", f"{kind.lower()}/")) for line in applied
+            ), kind
+
+
+def test_helm_install_and_uninstall_on_the_api_server(
+    helm: Path, helm_env: dict[str, str], cluster: KubeControlPlane, tmp_path: Path
+) -> None:
+    """A real `helm install` (everything switched on, two replicas), RBAC as granted to the
+    chart's ServiceAccount, then `helm uninstall` removes it all."""
+    release, namespace = "lb-real", "lifeboat-helm"
+    kubeconfig = str(cluster.kubeconfig_path)
+    values = values_file(
+        tmp_path, {**NON_DEFAULT, "dashboards": {**NON_DEFAULT["dashboards"], "namespace": ""}}
+    )
+    installed = run_helm(
+        helm,
+        helm_env,
+        "install",
+        release,
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        namespace,
+        "--create-namespace",
+        "-f",
+        str(values),
+    )
+    try:
+        assert "STATUS: deployed" in installed.stdout
+        notes = installed.stdout.split("NOTES:", 1)[1]
+        assert "<no value>" not in notes
+        assert "kubectl lifeboat status -A" in notes
+        assert "2 replicas run" in notes
+        assert "shop, payments" in notes
+        listing = cluster.kubectl("get", "deploy,sa,svc,pdb,servicemonitor", "-n", namespace)
+        for name in (
+            f"deployment.apps/{release}-lifeboat",
+            f"serviceaccount/{release}-lifeboat",
+            f"service/{release}-lifeboat-metrics",
+            f"poddisruptionbudget.policy/{release}-lifeboat",
+            f"servicemonitor.monitoring.coreos.com/{release}-lifeboat",
+        ):
+            assert name.split("/", 1)[1] in listing.stdout, name
+
+        account = f"system:serviceaccount:{namespace}:{release}-lifeboat"
+
+        def can(verb: str, resource: str, where: str | None = None, sub: str = "") -> bool:
+            args = ["auth", "can-i", verb, resource, f"--as={account}"]
+            args += ["-n", where] if where else []
+            args += [f"--subresource={sub}"] if sub else []
+            return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+
+        assert can("watch", "resilientapps.lifeboat.dev")
+        assert can("patch", "resilientapps.lifeboat.dev", "shop", sub="status")
+        assert can("patch", "deployments.apps", "shop", sub="scale")
+        assert not can("get", "deployments.apps", "shop", sub="scale")
+        assert can("get", "secrets", namespace)
+        assert can("update", "leases.coordination.k8s.io/lifeboat", namespace)
+        assert not can("update", "leases.coordination.k8s.io/other", namespace)
+        assert not can("get", "secrets", "shop")
+        assert not can("patch", "deployments.apps", "shop")
+        assert not can("delete", "resilientapps.lifeboat.dev", "shop")
+    finally:
+        run_helm(helm, helm_env, "uninstall", release, "--kubeconfig", kubeconfig, "-n", namespace)
+    remaining = cluster.kubectl(
+        "get", "deploy,sa,svc,role,rolebinding", "-n", namespace, "-o", "name"
+    ).stdout.split()
+    assert not [name for name in remaining if release in name]
+    cluster_wide = cluster.kubectl("get", "clusterrole,clusterrolebinding", "-o", "name").stdout
+    assert f"{release}-lifeboat" not in cluster_wide

@@ -1,0 +1,221 @@
+"""`lifeboat status` / `kubectl lifeboat status`: rows, ages, RPO, table; the plugin's name."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.cli import commands
+from controller.cli.main import parser, program_name
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def app(name: str = "web", namespace: str = "shop", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"failover": {"mode": "Manual"}},
+        "status": status,
+    }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-3, "0s"),
+        (0, "0s"),
+        (59.9, "59s"),
+        (119, "119s"),
+        (120, "2m"),
+        (192, "3m12s"),
+        (600, "10m"),
+        (179 * 60 + 59, "179m"),
+        (3 * 3600, "3h"),
+        (5 * 3600 + 3 * 60, "5h3m"),
+        (30 * 3600, "30h"),
+        (3 * 86400 + 4 * 3600, "3d4h"),
+        (120 * 86400, "120d"),
+        (3 * 365 * 86400, "3y"),
+    ],
+)
+def test_ages_read_like_kubectl(seconds: float, text: str) -> None:
+    assert commands.human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("rpo", "text"), [(None, "-"), (0.0, "0.0s"), (2.44, "2.4s"), (42.5, "42s"), (310, "5m10s")]
+)
+def test_rpo_format(rpo: float | None, text: str) -> None:
+    assert commands.format_rpo(rpo) == text
+
+
+def test_summary_takes_the_largest_rpo_and_the_last_failover() -> None:
+    summary = commands.AppSummary.of(
+        app(
+            activeSite="usw2",
+            phase="Degraded",
+            healthyZones="5/6",
+            epoch=3,
+            pinnedSite="usw2",
+            lastFailover={
+                "fromSite": "use1",
+                "toSite": "usw2",
+                "decidedTime": "2026-05-01T11:54:00Z",
+                "completedTime": "2026-05-01T11:54:30Z",
+            },
+            replication=[
+                {"dataset": "a", "rpoSeconds": 12.0},
+                {"dataset": "b", "rpoSeconds": 95.5},
+                {"dataset": "c"},  # not measured yet
+            ],
+            recommendation={"id": "r1", "response": "region-failover", "target": "use1"},
+        )
+    )
+    assert summary.rpo_seconds == 95.5
+    assert summary.last_failover == NOW - timedelta(minutes=5, seconds=30)
+    assert summary.failover_route == "use1->usw2"
+    assert summary.recommendation == "region-failover use1"
+    assert summary.as_json(NOW)["lastFailover"] == {
+        "time": "2026-05-01T11:54:30Z",
+        "ageSeconds": 330.0,
+        "route": "use1->usw2",
+    }
+    rows = commands.status_table([summary], NOW, namespaces=True, wide=True)
+    assert rows == [
+        [
+            "NAMESPACE",
+            "APP",
+            "ACTIVE",
+            "STATE",
+            "ZONES",
+            "RPO",
+            "LAST FAILOVER",
+            "ROUTE",
+            "EPOCH",
+            "MODE",
+            "PINNED",
+            "RECOMMENDATION",
+        ],
+        [
+            "shop",
+            "web",
+            "usw2",
+            "Degraded",
+            "5/6",
+            "95s",
+            "5m30s",
+            "use1->usw2",
+            "3",
+            "Manual",
+            "usw2",
+            "region-failover use1",
+        ],
+    ]
+
+
+def test_a_new_app_shows_dashes_and_decided_time_when_not_completed() -> None:
+    fresh = commands.AppSummary.of({"metadata": {"name": "new", "namespace": "x"}})
+    assert commands.status_table([fresh], NOW, namespaces=False, wide=False)[1] == [
+        "new",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]
+    pending = commands.AppSummary.of(
+        app(lastFailover={"fromSite": "a", "toSite": "b", "decidedTime": "2026-05-01T11:59:00Z"})
+    )
+    assert pending.last_failover == NOW - timedelta(minutes=1)
+
+
+def test_table_columns_are_aligned() -> None:
+    text = commands.render_table([["APP", "STATE"], ["a-long-name", "Healthy"], ["b", "Down"]])
+    assert text == (
+        "APP           STATE\n"  # three spaces after the widest cell
+        "a-long-name   Healthy\n"
+        "b             Down\n"
+    )
+
+
+class FakeCluster:
+    """Only what status() reads (the command logic is exercised end to end elsewhere)."""
+
+    def __init__(self, apps: list[dict[str, Any]]) -> None:
+        self._apps = apps
+
+    def apps(self, namespace: str | None) -> list[dict[str, Any]]:
+        return [a for a in self._apps if namespace in (None, a["metadata"]["namespace"])]
+
+    def app(self, namespace: str, name: str) -> dict[str, Any]:
+        return next(a for a in self.apps(namespace) if a["metadata"]["name"] == name)
+
+
+def test_status_needs_a_namespace_for_one_app() -> None:
+    with pytest.raises(commands.CommandError) as refused:
+        commands.status(FakeCluster([]), None, "web")  # type: ignore[arg-type]
+    assert refused.value.code == commands.EXIT_USAGE
+
+
+def test_status_says_when_there_is_nothing() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = commands.status(FakeCluster([]), "shop", out=out, err=err)  # type: ignore[arg-type]
+    assert code == commands.EXIT_OK
+    assert out.getvalue() == ""
+    assert err.getvalue() == "No ResilientApps found in namespace shop.\n"
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    codes = [
+        commands.EXIT_OK,
+        commands.EXIT_REFUSED,
+        commands.EXIT_USAGE,
+        commands.EXIT_NOT_FOUND,
+        commands.EXIT_TIMEOUT,
+    ]
+    assert codes == [0, 1, 2, 3, 4]
+    help_text = parser().format_help()
+    for code in codes:
+        assert f"\n  {code}  " in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv0", "prog"),
+    [
+        ("/usr/local/bin/kubectl-lifeboat", "kubectl lifeboat"),
+        ("kubectl-lifeboat", "kubectl lifeboat"),
+        ("/work/.venv/bin/lifeboat", "lifeboat"),
+        ("python -m controller.cli.main", "lifeboat"),
+    ],
+)
+def test_the_plugin_names_itself_as_kubectl_does(argv0: str, prog: str) -> None:
+    assert program_name(argv0) == prog
+
+
+def test_the_plugin_help_lists_the_cluster_commands_only() -> None:
+    text = parser("kubectl lifeboat").format_help()
+    assert text.startswith("usage: kubectl lifeboat")
+    listed = {line.split()[0] for line in text.splitlines() if line.startswith("    ")}
+    assert {"status", "explain", "failover", "failback", "approve", "pin", "unpin"} <= listed
+    assert not listed & {"run", "demo", "sandbox", "dev", "simulate"}
+    assert "run" in parser("lifeboat").format_help()
+
+
+def test_default_namespace_follows_the_kubeconfig_context(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts:\n"
+        "- {name: shop, context: {cluster: c, user: u, namespace: shop}}\n"
+        "- {name: bare, context: {cluster: c, user: u}}\n"
+        "current-context: shop\n"
+    )
+    assert commands.default_namespace(str(config), None) == "shop"
+    assert commands.default_namespace(str(config), "bare") == "default"
+    assert commands.default_namespace(str(tmp_path / "missing"), None) == "default"
