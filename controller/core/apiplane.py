@@ -90,6 +90,9 @@ class CallRecord:
     latency: float
     probe: bool = False
     mutating: bool = False
+    transfer: bool = False
+    """A call that carries an object's bytes: its latency measures the size of the body
+    and the link, not the API plane, so it counts for errors and throttling only."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +159,13 @@ def figures(calls: Iterable[CallRecord], now: float, window: float) -> Figures:
     recent = [c for c in calls if now - window <= c.at <= now]
     if not recent:
         return Figures()
-    latencies = sorted(c.latency for c in recent)
+    latencies = sorted(c.latency for c in recent if not c.transfer)
     return Figures(
         calls=len(recent),
         errors=sum(1 for c in recent if c.outcome.error),
         throttled=sum(1 for c in recent if c.outcome is CallOutcome.THROTTLED),
-        p50=_percentile(latencies, 0.50),
-        p99=_percentile(latencies, 0.99),
+        p50=_percentile(latencies, 0.50) if latencies else None,
+        p99=_percentile(latencies, 0.99) if latencies else None,
     )
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -41,6 +42,15 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Check")
+TRANSFER_OPERATIONS = frozenset({"GetObject", "PutObject", "UploadPart"})
+"""Calls that carry an object's bytes: their latency is left out of the API plane's."""
+
+# Judging a region costs time linear in the calls in its window: with few calls every call
+# is judged at once; with many (replication copying thousands of objects) at most every
+# JUDGE_INTERVAL seconds, so a verdict lags a busy region by a quarter of a second at most
+# instead of each call paying for the whole window.
+EAGER_JUDGE_CALLS = 256
+JUDGE_INTERVAL = 0.25
 
 # How much of the retry budget is usable in each API-plane state.
 BUDGET_SCALE = {
@@ -101,6 +111,7 @@ class RegionGate:
     health: ApiPlaneHealth = field(default_factory=ApiPlaneHealth)
     _calls: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=10_000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _judged_at: float = float("-inf")
     refused: int = 0
 
     def admit(self, *, probe: bool) -> None:
@@ -113,11 +124,15 @@ class RegionGate:
         """Add a call's outcome and judge the region again."""
         with self._lock:
             self._calls.append(record)
+            busy = len(self._calls) > EAGER_JUDGE_CALLS
+            if busy and self.clock() - self._judged_at < JUDGE_INTERVAL:
+                return self.health
             return self.judge()
 
     def judge(self) -> ApiPlaneHealth:
         """The verdict at the current time (also when no call was made for a while)."""
         now = self.clock()
+        self._judged_at = now
         cutoff = now - self.thresholds.window
         while self._calls and self._calls[0].at < cutoff:
             self._calls.popleft()
@@ -171,6 +186,34 @@ class CloudCalls:
         self._clock = clock
         self._gates: dict[str, RegionGate] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._executors_lock = threading.Lock()
+
+    def executor(self, region: str) -> ThreadPoolExecutor:
+        """The region's worker threads: its SDK calls and the body reads of its streams.
+
+        Each region has its own (``max_concurrency`` calls plus as many streams), so that
+        neither the event loop's small default pool nor a slow region limits the others.
+        """
+        with self._executors_lock:
+            if region not in self._executors:
+                self._executors[region] = ThreadPoolExecutor(
+                    max_workers=2 * self._max_concurrency,
+                    thread_name_prefix=f"{self.provider}-{region}",
+                )
+            return self._executors[region]
+
+    async def blocking(self, region: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the region's threads, outside the gate (a read of a body already
+        being received, say: not a call of its own)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor(region), fn)
+
+    def close(self) -> None:
+        """Let the worker threads go (calls under way finish on their own)."""
+        with self._executors_lock:
+            for pool in self._executors.values():
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._executors.clear()
 
     def gate(self, region: str) -> RegionGate:
         if region not in self._gates:
@@ -212,14 +255,23 @@ class CloudCalls:
                 started = time.monotonic()
                 error: BaseException | None = None
                 try:
-                    return await asyncio.to_thread(fn)
+                    return await self.blocking(region, fn)
                 except Exception as raised:
                     error = raised
                     raise
                 finally:
                     verdict = self._classify(error)
                     latency = time.monotonic() - started
-                    gate.record(CallRecord(self._clock(), verdict.outcome, latency, probe, changes))
+                    gate.record(
+                        CallRecord(
+                            self._clock(),
+                            verdict.outcome,
+                            latency,
+                            probe,
+                            changes,
+                            transfer=operation in TRANSFER_OPERATIONS,
+                        )
+                    )
                     if self._on_outcome is not None:
                         self._on_outcome(region, service, operation, verdict, latency)
 

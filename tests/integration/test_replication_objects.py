@@ -324,7 +324,7 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
         )
         return s if waiting else None
 
-    status = wait_for(reversed_and_waiting, 30, "use1 healthy, failback held by replication")
+    status = wait_for(reversed_and_waiting, 60, "use1 healthy, failback held by replication")
     assert buckets.get("use1", "big.bin") is None  # still on its way
     assert entry(status, "use1")["epoch"] == 2
 

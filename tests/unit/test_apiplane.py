@@ -103,3 +103,16 @@ def test_impaired_only_on_evidence_and_deterministic(rounds: list[list[CallOutco
                 numbers.error_share >= T.impaired.error_share * T.recovery
                 or numbers.throttle_share >= T.impaired.throttle_share * T.recovery
             )
+
+
+def test_transfers_count_for_errors_but_not_for_latency() -> None:
+    """A slow upload of a large object says nothing about the API plane; its failure does."""
+    now = 100.0
+    slow_uploads = [CallRecord(now, CallOutcome.OK, 60.0, transfer=True) for _ in range(10)]
+    quick_reads = [CallRecord(now, CallOutcome.OK, 0.05) for _ in range(10)]
+    numbers = figures([*slow_uploads, *quick_reads], now, 60)
+    assert (numbers.calls, numbers.p99) == (20, 0.05)
+    only_transfers = figures(slow_uploads, now, 60)
+    assert only_transfers.p99 is None and only_transfers.p50 is None
+    failed = [CallRecord(now, CallOutcome.TIMEOUT, 60.0, transfer=True) for _ in range(10)]
+    assert figures(failed, now, 60).errors == 10

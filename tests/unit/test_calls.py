@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.apiplane import ApiPlaneState, CallOutcome, Thresholds
-from controller.providers.calls import CloudCalls, RegionGate, RegionImpaired, RetryBudget
+from controller.core.apiplane import ApiPlaneState, CallOutcome, CallRecord, Thresholds
+from controller.providers.calls import (
+    EAGER_JUDGE_CALLS,
+    JUDGE_INTERVAL,
+    CloudCalls,
+    RegionGate,
+    RegionImpaired,
+    RetryBudget,
+)
 from controller.providers.outcomes import classify
 from controller.providers.retry import RetryPolicy
 from tests.factories import client_error
@@ -94,3 +101,27 @@ async def test_outcomes_are_recorded_with_mutating_inferred() -> None:
         (CallOutcome.OK, False),
         (CallOutcome.OK, True),
     ]
+
+
+def test_a_busy_region_is_judged_at_most_every_interval() -> None:
+    """Few calls: every call is judged. Many: the verdict is refreshed at most every
+    JUDGE_INTERVAL, so a call never pays for a large window, and it still turns."""
+    now = [1000.0]
+    gate = RegionGate(
+        "aws-test", "us-east-1", Thresholds(window=60, min_calls=4), clock=lambda: now[0]
+    )
+    for _ in range(4):
+        gate.record(CallRecord(now[0], CallOutcome.SERVER_ERROR, 0.01))
+    assert state_of(gate) is ApiPlaneState.IMPAIRED  # judged at once
+
+    now[0] += 61  # the errors leave the window
+    for _ in range(EAGER_JUDGE_CALLS + 1):
+        gate.record(CallRecord(now[0], CallOutcome.OK, 0.01))
+    assert state_of(gate) is ApiPlaneState.HEALTHY
+    for _ in range(EAGER_JUDGE_CALLS):
+        gate.record(CallRecord(now[0], CallOutcome.THROTTLED, 0.01))
+    assert state_of(gate) is ApiPlaneState.HEALTHY  # not judged again yet
+    now[0] += JUDGE_INTERVAL
+    gate.record(CallRecord(now[0], CallOutcome.THROTTLED, 0.01))
+    assert state_of(gate) is ApiPlaneState.IMPAIRED
+    assert gate.health.figures.calls == 2 * EAGER_JUDGE_CALLS + 2

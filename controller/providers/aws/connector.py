@@ -132,7 +132,8 @@ class AwsConnector:
         return self.redact(describe(error))
 
     def close(self) -> None:
-        """Release what the connector holds on disk (the CA bundle file)."""
+        """Release the worker threads and what the connector holds on disk (the CA bundle)."""
+        self.calls.close()
         if isinstance(self._verify, str):
             Path(self._verify).unlink(missing_ok=True)
 

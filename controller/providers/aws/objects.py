@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import functools
 import hashlib
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -60,6 +62,15 @@ MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _MD5 = re.compile(r"^[0-9A-Fa-f]{32}$")
+
+
+def _answered_at(answer: Mapping[str, Any]) -> float:
+    """When S3 answered (its Date header: the object's Last-Modified, to the second)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def _content_md5(data: bytes) -> str:
@@ -213,13 +224,19 @@ class S3ObjectStore:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         if size <= self.multipart_threshold:
-            await self._put_single(key, chunks, size, metadata, md5_hex)
+            answer, md5 = await self._put_single(key, chunks, size, metadata, md5_hex)
         else:
-            await self._put_multipart(key, chunks, size, metadata, md5_hex)
-        info = await self.head(key)
-        if info is None:  # S3 is read-after-write consistent: someone deleted it already
-            raise KeyError(key)
-        return info
+            answer, md5 = await self._put_multipart(key, chunks, size, metadata, md5_hex)
+        # What S3 answered describes the stored object: no HEAD needed to learn it.
+        etag = _etag(answer["ETag"])
+        return ObjectInfo(
+            key=key,
+            size=size,
+            etag=etag,
+            last_modified=_answered_at(answer),
+            metadata={k.lower(): v for k, v in metadata.items()},
+            md5=md5 if md5 is not None and etag.lower() == md5 else None,
+        )
 
     async def _put_single(
         self,
@@ -228,16 +245,17 @@ class S3ObjectStore:
         size: int,
         metadata: Mapping[str, str],
         md5_hex: str | None,
-    ) -> None:
+    ) -> tuple[Mapping[str, Any], str | None]:
         body = bytearray()
         async for chunk in chunks:
             body += chunk
             _check_size(len(body), size, complete=False)
         _check_size(len(body), size, complete=True)
         data = bytes(body)
-        _check_digest(hashlib.md5(data, usedforsecurity=False).hexdigest(), md5_hex)
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        _check_digest(digest, md5_hex)
         client = self._client()
-        await self.connector.call(
+        answer = await self.connector.call(
             self.region,
             "s3",
             "PutObject",
@@ -252,6 +270,7 @@ class S3ObjectStore:
             ),
             mutating=True,
         )
+        return answer, digest
 
     async def _put_multipart(
         self,
@@ -260,7 +279,7 @@ class S3ObjectStore:
         size: int,
         metadata: Mapping[str, str],
         md5_hex: str | None,
-    ) -> None:
+    ) -> tuple[Mapping[str, Any], str | None]:
         client = self._client()
         part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
         created = await self.connector.call(
@@ -294,7 +313,7 @@ class S3ObjectStore:
             if buffer or not parts:
                 parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
             _check_digest(digest.hexdigest(), md5_hex)
-            await self.connector.call(
+            answer = await self.connector.call(
                 self.region,
                 "s3",
                 "CompleteMultipartUpload",
@@ -310,6 +329,7 @@ class S3ObjectStore:
         except BaseException:
             await asyncio.shield(self._abort(key, upload_id))
             raise
+        return answer, None  # a multipart ETag is no MD5 of the content
 
     async def _upload_part(
         self, key: str, upload_id: str, number: int, data: bytes

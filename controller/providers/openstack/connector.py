@@ -261,7 +261,9 @@ class OpenStackConnector:
         return self.redact(describe(error))
 
     def close(self) -> None:
-        """Close the connections and remove the CA bundle file (if one was written)."""
+        """Close the connections, release the worker threads and remove the CA bundle file
+        (if one was written)."""
+        self.calls.close()
         with self._lock:
             for connection in self._connections.values():
                 connection.close()
