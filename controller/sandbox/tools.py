@@ -238,27 +238,34 @@ def ensure_dashboard_linter(log: Log = _logger.info) -> Path:
 
 def ensure_promtool(log: Log = _logger.info) -> Path:
     """Prometheus' ``promtool``: ``$PROMTOOL`` when set, else taken from Debian's
-    ``prometheus`` package (``apt-get download`` + ``dpkg-deb -x``, nothing installed on
-    the system) into ``tools_dir()/promtool-<version>/`` once per machine and version."""
-    given = os.environ.get(PROMTOOL_ENV)
+    ``prometheus`` package (see :func:`ensure_debian_tool`)."""
+    return ensure_debian_tool(PROMETHEUS_DEB, "promtool", PROMTOOL_ENV, log=log)
+
+
+def ensure_debian_tool(package: str, binary: str, env: str, *, log: Log = _logger.info) -> Path:
+    """``usr/bin/<binary>`` of Debian's ``package``: ``$<env>`` when set, else fetched with
+    ``apt-get download`` and unpacked with ``dpkg-deb -x`` (nothing installed on the
+    system) into ``tools_dir()/<binary>-<version>/`` once per machine and version, under a
+    file lock shared by concurrent runs."""
+    given = os.environ.get(env)
     if given:
         if not _executable(Path(given)):
-            raise ToolError(f"${PROMTOOL_ENV} is {given}, which is not an executable file")
+            raise ToolError(f"${env} is {given}, which is not an executable file")
         return Path(given)
     for command in ("apt-get", "apt-cache", "dpkg-deb"):
         if shutil.which(command) is None:
             raise ToolError(
-                f"{command} not found: promtool comes from Debian's {PROMETHEUS_DEB} package; "
-                f"set ${PROMTOOL_ENV} to a promtool binary instead"
+                f"{command} not found: {binary} comes from Debian's {package} package; "
+                f"set ${env} to a {binary} binary instead"
             )
-    version = _debian_candidate(PROMETHEUS_DEB, log)
-    path = tools_dir() / f"promtool-{version.replace(':', '_')}" / "promtool"
+    version = _debian_candidate(package, log)
+    path = tools_dir() / f"{binary}-{version.replace(':', '_')}" / binary
     if _executable(path):
         return path
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(path.parent.parent / f".{path.parent.name}.lock", log):
         if not _executable(path):
-            _extract_promtool(version, path, log)
+            _extract_debian_binary(package, version, binary, path, log)
     return path
 
 
@@ -284,30 +291,30 @@ def _debian_candidate(package: str, log: Log) -> str:
     raise ToolError(f"Debian offers no {package} package here (apt-cache policy: {policy!r})")
 
 
-def _extract_promtool(version: str, path: Path, log: Log) -> None:
-    log(f"fetching promtool from Debian's {PROMETHEUS_DEB} {version} into {path.parent}")
+def _extract_debian_binary(package: str, version: str, binary: str, path: Path, log: Log) -> None:
+    log(f"fetching {binary} from Debian's {package} {version} into {path.parent}")
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=path.parent.parent) as scratch:
-        _run(["apt-get", "download", f"{PROMETHEUS_DEB}={version}"], cwd=Path(scratch))
+        _run(["apt-get", "download", f"{package}={version}"], cwd=Path(scratch))
         debs = list(Path(scratch).glob("*.deb"))
         if len(debs) != 1:
-            raise ToolError(f"apt-get download {PROMETHEUS_DEB}={version} gave {debs}")
+            raise ToolError(f"apt-get download {package}={version} gave {debs}")
         unpacked = Path(scratch) / "root"
         _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)])
-        binary = unpacked / "usr" / "bin" / "promtool"
-        if not _executable(binary):
-            raise ToolError(f"{PROMETHEUS_DEB} {version} has no usr/bin/promtool")
+        found = unpacked / "usr" / "bin" / binary
+        if not _executable(found):
+            raise ToolError(f"{package} {version} has no usr/bin/{binary}")
         check = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, check=False, timeout=60
+            [str(found), "--version"], capture_output=True, text=True, check=False, timeout=60
         )
         if check.returncode != 0:
-            raise ToolError(f"promtool from {PROMETHEUS_DEB} {version} does not run: {check}")
+            raise ToolError(f"{binary} from {package} {version} does not run: {check}")
         staged = Path(scratch) / "staged"
         staged.mkdir()
-        binary.rename(staged / "promtool")
+        found.rename(staged / binary)
         if path.parent.exists():
             shutil.rmtree(path.parent)  # incomplete leftovers; we hold the lock
         staged.rename(path.parent)
-    log(f"promtool {version} ready at {path}")
+    log(f"{binary} {version} ready at {path}")
 
 
 def _run(args: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
