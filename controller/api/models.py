@@ -43,6 +43,11 @@ CloudName = Annotated[str, Field(min_length=1, max_length=63, pattern=CLOUD_NAME
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
+def list_map(*keys: str) -> dict[str, Any]:
+    """Schema of a list merged by ``keys`` (server-side apply, strategic merges)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
 class Model(BaseModel):
     """Base: camelCase on the wire, immutable in Python, unknown fields ignored.
 
@@ -295,7 +300,7 @@ Conditions = Annotated[
         default=(),
         max_length=16,
         description="Kubernetes-style conditions.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        json_schema_extra=list_map("type"),
     ),
 ]
 
@@ -342,7 +347,7 @@ class ProviderStatus(Model):
         default=(),
         max_length=32,
         description="Per-region API-plane health.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=list_map("name"),
     )
     conditions: Conditions
 
@@ -1182,16 +1187,13 @@ class ResilientAppStatus(Model):
         default=(),
         max_length=256,
         description="Per-zone data-plane health.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["site", "zone"],
-        },
+        json_schema_extra=list_map("site", "zone"),
     )
     sites: tuple[SiteStatus, ...] = Field(
         default=(),
         max_length=16,
         description="Per-site summary.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=list_map("name"),
     )
     traffic: TrafficStatus | None = Field(default=None, description="DNS as last applied.")
     last_failover: FailoverRecord | None = Field(default=None, description="Latest failover.")
@@ -1215,15 +1217,12 @@ class ResilientAppStatus(Model):
         default=(),
         max_length=512,
         description="Per dataset and destination: pending changes, RPO, throughput.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["dataset", "destination"],
-        },
+        json_schema_extra=list_map("dataset", "destination"),
     )
     volume_restores: tuple[VolumeRestoreStatus, ...] = Field(
         default=(),
         max_length=16,
         description="Per site: the volumes the latest failover to it restored from copies.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["site"]},
+        json_schema_extra=list_map("site"),
     )
     conditions: Conditions
