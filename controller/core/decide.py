@@ -610,13 +610,21 @@ def _may_act(
     mode = work.spec.failover.mode
     if mode == "Automatic":
         return True
-    rec_id = recommendation_id(response, target, zones, work.state.epoch)
+    base = recommendation_id(response, target, zones, work.state.epoch)
     if restore:
-        rec_id = f"restore-{rec_id}"
-    if mode == "Manual" and work.obs.approval == rec_id:
-        work.note(NoteKind.REQUEST_ACCEPTED, f"approved: {summary}")
-        return True
+        base = f"restore-{base}"
     current = work.state.recommendation
+    # An ID names one recommendation, not one kind of decision: it carries the time the
+    # recommendation was first made, and an approval is used up when it is acted on, so an
+    # old approval never approves the same decision again when the situation comes back.
+    if current is not None and current.id.rpartition("@")[0] == base:
+        rec_id = current.id
+    else:
+        rec_id = f"{base}@{work.now:.0f}"
+    if mode == "Manual" and current is not None and work.obs.approval == current.id == rec_id:
+        work.note(NoteKind.REQUEST_ACCEPTED, f"approved: {summary}")
+        work.state = replace(work.state, recommendation=None)
+        return True
     if current is None or current.id != rec_id:
         recommendation = Recommendation(rec_id, response, summary, target, zones, work.now)
         work.state = replace(work.state, recommendation=recommendation)

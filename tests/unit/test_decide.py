@@ -307,6 +307,34 @@ def test_manual_mode_acts_only_on_approval() -> None:
     assert run.state.recommendation is None
 
 
+def test_an_approval_is_used_once_and_never_approves_a_later_recommendation() -> None:
+    """A zone evacuated on approval, restored on approval, fails again in the same epoch:
+    the approvals still in the annotation must not act again; a new one is needed."""
+    run = Run(spec=spec_of(mode="Manual", zonalEvacuation={"restoreAfterSeconds": 5}))
+    zone = ZoneKey("use1", "us-east-1b")
+    run.round()
+    run.rounds(3, down={"use1/us-east-1b"})
+    first = run.state.recommendation
+    assert first is not None and first.response is m.Response.EVACUATE
+    run.round(down={"use1/us-east-1b"}, approval=first.id)
+    assert zone in run.state.evacuated
+    run.rounds(10, approval=first.id)  # healthy again: a restore is recommended
+    restore = run.state.recommendation
+    assert restore is not None and restore.id != first.id
+    run.round(approval=restore.id)
+    assert zone not in run.state.evacuated
+
+    run.rounds(4, down={"use1/us-east-1b"}, approval=restore.id)  # the zone fails again
+    assert zone not in run.state.evacuated  # neither old approval acts
+    again = run.state.recommendation
+    assert again is not None and again.response is m.Response.EVACUATE
+    assert again.id not in (first.id, restore.id)
+    run.rounds(3, down={"use1/us-east-1b"}, approval=first.id)
+    assert zone not in run.state.evacuated
+    run.round(down={"use1/us-east-1b"}, approval=again.id)
+    assert zone in run.state.evacuated
+
+
 # --------------------------------------------------------------------------- requests
 
 
