@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -212,6 +212,7 @@ class AppWorker:
         finally:
             if self._task is not None:
                 self._task.cancel()  # re-applied by whoever runs next: actions are idempotent
+                await asyncio.gather(self._task, return_exceptions=True)
             for source in self._sources or ():
                 try:
                     await source.close()
@@ -223,12 +224,14 @@ class AppWorker:
     async def pause(self, until: float, stopped: Callable[[], bool]) -> None:
         """Sleep until the monotonic time ``until``; finish an action as soon as it ends."""
         while not stopped() and (left := until - time.monotonic()) > 0:
-            waiting: set[Awaitable[Any]] = {asyncio.sleep(min(left, 0.5))}
+            nap = asyncio.ensure_future(asyncio.sleep(min(left, 0.5)))
+            waiting: set[asyncio.Future[Any]] = {nap}
             if self._task is not None:
                 waiting.add(self._task)
-            await asyncio.wait(
-                {asyncio.ensure_future(w) for w in waiting}, return_when=asyncio.FIRST_COMPLETED
-            )
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                nap.cancel()
             if self._task is not None and self._task.done():
                 await self._finish_action()
 
@@ -260,6 +263,7 @@ class AppWorker:
         for note in decision.notes:
             await self._announce(note)
         await self._check_configuration(spec)
+        await self._preempt(decision.actions)
         if decision.actions and self._task is None:
             await self._write(force=True)  # the decision is on record before anything moves
             self._start(decision.actions[0], spec)
@@ -299,6 +303,33 @@ class AppWorker:
             self._status = _salvage(body.get("status") or {})
 
     # ------------------------------------------------------------------ actions
+
+    async def _preempt(self, wanted: tuple[m.Action, ...]) -> None:
+        """Stop a running action that a newer decision overtook: one no longer wanted, or a
+        capacity or volume step of an older epoch while a traffic shift waits (a slow boot
+        in an evacuated region must not hold a failover's DNS change back). Actions are
+        idempotent: a stopped one is carried out again if it is still wanted."""
+        running = self._action
+        if self._task is None or self._task.done() or running is None or not wanted:
+            return
+        first = wanted[0]
+        overtaken = all(a.id != running.id for a in wanted) or (
+            isinstance(first, m.ShiftTraffic)
+            and not isinstance(running, m.ShiftTraffic)
+            and first.epoch > running.epoch
+        )
+        if not overtaken:
+            return
+        log.info(
+            "%s/%s: stopping %s: overtaken by %s",
+            self.ref.namespace,
+            self.ref.name,
+            running.id,
+            first.id,
+        )
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task, self._action = None, None
 
     def _start(self, action: m.Action, spec: ResilientAppSpec) -> None:
         self._action = action

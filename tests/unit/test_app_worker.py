@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from controller.api.models import ResilientAppSpec
+from controller.api.models import ResilientAppSpec, Site
 from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 from controller.operator.app import AppContext, AppWorker
 from controller.operator.kube import EventType, ObjectRef
-from controller.providers.protocols import TrafficChange, TrafficPlan
+from controller.providers.protocols import (
+    CapacityDriver,
+    CapacityState,
+    TrafficChange,
+    TrafficPlan,
+)
 from tests.factories import app_spec
 
 REF = ObjectRef("ResilientApp", "resilientapps", "web", "shop", "uid-1")
@@ -90,7 +95,9 @@ class FakeProber:
         return tuple(
             ProbeResult(
                 ZoneKey(site.name, e.zone),
-                ProbeOutcome.FAIL if site.name in self.down else ProbeOutcome.OK,
+                ProbeOutcome.FAIL
+                if site.name in self.down or f"{site.name}/{e.zone}" in self.down
+                else ProbeOutcome.OK,
                 time.time(),
                 0.001,
             )
@@ -199,3 +206,62 @@ async def test_a_failing_dns_change_is_reported_and_retried(failure: Exception) 
     await worker.round(body())
     await settle(worker)
     assert len(traffic.plans) == 2
+
+
+class HangingCapacity:
+    """Capacity changes that never finish (a region slow to boot replacements)."""
+
+    region = "us-east-1"
+
+    def __init__(self) -> None:
+        self.started: list[dict[str, int]] = []
+        self.cancelled = 0
+
+    async def for_site(self, app: str, site: Site) -> CapacityDriver:
+        return self
+
+    async def observe(self) -> CapacityState:
+        raise AssertionError("not used")
+
+    async def set_zones(self, desired: Mapping[str, int]) -> None:
+        self.started.append(dict(desired))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_a_failover_does_not_wait_behind_a_slow_capacity_change() -> None:
+    raw = app_spec()
+    for index, site in enumerate(raw["sites"]):
+        site["zoneTargets"] = [
+            {"zone": zone, "values": [f"192.0.{index + 2}.{i + 1}"]}
+            for i, zone in enumerate(site["zones"])
+        ]
+        site["trafficTargets"] = []
+        site["capacity"] = {"perZone": 2, "autoScalingGroup": {"name": f"web-{site['name']}"}}
+    raw["failover"] = {"minDwellSeconds": 0}
+    kube, prober, traffic, capacity = FakeKube(), FakeProber(), FakeTraffic(), HangingCapacity()
+    context = AppContext(
+        kube=kube, providers=FakeProviders(traffic), prober=prober, capacity=capacity
+    )
+    worker = AppWorker(REF, context)
+    await worker.round(body(raw))
+    await settle(worker)
+    prober.down = {"use1/us-east-1b"}  # a lone zone: evacuation, capacity moved in use1
+    for _ in range(6):
+        await worker.round(body(raw))
+        await settle(worker)
+    assert capacity.started, "the evacuation never asked for capacity"
+    assert worker.state is not None and worker.state.epoch == 1
+    prober.down = {"use1"}  # now the whole site: a failover
+    for _ in range(6):
+        await worker.round(body(raw))
+        await settle(worker)
+        if worker.state.traffic_epoch == 2:
+            break
+    assert worker.state.epoch == 2
+    assert worker.state.traffic_epoch == 2  # DNS moved although capacity still hangs
+    assert capacity.cancelled >= 1
+    assert ("Normal", "TrafficShifted") in [(t, r) for t, r, _ in kube.events[-5:]]
