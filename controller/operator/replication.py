@@ -11,9 +11,13 @@ at the active site to each other location — plus, when the source location nam
 ``eventQueue``, a listener for the bucket's change notices
 (:mod:`controller.replication.objects`). When the active site or the epoch changes, every
 flow of the old epoch is stopped before the flows of the new one start (their direction
-reversed), and a flow checks before each write that its epoch is still current, so nothing
-is ever copied into the new active site under an older epoch. A flow holds (sends
-nothing) while the API plane of its source's or destination's region is Impaired.
+reversed), and a flow checks that its epoch is still current before a copy starts and
+again once the body has been read, right before the store commits the object, so an
+older-epoch copy cannot become visible at the new active site — except for the one commit
+request already under way when the epoch changes (an SDK call cannot be recalled), which
+the epoch stamps then mark as older so the next pass of the new epoch settles it. A flow
+holds (sends nothing) while the API plane of its source's or destination's region is
+Impaired.
 """
 
 from __future__ import annotations

@@ -521,8 +521,12 @@ class ObjectFlow:
                         await self._limit.acquire(len(chunk))
                     digest.update(chunk)
                     yield chunk
+            # The body is complete: the store commits (PUT, last part and completion, SLO
+            # manifest) only after this returns, so a flow whose epoch ended while it
+            # streamed fails here and the object never becomes visible.
+            self._check()
 
-        self._check()  # the last moment before anything reaches the destination
+        self._check()  # before the first byte leaves for the destination
         async with _closing(body()) as chunks:
             info = await self.target.store.put(
                 self.target.key(key),

@@ -477,3 +477,26 @@ def test_history_used_for_unstamped_objects_comes_from_both_manifests() -> None:
 
     history = asyncio.run(run())
     assert [(s.epoch, s.site) for s in history] == [(1, "use1"), (2, "usw2")]
+
+
+async def test_an_epoch_that_ends_while_a_body_streams_commits_nothing() -> None:
+    """The epoch is checked again once the body is read, right before the store commits."""
+    epoch_current = {"value": True}
+
+    class Source(MemoryStore):
+        async def get(self, key: str) -> AsyncIterator[bytes]:
+            async for chunk in super().get(key):
+                yield chunk
+                epoch_current["value"] = False  # a failover is decided mid-copy
+
+    east, west = Source(), MemoryStore()
+    east.chunk = 2
+    east.write("a", b"some data")
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1, checkpoint_interval=0),
+        Location("use1", east),
+        Location("usw2", west),
+        current=lambda: epoch_current["value"],
+    )
+    assert not await f.scan()
+    assert "a" not in west.objects
