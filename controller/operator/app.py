@@ -43,7 +43,7 @@ from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeResult, ZoneKey
 from controller.core.status import READY, state_from_status, status_from_state
-from controller.operator.kube import Kube, NotFound, ObjectRef
+from controller.operator.kube import Kube, NotFound, ObjectRef, StaleEpoch
 from controller.operator.providers import ProviderUnavailable, spec_error
 from controller.operator.volumes import CopyPending, VolumeRestorer, restore_message
 from controller.providers.aws.route53 import HostedZoneError
@@ -595,11 +595,17 @@ class AppWorker:
         self._written, self._written_at = wire, now
 
     async def _patch(self, wire: dict[str, Any]) -> None:
-        """Write status; a failure is logged and the next round writes again."""
+        """Write status, fenced by the epoch; a failure is logged and the next round writes
+        again. A newer stored epoch means another instance failed over meanwhile: this
+        worker's state is stale, so it is dropped and read again from the stored status."""
         try:
-            await self.ctx.kube.patch_status(self.ref, wire)
+            epoch = self.state.epoch if self.state is not None else None
+            await self.ctx.kube.patch_status(self.ref, wire, epoch=epoch)
         except NotFound:
             pass  # deleted under us; the daemon is being stopped
+        except StaleEpoch as error:
+            log.warning("%s/%s: %s; reading it again", self.ref.namespace, self.ref.name, error)
+            self.state, self._written, self._written_at = None, None, 0.0
         except Exception as error:
             self._written_at = 0.0  # make the next round write
             log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, error)

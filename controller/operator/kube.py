@@ -34,6 +34,15 @@ class NotFound(LookupError):
     """The object does not exist."""
 
 
+class StaleEpoch(RuntimeError):
+    """A status write refused: the stored status holds a newer epoch than the writer's
+    (another instance failed over since): the writer must read the status again."""
+
+    def __init__(self, ref: ObjectRef, stored: int, mine: int) -> None:
+        super().__init__(f"{ref.kind} {ref.name}: stored epoch {stored} is newer than {mine}")
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class ObjectRef:
     """Enough of an object to patch it and to hang Events on it."""
@@ -51,7 +60,12 @@ class Kube(Protocol):
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]: ...
 
-    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None: ...
+    async def patch_status(
+        self, ref: ObjectRef, status: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
+        """Merge-patch the status; with ``epoch``, only if the stored epoch is not newer
+        (else :class:`StaleEpoch`), atomically (resourceVersion precondition)."""
+        ...
 
     async def event(
         self, ref: ObjectRef, type_: EventType, reason: str, message: str, action: str = ""
@@ -93,9 +107,57 @@ class KubeClient:
         }
         return data, str(secret.metadata.resource_version if secret.metadata else "")
 
-    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (lists are replaced whole)."""
-        body = {"status": status}
+    async def patch_status(
+        self, ref: ObjectRef, status: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
+        """Merge-patch the status subresource (lists are replaced whole).
+
+        With ``epoch`` the write is fenced: the object is read first, a stored epoch newer
+        than ``epoch`` refuses the write (:class:`StaleEpoch`), and the patch carries the
+        read's resourceVersion so that a write in between makes it fail (409) and start
+        over, instead of an older epoch overwriting a newer one.
+        """
+        for _ in range(5):
+            body: dict[str, Any] = {"status": status}
+            if epoch is not None:
+                current = await self._get(ref)
+                stored = ((current.get("status") or {}).get("epoch")) or 0
+                if isinstance(stored, int) and stored > epoch:
+                    raise StaleEpoch(ref, stored, epoch)
+                body["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}
+            try:
+                await self._patch_status(ref, body)
+                return
+            except ApiException as error:
+                if error.status == 409 and epoch is not None:
+                    continue  # written in between: read again
+                raise
+        raise RuntimeError(f"{ref.kind} {ref.name}: status kept changing under the write")
+
+    async def _get(self, ref: ObjectRef) -> dict[str, Any]:
+        try:
+            if ref.namespace:
+                found = await asyncio.to_thread(
+                    self._custom.get_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    ref.namespace,
+                    ref.plural,
+                    ref.name,
+                )
+            else:
+                found = await asyncio.to_thread(
+                    self._custom.get_cluster_custom_object, GROUP, VERSION, ref.plural, ref.name
+                )
+        except ApiException as error:
+            if error.status == 404:
+                raise NotFound(f"{ref.kind} {ref.name} is gone") from None
+            raise
+        if not isinstance(found, dict):
+            raise TypeError(f"{ref.kind} {ref.name}: unexpected answer {type(found).__name__}")
+        return found
+
+    async def _patch_status(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         try:
             if ref.namespace:
                 await asyncio.to_thread(

@@ -13,8 +13,9 @@ import pytest
 from controller.api.models import ResilientAppSpec, Site
 from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
+from controller.core.model import AppState
 from controller.operator.app import AppContext, AppWorker
-from controller.operator.kube import EventType, ObjectRef
+from controller.operator.kube import EventType, ObjectRef, StaleEpoch
 from controller.providers.protocols import (
     CapacityDriver,
     CapacityState,
@@ -31,13 +32,18 @@ class FakeKube:
         self.patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.fail_patches = False
+        self.stored_epoch = 0
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         raise AssertionError("not used")
 
-    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: ObjectRef, status: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
         if self.fail_patches:
             raise ConnectionError("API server unreachable")
+        if epoch is not None and self.stored_epoch > epoch:
+            raise StaleEpoch(ref, self.stored_epoch, epoch)
         self.patches.append(copy.deepcopy(status))
 
     async def event(
@@ -265,3 +271,25 @@ async def test_a_failover_does_not_wait_behind_a_slow_capacity_change() -> None:
     assert worker.state.traffic_epoch == 2  # DNS moved although capacity still hangs
     assert capacity.cancelled >= 1
     assert ("Normal", "TrafficShifted") in [(t, r) for t, r, _ in kube.events[-5:]]
+
+
+def state_of(worker: AppWorker) -> AppState | None:
+    return worker.state  # read anew each time (no narrowing across awaits)
+
+
+async def test_a_newer_stored_epoch_makes_the_worker_read_its_state_again() -> None:
+    """Another instance failed over meanwhile: this worker's write is refused, it drops
+    its state and takes the stored one instead of writing its older epoch over it."""
+    worker, kube, _, _ = make()
+    await worker.round(body())
+    await settle(worker)
+    assert worker.state is not None and worker.state.epoch == 1
+    written = len(kube.patches)
+    kube.stored_epoch = 5
+    newer = {"activeSite": "usw2", "epoch": 5, "phase": "Healthy"}
+    await worker.round(body(status={"activeSite": "use1", "epoch": 1}))
+    assert state_of(worker) is None  # refused: nothing of epoch 1 was written
+    assert len(kube.patches) == written
+    await worker.round(body(status=newer))
+    state = state_of(worker)
+    assert state is not None and (state.epoch, state.active_site) == (5, "usw2")

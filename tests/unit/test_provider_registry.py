@@ -20,7 +20,9 @@ class NoKube:
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         raise AssertionError("Environment credentials read no Secret")
 
-    async def patch_status(self, ref: Any, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: Any, status: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
         raise AssertionError
 
     async def event(self, *args: Any, **kwargs: Any) -> None:

@@ -120,7 +120,9 @@ class Events:
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         raise AssertionError("not used")
 
-    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: ObjectRef, status: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
         raise AssertionError("not used")
 
     async def event(
