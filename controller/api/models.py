@@ -1089,7 +1089,7 @@ class DecisionRecord(Model):
     """The latest decision and its explanation (the trace)."""
 
     time: Timestamp = Field(description="When the decision was first taken.")
-    rule: str = Field(max_length=64, description="Rule that decided, e.g. all-zones-down.")
+    rule: str = Field(max_length=64, description="Rule that decided, e.g. site-down or cascade.")
     summary: str = Field(max_length=1024, description="The decision in one sentence.")
     facts: tuple[Fact, ...] = Field(
         default=(), max_length=64, description="Observations and thresholds behind it."

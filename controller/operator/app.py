@@ -450,7 +450,8 @@ class AppWorker:
         )
 
     async def _action_failed(self, action: m.Action, done: _Done) -> None:
-        metrics.TRAFFIC_SHIFT_ERRORS.labels(*self._labels).inc()
+        if isinstance(action, m.ShiftTraffic):
+            metrics.TRAFFIC_SHIFT_ERRORS.labels(*self._labels).inc()
         metrics.ACTION_FAILURES.labels(*self._labels, action.kind).inc()
         message = f"{action.target} (epoch {action.epoch}) failed: {done.detail}; retrying"
         log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, message)

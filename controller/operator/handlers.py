@@ -73,13 +73,13 @@ def build(
     ``volume_interval_override`` (sandbox and tests only) replaces every volume dataset's
     snapshot interval."""
     registry = kopf.OperatorRegistry()
-    kube = KubeClient(kubernetes.client.ApiClient(configuration))
+    kube_client = kubernetes.client.ApiClient(configuration)
+    capacity_client = kubernetes.client.ApiClient(configuration)
+    kube = KubeClient(kube_client)
     providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
     prober = HttpProber()
     monitor = ProviderMonitor(providers, kube)
-    capacity = CapacityDrivers(
-        providers, kube, kubernetes.client.ApiClient(configuration), controller_namespace
-    )
+    capacity = CapacityDrivers(providers, kube, capacity_client, controller_namespace)
 
     def object_replication(ref: ObjectRef) -> ReplicationSource:
         return ObjectReplication(ref, kube, providers)
@@ -128,7 +128,10 @@ def build(
     async def cleanup(**_: Any) -> None:
         for task in background:
             task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await prober.close()
+        for client in (kube_client, capacity_client):
+            client.close()  # type: ignore[no-untyped-call]
 
     @kopf.index(*PROVIDERS, id="cloud_providers", registry=registry)
     def cloud_providers(

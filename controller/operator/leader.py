@@ -82,13 +82,16 @@ class LeaseElector:
         deadline = self.lease_seconds * 2 / 3
         renewed = time.monotonic()
         while not await _wait(stopping, self.renew_seconds):
+            # The Lease is stamped before the request goes out: count from then, not from
+            # the answer, or a slow renewal would stretch the deadline past the real one.
+            attempt = time.monotonic()
             try:
                 holder: str | None = await asyncio.to_thread(self._try_acquire)
             except Exception as error:
                 log.warning("leader election: renewing the lease failed: %s", error)
                 holder = None
             if holder == self.identity:
-                renewed = time.monotonic()
+                renewed = attempt
             elif holder is not None or time.monotonic() - renewed >= deadline:
                 raise LeadershipLost(
                     f"lost lease {self.namespace}/{self.name}"
