@@ -369,8 +369,7 @@ class ObjectReplication:
 
     async def close(self) -> None:
         """Stop every flow (the app's worker is stopping)."""
-        for group in list(self._datasets.values()):
-            await self._stop(group, forget=set())
+        await asyncio.gather(*(self._stop(g, forget=set()) for g in self._datasets.values()))
         self._datasets.clear()
         for task in list(self._announcements):
             task.cancel()
