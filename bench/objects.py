@@ -206,7 +206,12 @@ class Run:
 
 
 def measured(command: Sequence[str], env: Mapping[str, str]) -> tuple[int, float, int, str]:
-    """Run ``command``; (exit code, wall seconds, peak RSS bytes, stdout)."""
+    """Run ``command``; (exit code, wall seconds, peak RSS bytes, stdout).
+
+    The peak is the process's own ``VmHWM``, read from ``/proc`` while it runs (its last
+    reading before exit): ``ru_maxrss`` would count the pages of this (large) process that
+    the child shared between fork and exec.
+    """
     started = time.monotonic()
     # Loopback servers speak plain HTTP; a CA bundle from the environment only confuses
     # the AWS SDK inside rclone (it refuses to start), so neither tool gets one.
@@ -215,11 +220,28 @@ def measured(command: Sequence[str], env: Mapping[str, str]) -> tuple[int, float
         list(command), env={**base, **env}, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
-    reader = concurrent.futures.ThreadPoolExecutor(1).submit(process.stdout.read)
-    _, status, usage = os.wait4(process.pid, 0)
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while not done.is_set():
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+            except (OSError, ValueError):
+                return
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out = process.stdout.read()
+    code = process.wait()
     elapsed = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, elapsed, usage.ru_maxrss * 1024, reader.result()
+    done.set()
+    watcher.join()
+    return code, elapsed, peak[0], out
 
 
 @dataclass(frozen=True)

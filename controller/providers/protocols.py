@@ -210,7 +210,9 @@ class ObjectStore(Protocol):
 
     Bodies stream in both directions: no implementation holds a whole object in memory.
     ``put`` makes the object visible only when it is complete (multipart upload / SLO),
-    and verifies what the store received against the caller's digest when given.
+    and verifies what the store received against the caller's digest when given; what it
+    returns may come from the write's answer (no extra HEAD), so ``last_modified`` may have
+    that answer's one-second resolution.
     """
 
     region: str

@@ -48,6 +48,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -143,6 +144,14 @@ def _is_large_object(headers: Mapping[str, str]) -> bool:
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A simple object as Swift stored it: the content's MD5 and the PUT's answer."""
+
+    digest: str
+    headers: Mapping[str, str]
 
 
 class SwiftObjectStore:
@@ -273,11 +282,21 @@ class SwiftObjectStore:
         headers = _meta_headers(metadata)
         replaced = await self._segments_of(key)
         if size <= self.large_object_threshold:
-            await self._put_single(key, chunks, size, headers, md5_hex)
+            answer = await self._put_single(key, chunks, size, headers, md5_hex)
         else:
             await self._put_large(key, chunks, size, headers, md5_hex)
+            answer = None
         if replaced:
             await asyncio.shield(self._cleanup(replaced, f"segments of the replaced {key}"))
+        if answer is not None:  # Swift's answer to a simple PUT describes the object
+            return ObjectInfo(
+                key=key,
+                size=size,
+                etag=answer.digest,
+                md5=answer.digest,
+                last_modified=_time(answer.headers) or time.time(),
+                metadata={k.lower(): v for k, v in metadata.items()},
+            )
         info = await self.head(key)
         if info is None:  # Swift is read-after-write consistent here: deleted meanwhile
             raise KeyError(key)
@@ -310,7 +329,7 @@ class SwiftObjectStore:
         size: int,
         headers: Mapping[str, str],
         md5_hex: str | None,
-    ) -> None:
+    ) -> _Stored:
         body = bytearray()
         async for chunk in chunks:
             body += chunk
@@ -319,18 +338,23 @@ class SwiftObjectStore:
         data = bytes(body)
         digest = _md5(data)
         check_digest(digest, md5_hex)
-        await self._put_object(self.container, key, data, {**headers, "ETag": digest})
+        # Swift checks the body against the ETag sent and refuses (422) a mismatch.
+        answer = await self._put_object(self.container, key, data, {**headers, "ETag": digest})
+        return _Stored(digest, answer)
 
     async def _put_object(
         self, container: str, key: str, data: bytes, headers: Mapping[str, str]
-    ) -> None:
+    ) -> Mapping[str, str]:
         path = _path(container, key)
 
-        def put(conn: Any) -> None:
+        def put(conn: Any) -> Mapping[str, str]:
             response = conn.object_store.put(path, data=data, headers=dict(headers))
             openstack.exceptions.raise_from_response(response)
+            answer: Mapping[str, str] = response.headers
+            return answer
 
-        await self._call("PutObject", put, mutating=True)
+        stored: Mapping[str, str] = await self._call("PutObject", put, mutating=True)
+        return stored
 
     async def _put_large(
         self,
