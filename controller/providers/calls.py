@@ -189,6 +189,30 @@ class CloudCalls:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._executors_lock = threading.Lock()
 
+    @classmethod
+    def from_spec(
+        cls,
+        provider: str,
+        spec: CloudProviderSpec,
+        classify: Callable[[BaseException | None], Classified],
+        *,
+        max_concurrency: int = 4,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        on_outcome: OutcomeHook | None = None,
+    ) -> CloudCalls:
+        """The calls of a CloudProvider, judged and budgeted as its ``apiPlane`` says."""
+        budget = spec.api_plane.retry_budget
+        return cls(
+            provider,
+            classify,
+            thresholds=api_plane_thresholds(spec),
+            budget_tokens=budget.tokens,
+            budget_refill_per_second=budget.refill_per_minute / 60,
+            max_concurrency=max_concurrency,
+            retry_policy=retry_policy,
+            on_outcome=on_outcome,
+        )
+
     def executor(self, region: str) -> ThreadPoolExecutor:
         """The region's worker threads: its SDK calls and the body reads of its streams.
 

@@ -39,7 +39,6 @@ from controller.providers.calls import (
     CloudCalls,
     OutcomeHook,
     RegionImpaired,
-    api_plane_thresholds,
     resolve_endpoint,
 )
 from controller.providers.outcomes import Classified
@@ -231,12 +230,10 @@ class OpenStackConnector:
         self.spec = spec
         self._credentials = credentials
         self._timeout = timeout_seconds
-        self.calls = CloudCalls(
+        self.calls = CloudCalls.from_spec(
             name,
+            spec,
             classify,
-            thresholds=api_plane_thresholds(spec),
-            budget_tokens=spec.api_plane.retry_budget.tokens,
-            budget_refill_per_second=spec.api_plane.retry_budget.refill_per_minute / 60,
             max_concurrency=max_concurrency,
             retry_policy=retry_policy,
             on_outcome=on_outcome,
