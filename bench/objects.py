@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import io
 import json
 import os
 import platform
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 
 from bench.rclone import ensure_rclone
 from controller.sandbox.faults import FaultProxy
@@ -141,15 +143,11 @@ def body(key: str, size: int, version: int = 0) -> bytes:
 def put_all(
     client: Any, bucket: str, sizes: Mapping[str, int], versions: Mapping[str, int] | None = None
 ) -> None:
-    from boto3.s3.transfer import TransferConfig
-
     config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
 
     def put(item: tuple[str, int]) -> None:
         key, size = item
         if size >= 8 * MiB:
-            import io
-
             client.upload_fileobj(
                 io.BytesIO(body(key, size, (versions or {}).get(key, 0))),
                 bucket,
