@@ -101,7 +101,7 @@ def world() -> Iterator[World]:
         proxy = FaultProxy(moto.url, name="bench-s3", max_records=1)
         proxy.start()
         stack.callback(proxy.stop)
-        openstack = OpenStackWorld(ensure_openstack_env())
+        openstack = OpenStackWorld(ensure_openstack_env(), swift_proxy_process=True)
         openstack.start()
         stack.callback(openstack.stop)
         yield World(moto, proxy, openstack)

@@ -211,8 +211,12 @@ class OpenStackWorld:
         keystone_port: int = 0,
         service_password: str | None = None,
         startup_timeout: float = 180.0,
+        swift_proxy_process: bool = False,
         log: Callable[[str], None] = logger.info,
     ) -> None:
+        """``swift_proxy_process`` serves each region's Swift proxy from a second process
+        (the account, container and object servers stay in the first): one more
+        interpreter per region (~100 MiB), for load that would hold one core."""
         if not regions:
             raise ValueError("an OpenStack world needs at least one region")
         unknown = set(nova_urls or {}) - set(regions)
@@ -222,6 +226,7 @@ class OpenStackWorld:
         self.region_zones = {name: tuple(zones) for name, zones in regions.items()}
         self.keep = keep
         self.startup_timeout = startup_timeout
+        self.swift_proxy_process = swift_proxy_process
         self._requested_workdir = workdir
         self._nova_urls = dict(nova_urls or {})
         for url in self._nova_urls.values():
@@ -571,6 +576,7 @@ class OpenStackWorld:
             keystone_url=self.keystone_url,
             public_auth_url=self.auth_url,
             service=self.service_credentials,
+            proxy_process=self.swift_proxy_process,
         )
         swift.spawn()
         emulator_options: dict[str, Any] = {
@@ -738,9 +744,11 @@ class _SwiftRegion:
         keystone_url: str,
         public_auth_url: str,
         service: Credentials,
+        proxy_process: bool = False,
     ) -> None:
         self.env = env
         self.region = region
+        self.proxy_process = proxy_process
         self.directory = directory
         self.log_socket = log_socket
         self.keystone_url = keystone_url
@@ -768,6 +776,7 @@ class _SwiftRegion:
             "part_power": 8,
             "ports_file": str(self.directory / "ports.json"),
             "log_socket": str(self.log_socket),
+            "proxy_process": self.proxy_process,
             "configs": {s: str(self.directory / f"{s}-server.conf") for s in _SWIFT_SERVERS},
         }
         plan_path = self.directory / "plan.json"
@@ -1100,7 +1109,9 @@ Each server is the stock Swift WSGI application, loaded from its paste
 configuration as `swift-<server>-server` loads it, served by eventlet on its own
 loopback socket with Swift's own HTTP protocol class. The four run as green
 threads of this one process (as in Swift's in-process functional tests),
-which saves three interpreter starts and ~150 MiB per region.
+which saves three interpreter starts and ~150 MiB per region. With the plan's
+proxy_process (for load that would hold one core), the proxy is served by a
+forked second process instead.
 
 Order: bind every socket (port 0, the kernel picks) and write the ports to
 the plan's ports_file; build the rings for those ports; load the applications;
@@ -1154,26 +1165,76 @@ def relay_syslog(log_socket):
         sys.stdout.flush()
 
 
+def die_with_parent():
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def split_off_proxy(plan):
+    """The servers this process serves, and in a parent the pipe to its proxy child.
+
+    With the plan's proxy_process, fork before eventlet is imported (no hub is
+    shared): the child serves the proxy once the parent has built the rings
+    (it writes to the pipe), and dies with the parent; the parent serves the
+    others. Otherwise this one process serves all four.
+    """
+    if not plan.get("proxy_process"):
+        return SERVERS, None
+    parent = os.getpid()
+    rings_built, announce = os.pipe()
+    child = os.fork()
+    if child == 0:
+        die_with_parent()
+        if os.getppid() != parent:
+            os._exit(0)
+        os.close(announce)
+        os.read(rings_built, 1)  # returns when the parent writes or dies
+        os.close(rings_built)
+        return ("proxy",), None
+    os.close(rings_built)
+
+    def stop(*_):
+        try:
+            os.kill(child, signal.SIGTERM)
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    return ("account", "container", "object"), announce
+
+
 def main(plan_path):
     with open(plan_path, encoding="utf-8") as plan_file:
         plan = json.load(plan_file)
     sockets, ports = bind_sockets(plan)
+    if os.path.exists(plan["log_socket"]):
+        os.unlink(plan["log_socket"])
+    log_listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log_listener.bind(plan["log_socket"])
+    served, announce = split_off_proxy(plan)
+    for server in SERVERS:
+        if server not in served:
+            sockets.pop(server).close()
+    if "proxy" in served and len(served) == 1:
+        log_listener.close()  # the parent relays what every server logs
+        log_listener = None
 
     import eventlet
     import eventlet.wsgi
-    from eventlet.green import socket as green_socket
     from swift.common import constraints, utils, wsgi
 
     utils.monkey_patch()
-    build_rings(plan, ports)
-    if os.path.exists(plan["log_socket"]):
-        os.unlink(plan["log_socket"])
-    log_socket = green_socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    log_socket.bind(plan["log_socket"])
-    eventlet.spawn(relay_syslog, log_socket)
+    if log_listener is not None:
+        build_rings(plan, ports)
+        if announce is not None:
+            os.write(announce, b"1")
+            os.close(announce)
+        eventlet.spawn(relay_syslog, eventlet.greenio.GreenSocket(log_listener))
 
     applications = {}
-    for server in SERVERS:
+    for server in served:
         conf_path = plan["configs"][server]
         conf = wsgi.appconfig(conf_path, name=server + "-server")
         utils.set_swift_dir(conf.get("swift_dir"))
@@ -1191,10 +1252,12 @@ def main(plan_path):
             capitalize_response_headers=False,
             url_length_limit=constraints.MAX_REQUEST_LINE,
         )
-        for server in SERVERS
+        for server in served
     ]
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    print("swift all-in-one for " + plan["region"] + " serving on " + json.dumps(ports), flush=True)
+    if announce is None:  # a parent keeps the handler that also stops its child
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    names = ", ".join(served)
+    print(f"swift {names} for {plan['region']} serving on {json.dumps(ports)}", flush=True)
     for thread in threads:
         thread.wait()
 

@@ -663,3 +663,40 @@ def test_a_real_nova_replaces_the_emulator_in_the_catalog(
             assert [z.name for z in compute.availability_zones()] == ["external-az"]
             assert external.request_count("GET", "/v2.1/os-availability-zone") == 1
             assert world.proxy(ONE, COMPUTE).count(service="compute") >= 1
+
+
+def _processes_running(marker: str) -> list[int]:
+    """The live processes whose command line mentions ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_swift_proxy_in_its_own_process(openstack_env: OpenStackEnv, tmp_path: Path) -> None:
+    workdir = tmp_path / "split"
+    with OpenStackWorld(
+        openstack_env, regions={ONE: ("az1",)}, workdir=workdir, swift_proxy_process=True
+    ) as world:
+        assert len(_processes_running(str(workdir / f"swift-{ONE}"))) == 2
+        store = world.connection(ONE).object_store
+        container = unique("split")
+        store.create_container(container)
+        store.upload_object(container, "o", data=b"served by two processes")
+        assert store.download_object("o", container=container) == b"served by two processes"
+        log = (workdir / f"swift-{ONE}" / "swift.log").read_text()
+        assert "swift proxy for RegionOne serving" in log
+        assert "swift account, container, object for RegionOne serving" in log
+    eventually(
+        lambda: not _processes_running(str(workdir / f"swift-{ONE}")) or None,
+        "both Swift processes to end",
+        timeout=10,
+    )
