@@ -235,7 +235,13 @@ class ObjectStore(Protocol):
         metadata: Mapping[str, str],
         *,
         md5_hex: str | None = None,
-    ) -> ObjectInfo: ...
+        replacing: bool = True,
+    ) -> ObjectInfo:
+        """Store ``key``; ``replacing=False`` says the caller has just seen no object at
+        ``key`` (a listing), so a store may skip looking for one it would have to clean up
+        after (Swift: the segments of a large object). A wrong hint costs storage, never
+        data: an object written meanwhile by someone else leaves its segments behind."""
+        ...
 
     async def delete(self, key: str) -> None:
         """Remove the object; no error if it is already gone."""

@@ -467,7 +467,7 @@ class ObjectFlow:
         if isinstance(step, Copy):
             self.figures.pending[key] = (min(since, step.since), step.source.size)
             assert source is not None
-            await self._transfer(key, source, step.source_epoch)
+            await self._transfer(key, source, step.source_epoch, replacing=target is not None)
         elif isinstance(step, Delete):
             assert target is not None
             await self._remove(key)
@@ -488,7 +488,8 @@ class ObjectFlow:
             self._learn(key, found)
         final = plan_key(key, source, target, self._policy)
         if isinstance(final, Copy):
-            await self._transfer(key, head, final.source_epoch)
+            replacing = final.target is not None
+            await self._transfer(key, head, final.source_epoch, replacing=replacing)
         else:
             self._settled(key, final)
 
@@ -500,8 +501,11 @@ class ObjectFlow:
         elif isinstance(step, Conflict):
             self._conflicts([step])
 
-    async def _transfer(self, key: str, head: ObjectInfo, epoch: int | None) -> None:
-        """Stream the source's object to the destination, stamped and verified."""
+    async def _transfer(
+        self, key: str, head: ObjectInfo, epoch: int | None, *, replacing: bool
+    ) -> None:
+        """Stream the source's object to the destination, stamped and verified;
+        ``replacing``: the destination's listing or HEAD showed an object at ``key``."""
         metadata = head.metadata
         expected = head.md5 or metadata.get(STAMP_MD5) or None
         stamps = {
@@ -534,6 +538,7 @@ class ObjectFlow:
                 head.size,
                 {**_portable(metadata), **stamps},
                 md5_hex=expected.lower() if expected else None,
+                replacing=replacing,
             )
         entry = Entry(
             info.etag,

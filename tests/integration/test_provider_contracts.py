@@ -1534,6 +1534,27 @@ async def test_swift_segments_go_with_the_large_object(
     await store.delete("k/big")  # already gone: no error
 
 
+async def test_swift_writes_a_key_said_to_be_new_without_looking_first(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    backend = openstack_backend
+    bucket = backend.bucket(ONE)
+    store = backend.objects(ONE, bucket, multipart_threshold=MiB, part_size=MiB)
+    proxy = backend.proxy(ONE)
+    data = os.urandom(2 * MiB)
+    for key, size in (("new/small", 5), ("new/big", len(data))):
+        proxy.clear_records()
+        await store.put(key, chunked(data[:size], MiB), size, {}, replacing=False)
+        assert proxy.count(mutating=False) == (0 if size == 5 else 1)  # the SLO's own HEAD
+    assert len(backend.segments(ONE, bucket)) == 2
+
+    # The default looks: replacing the large object removes its segments.
+    proxy.clear_records()
+    await store.put("new/big", chunked(b"small", 5), 5, {})
+    assert proxy.count(mutating=False) >= 1
+    assert backend.segments(ONE, bucket) == []
+
+
 async def test_swift_refuses_metadata_it_would_lose(openstack_backend: OpenStackBackend) -> None:
     backend = openstack_backend
     store = backend.objects(ONE, backend.bucket(ONE))

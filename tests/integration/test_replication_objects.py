@@ -433,8 +433,11 @@ class Tap:
         metadata: Mapping[str, str],
         *,
         md5_hex: str | None = None,
+        replacing: bool = True,
     ) -> ObjectInfo:
-        return await self.store.put(key, chunks, size, metadata, md5_hex=md5_hex)
+        return await self.store.put(
+            key, chunks, size, metadata, md5_hex=md5_hex, replacing=replacing
+        )
 
     async def delete(self, key: str) -> None:
         await self.store.delete(key)

@@ -59,6 +59,8 @@ class MemoryStore:
     break_puts: int = 0
     """The next puts that fail half-way through the body."""
     corrupt_gets: set[str] = field(default_factory=set)
+    replacing: dict[str, bool] = field(default_factory=dict)
+    """Each put's ``replacing`` hint, by key (the last one)."""
 
     def write(
         self,
@@ -118,8 +120,10 @@ class MemoryStore:
         metadata: Mapping[str, str],
         *,
         md5_hex: str | None = None,
+        replacing: bool = True,
     ) -> ObjectInfo:
         self.calls.append(("put", key))
+        self.replacing[key] = replacing
         body = b""
         async for chunk in chunks:
             body += chunk
@@ -220,6 +224,24 @@ async def test_a_pass_copies_stamped_verified_objects_and_the_next_reads_no_meta
     assert await f.scan()
     # Large copies got other ETags than their sources, yet nothing is read again.
     assert [op for op, _ in east.calls + west.calls] == ["list", "list"]
+
+
+async def test_puts_say_whether_they_replace_what_the_destination_showed() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("new", b"first")
+    east.write("changed", b"second")
+    west.write("changed", b"old")
+    f = flow(east, west)
+    assert await f.scan()
+    assert (west.replacing["new"], west.replacing["changed"]) == (False, True)
+
+    east.write("noticed", b"third", mtime=150.0)
+    west.write("noticed", b"stale")
+    east.write("noticed-new", b"fourth", mtime=150.0)
+    f.notify("noticed", 150.0)
+    f.notify("noticed-new", 150.0)
+    await f.settle_noticed()
+    assert (west.replacing["noticed"], west.replacing["noticed-new"]) == (True, False)
 
 
 async def test_a_restarted_flow_resumes_from_the_checkpoint_and_else_from_the_stamps() -> None:

@@ -220,9 +220,11 @@ class S3ObjectStore:
         metadata: Mapping[str, str],
         *,
         md5_hex: str | None = None,
+        replacing: bool = True,
     ) -> ObjectInfo:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
+        del replacing  # a PUT or completed upload replaces the whole object: nothing to clean
         if size <= self.multipart_threshold:
             answer, md5 = await self._put_single(key, chunks, size, metadata, md5_hex)
         else:

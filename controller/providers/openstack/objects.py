@@ -276,11 +276,12 @@ class SwiftObjectStore:
         metadata: Mapping[str, str],
         *,
         md5_hex: str | None = None,
+        replacing: bool = True,
     ) -> ObjectInfo:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         headers = _meta_headers(metadata)
-        replaced = await self._segments_of(key)
+        replaced = await self._segments_of(key) if replacing else []
         if size <= self.large_object_threshold:
             answer = await self._put_single(key, chunks, size, headers, md5_hex)
         else:
