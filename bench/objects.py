@@ -645,12 +645,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rpo = event_rpo(w, tools, args.event_rate, args.event_seconds) if follow else {}
         peer = rclone_version(tools)
 
-    report = render(runs, rpo, command, started_at, peer, args)
-    print(report)
+    section = render(runs, rpo, command, started_at, peer, args)
+    print(section)
     if args.report:
-        args.report.write_text(report)
+        write_section(args.report, run_key(args), section)
     return 0 if all(r.exit_code == 0 for r in runs) else 1
 
+
+PAIR_TITLES = {"s3-s3": "S3 → S3", "s3-swift": "S3 → Swift"}
 
 CONTEXT = """For context, the other side's published behaviour (not measured here): S3
 Cross-Region Replication with Replication Time Control replicates 99.99 % of objects within
@@ -661,6 +663,33 @@ listing every run, and on S3 a HEAD per object for its modification time unless
 `--checksum`)."""
 
 
+TITLE = "# Object replication benchmark: Lifeboat and rclone"
+END_MARK = "<!-- end of bench run -->"
+
+
+def run_key(args: argparse.Namespace) -> str:
+    """What a run's section in the report is known by: its pairs, tools and size."""
+    return f"pairs={args.pairs} tools={args.tools} objects={args.objects}"
+
+
+def write_section(path: Path, key: str, section: str) -> None:
+    """Put a run's section into the report: in place of the section of an earlier run with
+    the same key, else at the end. Everything else in the file (other runs, the text we
+    write by hand around them) stays as it is."""
+    begin = f"<!-- bench run {key} -->"
+    block = f"{begin}\n{section.strip()}\n{END_MARK}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"{TITLE}\n\n"
+    start = text.find(begin)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + block
+    else:
+        end = text.find(END_MARK, start)
+        if end < 0:
+            raise ValueError(f"{path}: the section {begin!r} has no {END_MARK!r}")
+        text = text[:start] + block + text[end + len(END_MARK) :].lstrip("\n")
+    path.write_text(text, encoding="utf-8")
+
+
 def render(
     runs: Sequence[Run],
     rpo: Mapping[str, Any],
@@ -669,20 +698,22 @@ def render(
     peer: str,
     args: argparse.Namespace,
 ) -> str:
+    """One run's section of the report (Markdown, headings from level 2)."""
+    pairs = ", ".join(PAIR_TITLES.get(p, p) for p in args.pairs.split(","))
     lines = [
-        "# Object replication benchmark: Lifeboat and rclone",
+        f"## {pairs}: {args.objects:,} objects ({started_at:%Y-%m-%d})",
         "",
         f"- date: {started_at:%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}",
-        f"- command: `{command}` (`make bench`)",
+        f"- command: `{command}` (`make bench` runs every pair)",
         f"- peer: {peer}, `rclone sync --checksum --fast-list "
         f"--transfers={args.concurrency} --checkers={args.concurrency}`",
         f"- Lifeboat: the replication engine of this commit, concurrency {args.concurrency}",
-        "- servers: moto (S3, us-east-1 → us-west-2) and real Swift + Keystone (RegionOne), "
-        "on loopback, "
+        "- servers: moto (S3, us-east-1 → us-west-2) and real Swift + Keystone (RegionOne; "
+        "Swift's proxy and its storage servers in two processes), on loopback, "
         "each behind a counting proxy; both tools talk to the same servers, one after the other",
         "",
-        "## Sync passes",
+        "### Sync passes",
         "",
         table(runs),
         "",
@@ -690,7 +721,7 @@ def render(
         "",
         ratios(runs),
         "",
-        "## Event-driven path (Lifeboat only)",
+        "### Event-driven path (Lifeboat only)",
         "",
     ]
     if rpo:
@@ -713,12 +744,13 @@ def render(
         lines.append("(skipped)")
     lines += [
         "",
-        "Raw figures:",
+        "<details><summary>Raw figures</summary>",
         "",
         "```json",
         json.dumps([{**asdict(r)} for r in runs], indent=1, default=str),
         "```",
         "",
+        "</details>",
     ]
     return "\n".join(lines)
 
