@@ -167,10 +167,9 @@ class ObjectReplication:
         datasets = spec.replication.objects if spec.replication is not None else ()
         self._target = float(spec.replication.rpo_target_seconds) if spec.replication else 0.0
         wanted = {d.name: d for d in datasets}
-        for name in [n for n in self._datasets if n not in wanted]:
-            gone = self._datasets.pop(name)
-            await self._stop(gone, forget=set(gone.destinations))
-            metrics.forget_replication_target(self.ref.namespace or "", self.ref.name, name)
+        gone = [self._datasets.pop(n) for n in [n for n in self._datasets if n not in wanted]]
+        stops = [self._stop(g, forget=set(g.destinations)) for g in gone]
+        starts: list[tuple[ObjectDataset, tuple[object, ...]]] = []
         for dataset in datasets:
             identity = self._identity(spec, dataset, active_site, epoch)
             running = self._datasets.get(dataset.name)
@@ -180,7 +179,14 @@ class ObjectReplication:
                     continue
             if running is not None:
                 staying = {loc.site for loc in dataset.locations if loc.site != active_site}
-                await self._stop(running, forget=set(running.destinations) - staying)
+                stops.append(self._stop(running, forget=set(running.destinations) - staying))
+            starts.append((dataset, identity))
+        # Every flow that ends (an old epoch's above all) has stopped before any new one
+        # starts; they stop together, so a reversal waits for the slowest, not their sum.
+        await asyncio.gather(*stops)
+        for group in gone:
+            metrics.forget_replication_target(self.ref.namespace or "", self.ref.name, group.name)
+        for dataset, identity in starts:
             self._datasets[dataset.name] = await self._start(
                 spec, dataset, active_site, epoch, epoch_since, identity
             )

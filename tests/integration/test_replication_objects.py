@@ -283,7 +283,8 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
     buckets.put("use1", "doc", b"version 1")
     ns, name = apps.create(
         combine(
-            # 1 KiB/s after a 64 KiB burst: an 80 KiB object takes a quarter of a minute.
+            # 1 KiB/s after a 64 KiB burst: a 112 KiB object takes 48 s, which leaves use1's
+            # zones (served again below) time to be judged healthy while it is on its way.
             replication(buckets.names, rpoTargetSeconds=8, bandwidthLimitBytesPerSecond=1024),
             failover_policy(minDwellSeconds=0, failback={"mode": "Automatic", "stableSeconds": 0}),
         )
@@ -300,7 +301,7 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
     )
     assert status["activeSite"] == "usw2"
     # The app now writes at usw2; a client still on the old address writes doc at use1.
-    big = os.urandom(80 * 1024)
+    big = os.urandom(112 * 1024)
     buckets.put("usw2", "big.bin", big)
     time.sleep(1.5)  # object times have a one-second resolution
     buckets.put("use1", "doc", b"stray write at the old primary")
@@ -330,7 +331,7 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
 
     status = wait_for(
         when(apps, ns, name, lambda s: s.get("epoch") == 3),
-        60,
+        90,
         "the automatic failback once replication caught up",
     )
     assert status["activeSite"] == "use1"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneState
 from controller.operator.providers import ProviderUnavailable
 from controller.operator.replication import ObjectReplication, ReplicationOptions
+from controller.providers.protocols import ObjectInfo
 from tests.factories import app_spec
 from tests.unit.test_app_worker import REF, FakeKube
 from tests.unit.test_replication_engine import FakeFeed, MemoryStore
@@ -183,4 +185,47 @@ async def test_datasets_leaving_the_spec_stop_and_their_series_go(
     assert ("shop", "web", "set1") not in metrics.REPLICATION_RPO_TARGET._metrics
     await runner.sync(spec(datasets=0), "use1", 1, None)
     assert runner.figures() == []
+    await runner.close()
+
+
+async def test_at_a_reversal_the_old_flows_stop_together_before_new_ones_start(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    events: list[tuple[str, str]] = []
+
+    @dataclass
+    class SlowToStop(MemoryStore):
+        """A destination whose writes hang, and take a while to give up when cancelled."""
+
+        async def put(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            size: int,
+            metadata: Mapping[str, str],
+            *,
+            md5_hex: str | None = None,
+            replacing: bool = True,
+        ) -> ObjectInfo:
+            events.append(("writing", key))
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.append(("cancelled", key))
+                await asyncio.sleep(0.2)
+                events.append(("ended", key))
+                raise
+            raise AssertionError("unreachable")
+
+    for n in range(2):
+        stores.stores[("us-west-2", f"west{n}")] = SlowToStop(region="us-west-2")
+        stores.store("us-east-1", f"east{n}").write(f"k{n}", b"on its way")
+    await runner.sync(spec(datasets=2), "use1", 1, None)
+    await eventually(lambda: len(events) == 2, "both copies under way")
+
+    await runner.sync(spec(datasets=2), "usw2", 2, 1000.0)
+    assert sorted(events[2:4]) == [("cancelled", "k0"), ("cancelled", "k1")]  # together
+    assert sorted(events[4:]) == [("ended", "k0"), ("ended", "k1")]  # both before sync ends
+    assert {(e.source, e.epoch) for e in runner.figures()} == {("usw2", 2)}
     await runner.close()
