@@ -533,6 +533,20 @@ def ratios(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def commit() -> str:
+    """The commit the benchmark runs (``+changes`` when the tree differs from it)."""
+    here = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -708,7 +722,7 @@ def render(
         f"- command: `{command}` (`make bench` runs every pair)",
         f"- peer: {peer}, `rclone sync --checksum --fast-list "
         f"--transfers={args.concurrency} --checkers={args.concurrency}`",
-        f"- Lifeboat: the replication engine of this commit, concurrency {args.concurrency}",
+        f"- Lifeboat: the replication engine of commit {commit()}, concurrency {args.concurrency}",
         "- servers: moto (S3, us-east-1 → us-west-2) and real Swift + Keystone (RegionOne; "
         "Swift's proxy and its storage servers in two processes), on loopback, "
         "each behind a counting proxy; both tools talk to the same servers, one after the other",
