@@ -34,8 +34,10 @@ How a flow works:
 * **Static stability**: while ``held()`` names a reason (the source's or destination's
   region has an Impaired API plane), the flow sends nothing at all and its RPO grows.
 * **Checkpoints**: the destination's manifest is saved at most every
-  ``checkpoint_interval`` seconds while the flow works and at the end of every pass, so a
-  restarted operator resumes where it stopped instead of starting over.
+  ``checkpoint_interval`` seconds while the flow works (and no sooner than
+  ``CHECKPOINT_SPACING`` times the last save took, so that saving a large manifest
+  stays a small share of the work) and at the end of every pass, so a restarted
+  operator resumes where it stopped instead of starting over.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ from controller.replication.plan import (
 )
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_SPACING = 20.0
+"""While a flow works, checkpoints are at least this many times the last save's duration
+apart: at most about 5 % of the time goes to saving the manifest, whatever its size."""
 
 # Metadata carried from source to destination: what both S3 and Swift keep as it is.
 _PORTABLE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
@@ -221,6 +227,8 @@ class ObjectFlow:
         self._missing_since: dict[str, float] = {}
         self._changed = False
         self._saved = monotonic()
+        self._spacing = settings.checkpoint_interval
+        """Seconds from one checkpoint to the next while the flow works."""
         self._save_lock = asyncio.Lock()
         self._window = (monotonic(), 0)
         self._stop: str | None = None
@@ -669,21 +677,26 @@ class ObjectFlow:
         """Save the destination's manifest if it changed (at most every interval)."""
         if self.manifest is None or not self._changed:
             return
-        if not force and self._monotonic() - self._saved < self.settings.checkpoint_interval:
+        if not force and self._monotonic() - self._saved < self._spacing:
             return
         if self._held() is not None or not self._current():
             return
         async with self._save_lock:
             if not self._unsaved():  # saved by another worker meanwhile
                 return
+            if not force and self._monotonic() - self._saved < self._spacing:
+                return  # another worker's save ended while this one waited for the lock
             self._changed = False
             key = manifest_key(self.target.prefix, self.settings.app, self.settings.dataset)
+            began = self._monotonic()
             try:
                 await save_manifest(self.target.store, key, self.manifest, self._clock())
             except Exception as error:
                 self._changed = True
                 log.warning("%r: checkpoint not saved: %s", self, self._explain(error))
             self._saved = self._monotonic()
+            took = self._saved - began
+            self._spacing = max(self.settings.checkpoint_interval, CHECKPOINT_SPACING * took)
 
 
 class ChangeListener:

@@ -27,6 +27,7 @@ from controller.replication.plan import (
     STAMP_SOURCE_ETAG,
     STAMP_SOURCE_SITE,
     Conflict,
+    Entry,
 )
 
 APP = "shop/web"
@@ -522,3 +523,54 @@ async def test_an_epoch_that_ends_while_a_body_streams_commits_nothing() -> None
     )
     assert not await f.scan()
     assert "a" not in west.objects
+
+
+async def test_checkpoints_space_out_when_saving_the_manifest_takes_long() -> None:
+    clock = {"now": 0.0}
+    manifest = manifest_key("", APP, "photos")
+
+    @dataclass
+    class Timed(MemoryStore):
+        """Each copy takes a second, each checkpoint three."""
+
+        async def put(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            size: int,
+            metadata: Mapping[str, str],
+            *,
+            md5_hex: str | None = None,
+            replacing: bool = True,
+        ) -> ObjectInfo:
+            clock["now"] += 3.0 if key == manifest else 1.0
+            return await super().put(
+                key, chunks, size, metadata, md5_hex=md5_hex, replacing=replacing
+            )
+
+    east, west = MemoryStore(), Timed()
+    for n in range(40):
+        east.write(f"k{n:02}", b"x")
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1, checkpoint_interval=1.0),
+        Location("use1", east),
+        Location("usw2", west),
+        monotonic=lambda: clock["now"],
+    )
+    assert await f.scan()
+    saves = [key for op, key in west.calls if op == "put" and key == manifest]
+    # Every second by the interval; but a 3 s save spaces the next 60 s out: one save while
+    # the 40 copies go, and the pass's last.
+    assert len(saves) == 2
+    assert len(user_keys(west)) == 40
+    assert Manifest.decode(west.objects[manifest].data).entries.keys() == set(user_keys(west))
+
+
+async def test_a_manifest_is_encoded_from_a_copy() -> None:
+    m = Manifest("usw2")
+    m.entries["a"] = Entry("e", 1, 1, "s", "m")
+    copy = m.snapshot()
+    m.entries["b"] = Entry("e", 2, 1, "s", "m")
+    m.totals.copied_objects += 1
+    assert set(copy.entries) == {"a"} and copy.totals.copied_objects == 0
+    assert Manifest.decode(copy.encode(5.0)).entries == {"a": Entry("e", 1, 1, "s", "m")}
