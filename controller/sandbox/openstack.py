@@ -1173,15 +1173,16 @@ def die_with_parent():
 
 
 def split_off_proxy(plan):
-    """The servers this process serves, and in a parent the pipe to its proxy child.
+    """The servers this process serves, and what it calls once the rings are built.
 
     With the plan's proxy_process, fork before eventlet is imported (no hub is
     shared): the child serves the proxy once the parent has built the rings
-    (it writes to the pipe), and dies with the parent; the parent serves the
-    others. Otherwise this one process serves all four.
+    (it writes to a pipe), and dies with the parent; the parent serves the
+    others and stops the child when it is stopped. Otherwise this one process
+    serves all four.
     """
     if not plan.get("proxy_process"):
-        return SERVERS, None
+        return SERVERS, lambda: None
     parent = os.getpid()
     rings_built, announce = os.pipe()
     child = os.fork()
@@ -1201,36 +1202,38 @@ def split_off_proxy(plan):
         finally:
             os._exit(0)
 
+    def built():
+        os.write(announce, b"1")
+        os.close(announce)
+
     signal.signal(signal.SIGTERM, stop)
-    return ("account", "container", "object"), announce
+    return ("account", "container", "object"), built
 
 
 def main(plan_path):
     with open(plan_path, encoding="utf-8") as plan_file:
         plan = json.load(plan_file)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sockets, ports = bind_sockets(plan)
     if os.path.exists(plan["log_socket"]):
         os.unlink(plan["log_socket"])
     log_listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     log_listener.bind(plan["log_socket"])
-    served, announce = split_off_proxy(plan)
+    served, rings_built = split_off_proxy(plan)
     for server in SERVERS:
         if server not in served:
             sockets.pop(server).close()
-    if "proxy" in served and len(served) == 1:
-        log_listener.close()  # the parent relays what every server logs
-        log_listener = None
+    if rings_built is None:  # the proxy's own process: the other one relays every log
+        log_listener.close()
 
     import eventlet
     import eventlet.wsgi
     from swift.common import constraints, utils, wsgi
 
     utils.monkey_patch()
-    if log_listener is not None:
+    if rings_built is not None:
         build_rings(plan, ports)
-        if announce is not None:
-            os.write(announce, b"1")
-            os.close(announce)
+        rings_built()
         eventlet.spawn(relay_syslog, eventlet.greenio.GreenSocket(log_listener))
 
     applications = {}
@@ -1254,8 +1257,6 @@ def main(plan_path):
         )
         for server in served
     ]
-    if announce is None:  # a parent keeps the handler that also stops its child
-        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     names = ", ".join(served)
     print(f"swift {names} for {plan['region']} serving on {json.dumps(ports)}", flush=True)
     for thread in threads:
