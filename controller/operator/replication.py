@@ -167,7 +167,7 @@ class ObjectReplication:
         datasets = spec.replication.objects if spec.replication is not None else ()
         self._target = float(spec.replication.rpo_target_seconds) if spec.replication else 0.0
         wanted = {d.name: d for d in datasets}
-        gone = [self._datasets.pop(n) for n in [n for n in self._datasets if n not in wanted]]
+        gone = [self._datasets.pop(n) for n in list(self._datasets) if n not in wanted]
         stops = [self._stop(g, forget=set(g.destinations)) for g in gone]
         starts: list[tuple[ObjectDataset, tuple[object, ...]]] = []
         for dataset in datasets:

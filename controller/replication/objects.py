@@ -496,8 +496,7 @@ class ObjectFlow:
             self._learn(key, found)
         final = plan_key(key, source, target, self._policy)
         if isinstance(final, Copy):
-            replacing = final.target is not None
-            await self._transfer(key, head, final.source_epoch, replacing=replacing)
+            await self._transfer(key, head, final.source_epoch, replacing=final.target is not None)
         else:
             self._settled(key, final)
 
@@ -673,19 +672,19 @@ class ObjectFlow:
     def _unsaved(self) -> bool:
         return self._changed
 
+    def _due(self, force: bool) -> bool:
+        return force or self._monotonic() - self._saved >= self._spacing
+
     async def _checkpoint(self, *, force: bool = False) -> None:
         """Save the destination's manifest if it changed (at most every interval)."""
-        if self.manifest is None or not self._changed:
-            return
-        if not force and self._monotonic() - self._saved < self._spacing:
+        if self.manifest is None or not self._changed or not self._due(force):
             return
         if self._held() is not None or not self._current():
             return
         async with self._save_lock:
-            if not self._unsaved():  # saved by another worker meanwhile
+            # Another worker's save may have ended while this one waited for the lock.
+            if not self._unsaved() or not self._due(force):
                 return
-            if not force and self._monotonic() - self._saved < self._spacing:
-                return  # another worker's save ended while this one waited for the lock
             self._changed = False
             key = manifest_key(self.target.prefix, self.settings.app, self.settings.dataset)
             began = self._monotonic()
