@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneState
 from controller.operator.providers import ProviderUnavailable
 from controller.operator.replication import ObjectReplication, ReplicationOptions
-from controller.providers.protocols import ObjectInfo
 from tests.factories import app_spec
 from tests.unit.test_app_worker import REF, FakeKube
 from tests.unit.test_replication_engine import FakeFeed, MemoryStore
@@ -194,32 +192,21 @@ async def test_at_a_reversal_the_old_flows_stop_together_before_new_ones_start(
     runner, stores, _ = replication
     events: list[tuple[str, str]] = []
 
-    @dataclass
-    class SlowToStop(MemoryStore):
-        """A destination whose writes hang, and take a while to give up when cancelled."""
-
-        async def put(
-            self,
-            key: str,
-            chunks: AsyncIterator[bytes],
-            size: int,
-            metadata: Mapping[str, str],
-            *,
-            md5_hex: str | None = None,
-            replacing: bool = True,
-        ) -> ObjectInfo:
-            events.append(("writing", key))
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                events.append(("cancelled", key))
-                await asyncio.sleep(0.2)
-                events.append(("ended", key))
-                raise
-            raise AssertionError("unreachable")
+    async def slow_to_stop(key: str) -> None:
+        """Writes hang, and take a while to give up when cancelled."""
+        events.append(("writing", key))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.append(("cancelled", key))
+            await asyncio.sleep(0.2)
+            events.append(("ended", key))
+            raise
 
     for n in range(2):
-        stores.stores[("us-west-2", f"west{n}")] = SlowToStop(region="us-west-2")
+        stores.stores[("us-west-2", f"west{n}")] = MemoryStore(
+            region="us-west-2", before_put=slow_to_stop
+        )
         stores.store("us-east-1", f"east{n}").write(f"k{n}", b"on its way")
     await runner.sync(spec(datasets=2), "use1", 1, None)
     await eventually(lambda: len(events) == 2, "both copies under way")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -62,6 +62,8 @@ class MemoryStore:
     corrupt_gets: set[str] = field(default_factory=set)
     replacing: dict[str, bool] = field(default_factory=dict)
     """Each put's ``replacing`` hint, by key (the last one)."""
+    before_put: Callable[[str], Awaitable[None]] | None = None
+    """Awaited with the key at the start of every put (to slow it, or hang it)."""
 
     def write(
         self,
@@ -125,6 +127,8 @@ class MemoryStore:
     ) -> ObjectInfo:
         self.calls.append(("put", key))
         self.replacing[key] = replacing
+        if self.before_put is not None:
+            await self.before_put(key)
         body = b""
         async for chunk in chunks:
             body += chunk
@@ -529,26 +533,11 @@ async def test_checkpoints_space_out_when_saving_the_manifest_takes_long() -> No
     clock = {"now": 0.0}
     manifest = manifest_key("", APP, "photos")
 
-    @dataclass
-    class Timed(MemoryStore):
+    async def timed(key: str) -> None:
         """Each copy takes a second, each checkpoint three."""
+        clock["now"] += 3.0 if key == manifest else 1.0
 
-        async def put(
-            self,
-            key: str,
-            chunks: AsyncIterator[bytes],
-            size: int,
-            metadata: Mapping[str, str],
-            *,
-            md5_hex: str | None = None,
-            replacing: bool = True,
-        ) -> ObjectInfo:
-            clock["now"] += 3.0 if key == manifest else 1.0
-            return await super().put(
-                key, chunks, size, metadata, md5_hex=md5_hex, replacing=replacing
-            )
-
-    east, west = MemoryStore(), Timed()
+    east, west = MemoryStore(), MemoryStore(before_put=timed)
     for n in range(40):
         east.write(f"k{n:02}", b"x")
     f = ObjectFlow(
