@@ -1150,6 +1150,14 @@ class RestoredVolume(Model):
     snapshot_time: Timestamp | None = Field(
         default=None, description="When the data in that copy was taken."
     )
+    state: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The volume's state when Lifeboat last looked, while its site is "
+        "active: the provider's word (creating, available, in-use, error, ...) or "
+        "not-found. It is snapshotted, and so replicated, once it is made and has not "
+        "failed.",
+    )
 
 
 class VolumeRestoreStatus(Model):

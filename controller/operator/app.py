@@ -139,6 +139,16 @@ class FollowsAppState(Protocol):
     def follow(self, state: m.AppState) -> None: ...
 
 
+@runtime_checkable
+class ObservesRestoredVolumes(Protocol):
+    """A replication source that looks at the volumes a failover restored; the worker puts
+    their states into ``status.volumeRestores``."""
+
+    def volume_states(self) -> Mapping[str, str]:
+        """Restored volume ID -> its state when last looked."""
+        ...
+
+
 ReplicationFactory = Callable[[ObjectRef], ReplicationSource]
 
 
@@ -500,8 +510,36 @@ class AppWorker:
                 entries.setdefault((entry.dataset, entry.destination), entry)
         return tuple(entries[k] for k in sorted(entries))
 
+    def _report_restored_volumes(self) -> None:
+        """Put the restored volumes' states into the status being written."""
+        states: dict[str, str] = {}
+        for source in self._sources or ():
+            if isinstance(source, ObservesRestoredVolumes):
+                states.update(source.volume_states())
+        restores = self._status.volume_restores
+        if not states or not restores:
+            return
+        self._status = self._status.model_copy(
+            update={
+                "volume_restores": tuple(
+                    r.model_copy(
+                        update={
+                            "volumes": tuple(
+                                v.model_copy(update={"state": states[v.volume_id]})
+                                if v.volume_id in states
+                                else v
+                                for v in r.volumes
+                            )
+                        }
+                    )
+                    for r in restores
+                )
+            }
+        )
+
     async def _report_replication(self, spec: ResilientAppSpec, now: float) -> None:
         """Put the replication figures and conditions into the status being written."""
+        self._report_restored_volumes()
         figures = self._replication_figures()
         conditions = self._status.conditions
         had = get_condition(conditions, RPO_BREACHED)

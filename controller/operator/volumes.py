@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from controller import metrics
@@ -282,6 +282,8 @@ class VolumeReplication:
         self._targets: set[str] = set()
         self._warned: set[tuple[str, str]] = set()
         """(reason, site) of the failures reported by an Event and not yet over."""
+        self._volume_states: dict[str, str] = {}
+        """Restored volume ID -> its state when last looked (see :meth:`volume_states`)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -307,6 +309,8 @@ class VolumeReplication:
         self._spec = spec
         moved = self._current is not None and self._current != (active_site, epoch)
         self._current = (active_site, epoch)
+        if moved:
+            self._volume_states.clear()  # they were of the site that was active
         wanted: set[tuple[str, str]] = set()
         for dataset in spec.replication.volumes if spec.replication else ():
             sites = [loc.site for loc in dataset.locations]
@@ -342,6 +346,12 @@ class VolumeReplication:
         for key in list(self._flows):
             self._drop(*key)
         self._forget_targets()
+
+    def volume_states(self) -> Mapping[str, str]:
+        """The state of every volume a failover restored at the active site, by volume ID,
+        as of the latest pass that looked: the provider's word (``creating``,
+        ``available``, ``in-use``, ``error``, ...) or ``not-found``."""
+        return dict(self._volume_states)
 
     def figures(self) -> list[ReplicationStatus]:
         """``status.replication`` entries of the volume datasets, as of now."""
@@ -410,6 +420,9 @@ class VolumeReplication:
             return
         pairs = _restored_pairs(state.restores, source, dataset.name)
         volumes = rv.source_volumes(dataset, source, pairs)
+        unready = ""
+        if pairs:
+            volumes, unready = await self._readiness(spec, scope, volumes, state.restores[source])
         problems: dict[str, str] = {}
         for site in (source, *destinations):
             problem = await self._list(spec, dataset.name, site)
@@ -442,7 +455,7 @@ class VolumeReplication:
             if flow is None or self._moved_on(scope):
                 continue
             flow.source, flow.epoch, flow.figures, flow.waiting = source, epoch, figures, waiting
-            trouble = failures.get(figures.destination, "")
+            trouble = failures.get(figures.destination, "") or unready
             if trouble:
                 flow.last_error = trouble
             elif not waiting:
@@ -453,6 +466,66 @@ class VolumeReplication:
                 metrics.REPLICATION_LAST_SUCCESS.labels(
                     *self._labels, dataset.name, figures.destination
                 ).set(now)
+
+    async def _readiness(
+        self,
+        spec: ResilientAppSpec,
+        scope: rv.Scope,
+        volumes: tuple[rv.SourceVolume, ...],
+        restore: m.AppliedRestore,
+    ) -> tuple[tuple[rv.SourceVolume, ...], str]:
+        """Which of the volumes a failover restored at the source can be snapshotted (a
+        restored volume is being created for a while, and may fail), and why the others
+        cannot, or "". When their region cannot be asked, they are taken as ready: a
+        snapshot of a volume that is not fails, and is retried."""
+        site = spec.site(scope.source)
+        if site is None:
+            return volumes, ""
+        if await self.providers.api_plane(site.provider, site.region) is ApiPlaneState.IMPAIRED:
+            return volumes, ""
+        try:
+            region = await self.providers.volume_snapshots(site.provider, site.region)
+            found = await region.volumes(
+                {
+                    rv.TAG_APP: self.app,
+                    rv.TAG_DATASET: scope.dataset,
+                    rv.TAG_RESTORED_FOR: f"{scope.source}/{restore.epoch}",
+                }
+            )
+        except Exception as error:
+            log.warning(
+                "%s: restored volumes at %s not listed: %s",
+                self.app,
+                scope.source,
+                self._explain(site.provider, error),
+            )
+            return volumes, ""
+        states = {v.id: v.state for v in found}
+        ready: list[rv.SourceVolume] = []
+        waiting: list[str] = []
+        for volume in volumes:
+            now = states.get(volume.volume_id, "not-found")
+            self._volume_states[volume.volume_id] = now
+            ready.append(replace(volume, ready=rv.volume_ready(now)))
+            if rv.volume_ready(now):
+                self._warned.discard(("RestoredVolumeFailed", volume.volume_id))
+                continue
+            waiting.append(f"{volume.volume_id} ({volume.key}) is {now}")
+            if rv.volume_failed(now):
+                await self._warn(
+                    "RestoredVolumeFailed",
+                    volume.volume_id,
+                    f"volume {volume.volume_id}, restored at {scope.source} for "
+                    f"{scope.dataset}/{volume.key} (epoch {restore.epoch}), is {now}: it is "
+                    "not snapshotted, so what is written to it is not replicated",
+                )
+        if not waiting:
+            return tuple(ready), ""
+        return tuple(ready), (
+            f"restored volume {', '.join(waiting[:8])}"
+            f"{f' and {len(waiting) - 8} more' if len(waiting) > 8 else ''} at "
+            f"{scope.source}: snapshotted once available"
+        )
 
     async def _list(self, spec: ResilientAppSpec, dataset: str, site_name: str) -> str:
         """Refresh what ``site_name``'s region holds of the dataset; a problem, or ""."""

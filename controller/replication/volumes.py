@@ -23,7 +23,9 @@ Rules, per volume:
 
 * **schedule**: the active site (the source) snapshots a volume when its newest snapshot of
   the current epoch is ``interval`` old, and never while one is still pending; after a
-  snapshot that failed it waits a quarter interval before trying again;
+  snapshot that failed it waits a quarter interval before trying again. A volume that is
+  not ready (one a failover restored, still being created, failed or gone) is not
+  snapshotted until it is;
 * **copies**: the newest completed source snapshot goes to every destination that lacks
   it and has no copy of the volume in flight (one copy per volume and destination at a
   time; older snapshots are skipped, the newest supersedes them). Only snapshots of the
@@ -93,12 +95,32 @@ def restore_tags(app: str, dataset: str, volume: str, site: str, epoch: int) -> 
     }
 
 
+MAKING_STATES = frozenset({"creating", "restoring-backup", "downloading"})
+"""Volume states (EBS's and Cinder's words) of a volume still being made."""
+GONE_STATES = frozenset({"deleting", "deleted", "not-found"})
+
+
+def volume_failed(state: str) -> bool:
+    """Whether a volume in ``state`` failed (``error``, Cinder's ``error_restoring``, ...)
+    or is gone (``not-found``: not listed any more)."""
+    return state.startswith("error") or state in GONE_STATES
+
+
+def volume_ready(state: str) -> bool:
+    """Whether a volume in ``state`` can be snapshotted: neither still being made nor
+    failed. Busy states (attaching, being backed up, ...) count as ready: a snapshot that
+    fails on one is retried."""
+    return state not in MAKING_STATES and not volume_failed(state)
+
+
 @dataclass(frozen=True)
 class SourceVolume:
-    """A volume the active site holds: ``key`` is the protected volume it stands for."""
+    """A volume the active site holds: ``key`` is the protected volume it stands for;
+    ``ready`` False while it cannot be snapshotted (see :func:`volume_ready`)."""
 
     key: str
     volume_id: str
+    ready: bool = True
 
 
 def source_volumes(
@@ -304,7 +326,9 @@ def plan(
         return Plan((), (), (), figures, failed)
 
     takes = tuple(
-        Take(v) for v in volumes if scope.source in fresh and _due(source, v, now, interval)
+        Take(v)
+        for v in volumes
+        if v.ready and scope.source in fresh and _due(source, v, now, interval)
     )
     copies = tuple(
         copy

@@ -3,7 +3,7 @@ epoch, merging their figures into the status, conditions, Events, and the failba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -212,3 +212,46 @@ def test_changing_rpo_alone_is_not_worth_a_status_write() -> None:
     assert _material(base) == _material(later)
     assert _material(base) != _material(unknown)
     assert _material(base) != _material(more)
+
+
+@dataclass
+class RestoredSource(FakeSource):
+    """Volume replication that looked at the volumes a failover restored."""
+
+    states: dict[str, str] = field(default_factory=dict)
+
+    def volume_states(self) -> Mapping[str, str]:
+        return dict(self.states)
+
+
+async def test_restored_volumes_states_are_put_into_the_status() -> None:
+    source = RestoredSource(kind="Volumes", dataset="db", states={"vol-9": "creating"})
+    worker, kube, _ = make(source)
+    restored = {
+        "site": "usw2",
+        "epoch": 2,
+        "time": "2026-11-22T01:00:00Z",
+        "volumes": [
+            {
+                "dataset": "db",
+                "volume": volume,
+                "volumeId": volume_id,
+                "zone": "us-west-2a",
+                "snapshotId": f"snap-{volume}",
+            }
+            for volume, volume_id in (("vol-1", "vol-9"), ("vol-2", "vol-8"))
+        ],
+    }
+    status = {"activeSite": "usw2", "epoch": 2, "phase": "Healthy", "volumeRestores": [restored]}
+    await worker.round(body(replicated(), status))
+    await settle(worker)
+    (record,) = kube.patches[-1]["volumeRestores"]
+    assert [(v["volumeId"], v.get("state")) for v in record["volumes"]] == [
+        ("vol-9", "creating"),
+        ("vol-8", None),  # not looked at yet
+    ]
+
+    source.states = {"vol-9": "available", "vol-8": "error"}
+    await worker.round(body(replicated(), kube.patches[-1]))
+    (record,) = kube.patches[-1]["volumeRestores"]
+    assert [v["state"] for v in record["volumes"]] == ["available", "error"]

@@ -83,6 +83,12 @@ class Region:
             if all(v.tags.get(k) == x for k, x in tags.items())
         ]
 
+    def settle(self, state: str = "available", *volume_ids: str) -> None:
+        """The volumes made here (or those named) reach ``state``."""
+        for volume in list(self.volumes_made.values()):
+            if not volume_ids or volume.id in volume_ids:
+                self.volumes_made[volume.id] = replace(volume, state=state)
+
     def mutations(self) -> list[str]:
         return [c for c in self.calls if c not in ("list", "volumes")]
 
@@ -256,7 +262,14 @@ async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() 
     await keep_up(replication, state)
     await replication.pass_once()
     restored_ids = sorted(v.volume_id for v in outcome.volumes)
+    assert west.mutations() == []  # the restored volumes are still being created
+    assert replication.volume_states() == dict.fromkeys(restored_ids, "creating")
+    (entry,) = replication.figures()
+    assert "is creating" in entry.last_error and "snapshotted once available" in entry.last_error
+    west.settle("available")
+    await replication.pass_once()
     assert sorted(west.mutations()) == sorted(f"create {v}" for v in restored_ids)
+    assert replication.volume_states() == dict.fromkeys(restored_ids, "available")
     await replication.pass_once()
     copies = [s for s in east.snapshots.values() if s.tags.get(rv.TAG_EPOCH) == "2"]
     assert {s.tags[rv.TAG_VOLUME] for s in copies} == {"vol-a", "vol-b"}  # keys kept
@@ -266,6 +279,36 @@ async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() 
     await replication.pass_once()
     (entry,) = replication.figures()
     assert entry.rpo_seconds == 0.0 and entry.pending_objects == 0 and entry.last_error == ""
+
+
+async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state = failed_over()
+    seeded(cloud)
+    restore = core.desired_restore(state, SPEC)
+    assert restore is not None
+    outcome = await VolumeRestorer(cloud).restore(APP, restore, SPEC, state.restores)
+    state = core.complete(state, restore, cloud.now, restored=outcome.volumes)
+    await keep_up(replication, state)
+    west = cloud.region(WEST)
+    good, bad = (v.volume_id for v in outcome.volumes)
+    west.settle("in-use", good)
+    west.settle("error", bad)
+    west.calls.clear()
+    for _ in range(2):
+        await replication.pass_once()
+    creates = [c for c in west.mutations() if c.startswith("create")]
+    assert creates == [f"create {good}"]  # once: the next is not due yet
+    assert replication.volume_states() == {good: "in-use", bad: "error"}
+    (entry,) = replication.figures()
+    assert f"{bad} (vol-" in entry.last_error and "is error" in entry.last_error
+    assert [r for _, r, _ in events.events] == ["RestoredVolumeFailed"]  # once
+    assert bad in events.events[0][2]
+
+    del west.volumes_made[bad]  # deleted by someone
+    await replication.pass_once()
+    assert replication.volume_states()[bad] == "not-found"
 
 
 async def test_a_pass_stops_calling_as_soon_as_the_epoch_moves() -> None:

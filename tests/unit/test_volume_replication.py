@@ -104,6 +104,29 @@ def test_a_failed_snapshot_is_retried_after_a_quarter_interval() -> None:
     assert plan({"use1": [failed], "usw2": []}, 1006).takes == (rv.Take(VOL),)
 
 
+def test_a_volume_that_is_not_ready_is_not_snapshotted_and_its_rpo_grows() -> None:
+    creating = rv.SourceVolume("vol-b", "vol-restored", ready=False)
+    copy = snap("usw2", 400, kind="copy", volume="vol-b", epoch=1)
+    assert plan({"use1": [], "usw2": []}, 1000, volumes=(VOL, creating)).takes == (
+        rv.Take(VOL),  # the ready one goes on
+    )
+    for now in (1000, 1600):
+        result = plan({"use1": [], "usw2": [copy]}, now, volumes=(creating,))
+        assert result.takes == ()
+        assert [f.rpo_seconds for f in result.figures] == [now - 400]  # its copy ages
+    ready = replace(creating, ready=True)
+    assert rv.Take(ready) in plan({"use1": [], "usw2": [copy]}, 1000, volumes=(ready,)).takes
+
+
+def test_which_volume_states_are_ready_for_a_snapshot() -> None:
+    # EBS's and Cinder's words for a volume's state.
+    ready = ["available", "in-use", "attaching", "backing-up", "maintenance", "extending"]
+    making = ["creating", "restoring-backup", "downloading"]
+    failed = ["error", "error_restoring", "error_extending", "deleting", "deleted", "not-found"]
+    assert [s for s in ready + making + failed if rv.volume_ready(s)] == ready
+    assert [s for s in ready + making + failed if rv.volume_failed(s)] == failed
+
+
 def test_snapshots_of_another_epoch_or_volume_do_not_count() -> None:
     older_epoch = snap("use1", 990, epoch=1)
     newer = replace(SCOPE, epoch=2)
