@@ -421,7 +421,9 @@ class VolumeReplication:
         pairs = _restored_pairs(state.restores, source, dataset.name)
         volumes = rv.source_volumes(dataset, source, pairs)
         unready = ""
-        if pairs:
+        # While a restore is due, nothing is snapshotted, and the volumes of the site's
+        # previous restore (an earlier epoch) may be long gone.
+        if pairs and restoring is None:
             volumes, unready = await self._readiness(spec, scope, volumes, state.restores[source])
         problems: dict[str, str] = {}
         for site in (source, *destinations):

@@ -311,6 +311,30 @@ async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() 
     assert replication.volume_states()[bad] == "not-found"
 
 
+async def test_the_volumes_of_an_earlier_restore_are_not_looked_at_while_a_restore_is_due() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    seeded(cloud)
+    state = failed_over()
+    restore = core.desired_restore(state, SPEC)
+    assert restore is not None
+    outcome = await VolumeRestorer(cloud).restore(APP, restore, SPEC, state.restores)
+    state = core.complete(state, restore, cloud.now, restored=outcome.volumes)
+    west = cloud.region(WEST)
+    west.volumes_made.clear()  # deleted once the app failed back to use1
+    again = replace(  # and now usw2 again, epoch 4: its restore is due
+        state,
+        epoch=4,
+        last_failover=m.FailoverRecord(4, "use1", "usw2", "again", 0.0, None),
+    )
+    assert core.desired_restore(again, SPEC) is not None
+    await keep_up(replication, again)
+    west.calls.clear()
+    await replication.pass_once()
+    assert "volumes" not in west.calls and west.mutations() == []
+    assert replication.volume_states() == {} and events.events == []
+
+
 async def test_a_pass_stops_calling_as_soon_as_the_epoch_moves() -> None:
     cloud = Cloud()
     replication, _ = make(cloud)
