@@ -56,6 +56,7 @@ from controller.providers.protocols import (
     TrafficManager,
     TrafficPlan,
 )
+from controller.replication import volumes as rv
 from controller.replication.figures import (
     describe_rpo,
     replication_conditions,
@@ -510,9 +511,11 @@ class AppWorker:
                 entries.setdefault((entry.dataset, entry.destination), entry)
         return tuple(entries[k] for k in sorted(entries))
 
-    def _report_restored_volumes(self) -> None:
-        """Put the restored volumes' states into the status being written."""
-        states: dict[str, str] = {}
+    def _report_restored_volumes(self, earlier: Mapping[str, str]) -> None:
+        """Put the restored volumes' states into the status being written: as the sources
+        saw them, or else as the previous status had them (``earlier``: a restarted
+        operator keeps showing them until it looks again)."""
+        states = dict(earlier)
         for source in self._sources or ():
             if isinstance(source, ObservesRestoredVolumes):
                 states.update(source.volume_states())
@@ -539,7 +542,6 @@ class AppWorker:
 
     async def _report_replication(self, spec: ResilientAppSpec, now: float) -> None:
         """Put the replication figures and conditions into the status being written."""
-        self._report_restored_volumes()
         figures = self._replication_figures()
         conditions = self._status.conditions
         had = get_condition(conditions, RPO_BREACHED)
@@ -614,6 +616,12 @@ class AppWorker:
             state=self.state,
             phase=core.phase_of(self.state, self._spec, self._observations),
         )
+        earlier = {
+            v.volume_id: v.state
+            for r in self._status.volume_restores
+            for v in r.volumes
+            if v.state is not None
+        }
         self._status = status_from_state(
             decision,
             self._spec,
@@ -625,6 +633,7 @@ class AppWorker:
         )
         self._export_state(self._spec)
         self._export_decision(decision)
+        self._report_restored_volumes(earlier)
         await self._report_replication(self._spec, now)
         wire = self._status.to_merge_patch()
         due = now - self._written_at >= HEARTBEAT_SECONDS
@@ -774,4 +783,21 @@ def _material(wire: Mapping[str, Any] | None) -> Any:
         | {"rpoKnown": entry.get("rpoSeconds") is not None}
         for entry in wire.get("replication", ())
     ]
-    return {**wire, "zones": zones, "replication": replication}
+    restores = [
+        {
+            **record,
+            "volumes": [
+                {**v, "state": _readiness(v.get("state"))} for v in record.get("volumes", ())
+            ],
+        }
+        for record in wire.get("volumeRestores", ())
+    ]
+    return {**wire, "zones": zones, "replication": replication, "volumeRestores": restores}
+
+
+def _readiness(state: str | None) -> str | None:
+    """What matters of a restored volume's state: a volume going from ``available`` to
+    ``backing-up`` and back at every snapshot is not worth a status write of its own."""
+    if state is None or rv.volume_failed(state):
+        return state
+    return "ready" if rv.volume_ready(state) else "being made"

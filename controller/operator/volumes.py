@@ -9,13 +9,15 @@ dataset (snapshots tagged with the app, dataset and site), asks the pure planner
 (:func:`controller.replication.volumes.plan`) what is due, and does it — snapshots at the
 source, copies made by the destinations' regions (EBS CopySnapshot; Cinder backup records
 exported and imported), prunes everywhere. Nothing is remembered between passes but the
-figures: the tags are the state, so a restarted operator just lists again.
+figures and the states of restored volumes: the tags are the state, so a restarted
+operator just lists again.
 
 Direction and fencing: the active site is the source under the current epoch; a pass
 stops calling as soon as the active site or epoch changes, and a demoted site is never
 snapshotted again. After a failover the replication only reports until the failover's
-volume restore is on record, then snapshots the restored volumes and copies them back to
-the old site (the direction reverses under the new epoch).
+volume restore is on record, then snapshots the restored volumes — each once its
+provider has made it — and copies them back to the old site (the direction reverses under
+the new epoch).
 
 Regions are judged before they are called: one whose API plane is Impaired is not listed
 (its last listing still counts for the figures, so the RPO keeps growing) and gets no
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MIN_TICK_SECONDS = 1.0
 MAX_TICK_SECONDS = 60.0
+READY_RECHECK_SECONDS = 60.0
+"""How often restored volumes are looked up once all of them are ready."""
 IDLE_SECONDS = 5.0
 """Between passes while there is nothing to go by yet (no spec or state), or after a
 pass that failed unexpectedly."""
@@ -284,6 +288,10 @@ class VolumeReplication:
         """(reason, site) of the failures reported by an Event and not yet over."""
         self._volume_states: dict[str, str] = {}
         """Restored volume ID -> its state when last looked (see :meth:`volume_states`)."""
+        self._looked: dict[str, float] = {}
+        """Dataset -> when its restored volumes were last looked up."""
+        self._seen: set[str] = set()
+        """Restored volumes found at least once (a volume not found before is not gone)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -309,8 +317,10 @@ class VolumeReplication:
         self._spec = spec
         moved = self._current is not None and self._current != (active_site, epoch)
         self._current = (active_site, epoch)
-        if moved:
-            self._volume_states.clear()  # they were of the site that was active
+        if moved:  # what was seen of the restored volumes was of the site that was active
+            self._volume_states.clear()
+            self._looked.clear()
+            self._warned = {w for w in self._warned if w[0] != "RestoredVolumeFailed"}
         wanted: set[tuple[str, str]] = set()
         for dataset in spec.replication.volumes if spec.replication else ():
             sites = [loc.site for loc in dataset.locations]
@@ -477,57 +487,80 @@ class VolumeReplication:
         restore: m.AppliedRestore,
     ) -> tuple[tuple[rv.SourceVolume, ...], str]:
         """Which of the volumes a failover restored at the source can be snapshotted (a
-        restored volume is being created for a while, and may fail), and why the others
-        cannot, or "". When their region cannot be asked, they are taken as ready: a
-        snapshot of a volume that is not fails, and is retried."""
-        site = spec.site(scope.source)
-        if site is None:
+        restored volume is being made for a while, and may fail), and why the others
+        cannot, or "". They are looked up by ID (their tags may not survive the restore:
+        Cinder restores a backup's own metadata) every pass until all are ready, then every
+        :data:`READY_RECHECK_SECONDS`. When their region cannot be asked, the states last
+        seen hold; a volume never seen counts as ready (a snapshot of it that fails is
+        retried)."""
+        ids = [v.volume_id for v in volumes]
+        known = self._volume_states
+        settled = all(rv.volume_ready(known.get(i, "not-found")) for i in ids)
+        looked = self._looked.get(scope.dataset)
+        fresh = settled and looked is not None and self.clock() - looked < READY_RECHECK_SECONDS
+        problem = "" if fresh else await self._look_up(spec, scope, ids, restore)
+        if self._moved_on(scope):
             return volumes, ""
-        if await self.providers.api_plane(site.provider, site.region) is ApiPlaneState.IMPAIRED:
-            return volumes, ""
-        try:
-            region = await self.providers.volume_snapshots(site.provider, site.region)
-            found = await region.volumes(
-                {
-                    rv.TAG_APP: self.app,
-                    rv.TAG_DATASET: scope.dataset,
-                    rv.TAG_RESTORED_FOR: f"{scope.source}/{restore.epoch}",
-                }
-            )
-        except Exception as error:
-            log.warning(
-                "%s: restored volumes at %s not listed: %s",
-                self.app,
-                scope.source,
-                self._explain(site.provider, error),
-            )
-            return volumes, ""
-        states = {v.id: v.state for v in found}
         ready: list[rv.SourceVolume] = []
         waiting: list[str] = []
         for volume in volumes:
-            now = states.get(volume.volume_id, "not-found")
-            self._volume_states[volume.volume_id] = now
-            ready.append(replace(volume, ready=rv.volume_ready(now)))
-            if rv.volume_ready(now):
-                self._warned.discard(("RestoredVolumeFailed", volume.volume_id))
+            state = known.get(volume.volume_id)
+            ok = state is None or rv.volume_ready(state)
+            ready.append(replace(volume, ready=ok))
+            if not ok:
+                waiting.append(f"{volume.volume_id} ({volume.key}) is {state}")
+        why = [problem] if problem else []
+        if waiting:
+            more = f" and {len(waiting) - 8} more" if len(waiting) > 8 else ""
+            why.append(
+                f"restored volume {', '.join(waiting[:8])}{more} at {scope.source}: "
+                "snapshotted once made"
+            )
+        return tuple(ready), "; ".join(why)
+
+    async def _look_up(
+        self,
+        spec: ResilientAppSpec,
+        scope: rv.Scope,
+        ids: Sequence[str],
+        restore: m.AppliedRestore,
+    ) -> str:
+        """Refresh the states of the restored volumes ``ids`` at the source, and report
+        those that failed or are gone; a problem that kept it from looking, or ""."""
+        site = spec.site(scope.source)
+        if site is None:
+            return ""
+        where = f"restored volumes at {scope.source} not looked at"
+        if await self.providers.api_plane(site.provider, site.region) is ApiPlaneState.IMPAIRED:
+            return f"{where}: region {site.region} API plane Impaired"
+        try:
+            region = await self.providers.volume_snapshots(site.provider, site.region)
+            found = await region.volumes_by_id(ids)
+        except Exception as error:
+            return f"{where}: {self._explain(site.provider, error)}"
+        if self._moved_on(scope):
+            return ""  # a failover came meanwhile: these states are of the past
+        self._looked[scope.dataset] = self.clock()
+        states = {v.id: v.state[:32] for v in found}
+        for volume_id in ids:
+            state = states.get(volume_id, "not-found")
+            self._volume_states[volume_id] = state
+            if volume_id in states:
+                self._seen.add(volume_id)
+            # Not found before it was ever seen: EBS lists a new volume a little later.
+            if not rv.volume_failed(state) or (
+                state == "not-found" and volume_id not in self._seen
+            ):
+                self._warned.discard(("RestoredVolumeFailed", volume_id))
                 continue
-            waiting.append(f"{volume.volume_id} ({volume.key}) is {now}")
-            if rv.volume_failed(now):
-                await self._warn(
-                    "RestoredVolumeFailed",
-                    volume.volume_id,
-                    f"volume {volume.volume_id}, restored at {scope.source} for "
-                    f"{scope.dataset}/{volume.key} (epoch {restore.epoch}), is {now}: it is "
-                    "not snapshotted, so what is written to it is not replicated",
-                )
-        if not waiting:
-            return tuple(ready), ""
-        return tuple(ready), (
-            f"restored volume {', '.join(waiting[:8])}"
-            f"{f' and {len(waiting) - 8} more' if len(waiting) > 8 else ''} at "
-            f"{scope.source}: snapshotted once available"
-        )
+            await self._warn(
+                "RestoredVolumeFailed",
+                volume_id,
+                f"volume {volume_id}, restored at {scope.source} for {scope.dataset} (epoch "
+                f"{restore.epoch}), is {state}: it is not snapshotted, so what is written to "
+                "it is not replicated",
+            )
+        return ""
 
     async def _list(self, spec: ResilientAppSpec, dataset: str, site_name: str) -> str:
         """Refresh what ``site_name``'s region holds of the dataset; a problem, or ""."""

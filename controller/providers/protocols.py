@@ -336,6 +336,11 @@ class VolumeSnapshots(Protocol):
         so that a restore interrupted after its volume was made finds it again."""
         ...
 
+    async def volumes_by_id(self, volume_ids: Sequence[str]) -> list[VolumeInfo]:
+        """Those of the volumes that exist in this region, in any state (``deleting``
+        included); unknown IDs are left out, not an error."""
+        ...
+
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
         """Snapshots in this region carrying all of ``tags``, newest first."""
         ...

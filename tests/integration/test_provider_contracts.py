@@ -1302,6 +1302,11 @@ async def test_snapshot_copy_restore_delete(backend: Backend) -> None:
     assert [(v.zone, dict(v.tags)) for v in found] == [(west_zone, {"lifeboat.dev/app": "web"})]
     assert found[0].snapshot_id in (copy.id, "")  # Cinder does not say which backup it was
     assert await target.volumes({"lifeboat.dev/app": f"none-{run}"}) == []
+    unknown = "vol-0123456789abcdef0" if backend.name == "aws" else str(uuid.uuid4())
+    (by_id,) = await target.volumes_by_id([restored, unknown])  # unknown: left out
+    assert (by_id.id, by_id.zone, by_id.state) == (restored, west_zone, found[0].state)
+    assert by_id.state in ("creating", "restoring-backup", "available")
+    assert await target.volumes_by_id([]) == []
 
     await target.delete(copy.id)
     await target.delete(copy.id)  # already gone: no error

@@ -255,3 +255,23 @@ async def test_restored_volumes_states_are_put_into_the_status() -> None:
     await worker.round(body(replicated(), kube.patches[-1]))
     (record,) = kube.patches[-1]["volumeRestores"]
     assert [v["state"] for v in record["volumes"]] == ["available", "error"]
+
+    # A restarted operator shows what the status held until it looks again.
+    fresh = RestoredSource(kind="Volumes", dataset="db")
+    restarted, kube_after, _ = make(fresh)
+    await restarted.round(body(replicated(), kube.patches[-1]))
+    (record,) = kube_after.patches[-1]["volumeRestores"]
+    assert [v["state"] for v in record["volumes"]] == ["available", "error"]
+
+
+def test_a_restored_volume_busy_with_a_snapshot_is_not_worth_a_status_write() -> None:
+    def restores(state: str) -> dict[str, Any]:
+        volume = {"dataset": "db", "volume": "v", "volumeId": "vol-9", "state": state}
+        return {"volumeRestores": [{"site": "usw2", "epoch": 2, "volumes": [volume]}]}
+
+    assert _material(restores("available")) == _material(restores("backing-up"))
+    assert _material(restores("available")) == _material(restores("in-use"))
+    assert _material(restores("creating")) == _material(restores("restoring-backup"))
+    assert _material(restores("available")) != _material(restores("creating"))
+    assert _material(restores("available")) != _material(restores("error"))
+    assert _material(restores("error")) != _material(restores("not-found"))

@@ -4,7 +4,7 @@ called where, fencing when the epoch moves, restores that resume, figures."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ class Region:
     calls: list[str] = field(default_factory=list)
     copy_state: State = "completed"
     before_create: Callable[[], Awaitable[None]] | None = None
+    fail_lookups: bool = False
 
     def _add(self, volume: str, tags: Mapping[str, str], state: State = "completed") -> Snapshot:
         made = Snapshot(
@@ -82,6 +83,12 @@ class Region:
             for v in self.volumes_made.values()
             if all(v.tags.get(k) == x for k, x in tags.items())
         ]
+
+    async def volumes_by_id(self, volume_ids: Sequence[str]) -> list[VolumeInfo]:
+        self.calls.append("volumes")
+        if self.fail_lookups:
+            raise ConnectionError("reset by peer")
+        return [self.volumes_made[v] for v in volume_ids if v in self.volumes_made]
 
     def settle(self, state: str = "available", *volume_ids: str) -> None:
         """The volumes made here (or those named) reach ``state``."""
@@ -265,7 +272,7 @@ async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() 
     assert west.mutations() == []  # the restored volumes are still being created
     assert replication.volume_states() == dict.fromkeys(restored_ids, "creating")
     (entry,) = replication.figures()
-    assert "is creating" in entry.last_error and "snapshotted once available" in entry.last_error
+    assert "is creating" in entry.last_error and "snapshotted once made" in entry.last_error
     west.settle("available")
     await replication.pass_once()
     assert sorted(west.mutations()) == sorted(f"create {v}" for v in restored_ids)
@@ -281,21 +288,27 @@ async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() 
     assert entry.rpo_seconds == 0.0 and entry.pending_objects == 0 and entry.last_error == ""
 
 
-async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() -> None:
-    cloud = Cloud()
-    replication, events = make(cloud)
-    state = failed_over()
+async def restored(cloud: Cloud) -> tuple[m.AppState, tuple[str, str]]:
+    """usw2 active after a failover from use1 whose restore made two volumes (creating)."""
     seeded(cloud)
+    state = failed_over()
     restore = core.desired_restore(state, SPEC)
     assert restore is not None
     outcome = await VolumeRestorer(cloud).restore(APP, restore, SPEC, state.restores)
     state = core.complete(state, restore, cloud.now, restored=outcome.volumes)
+    first, second = (v.volume_id for v in outcome.volumes)
+    cloud.region(WEST).calls.clear()
+    return state, (first, second)
+
+
+async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state, (good, bad) = await restored(cloud)
     await keep_up(replication, state)
     west = cloud.region(WEST)
-    good, bad = (v.volume_id for v in outcome.volumes)
     west.settle("in-use", good)
     west.settle("error", bad)
-    west.calls.clear()
     for _ in range(2):
         await replication.pass_once()
     creates = [c for c in west.mutations() if c.startswith("create")]
@@ -309,6 +322,97 @@ async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() 
     del west.volumes_made[bad]  # deleted by someone
     await replication.pass_once()
     assert replication.volume_states()[bad] == "not-found"
+    assert len(events.events) == 1  # the same trouble, already told
+
+
+async def test_a_restored_volume_not_listed_yet_is_waited_for_without_a_warning() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state, (first, second) = await restored(cloud)
+    west = cloud.region(WEST)
+    late = west.volumes_made.pop(second)  # EBS lists a new volume a little later
+    await keep_up(replication, state)
+    await replication.pass_once()
+    assert replication.volume_states() == {first: "creating", second: "not-found"}
+    assert events.events == [] and west.mutations() == []
+    west.volumes_made[second] = late
+    west.settle("available")
+    await replication.pass_once()
+    assert sorted(west.mutations()) == sorted(f"create {v}" for v in (first, second))
+    assert events.events == []
+
+
+async def test_when_restored_volumes_cannot_be_looked_up_the_last_states_hold() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state, (first, _second) = await restored(cloud)
+    west = cloud.region(WEST)
+    await keep_up(replication, state)
+    await replication.pass_once()  # both creating
+    west.settle("available", first)
+    west.fail_lookups = True
+    await replication.pass_once()
+    assert west.mutations() == []  # still creating, as far as anyone knows
+    (entry,) = replication.figures()
+    assert "not looked at: ConnectionError: reset by peer" in entry.last_error
+    assert f"{first} (vol-a) is creating" in entry.last_error
+
+    cloud.planes[WEST] = ApiPlaneState.IMPAIRED
+    west.calls.clear()
+    await replication.pass_once()
+    assert west.calls == []  # not even asked
+    (entry,) = replication.figures()
+    assert "API plane Impaired" in entry.last_error and events.events == []
+
+
+async def test_a_first_look_at_restored_volumes_lets_them_be_snapshotted() -> None:
+    """A volume never seen (its lookup failed from the start) counts as ready: a snapshot of
+    it that fails is retried, as before Lifeboat looked at restored volumes at all."""
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    state, volumes = await restored(cloud)
+    west = cloud.region(WEST)
+    west.fail_lookups = True
+    await keep_up(replication, state)
+    await replication.pass_once()
+    assert sorted(west.mutations()) == sorted(f"create {v}" for v in volumes)
+
+
+async def test_once_all_are_ready_restored_volumes_are_looked_up_every_minute() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    state, _volumes = await restored(cloud)
+    west = cloud.region(WEST)
+    west.settle("available")
+    await keep_up(replication, state)
+    looks = []
+    for _ in range(8):
+        west.calls.clear()
+        await replication.pass_once()
+        looks.append(west.calls.count("volumes"))
+        cloud.now += 20
+    assert looks == [1, 0, 0, 1, 0, 0, 1, 0]
+
+
+async def test_a_failover_during_a_look_up_leaves_nothing_of_it() -> None:
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state, _volumes = await restored(cloud)
+    west = cloud.region(WEST)
+    west.settle("error")
+    await keep_up(replication, state)
+    looked_up = west.volumes_by_id
+
+    async def failing_back(volume_ids: Sequence[str]) -> list[VolumeInfo]:
+        found = await looked_up(volume_ids)
+        back = m.AppState(active_site="use1", epoch=3, restores=state.restores)
+        await keep_up(replication, back)
+        return found
+
+    west.volumes_by_id = failing_back  # type: ignore[method-assign]
+    await replication.pass_once()
+    assert replication.volume_states() == {} and events.events == []
+    assert west.mutations() == []
 
 
 async def test_the_volumes_of_an_earlier_restore_are_not_looked_at_while_a_restore_is_due() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import botocore.exceptions
@@ -27,10 +27,13 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
         DescribeSnapshotsRequestTypeDef,
         DescribeVolumesRequestTypeDef,
+        FilterTypeDef,
         TagSpecificationTypeDef,
     )
 
 _NOT_FOUND = "InvalidSnapshot.NotFound"
+_FILTER_VALUES = 200
+"""Values one filter of a Describe call takes."""
 _STATES: dict[str, Literal["pending", "completed", "error"]] = {
     "pending": "pending",
     "recovering": "pending",  # coming back from the archive tier
@@ -125,10 +128,20 @@ class EbsSnapshots:
         )
 
     async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:
-        request: DescribeVolumesRequestTypeDef = {
-            "Filters": [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()],
-            "MaxResults": 500,
-        }
+        found = await self._describe([{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()])
+        return [v for v in found if v.state not in ("deleting", "deleted")]
+
+    async def volumes_by_id(self, volume_ids: Sequence[str]) -> list[VolumeInfo]:
+        """A ``volume-id`` filter, not ``VolumeIds``: an unknown ID is left out instead of
+        failing the call."""
+        found: list[VolumeInfo] = []
+        for start in range(0, len(volume_ids), _FILTER_VALUES):
+            chunk = list(volume_ids[start : start + _FILTER_VALUES])
+            found += await self._describe([{"Name": "volume-id", "Values": chunk}])
+        return found
+
+    async def _describe(self, filters: Sequence[FilterTypeDef]) -> list[VolumeInfo]:
+        request: DescribeVolumesRequestTypeDef = {"Filters": list(filters), "MaxResults": 500}
         found: list[VolumeInfo] = []
         while True:
             page = await self.connector.call(
@@ -147,7 +160,6 @@ class EbsSnapshots:
                     tags={t["Key"]: t["Value"] for t in item.get("Tags", [])},
                 )
                 for item in page.get("Volumes", [])
-                if item.get("State") not in ("deleting", "deleted")
             ]
             if not page.get("NextToken"):
                 break

@@ -38,7 +38,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -104,6 +104,24 @@ def _fetch(conn: Any, backup_id: str) -> Any | None:
         return None
 
 
+def _fetch_volume(conn: Any, volume_id: str) -> Any | None:
+    """The volume (any status), or None."""
+    try:
+        return conn.block_storage.get_volume(volume_id)
+    except openstack.exceptions.NotFoundException:
+        return None
+
+
+def _volume_info(volume: Any) -> VolumeInfo:
+    return VolumeInfo(
+        id=str(volume.id),
+        zone=str(volume.availability_zone or ""),
+        state=str(volume.status or "").lower(),
+        snapshot_id="",  # Cinder does not report the backup it was restored from
+        tags={str(k): str(v) for k, v in (volume.metadata or {}).items()},
+    )
+
+
 class CinderBackups:
     """Backups (and volumes restored from them) in one region; see the module docstring."""
 
@@ -153,17 +171,22 @@ class CinderBackups:
         )
         wanted = dict(tags)
         return [
-            VolumeInfo(
-                id=str(volume.id),
-                zone=str(volume.availability_zone or ""),
-                state=str(volume.status or "").lower(),
-                snapshot_id="",  # Cinder does not report the backup it was restored from
-                tags={str(k): str(v) for k, v in (volume.metadata or {}).items()},
-            )
+            _volume_info(volume)
             for volume in volumes
             if str(volume.status or "").lower() not in ("deleting", "deleted")
             and all((volume.metadata or {}).get(k) == v for k, v in wanted.items())
         ]
+
+    async def volumes_by_id(self, volume_ids: Sequence[str]) -> list[VolumeInfo]:
+        """One GET per volume: Cinder filters no list by IDs."""
+        found: list[VolumeInfo] = []
+        for volume_id in volume_ids:
+            volume = await self._call(
+                "GetVolume", lambda conn, v=volume_id: _fetch_volume(conn, v), mutating=False
+            )
+            if volume is not None:
+                found.append(_volume_info(volume))
+        return found
 
     async def list(self, tags: Mapping[str, str]) -> list[Snapshot]:
         backups = await self._call(
