@@ -180,7 +180,8 @@ class VolumeRestorer:
                     rv.TAG_TAKEN: f"{pick.copy.taken:.3f}",
                 }
                 zone = zones[pick.volume]
-                volume_id = await snapshots.restore(pick.copy.id, zone, tags)
+                key = f"{app}/{name}/{pick.volume}/{site.name}/{action.epoch}"
+                volume_id = await snapshots.restore(pick.copy.id, zone, tags, key=key)
                 made += 1
                 volumes.append(
                     m.RestoredVolume(

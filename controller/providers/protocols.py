@@ -349,6 +349,11 @@ class VolumeSnapshots(Protocol):
 
     async def delete(self, snapshot_id: str) -> None: ...
 
-    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
-        """Create a volume from the snapshot in ``zone``; its ID."""
+    async def restore(
+        self, snapshot_id: str, zone: str, tags: Mapping[str, str], *, key: str
+    ) -> str:
+        """Create a volume from the snapshot in ``zone``; its ID. ``key`` names the volume
+        wanted: a provider whose restored volumes may lose their tags (Cinder puts the
+        backed-up volume's metadata in place of the new volume's own) returns the volume an
+        earlier call with the same key made instead of making another."""
         ...

@@ -29,7 +29,8 @@ shape), images beyond a fixed set (there is no Glance), keypairs, quotas,
 volume attachments and sort parameters (accepted; lists come newest first).
 Backup data stands in for a shared backup store: an exported backup record
 carries the backup's content, so importing it into another region's Cinder
-brings the data along.
+brings the data along — and the backed-up volume's metadata, which a restore puts in
+place of the new volume's own when it ends, as Cinder's backup drivers do.
 
 Each emulator exposes its state for tests (snapshots of servers, volumes,
 zones, ...), test hooks (a zone unavailable or out of capacity, a server put in
@@ -1895,6 +1896,14 @@ def _boot_source(spec: JSON) -> tuple[str | None, list[JSON]]:
     return image_id, volumes
 
 
+def _restored_metadata(backup: Backup | None) -> dict[str, str] | None:
+    """What a restore of ``backup`` leaves as the volume's metadata: the backed-up volume's,
+    in place of the volume's own, when it had any (else the volume keeps its own)."""
+    if backup is None or not backup.volume_metadata:
+        return None
+    return dict(backup.volume_metadata)
+
+
 def _string_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and 1 <= len(k) <= 255 and isinstance(v, str) and len(v) <= 255
@@ -2535,6 +2544,8 @@ class Volume:
     data: bytes = b""
     settle_at: float | None = None
     settle_to: str | None = None  # "available", "error" or "deleted"
+    restored_metadata: dict[str, str] | None = None
+    """A backup's volume metadata, put in place of this volume's when its restore ends."""
 
 
 @dataclass
@@ -2557,6 +2568,8 @@ class Backup:
     object_count: int = 0
     fail_reason: str | None = None
     data: bytes = b""
+    volume_metadata: dict[str, str] = field(default_factory=dict)
+    """The backed-up volume's metadata, kept with the data (as Cinder's backup drivers do)."""
     settle_at: float | None = None
     settle_to: str | None = None  # "available" or "deleted"
 
@@ -2719,6 +2732,11 @@ class CinderEmulator(EmulatedService):
                 continue
             volume.status = target or "available"
             volume.updated_at = _now_iso(microseconds=True)
+            if volume.restored_metadata is not None and volume.status == "available":
+                # Cinder restores a backup's volume metadata over the volume's own
+                # (BackupMetadataAPI._restore_vol_meta), when the backup had any.
+                volume.metadata = volume.restored_metadata
+            volume.restored_metadata = None
         for backup in list(self._backups.values()):
             if backup.settle_at is None or backup.settle_at > now:
                 continue
@@ -2905,6 +2923,7 @@ class CinderEmulator(EmulatedService):
                 created_at=_now_iso(microseconds=True),
                 backup_id=backup.id if backup else None,
                 data=backup.data if backup else b"",
+                restored_metadata=_restored_metadata(backup),
                 settle_at=self._clock() + self.create_seconds,
                 settle_to="available" if self._fits(str(zone_name), size) else "error",
             )
@@ -3059,6 +3078,7 @@ class CinderEmulator(EmulatedService):
                 is_incremental=bool(spec.get("incremental", False)),
                 object_count=max(1, volume.size),
                 data=volume.data,
+                volume_metadata=dict(volume.metadata),
                 settle_at=self._clock() + self.backup_seconds,
                 settle_to="available",
             )
@@ -3149,6 +3169,7 @@ class CinderEmulator(EmulatedService):
                 f"_backup_{backup.id}",
                 # Stands in for the backup store both regions can reach (see the module doc).
                 "data": base64.b64encode(backup.data).decode(),
+                "volume_metadata": dict(backup.volume_metadata),
             }
         url = base64.b64encode(json.dumps(record).encode()).decode()
         return web.json_response(
@@ -3192,6 +3213,9 @@ class CinderEmulator(EmulatedService):
                 data_timestamp=str(record.get("data_timestamp") or now),
                 object_count=int(record.get("object_count") or 1),
                 data=data,
+                volume_metadata={
+                    str(k): str(v) for k, v in (record.get("volume_metadata") or {}).items()
+                },
                 settle_at=self._clock() + self.backup_seconds,
                 settle_to="available",
             )
@@ -3230,6 +3254,7 @@ class CinderEmulator(EmulatedService):
                     )
                 volume.data = backup.data
                 volume.status = "restoring-backup"
+                volume.restored_metadata = _restored_metadata(backup)
             else:
                 zone = spec.get("availability_zone") or backup.availability_zone
                 if zone not in self._zones:
@@ -3245,6 +3270,7 @@ class CinderEmulator(EmulatedService):
                     metadata={},
                     created_at=_now_iso(microseconds=True),
                     data=backup.data,
+                    restored_metadata=_restored_metadata(backup),
                 )
                 self._volumes[volume.id] = volume
                 volume.status = "restoring-backup"

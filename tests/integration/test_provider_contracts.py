@@ -1296,7 +1296,9 @@ async def test_snapshot_copy_restore_delete(backend: Backend) -> None:
     assert got is not None and got.tags["copied-from"] == second.id
     assert await target.get(first.id) is None  # not in this region
 
-    restored = await target.restore(copy.id, west_zone, {"lifeboat.dev/app": "web"})
+    restored = await target.restore(
+        copy.id, west_zone, {"lifeboat.dev/app": "web"}, key=f"web/db/{volume}/{run}"
+    )
     assert backend.volume_info(west, restored) == (west_zone, copy.id, {"lifeboat.dev/app": "web"})
     found = [v for v in await target.volumes({"lifeboat.dev/app": "web"}) if v.id == restored]
     assert [(v.zone, dict(v.tags)) for v in found] == [(west_zone, {"lifeboat.dev/app": "web"})]
@@ -1584,6 +1586,34 @@ async def test_backup_tags_are_cinder_metadata(openstack_backend: OpenStackBacke
     await backups.delete(made.id)
 
 
+async def test_a_restore_that_loses_its_metadata_is_found_again_by_its_key(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """Cinder puts the backed-up volume's metadata in place of the restored volume's own:
+    Lifeboat's tags do not survive, so a repeated restore finds the volume by its key."""
+    backend = openstack_backend
+    storage = backend.world.direct_connection(ONE).block_storage
+    zone = backend.zones(ONE)[0]
+    made = storage.create_volume(size=1, availability_zone=zone, metadata={"owner": "orders"})
+    storage.wait_for_status(made, "available", ["error"], interval=0.1, wait=60)
+    backups = backend.snapshots(ONE)
+    backup = await backups.create(str(made.id), {"lifeboat.dev/app": "db"})
+    storage.wait_for_status(
+        storage.get_backup(backup.id), "available", ["error"], interval=0.1, wait=60
+    )
+    tags = {"lifeboat.dev/app": "db", "lifeboat.dev/restored-for": "os1/7"}
+    key = f"db/{uuid.uuid4().hex}"
+    restored = await backups.restore(backup.id, zone, tags, key=key)
+    assert backend.volume_info(ONE, restored)[2] == tags  # while the restore runs
+    storage.wait_for_status(
+        storage.get_volume(restored), "available", ["error"], interval=0.1, wait=60
+    )
+    assert backend.volume_info(ONE, restored)[2] == {"owner": "orders"}
+    assert await backups.volumes(tags) == []  # not found by its tags any more
+    assert await backups.restore(backup.id, zone, tags, key=key) == restored
+    assert await backups.restore(backup.id, zone, tags, key=f"{key}-other") != restored
+
+
 async def test_a_copied_backup_restores_while_its_source_region_is_impaired(
     openstack_backend: OpenStackBackend,
 ) -> None:
@@ -1602,7 +1632,7 @@ async def test_a_copied_backup_restores_while_its_source_region_is_impaired(
     proxy.clear_records()
 
     zone = backend.zones(TWO)[2]
-    restored = await target.restore(copy.id, zone, {"lifeboat.dev/app": "db"})
+    restored = await target.restore(copy.id, zone, {"lifeboat.dev/app": "db"}, key=copy.id)
     assert backend.volume_info(TWO, restored) == (zone, copy.id, {"lifeboat.dev/app": "db"})
     assert proxy.count() == 0
     with pytest.raises(RegionImpaired):

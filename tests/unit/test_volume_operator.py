@@ -70,7 +70,9 @@ class Region:
         self.calls.append(f"delete {snapshot_id}")
         self.snapshots.pop(snapshot_id, None)
 
-    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+    async def restore(
+        self, snapshot_id: str, zone: str, tags: Mapping[str, str], *, key: str
+    ) -> str:
         self.calls.append(f"restore {snapshot_id} {zone}")
         volume = VolumeInfo(f"vol-{next(_ids)}", zone, "creating", snapshot_id, dict(tags))
         self.volumes_made[volume.id] = volume

@@ -217,7 +217,11 @@ class EbsSnapshots:
             if not _not_found(error):
                 raise
 
-    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+    async def restore(
+        self, snapshot_id: str, zone: str, tags: Mapping[str, str], *, key: str
+    ) -> str:
+        """EBS keeps a volume's tags: a volume made earlier is found by them (``key`` is not
+        needed)."""
         token = str(uuid.uuid4())  # one per restore: retries of this call are the same request
         answer = await self.connector.call(
             self.region,

@@ -35,6 +35,7 @@ before. Those waits poll every ``poll_seconds`` for at most ``wait_seconds``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 import time
@@ -318,12 +319,18 @@ class CinderBackups:
             mutating=True,
         )
 
-    async def restore(self, snapshot_id: str, zone: str, tags: Mapping[str, str]) -> str:
+    async def restore(
+        self, snapshot_id: str, zone: str, tags: Mapping[str, str], *, key: str
+    ) -> str:
+        """The volume is named after ``key``: when the restore ends, Cinder puts the backed-up
+        volume's metadata (if it had any) in place of ``tags``, but keeps a name that does
+        not start with ``restore_backup_``, so a later call finds the volume by its name."""
         check_tags(tags)
         backup = await self._settled(snapshot_id, {"available"})
         if backup is None:
             raise LookupError(f"no backup {snapshot_id} in {self.region}")
-        name = f"lifeboat-restore-{secrets.token_hex(8)}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        name = f"lifeboat-restore-{digest}"
         attributes = {
             "backup_id": snapshot_id,
             "availability_zone": zone,
@@ -334,8 +341,12 @@ class CinderBackups:
         }
 
         def create(conn: Any) -> Any:
-            earlier = list(conn.block_storage.volumes(details=False, name=name))
-            if earlier:  # a retry of this call: the first attempt went through
+            earlier = [
+                v
+                for v in conn.block_storage.volumes(details=True, name=name)
+                if str(v.status or "").lower() not in ("deleting", "deleted")
+            ]
+            if earlier:  # made by an earlier call (or attempt) with this key
                 return earlier[0]
             return conn.block_storage.create_volume(**attributes)
 
