@@ -431,6 +431,8 @@ def explain(
             f"  detection {failover.get('detectionSeconds', '-')}s, "
             f"RTO {failover.get('rtoSeconds', '-')}s\n"
         )
+    for restore in status.get("volumeRestores") or []:
+        write(_restore_lines(restore))
     request = status.get("lastRequest")
     if request:
         verdict = "accepted" if request["accepted"] else "refused"
@@ -442,6 +444,23 @@ def explain(
             when = event.last_timestamp or event.event_time
             write(f"  {when:%H:%M:%S} {event.type:7} {event.reason}: {event.message}\n")
     return EXIT_OK
+
+
+def _restore_lines(restore: dict[str, Any]) -> str:
+    """What a failover restored at a site, a volume a line, with each one's state."""
+    lines = [
+        f"\nVolumes restored at {restore['site']} (epoch {restore['epoch']}, {restore['time']}):"
+    ]
+    for v in restore.get("volumes") or []:
+        data = f", data as of {v['snapshotTime']}" if v.get("snapshotTime") else ""
+        lines.append(
+            f"  {v['dataset']}/{v['volume']}: {v['volumeId']} in {v['zone']} from "
+            f"{v['snapshotId']}{data}: {v.get('state') or 'state not seen yet'}"
+        )
+    lines += [
+        f"  {m}: no copy at {restore['site']}, not restored" for m in restore.get("missing") or []
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- requests

@@ -143,7 +143,7 @@ def test_table_columns_are_aligned() -> None:
 
 
 class FakeCluster:
-    """Only what status() reads (the command logic is exercised end to end elsewhere)."""
+    """Only what status() and explain() read (the commands run end to end elsewhere)."""
 
     def __init__(self, apps: list[dict[str, Any]]) -> None:
         self._apps = apps
@@ -153,6 +153,45 @@ class FakeCluster:
 
     def app(self, namespace: str, name: str) -> dict[str, Any]:
         return next(a for a in self.apps(namespace) if a["metadata"]["name"] == name)
+
+    def events(self, namespace: str, name: str, limit: int = 15) -> list[Any]:
+        return []
+
+
+def test_explain_lists_the_restored_volumes_and_their_state() -> None:
+    restored = {
+        "site": "usw2",
+        "epoch": 2,
+        "time": "2026-11-22T01:00:00Z",
+        "volumes": [
+            {
+                "dataset": "db",
+                "volume": "vol-a",
+                "volumeId": "vol-9",
+                "zone": "us-west-2a",
+                "snapshotId": "snap-1",
+                "snapshotTime": "2026-11-22T00:55:00Z",
+                "state": "creating",
+            },
+            {
+                "dataset": "db",
+                "volume": "vol-b",
+                "volumeId": "vol-8",
+                "zone": "us-west-2b",
+                "snapshotId": "snap-2",
+            },
+        ],
+        "missing": ["db/vol-c"],
+    }
+    out = io.StringIO()
+    cluster = FakeCluster([app(activeSite="usw2", epoch=2, volumeRestores=[restored])])
+    assert commands.explain(cluster, "shop", "web", out=out) == commands.EXIT_OK  # type: ignore[arg-type]
+    assert (
+        "\nVolumes restored at usw2 (epoch 2, 2026-11-22T01:00:00Z):\n"
+        "  db/vol-a: vol-9 in us-west-2a from snap-1, data as of 2026-11-22T00:55:00Z: creating\n"
+        "  db/vol-b: vol-8 in us-west-2b from snap-2: state not seen yet\n"
+        "  db/vol-c: no copy at usw2, not restored\n"
+    ) in out.getvalue()
 
 
 def test_status_needs_a_namespace_for_one_app() -> None:
