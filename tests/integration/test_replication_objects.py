@@ -310,6 +310,14 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
         20,
         "replication to use1 to find big.bin",
     )
+    # The gate holds a failback while the lag is above the target. Until big.bin is 8 s old
+    # the lag is within it, and a use1 judged healthy sooner would rightly be failed back to
+    # at once; so use1 comes back only once the lag has passed the target.
+    wait_for(
+        when(apps, ns, name, lambda s: condition(s, "RPOBreached").get("status") == "True"),
+        30,
+        "the lag to use1 to pass the target",
+    )
     for endpoint in sandbox.zones.site_endpoints("use1"):
         endpoint.serve()
 
