@@ -495,6 +495,15 @@ def _wait_ready(process: subprocess.Popen[str]) -> None:
 # ----------------------------------------------------------------------------- report
 
 
+def summary(run: Run) -> str:
+    """One pass's figures on one line, as the run goes."""
+    return (
+        f"{run.seconds:.1f}s, {run.objects_per_second:.1f} objects/s, "
+        f"{run.mb_per_second:.2f} MiB/s, peak RSS {run.peak_rss_bytes / MiB:.0f} MiB, "
+        f"{run.requests_per_object:.2f} requests/object, exit {run.exit_code}"
+    )
+
+
 def table(runs: Sequence[Run]) -> str:
     header = (
         "| pair | phase | tool | objects copied | MiB copied | wall s | objects/s | MiB/s "
@@ -602,8 +611,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started_at = datetime.now(UTC)
     runs: list[Run] = []
+    peer = "rclone"
+
+    def measured_pass(run: Run) -> None:
+        """Keep a pass's figures at once: a run cut short still reports what it measured."""
+        runs.append(run)
+        print(f"  {summary(run)}", flush=True)
+        if args.report:
+            unfinished = "passes still to run, or the run was cut short before them"
+            section = render(runs, {}, command, started_at, peer, args, unfinished=unfinished)
+            write_section(args.report, run_key(args), section)
+
     with world() as w:
         tools = Tools(w, args.concurrency)
+        peer = rclone_version(tools)
         sizes = make_sizes(args.objects, args.large, args.seed)
         data = Dataset(tuple(sizes), sizes)
         source = f"bench-src-{secrets.token_hex(3)}"
@@ -631,13 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 destinations[tool] = destination
                 print(f"{pair_name} full sync with {tool} ...", flush=True)
-                run = tools.run(tool, pair, destination, "full", data, data)
-                print(
-                    f"  {run.seconds:.1f}s, {run.requests_per_object:.2f} requests/object, "
-                    f"exit {run.exit_code}",
-                    flush=True,
-                )
-                runs.append(run)
+                measured_pass(tools.run(tool, pair, destination, "full", data, data))
                 verify(w, pair, destination, data, versions)
             changed = rng.sample(list(sizes), max(1, int(len(sizes) * args.changed)))
             for key in changed:
@@ -648,16 +663,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for tool, destination in destinations.items():
                 print(f"{pair_name} incremental pass with {tool} ...", flush=True)
                 phase = f"incremental ({args.changed:.0%} changed)"
-                run = tools.run(tool, pair, destination, phase, data, rewritten)
-                print(
-                    f"  {run.seconds:.1f}s, {run.requests_per_object:.2f} requests/object",
-                    flush=True,
-                )
-                runs.append(run)
+                measured_pass(tools.run(tool, pair, destination, phase, data, rewritten))
                 verify(w, pair, destination, data, versions)
         follow = args.event_rate > 0 and "lifeboat" in args.tools.split(",")
         rpo = event_rpo(w, tools, args.event_rate, args.event_seconds) if follow else {}
-        peer = rclone_version(tools)
 
     section = render(runs, rpo, command, started_at, peer, args)
     print(section)
@@ -711,12 +720,20 @@ def render(
     started_at: datetime,
     peer: str,
     args: argparse.Namespace,
+    *,
+    unfinished: str | None = None,
 ) -> str:
-    """One run's section of the report (Markdown, headings from level 2)."""
+    """One run's section of the report (Markdown, headings from level 2). ``unfinished``
+    says why the section holds only some of the run's passes."""
     pairs = ", ".join(PAIR_TITLES.get(p, p) for p in args.pairs.split(","))
     lines = [
         f"## {pairs}: {args.objects:,} objects ({started_at:%Y-%m-%d})",
         "",
+        *(
+            [f"**Unfinished: {len(runs)} passes measured; {unfinished}.**", ""]
+            if unfinished
+            else []
+        ),
         f"- date: {started_at:%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}",
         f"- command: `{command}` (`make bench` runs every pair)",
@@ -738,7 +755,9 @@ def render(
         "### Event-driven path (Lifeboat only)",
         "",
     ]
-    if rpo:
+    if unfinished:
+        lines.append("(not run yet)")
+    elif rpo:
         lines += [
             f"Writes of 4 KiB at {rpo.get('rate_per_second')}/s for {args.event_seconds:.0f}s "
             "into the "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bench.objects import END_MARK, TITLE, write_section
+from bench.objects import END_MARK, TITLE, Run, render, summary, write_section
 
 
 def test_a_run_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -33,3 +35,28 @@ def test_a_section_without_its_end_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no"):
         write_section(report, "k", "## again")
     assert "## run" in report.read_text()  # nothing lost
+
+
+def _run(tool: str) -> Run:
+    return Run(tool, "s3-swift", "full", 10, 10 * 1024, 10, 2.0, 50 * 1024 * 1024, 30, 0)
+
+
+def test_a_section_written_mid_run_says_it_is_unfinished_and_a_final_one_does_not() -> None:
+    args = argparse.Namespace(pairs="s3-swift", objects=10, concurrency=4, event_seconds=60.0)
+    when = datetime(2026, 11, 22, tzinfo=UTC)
+    partial = render([_run("lifeboat")], {}, "cmd", when, "rclone v1", args, unfinished="cut")
+    assert "**Unfinished: 1 passes measured; cut.**" in partial
+    assert "| s3-swift | full | lifeboat | 10 |" in partial
+    assert "(not run yet)" in partial
+
+    final = render([_run("lifeboat"), _run("rclone")], {}, "cmd", when, "rclone v1", args)
+    assert "Unfinished" not in final
+    assert "(skipped)" in final  # no event run was asked for
+    assert "| s3-swift | full | 1.00 | 1.00 | 1.00 |" in final
+
+
+def test_a_pass_is_summed_up_on_one_line() -> None:
+    line = summary(_run("lifeboat"))
+    assert line == (
+        "2.0s, 5.0 objects/s, 0.00 MiB/s, peak RSS 50 MiB, 3.00 requests/object, exit 0"
+    )
