@@ -207,7 +207,13 @@ def test_status_shows_rpo_and_last_failover_from_the_status(user: User, app_harn
 
 
 def test_failover_explain_and_failback_through_kubectl(user: User, apps: Apps) -> None:
-    namespace, name = apps.create()
+    # The production dwell, not the sandbox's 30 s: on a busy machine the steps below can
+    # take longer than 30 s, and the early failback must still fall inside the dwell.
+    namespace, name = apps.create(
+        lambda body: body["spec"].__setitem__(
+            "failover", {**body["spec"].get("failover", {}), "minDwellSeconds": 600}
+        )
+    )
     apps.wait_serving(namespace, name)
 
     moved = user.run("lifeboat", "failover", name, "-n", namespace, "--to", "usw2")
