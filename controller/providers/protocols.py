@@ -9,7 +9,7 @@ gates, retry budgets and outcome accounting apply to all of them alike.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -205,6 +205,37 @@ class ObjectInfo:
     object manifest). None when unknown (multipart, SLO/DLO, listings)."""
 
 
+@dataclass(frozen=True)
+class OpenedObject:
+    """An object being read: what its GET's answer says about it (as ``head`` would), and
+    its bytes. Read ``chunks`` at most once, and ``aclose`` it however the reading ends."""
+
+    info: ObjectInfo
+    chunks: AsyncIterator[bytes]
+    release: Callable[[], None]
+    """Drops the response, read or not (idempotent)."""
+
+    async def aclose(self) -> None:
+        close = getattr(self.chunks, "aclose", None)
+        try:
+            if close is not None:
+                await close()
+        finally:
+            self.release()
+
+
+async def read_through(opened: OpenedObject | None, key: str) -> AsyncIterator[bytes]:
+    """An opened object's bytes, closed however the reading ends; KeyError for None (no
+    such object): ``get`` in terms of ``open``."""
+    if opened is None:
+        raise KeyError(key)
+    try:
+        async for chunk in opened.chunks:
+            yield chunk
+    finally:
+        await opened.aclose()
+
+
 class ObjectStore(Protocol):
     """One bucket (S3) or container (Swift) in one region.
 
@@ -225,6 +256,11 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> AsyncIterator[bytes]:
         """The object's bytes in chunks (raises KeyError when it does not exist)."""
+        ...
+
+    async def open(self, key: str) -> OpenedObject | None:
+        """Start reading ``key`` with one GET, whose answer tells what a HEAD would (so a
+        copy needs no HEAD before it); None when there is no such object."""
         ...
 
     async def put(

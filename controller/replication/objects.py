@@ -15,16 +15,19 @@ How a flow works:
   sites' manifests (:mod:`controller.replication.manifest`). Objects copied before, and not
   changed since, need no HEAD: listing ETags are compared with the manifest's.
 * **Change notices** (:class:`ChangeListener`, S3 event notifications through SQS) mark
-  keys dirty; the flow settles each one with two HEADs between scans, so a change usually
-  reaches the destination within seconds. Notices are an accelerator: the scan remains
-  the source of truth, so a lost notice costs at most one scan interval.
-* **Copies** stream from the source's ``get`` into the destination's ``put`` (multipart /
+  keys dirty; the flow settles each one between scans (a GET of the source, a HEAD of the
+  destination, then what it needs), so a change usually reaches the destination within
+  seconds. Notices are an accelerator: the scan remains the source of truth, so a lost
+  notice costs at most one scan interval.
+* **Copies** stream from the source's ``open`` into the destination's ``put`` (multipart /
   SLO above the stores' thresholds: never a whole large object in memory), at most
-  ``max_concurrency`` at once and paced by the optional bandwidth limit. The content is
-  verified on the way: each part by the store, and the whole stream against the source's
-  MD5 when one is known (the source's ETag of a simple object, or the ``lifeboat-md5`` stamp
-  of a copy), before the object becomes visible. An interrupted copy leaves nothing visible
-  (the stores abort multipart uploads and remove SLO segments); the next pass copies again.
+  ``max_concurrency`` at once and paced by the optional bandwidth limit. The GET's answer
+  describes the source object as a HEAD would, so each copy is planned again from it and
+  needs no HEAD of the source. The content is verified on the way: each part by the store,
+  and the whole stream against the source's MD5 when one is known (the source's ETag of a
+  simple object, or the ``lifeboat-md5`` stamp of a copy), before the object becomes
+  visible. An interrupted copy leaves nothing visible (the stores abort multipart uploads
+  and remove SLO segments); the next pass copies again.
 * Every copy is **stamped** (``lifeboat-epoch``, ``lifeboat-source-etag``, ...) so the next
   pass — of this operator or a restarted one — recognises it without a manifest.
 * The **epoch rule**: an older-epoch version never overwrites a newer-epoch object
@@ -53,7 +56,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controller.providers.calls import RegionImpaired
-from controller.providers.protocols import ObjectChangeFeed, ObjectInfo, ObjectStore
+from controller.providers.protocols import ObjectChangeFeed, ObjectInfo, ObjectStore, OpenedObject
 from controller.replication.epochs import EpochHistory
 from controller.replication.figures import FlowFigures
 from controller.replication.limits import BandwidthLimit
@@ -405,7 +408,7 @@ class ObjectFlow:
     # ------------------------------------------------------------------ notices
 
     async def settle_noticed(self) -> None:
-        """Settle every key with a change notice (two HEADs each, then what it needs)."""
+        """Settle every key with a change notice (a GET and a HEAD each, then what it needs)."""
         if self.manifest is None:
             return
         batch = self._dirty
@@ -463,42 +466,54 @@ class ObjectFlow:
             raise _Stop(reason)
 
     async def _settle(self, key: str, since: float) -> None:
-        source = await self.source.store.head(self.source.key(key))
-        target = await self.target.store.head(self.target.key(key))
-        self._learn(key, target)
-        step = plan_key(
-            key,
-            Side(_relative(source, key) if source else None, self._source_entries.get(key), True),
-            Side(_relative(target, key) if target else None, self._entry(key), True),
-            self._policy,
-        )
-        if isinstance(step, Copy):
-            self.figures.pending[key] = (min(since, step.since), step.source.size)
-            assert source is not None
-            await self._transfer(key, source, step.source_epoch, replacing=target is not None)
-        elif isinstance(step, Delete):
-            assert target is not None
-            await self._remove(key)
-        else:
-            self._settled(key, step)
+        # The source is opened rather than HEADed: its GET's answer describes the object,
+        # and its body is what a copy streams (one request fewer per copy).
+        opened = await self.source.store.open(self.source.key(key))
+        try:
+            source = _relative(opened.info, key) if opened is not None else None
+            target = await self.target.store.head(self.target.key(key))
+            self._learn(key, target)
+            step = plan_key(
+                key,
+                Side(source, self._source_entries.get(key), True),
+                Side(_relative(target, key) if target else None, self._entry(key), True),
+                self._policy,
+            )
+            if isinstance(step, Copy):
+                self.figures.pending[key] = (min(since, step.since), step.source.size)
+                assert opened is not None
+                await self._transfer(key, opened, step.source_epoch, replacing=target is not None)
+            elif isinstance(step, Delete):
+                assert target is not None
+                await self._remove(key)
+            else:
+                self._settled(key, step)
+        finally:
+            if opened is not None:
+                await opened.aclose()
 
     async def _copy(self, step: Copy) -> None:
         key = step.key
-        head = await self.source.store.head(self.source.key(key))
-        if head is None:  # deleted since the listing: the next pass sees to it
+        opened = await self.source.store.open(self.source.key(key))
+        if opened is None:  # deleted since the listing: the next pass sees to it
             self.figures.pending.pop(key, None)
             return
-        source = Side(_relative(head, key), self._source_entries.get(key), headed=True)
-        target = Side(step.target, self._entry(key))
-        if step.target is not None and origin(target, self._policy.history)[1] is None:
-            found = await self.target.store.head(self.target.key(key))
-            target = Side(_relative(found, key) if found else None, self._entry(key), True)
-            self._learn(key, found)
-        final = plan_key(key, source, target, self._policy)
-        if isinstance(final, Copy):
-            await self._transfer(key, head, final.source_epoch, replacing=final.target is not None)
-        else:
-            self._settled(key, final)
+        try:
+            head = _relative(opened.info, key)
+            source = Side(head, self._source_entries.get(key), headed=True)
+            target = Side(step.target, self._entry(key))
+            if step.target is not None and origin(target, self._policy.history)[1] is None:
+                found = await self.target.store.head(self.target.key(key))
+                target = Side(_relative(found, key) if found else None, self._entry(key), True)
+                self._learn(key, found)
+            final = plan_key(key, source, target, self._policy)
+            if isinstance(final, Copy):
+                replacing = final.target is not None
+                await self._transfer(key, opened, final.source_epoch, replacing=replacing)
+            else:
+                self._settled(key, final)
+        finally:
+            await opened.aclose()
 
     def _settled(self, key: str, step: Step | None) -> None:
         """Record a step that moves nothing (in sync, or refused)."""
@@ -509,10 +524,11 @@ class ObjectFlow:
             self._conflicts([step])
 
     async def _transfer(
-        self, key: str, head: ObjectInfo, epoch: int | None, *, replacing: bool
+        self, key: str, opened: OpenedObject, epoch: int | None, *, replacing: bool
     ) -> None:
-        """Stream the source's object to the destination, stamped and verified;
+        """Stream the opened source object to the destination, stamped and verified;
         ``replacing``: the destination's listing or HEAD showed an object at ``key``."""
+        head = opened.info
         metadata = head.metadata
         expected = head.md5 or metadata.get(STAMP_MD5) or None
         stamps = {
@@ -526,7 +542,7 @@ class ObjectFlow:
         digest = hashlib.md5(usedforsecurity=False)
 
         async def body() -> AsyncIterator[bytes]:
-            async with _closing(self.source.store.get(self.source.key(key))) as stream:
+            async with _closing(opened.chunks) as stream:
                 async for chunk in stream:
                     if self._limit is not None:
                         await self._limit.acquire(len(chunk))

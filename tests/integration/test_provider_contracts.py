@@ -1183,6 +1183,39 @@ async def test_large_object_streams_as_multipart(backend: Backend) -> None:
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
 
 
+async def test_an_opened_object_describes_itself_with_one_request(backend: Backend) -> None:
+    """``open`` is one GET whose answer says what HEAD says (simple and large objects), so a
+    copy needs no HEAD; a response dropped unread leaves the store usable."""
+    east = backend.regions[0]
+    store = backend.objects(
+        east, backend.bucket(east), multipart_threshold=5 * MiB, part_size=5 * MiB
+    )
+    small, large = os.urandom(1000), os.urandom(11 * MiB)
+    await store.put("o/small", chunked(small, 512), len(small), {"k": "v"}, md5_hex=md5(small))
+    await store.put("o/large", chunked(large, MiB), len(large), {"k": "w"}, md5_hex=md5(large))
+    proxy = backend.proxy(east)
+
+    for key, data in (("o/small", small), ("o/large", large)):
+        headed = await store.head(key)
+        before = proxy.count()
+        opened = await store.open(key)
+        assert opened is not None and proxy.count() == before + 1
+        assert opened.info == headed
+        body = b"".join([chunk async for chunk in opened.chunks])
+        await opened.aclose()
+        assert body == data and proxy.count() == before + 1
+
+    # Dropped unread, twice over (release, then aclose): later calls are served as usual.
+    for _ in range(3):
+        opened = await store.open("o/large")
+        assert opened is not None
+        opened.release()
+        await opened.aclose()
+    body, _ = await read_all(store, "o/small")
+    assert body == small
+    assert await store.open("o/missing") is None
+
+
 @pytest.mark.parametrize("size", [1000, 7 * MiB], ids=["single", "multipart"])
 async def test_a_body_that_does_not_match_is_never_stored(backend: Backend, size: int) -> None:
     east = backend.regions[0]

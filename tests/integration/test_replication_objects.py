@@ -28,7 +28,7 @@ import pytest
 from controller import metrics
 from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.openstack.objects import SwiftObjectStore
-from controller.providers.protocols import ObjectInfo, ObjectStore
+from controller.providers.protocols import ObjectInfo, ObjectStore, OpenedObject, read_through
 from controller.replication.manifest import manifest_key
 from controller.replication.objects import FlowSettings, Location, ObjectFlow
 from controller.replication.plan import STAMP_EPOCH, STAMP_SOURCE_ETAG, STAMP_SOURCE_SITE
@@ -428,11 +428,23 @@ class Tap:
         return await self.store.head(key)
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
-        offset = 0
-        async for chunk in self.store.get(key):
-            self.on_offset(key, offset)
-            offset += len(chunk)
+        async for chunk in read_through(await self.open(key), key):
             yield chunk
+
+    async def open(self, key: str) -> OpenedObject | None:
+        opened = await self.store.open(key)
+        if opened is None:
+            return None
+        inner = opened.chunks
+
+        async def tapped() -> AsyncIterator[bytes]:
+            offset = 0
+            async for chunk in inner:
+                self.on_offset(key, offset)
+                offset += len(chunk)
+                yield chunk
+
+        return OpenedObject(opened.info, tapped(), opened.release)
 
     async def put(
         self,

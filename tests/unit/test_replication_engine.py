@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from controller.providers.integrity import check_digest, check_size
-from controller.providers.protocols import ChangeMessage, ObjectChange, ObjectInfo
+from controller.providers.protocols import (
+    ChangeMessage,
+    ObjectChange,
+    ObjectInfo,
+    OpenedObject,
+    read_through,
+)
 from controller.replication.epochs import EpochHistory, EpochStart
 from controller.replication.manifest import Manifest, manifest_key
 from controller.replication.objects import (
@@ -64,6 +70,8 @@ class MemoryStore:
     """Each put's ``replacing`` hint, by key (the last one)."""
     before_put: Callable[[str], Awaitable[None]] | None = None
     """Awaited with the key at the start of every put (to slow it, or hang it)."""
+    unreleased: dict[str, int] = field(default_factory=dict)
+    """Opened objects whose response was not released yet, by key."""
 
     def write(
         self,
@@ -105,15 +113,34 @@ class MemoryStore:
         return self.info(key, headed=True) if key in self.objects else None
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
+        async for chunk in read_through(await self.open(key), key):
+            yield chunk
+
+    async def open(self, key: str) -> OpenedObject | None:
         self.calls.append(("get", key))
         if key not in self.objects:
-            raise KeyError(key)
+            return None
         data = self.objects[key].data
         if key in self.corrupt_gets:
             data = bytes([data[0] ^ 1]) + data[1:]
-        for i in range(0, len(data), self.chunk):
-            yield data[i : i + self.chunk]
-            await asyncio.sleep(0)
+        self.unreleased[key] = self.unreleased.get(key, 0) + 1
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(data), self.chunk):
+                yield data[i : i + self.chunk]
+                await asyncio.sleep(0)
+
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.unreleased[key] -= 1
+                if not self.unreleased[key]:
+                    del self.unreleased[key]
+
+        return OpenedObject(self.info(key, headed=True), chunks(), release)
 
     async def put(
         self,
@@ -223,6 +250,10 @@ async def test_a_pass_copies_stamped_verified_objects_and_the_next_reads_no_meta
     assert status.rpo_seconds == 0.0 and status.last_sync_time is not None  # listed at t=200
     assert reporter.copies == [len(east.objects[k].data) for k in user_keys(east)]
     assert manifest_key("", APP, "photos") in west.objects  # the checkpoint
+    # One request per copy at the source: the GET that streams it also describes it.
+    reads = [(op, k) for op, k in east.calls if not k.startswith(".lifeboat/")]
+    assert sorted(reads) == [("get", k) for k in user_keys(east)] + [("list", "")]
+    assert east.unreleased == {}
 
     east.calls.clear()
     west.calls.clear()
@@ -261,12 +292,16 @@ async def test_a_restarted_flow_resumes_from_the_checkpoint_and_else_from_the_st
     assert west.count("put") == 0 and west.count("head") == 0 and east.count("head") == 0
 
     del west.objects[manifest_key("", APP, "photos")]  # checkpoint lost
+    east.calls.clear()
     west.calls.clear()
     assert await flow(east, west).scan()
     copies = [k for op, k in west.calls if op == "put" and not k.startswith(".lifeboat/")]
     assert copies == []  # the stamps said they are in place
     assert manifest_key("", APP, "photos") in west.objects  # and the checkpoint is back
     assert west.count("head") == 4  # one HEAD per copy whose ETag differs, once
+    # Each of those copies opened its source, then found it need not read it: released.
+    opened = [k for op, k in east.calls if op == "get" and not k.startswith(".lifeboat/")]
+    assert sorted(opened) == [f"k{n}" for n in range(4)] and east.unreleased == {}
 
 
 async def test_an_interrupted_copy_leaves_nothing_visible_and_the_next_pass_completes() -> None:
@@ -511,10 +546,17 @@ async def test_an_epoch_that_ends_while_a_body_streams_commits_nothing() -> None
     epoch_current = {"value": True}
 
     class Source(MemoryStore):
-        async def get(self, key: str) -> AsyncIterator[bytes]:
-            async for chunk in super().get(key):
-                yield chunk
-                epoch_current["value"] = False  # a failover is decided mid-copy
+        async def open(self, key: str) -> OpenedObject | None:
+            opened = await super().open(key)
+            assert opened is not None
+            inner = opened.chunks
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for chunk in inner:
+                    yield chunk
+                    epoch_current["value"] = False  # a failover is decided mid-copy
+
+            return OpenedObject(opened.info, chunks(), opened.release)
 
     east, west = Source(), MemoryStore()
     east.chunk = 2

@@ -42,7 +42,7 @@ from controller.providers.integrity import IntegrityError
 from controller.providers.integrity import check_digest as _check_digest
 from controller.providers.integrity import check_size as _check_size
 from controller.providers.outcomes import describe
-from controller.providers.protocols import ObjectInfo
+from controller.providers.protocols import ObjectInfo, OpenedObject, read_through
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -91,6 +91,27 @@ def _listed(item: ObjectTypeDef) -> ObjectInfo:
         size=item.get("Size", 0),
         etag=_etag(item.get("ETag", "")),
         last_modified=item["LastModified"].timestamp() if "LastModified" in item else 0.0,
+    )
+
+
+def _described(key: str, answer: Mapping[str, Any]) -> ObjectInfo:
+    """What a HeadObject or GetObject answer tells about the object."""
+    etag = _etag(answer["ETag"])
+    # The ETag is the content's MD5 for single-part uploads stored without KMS or
+    # customer-provided keys; multipart ETags carry "-<parts>".
+    encryption = str(answer.get("ServerSideEncryption", ""))
+    plain = (
+        "-" not in etag
+        and not encryption.startswith("aws:kms")
+        and "SSECustomerAlgorithm" not in answer
+    )
+    return ObjectInfo(
+        key=key,
+        size=int(answer["ContentLength"]),
+        etag=etag,
+        last_modified=answer["LastModified"].timestamp(),
+        metadata={str(k).lower(): str(v) for k, v in answer.get("Metadata", {}).items()},
+        md5=etag.lower() if plain and _MD5.match(etag) else None,
     )
 
 
@@ -170,25 +191,9 @@ class S3ObjectStore:
             if _missing(error):
                 return None
             raise
-        etag = _etag(answer["ETag"])
-        # The ETag is the content's MD5 for single-part uploads stored without KMS or
-        # customer-provided keys; multipart ETags carry "-<parts>".
-        encryption = str(answer.get("ServerSideEncryption", ""))
-        plain = (
-            "-" not in etag
-            and not encryption.startswith("aws:kms")
-            and "SSECustomerAlgorithm" not in answer
-        )
-        return ObjectInfo(
-            key=key,
-            size=answer["ContentLength"],
-            etag=etag,
-            last_modified=answer["LastModified"].timestamp(),
-            metadata={k.lower(): v for k, v in answer.get("Metadata", {}).items()},
-            md5=etag.lower() if plain and _MD5.match(etag) else None,
-        )
+        return _described(key, answer)
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, key: str) -> OpenedObject | None:
         client = self._client()
         try:
             answer = await self.connector.call(
@@ -200,15 +205,23 @@ class S3ObjectStore:
             )
         except botocore.exceptions.ClientError as error:
             if _missing(error):
-                raise KeyError(key) from None
+                return None
             raise
         body = answer["Body"]
-        try:
-            read = functools.partial(body.read, self.chunk_size)
-            while chunk := await self.connector.calls.blocking(self.region, read):
-                yield chunk
-        finally:
-            body.close()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                read = functools.partial(body.read, self.chunk_size)
+                while chunk := await self.connector.calls.blocking(self.region, read):
+                    yield chunk
+            finally:
+                body.close()
+
+        return OpenedObject(_described(key, answer), chunks(), body.close)
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        async for chunk in read_through(await self.open(key), key):
+            yield chunk
 
     # ------------------------------------------------------------------ writing
 

@@ -58,7 +58,7 @@ import openstack.exceptions
 
 from controller.providers.integrity import check_digest, check_size
 from controller.providers.openstack.connector import CLEANUP_ERRORS, OpenStackConnector
-from controller.providers.protocols import ObjectInfo
+from controller.providers.protocols import ObjectInfo, OpenedObject, read_through
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class SwiftObjectStore:
         headers = await self._head(key)
         return _head_info(key, headers) if headers is not None else None
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, key: str) -> OpenedObject | None:
         path = _path(self.container, key)
 
         def get(conn: Any) -> Any:
@@ -256,15 +256,24 @@ class SwiftObjectStore:
 
         response = await self._call("GetObject", get, mutating=False)
         if response is None:
-            raise KeyError(key)
-        try:
-            chunks: Iterator[bytes] = response.iter_content(self.chunk_size)
-            read = functools.partial(next, chunks, None)
-            while (chunk := await self.connector.calls.blocking(self.region, read)) is not None:
-                if chunk:
-                    yield chunk
-        finally:
-            response.close()
+            return None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                parts: Iterator[bytes] = response.iter_content(self.chunk_size)
+                read = functools.partial(next, parts, None)
+                while (chunk := await self.connector.calls.blocking(self.region, read)) is not None:
+                    if chunk:
+                        yield chunk
+            finally:
+                response.close()
+
+        # A GET's headers are a HEAD's (an SLO's ETag, size and metadata included).
+        return OpenedObject(_head_info(key, response.headers), chunks(), response.close)
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        async for chunk in read_through(await self.open(key), key):
+            yield chunk
 
     # ------------------------------------------------------------------ writing
 
