@@ -610,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m bench.objects " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     started_at = datetime.now(UTC)
+    # Taken before the first pass writes the report, which changes the tree.
+    engine = commit()
     runs: list[Run] = []
     peer = "rclone"
 
@@ -619,7 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {summary(run)}", flush=True)
         if args.report:
             unfinished = "passes still to run, or the run was cut short before them"
-            section = render(runs, {}, command, started_at, peer, args, unfinished=unfinished)
+            section = render(
+                runs, {}, command, started_at, peer, args, engine=engine, unfinished=unfinished
+            )
             write_section(args.report, run_key(args), section)
 
     with world() as w:
@@ -668,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         follow = args.event_rate > 0 and "lifeboat" in args.tools.split(",")
         rpo = event_rpo(w, tools, args.event_rate, args.event_seconds) if follow else {}
 
-    section = render(runs, rpo, command, started_at, peer, args)
+    section = render(runs, rpo, command, started_at, peer, args, engine=engine)
     print(section)
     if args.report:
         write_section(args.report, run_key(args), section)
@@ -721,10 +725,12 @@ def render(
     peer: str,
     args: argparse.Namespace,
     *,
+    engine: str,
     unfinished: str | None = None,
 ) -> str:
-    """One run's section of the report (Markdown, headings from level 2). ``unfinished``
-    says why the section holds only some of the run's passes."""
+    """One run's section of the report (Markdown, headings from level 2). ``engine``: the
+    commit measured (:func:`commit`, taken as the run starts); ``unfinished`` says why the
+    section holds only some of the run's passes."""
     pairs = ", ".join(PAIR_TITLES.get(p, p) for p in args.pairs.split(","))
     lines = [
         f"## {pairs}: {args.objects:,} objects ({started_at:%Y-%m-%d})",
@@ -739,7 +745,7 @@ def render(
         f"- command: `{command}` (`make bench` runs every pair)",
         f"- peer: {peer}, `rclone sync --checksum --fast-list "
         f"--transfers={args.concurrency} --checkers={args.concurrency}`",
-        f"- Lifeboat: the replication engine of commit {commit()}, concurrency {args.concurrency}",
+        f"- Lifeboat: the replication engine of commit {engine}, concurrency {args.concurrency}",
         "- servers: moto (S3, us-east-1 → us-west-2) and real Swift + Keystone (RegionOne; "
         "Swift's proxy and its storage servers in two processes), on loopback, "
         "each behind a counting proxy; both tools talk to the same servers, one after the other",

@@ -44,12 +44,15 @@ def _run(tool: str) -> Run:
 def test_a_section_written_mid_run_says_it_is_unfinished_and_a_final_one_does_not() -> None:
     args = argparse.Namespace(pairs="s3-swift", objects=10, concurrency=4, event_seconds=60.0)
     when = datetime(2026, 11, 22, tzinfo=UTC)
-    partial = render([_run("lifeboat")], {}, "cmd", when, "rclone v1", args, unfinished="cut")
+    runs = [_run("lifeboat")]
+    partial = render(runs, {}, "cmd", when, "rclone v1", args, engine="abc", unfinished="cut")
     assert "**Unfinished: 1 passes measured; cut.**" in partial
     assert "| s3-swift | full | lifeboat | 10 |" in partial
     assert "(not run yet)" in partial
+    assert "the replication engine of commit abc," in partial  # as taken at the start
 
-    final = render([_run("lifeboat"), _run("rclone")], {}, "cmd", when, "rclone v1", args)
+    runs.append(_run("rclone"))
+    final = render(runs, {}, "cmd", when, "rclone v1", args, engine="abc")
     assert "Unfinished" not in final
     assert "(skipped)" in final  # no event run was asked for
     assert "| s3-swift | full | 1.00 | 1.00 | 1.00 |" in final
