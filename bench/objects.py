@@ -50,7 +50,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 
 from bench.rclone import ensure_rclone
-from controller.sandbox.faults import FaultProxy
+from controller.sandbox.faults import MOTO_UNVERSIONED_BUCKETS, FaultProxy
 from controller.sandbox.moto_server import MotoServer
 from controller.sandbox.openstack import OpenStackWorld
 from controller.sandbox.openstack_env import ensure_openstack_env
@@ -98,7 +98,15 @@ def world() -> Iterator[World]:
         moto = MotoServer()
         moto.start()
         stack.callback(moto.stop)
-        proxy = FaultProxy(moto.url, name="bench-s3", max_records=1)
+        # moto alone names a "null" version of each multipart upload and then refuses a
+        # HEAD of it, which made rclone (it checks each upload by its version) fail those
+        # objects and list everything again; S3 names no version in unversioned buckets.
+        proxy = FaultProxy(
+            moto.url,
+            name="bench-s3",
+            max_records=1,
+            drop_answer_headers=MOTO_UNVERSIONED_BUCKETS,
+        )
         proxy.start()
         stack.callback(proxy.stop)
         openstack = OpenStackWorld(ensure_openstack_env(), swift_proxy_process=True)
@@ -749,6 +757,9 @@ def render(
         "- servers: moto (S3, us-east-1 → us-west-2) and real Swift + Keystone (RegionOne; "
         "Swift's proxy and its storage servers in two processes), on loopback, "
         "each behind a counting proxy; both tools talk to the same servers, one after the other",
+        "- S3's counting proxy drops moto's `x-amz-version-id: null` from answers, as S3 "
+        "names no version in unversioned buckets (moto refuses a HEAD of the version it "
+        "named, which failed rclone's check of each multipart upload)",
         "",
         "### Sync passes",
         "",

@@ -560,6 +560,13 @@ class _RecordLog:
 
 # --- the proxy -----------------------------------------------------------------------------
 
+MOTO_UNVERSIONED_BUCKETS: Mapping[str, str] = {"x-amz-version-id": "null"}
+"""For ``drop_answer_headers`` in front of moto: moto's CompleteMultipartUpload answers
+``x-amz-version-id: null`` in a bucket that was never versioned, where S3 sends no
+version, and then refuses (400) a HEAD that names that version. A client that checks its
+uploads by version (rclone does) fails on moto alone. Only for buckets whose versioning
+was never suspended, where S3 itself answers ``null``."""
+
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -637,6 +644,7 @@ class FaultProxy:
         default_service: str | None = None,
         max_records: int = 100_000,
         connect_timeout: float = 5.0,
+        drop_answer_headers: Mapping[str, str] | None = None,
     ) -> None:
         """Create (not start) a proxy.
 
@@ -644,9 +652,15 @@ class FaultProxy:
         a path prefix). ``port`` 0 picks a free port at ``start()``.
         ``default_service`` names the service of requests that carry no SigV4
         scope (unsigned AWS calls, OpenStack endpoints). The oldest records are
-        discarded beyond ``max_records``.
+        discarded beyond ``max_records``. ``drop_answer_headers`` (name -> value,
+        names case-insensitive) are taken out of the upstream's answers: a way to
+        mend where an emulator answers unlike the real cloud (see
+        :data:`MOTO_UNVERSIONED_BUCKETS`).
         """
         self.upstream = _loopback_base_url(upstream)
+        self._dropped_answer_headers = frozenset(
+            (name.lower(), value) for name, value in (drop_answer_headers or {}).items()
+        )
         self.name = name
         self.cloud = cloud
         self.default_service = default_service
@@ -852,10 +866,15 @@ class FaultProxy:
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
             ) as upstream:
                 self._log.set_status(entry, upstream.status)
+                headers = _end_to_end_headers(upstream.headers, _HOP_BY_HOP)
+                if self._dropped_answer_headers:
+                    headers = CIMultiDict(
+                        (name, value)
+                        for name, value in headers.items()
+                        if (name.lower(), value) not in self._dropped_answer_headers
+                    )
                 response = web.StreamResponse(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=_end_to_end_headers(upstream.headers, _HOP_BY_HOP),
+                    status=upstream.status, reason=upstream.reason, headers=headers
                 )
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():

@@ -29,7 +29,7 @@ from mypy_boto3_route53 import Route53Client
 from mypy_boto3_s3 import S3Client
 from mypy_boto3_sts import STSClient
 
-from controller.sandbox.faults import Fault, FaultProxy, FaultSpec
+from controller.sandbox.faults import MOTO_UNVERSIONED_BUCKETS, Fault, FaultProxy, FaultSpec
 from controller.sandbox.moto_server import MotoError, MotoServer
 from tests.fixtures.cloud import MakeFaultProxy
 
@@ -213,6 +213,48 @@ def test_s3_objects_stream_through_and_slow_down(cloud: AwsSandbox) -> None:
     with pytest.raises(ClientError) as raised:
         s3.put_object(Bucket="lifeboat-data", Key="blob", Body=b"x")
     assert raised.value.response["Error"]["Code"] == "SlowDown"
+
+
+def _multipart_upload(s3: S3Client, bucket: str) -> dict[str, Any]:
+    """Complete a one-part multipart upload of 5 MiB into a new, unversioned bucket."""
+    s3.create_bucket(Bucket=bucket)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    body = b"x" * 5 * 1024 * 1024
+    part = s3.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=1, Body=body)
+    parts = {"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]}
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="big", UploadId=upload, MultipartUpload=parts
+    )
+    return dict(done)
+
+
+def test_a_mended_proxy_answers_multipart_uploads_as_s3_does_for_unversioned_buckets(
+    moto: MotoServer,
+) -> None:
+    """moto names a version ``null`` that it then refuses to HEAD (moto is pinned by
+    uv.lock; when an upgrade mends it, the first half fails and the mend can go). Through
+    a proxy with MOTO_UNVERSIONED_BUCKETS there is no version, as on S3."""
+
+    def client(url: str) -> S3Client:
+        return boto3.client(
+            "s3",
+            region_name=EAST,
+            endpoint_url=url,
+            aws_access_key_id="AKIDTEST",
+            aws_secret_access_key="test-secret",
+            config=RETRIES_OFF,
+        )
+
+    raw = client(moto.url)
+    assert _multipart_upload(raw, "raw")["VersionId"] == "null"
+    with pytest.raises(ClientError) as refused:
+        raw.head_object(Bucket="raw", Key="big", VersionId="null")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    with FaultProxy(moto.url, drop_answer_headers=MOTO_UNVERSIONED_BUCKETS) as proxy:
+        mended = client(proxy.url)
+        assert "VersionId" not in _multipart_upload(mended, "mended")
+        assert mended.head_object(Bucket="mended", Key="big")["ContentLength"] == 5 << 20
 
 
 # --- the moto process ------------------------------------------------------------------------

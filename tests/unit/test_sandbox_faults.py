@@ -326,6 +326,18 @@ def test_preserves_status_reason_and_headers(proxy: FaultProxy) -> None:
     assert response.headers["X-Upstream"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("dropped", "kept"), [({"x-upstream": "1"}, False), ({"X-Upstream": "2"}, True)]
+)
+def test_answer_headers_are_dropped_by_name_and_value(
+    upstream: Upstream, dropped: dict[str, str], kept: bool
+) -> None:
+    with FaultProxy(upstream.server.url, drop_answer_headers=dropped) as proxy:
+        status, headers, _ = request(proxy, "GET", "/teapot")
+    assert status == 418
+    assert ("X-Upstream" in headers) is kept
+
+
 def test_form_body_is_read_for_the_action_and_forwarded_intact(proxy: FaultProxy) -> None:
     body = b"Action=RunInstances&ImageId=ami-1&UserData=" + b"A" * 4096
     report = echo(
