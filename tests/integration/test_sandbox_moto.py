@@ -27,6 +27,7 @@ from botocore.exceptions import (
 from mypy_boto3_ec2 import EC2Client
 from mypy_boto3_route53 import Route53Client
 from mypy_boto3_s3 import S3Client
+from mypy_boto3_s3.type_defs import CompletedMultipartUploadTypeDef
 from mypy_boto3_sts import STSClient
 
 from controller.sandbox.faults import MOTO_UNVERSIONED_BUCKETS, Fault, FaultProxy, FaultSpec
@@ -221,7 +222,7 @@ def _multipart_upload(s3: S3Client, bucket: str) -> dict[str, Any]:
     upload = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
     body = b"x" * 5 * 1024 * 1024
     part = s3.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=1, Body=body)
-    parts = {"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]}
+    parts: CompletedMultipartUploadTypeDef = {"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]}
     done = s3.complete_multipart_upload(
         Bucket=bucket, Key="big", UploadId=upload, MultipartUpload=parts
     )
