@@ -197,18 +197,12 @@ def test_sandbox_provider_is_verified(apps: Apps) -> None:
     assert apps.provider("aws-sandbox")["status"]["account"] == "123456789012"
 
 
-def patch_spec(apps: Apps, ns: str, name: str, spec: dict[str, Any]) -> None:
-    apps.custom.patch_namespaced_custom_object(
-        "lifeboat.dev", "v1alpha1", ns, "resilientapps", name, {"spec": spec}
-    )
-
-
 def test_edited_traffic_targets_reach_dns(apps: Apps, sandbox: Sandbox) -> None:
     ns, name = apps.create()
     apps.wait_serving(ns, name)
     sites = apps.get(ns, name)["spec"]["sites"]
     sites[0]["trafficTargets"] = ["192.0.2.99"]
-    patch_spec(apps, ns, name, {"sites": sites})
+    apps.patch_spec(ns, name, {"sites": sites})
 
     def published() -> list[str] | None:
         route53 = sandbox.aws_client("route53")
@@ -231,7 +225,7 @@ def test_removed_site_loses_its_record_and_cannot_keep_weight(apps: Apps, sandbo
     apps.wait_serving(ns, name)
     sites = apps.get(ns, name)["spec"]["sites"]
     standby = {**sites[1], "role": "primary"}
-    patch_spec(apps, ns, name, {"sites": [standby]})  # use1 (active) is gone
+    apps.patch_spec(ns, name, {"sites": [standby]})  # use1 (active) is gone
     wait_for(lambda: apps.dns_weights(ns, name) == {"usw2": 100}, 20, "use1's record gone")
     status = apps.status(ns, name)
     assert status["activeSite"] == "usw2"
