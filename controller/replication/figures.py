@@ -9,8 +9,11 @@ volume, to feed the decision core's failback gate and the ``Replicating`` and
 **RPO** of an object flow: the age of the oldest change at the source that may not be at
 the destination yet. That is the oldest pending change (copies and deletes found by the
 last scan or announced by a change notice), and at least the time since the flow last
-looked: the start of its last listing or, with change notices, the last time it read them
-— anything written since may be missing. So without notices the RPO of a flow that keeps
+looked: the start of its last listing or, with change notices, the last time they were
+read to the end of the queue less the time a notice may take to arrive (5 s, or the
+longest delay a late notice proved in the last 15 minutes; see
+:class:`~controller.replication.objects.ChangeListener`) — anything written since may be
+missing. So without notices the RPO of a flow that keeps
 up runs between 0 and the scan interval (plus the time a pass takes): keep the scan
 interval well below the RPO target, or give the source an event queue. While the flow
 cannot see (listing failed, or held because a region's API plane is Impaired) notices do
@@ -50,7 +53,9 @@ class FlowFigures:
     passed_at: float | None = None
     """When the last pass that completed without error ended."""
     watched_at: float | None = None
-    """When change notices were last read (None: the source has none)."""
+    """Until when every change at the source has been noticed: when the notices were last
+    read to the end of the queue, less the delivery allowance (None: the source has
+    none)."""
     totals: Totals = field(default_factory=Totals)
     throughput: float = 0.0
     last_error: str = ""

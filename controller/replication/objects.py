@@ -46,6 +46,7 @@ How a flow works:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -714,9 +715,31 @@ class ObjectFlow:
             self._spacing = max(self.settings.checkpoint_interval, CHECKPOINT_SPACING * took)
 
 
+NOTICE_BATCH = 10
+"""Notices asked for per receive (SQS's most); an answer with fewer drained the queue."""
+NOTICE_DELAY_FLOOR = 5.0
+"""Seconds a change notice is taken to need, at least, to reach the queue. S3 delivers
+most within seconds, some a minute or more later: longer delays are learnt (see
+:class:`ChangeListener`)."""
+NOTICE_LATENESS_MEMORY = 900.0
+"""Seconds a proven late notice keeps widening the allowance."""
+
+
 class ChangeListener:
     """Reads a source's change notices and marks the keys dirty in every flow of the
-    dataset. Polls often while notices come, less while none do."""
+    dataset. Polls often while notices come, less while none do.
+
+    It also tells the flows until when they know of every change (``watched``), which
+    bounds their RPO: the start of the last receive that drained the queue (read fewer
+    than a full batch), less an allowance for notices still on their way. A poll reads at
+    most ``max_batches`` batches; while a backlog remains it claims nothing new, so a
+    listener that falls behind sees its RPO grow instead of reading too low. The
+    allowance is ``delay_floor`` seconds, or more once a notice proves longer: a change
+    made before the previous drain but not read by it was that much late (in delivery,
+    or missed by a short poll that asked only some of the queue's servers), and the
+    allowance stays at least that for ``lateness_memory`` seconds. The notices' times are
+    the store's, so its clock's skew counts too.
+    """
 
     def __init__(
         self,
@@ -731,6 +754,9 @@ class ChangeListener:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         poll_min: float = 0.5,
         poll_max: float = 4.0,
+        max_batches: int = 50,
+        delay_floor: float = NOTICE_DELAY_FLOOR,
+        lateness_memory: float = NOTICE_LATENESS_MEMORY,
     ) -> None:
         self.feed = feed
         self.bucket = bucket
@@ -742,26 +768,57 @@ class ChangeListener:
         self._sleep = sleep
         self.poll_min = poll_min
         self.poll_max = poll_max
+        self.max_batches = max(1, max_batches)
+        self.delay_floor = delay_floor
+        self.lateness_memory = lateness_memory
         self.last_error = ""
+        self._drained_at: float | None = None
+        """When the last receive that drained the queue was sent."""
+        self._late: collections.deque[tuple[float, float]] = collections.deque()
+        """Proven late notices: (when read, seconds late)."""
+
+    def allowance(self, now: float) -> float:
+        """Seconds a change may take to show in the queue, as far as is known at ``now``."""
+        while self._late and self._late[0][0] < now - self.lateness_memory:
+            self._late.popleft()
+        return self._late[0][1] if self._late else self.delay_floor  # largest first
+
+    def _learn(self, made: float, read: float) -> None:
+        if self._drained_at is None or made >= self._drained_at:
+            return  # made after the last drain: it says nothing of the delay
+        late = self._drained_at - made
+        if late > self.delay_floor:
+            while self._late and self._late[-1][1] <= late:
+                self._late.pop()  # smaller delays read earlier expire earlier: no use
+            self._late.append((read, late))
 
     async def poll(self) -> int:
         """Read what is waiting, hand it to the flows, acknowledge it; the messages read."""
-        started = self._clock()
-        messages = await self.feed.receive()
-        for message in messages:
-            for change in message.changes:
-                if change.bucket != self.bucket:
-                    continue
-                key = relative(change.key, self.prefix)
-                if key is None:
-                    continue
+        read = 0
+        for _ in range(self.max_batches):
+            started = self._clock()
+            messages = await self.feed.receive(NOTICE_BATCH)
+            for message in messages:
+                for change in message.changes:
+                    if change.time is not None:
+                        self._learn(change.time, started)
+                    if change.bucket != self.bucket:
+                        continue
+                    key = relative(change.key, self.prefix)
+                    if key is None:
+                        continue
+                    for flow in self.flows:
+                        flow.notify(key, change.time or self._clock())
+            if messages:
+                await self.feed.ack([m.receipt for m in messages])
+            read += len(messages)
+            if len(messages) < NOTICE_BATCH:
+                self._drained_at = started
+                known = started - self.allowance(started)
                 for flow in self.flows:
-                    flow.notify(key, change.time or self._clock())
-        if messages:
-            await self.feed.ack([m.receipt for m in messages])
-        for flow in self.flows:
-            flow.watched(started)
-        return len(messages)
+                    flow.watched(known)
+                return read
+        return read  # a backlog is still waiting: nothing more is known of it
 
     async def run(self) -> None:
         delay = self.poll_min

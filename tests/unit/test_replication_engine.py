@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.providers.integrity import check_digest, check_size
 from controller.providers.protocols import (
@@ -479,7 +481,7 @@ class FakeFeed:
     acked: list[str] = field(default_factory=list)
 
     async def receive(self, max_messages: int = 10) -> list[ChangeMessage]:
-        got, self.waiting = self.waiting, []
+        got, self.waiting = self.waiting[:max_messages], self.waiting[max_messages:]
         return got
 
     async def ack(self, receipts: Sequence[str]) -> None:
@@ -525,6 +527,114 @@ async def test_the_listener_hands_notices_of_its_bucket_and_prefix_to_every_flow
         assert user_keys(target) == ["a"]
         assert f.figures.pending == {}
     assert await listener.poll() == 0
+
+
+def notice(n: int, made: float, key: str = "app/k") -> ChangeMessage:
+    return ChangeMessage(f"r{n}", (ObjectChange("bucket", f"{key}{n}", False, made),))
+
+
+async def test_a_listener_behind_a_backlog_claims_nothing_until_it_drains_the_queue() -> None:
+    now = {"t": 1000.0}
+    f = flow(MemoryStore(), MemoryStore())
+    assert await f.scan()  # the manifests are loaded: notices count as pending
+    feed = FakeFeed(waiting=[notice(n, 900.0) for n in range(25)])
+    listener = ChangeListener(
+        feed, "bucket", "app/", [f], clock=lambda: now["t"], max_batches=2, delay_floor=5.0
+    )
+    assert await listener.poll() == 20  # two full batches: more may wait
+    claimed = f.figures.watched_at
+    assert claimed is None
+    assert len(f.figures.pending) == 20 and len(feed.acked) == 20
+    now["t"] = 1001.0
+    assert await listener.poll() == 5  # a batch short of full: the queue was drained
+    assert f.figures.watched_at == 1001.0 - 5.0  # less the delivery allowance
+    assert len(f.figures.pending) == 25
+
+
+async def test_a_notice_proven_late_widens_the_allowance_for_a_while() -> None:
+    now = {"t": 1000.0}
+    f = flow(MemoryStore(), MemoryStore())
+    feed = FakeFeed()
+    listener = ChangeListener(
+        feed,
+        "bucket",
+        "app/",
+        [f],
+        clock=lambda: now["t"],
+        delay_floor=5.0,
+        lateness_memory=600.0,
+    )
+    assert await listener.poll() == 0
+    assert f.figures.watched_at == 995.0
+    # Made at 970, before the drain at 1000, yet only read at 1010: 30 s late at least.
+    now["t"] = 1010.0
+    feed.waiting = [notice(1, 970.0), notice(2, 1008.0)]
+    assert await listener.poll() == 2
+    assert listener.allowance(1010.0) == 30.0
+    assert f.figures.watched_at == 1010.0 - 30.0
+    # A later, smaller delay does not hide the larger one; a larger one replaces it.
+    now["t"] = 1020.0
+    feed.waiting = [notice(3, 1000.0)]
+    assert await listener.poll() == 1
+    assert listener.allowance(1020.0) == 30.0
+    now["t"] = 1030.0
+    feed.waiting = [notice(4, 960.0)]
+    await listener.poll()
+    assert listener.allowance(1030.0) == 60.0
+    # Forgotten after lateness_memory: back to the floor.
+    now["t"] = 1030.0 + 601.0
+    await listener.poll()
+    assert listener.allowance(now["t"]) == 5.0
+    assert f.figures.watched_at == now["t"] - 5.0
+
+
+async def test_notices_after_a_pause_in_polling_prove_no_delay() -> None:
+    """Changes made after the last drain were not missed by it, however long ago it was."""
+    now = {"t": 1000.0}
+    f = flow(MemoryStore(), MemoryStore())
+    feed = FakeFeed()
+    listener = ChangeListener(feed, "bucket", "app/", [f], clock=lambda: now["t"])
+    await listener.poll()
+    now["t"] = 5000.0  # held, or the queue unreachable, for an hour
+    feed.waiting = [notice(n, 1000.0 + n) for n in range(1, 8)]
+    assert await listener.poll() == 7
+    assert listener.allowance(5000.0) == listener.delay_floor
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 100.0), st.floats(0.0, 200.0)),  # (made ago, read after)
+        max_size=30,
+    )
+)
+def test_the_allowance_is_the_largest_recent_proven_delay(
+    notices: list[tuple[float, float]],
+) -> None:
+    async def run() -> None:
+        now = {"t": 10_000.0}
+        feed = FakeFeed()
+        listener = ChangeListener(
+            feed,
+            "bucket",
+            "app/",
+            [],
+            clock=lambda: now["t"],
+            delay_floor=5.0,
+            lateness_memory=300.0,
+        )
+        proven: list[tuple[float, float]] = []
+        await listener.poll()
+        for n, (ago, after) in enumerate(notices):
+            drained = now["t"]
+            now["t"] += after
+            made = drained - ago
+            feed.waiting = [notice(n, made)]
+            await listener.poll()
+            proven.append((now["t"], drained - made))
+            recent = [late for at, late in proven if at >= now["t"] - 300.0 and late > 5.0]
+            assert listener.allowance(now["t"]) == max(recent, default=5.0)
+
+    asyncio.run(run())
 
 
 def test_history_used_for_unstamped_objects_comes_from_both_manifests() -> None:
