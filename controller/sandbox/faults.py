@@ -11,10 +11,11 @@ mutating or not) and recorded, so tests and drills can assert, for example,
 that no mutating call reached a frozen region.
 
 Faults are set at runtime with :meth:`FaultProxy.set_faults` as a list of
-:class:`FaultSpec` rules: added latency, held requests (timeouts), TCP resets
-and error answers shaped exactly like the real cloud's for the request's wire
+:class:`FaultSpec` rules: added latency, held requests (timeouts), TCP resets,
+error answers shaped exactly like the real cloud's for the request's wire
 protocol, so that botocore raises ``ClientError`` with the real error code
-(``RequestLimitExceeded``, ``Throttling``, ``SlowDown``, ...). ``down()`` /
+(``RequestLimitExceeded``, ``Throttling``, ``SlowDown``, ...), and corrupted answers (the
+upstream's status and headers, one bit of the body flipped). ``down()`` /
 ``up()`` make the whole endpoint refuse connections and come back.
 """
 
@@ -69,6 +70,7 @@ class Fault(StrEnum):
     SERVER_ERROR = "server_error"
     UNAVAILABLE = "unavailable"
     AUTH = "auth"
+    CORRUPT = "corrupt"  # forwarded, one bit of the answer's body flipped
 
 
 ERROR_FAULTS = frozenset({Fault.THROTTLE, Fault.SERVER_ERROR, Fault.UNAVAILABLE, Fault.AUTH})
@@ -117,7 +119,7 @@ class RequestRecord:
     @property
     def forwarded(self) -> bool:
         """Whether the request was passed on to the upstream."""
-        return self.fault in (None, Fault.LATENCY)
+        return self.fault in (None, Fault.LATENCY, Fault.CORRUPT)
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,18 @@ class FaultSpec:
     ``mutating_only``) are delayed by ``latency`` plus a uniform random
     ``0..jitter`` seconds, then meet at most one outcome, drawn with the given
     shares (probabilities, summing to at most 1): ``timeout``, ``reset``,
-    ``throttle``, ``server_error``, ``unavailable``, ``auth``. The rest are
-    forwarded. A timeout holds the request until the client gives up, at most
+    ``throttle``, ``server_error``, ``unavailable``, ``auth``, ``corrupt`` (forwarded,
+    but the first byte of the answer's body has its lowest bit flipped, as by a faulty
+    link or middlebox that TCP's checksum missed; an empty body is left whole). The rest
+    are forwarded. A timeout holds the request until the client gives up, at most
     ``max_hold`` seconds, then closes the connection without an answer.
 
     ``action`` is matched case-sensitively against :attr:`RequestInfo.action`:
     the API action name (``RunInstances``) or, for REST calls, ``"METHOD /path"``
     (``"POST /2013-04-01/hostedzone/*"``). With a ``seed`` the draws are
-    reproducible for a given request order.
+    reproducible for a given request order. With ``times`` the rule applies to the first
+    ``times`` matching requests only (``times=1``: the next matching request), and lets
+    the later ones pass to the rules after it.
     """
 
     latency: float = 0.0
@@ -146,13 +152,17 @@ class FaultSpec:
     server_error: float = 0.0
     unavailable: float = 0.0
     auth: float = 0.0
+    corrupt: float = 0.0
     service: str | None = None
     action: str | None = None
     mutating_only: bool = False
     max_hold: float = 30.0
     seed: int | None = None
+    times: int | None = None
 
     def __post_init__(self) -> None:
+        if self.times is not None and self.times < 1:
+            raise ValueError(f"FaultSpec.times must be >= 1 (or None: always), got {self.times}")
         for name in ("latency", "jitter"):
             if getattr(self, name) < 0:
                 raise ValueError(
@@ -176,6 +186,7 @@ class FaultSpec:
             (Fault.SERVER_ERROR, self.server_error),
             (Fault.UNAVAILABLE, self.unavailable),
             (Fault.AUTH, self.auth),
+            (Fault.CORRUPT, self.corrupt),
         )
 
     def matches(self, info: RequestInfo) -> bool:
@@ -504,11 +515,15 @@ _UNTOUCHED = _Decision(fault=None)
 class _Rule:
     spec: FaultSpec
     rng: random.Random
+    matched: int = 0
 
     def decide(self, info: RequestInfo) -> _Decision | None:
         spec = self.spec
         if not spec.matches(info):
             return None
+        if spec.times is not None and self.matched >= spec.times:
+            return None
+        self.matched += 1
         delay = spec.latency + (self.rng.uniform(0.0, spec.jitter) if spec.jitter else 0.0)
         draw = self.rng.random()
         threshold = 0.0
@@ -842,14 +857,14 @@ class FaultProxy:
         if fault is Fault.RESET:
             _drop_connection(request, reset=True)
             return web.Response()
-        if fault is None or fault is Fault.LATENCY:
-            return await self._forward(request, form_body, entry)
+        if fault is None or fault is Fault.LATENCY or fault is Fault.CORRUPT:
+            return await self._forward(request, form_body, entry, corrupt=fault is Fault.CORRUPT)
         response = error_response(info, fault, request_content_type=request.content_type)
         self._log.set_status(entry, response.status)
         return response
 
     async def _forward(
-        self, request: web.Request, form_body: bytes | None, entry: _Entry
+        self, request: web.Request, form_body: bytes | None, entry: _Entry, *, corrupt: bool = False
     ) -> web.StreamResponse:
         url = URL(f"{self.upstream}{request.raw_path}", encoded=True)
         body = (
@@ -878,6 +893,9 @@ class FaultProxy:
                 )
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
+                    if corrupt and chunk:
+                        chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+                        corrupt = False
                     await response.write(chunk)
                 await response.write_eof()
                 return response

@@ -338,6 +338,26 @@ def test_answer_headers_are_dropped_by_name_and_value(
     assert ("X-Upstream" in headers) is kept
 
 
+def test_a_corrupted_answer_keeps_status_and_headers_and_flips_one_bit(
+    proxy: FaultProxy,
+) -> None:
+    whole = request(proxy, "GET", "/some/object")
+    proxy.set_faults(FaultSpec(corrupt=1.0, action="GET /some/*", times=1))
+    assert request(proxy, "GET", "/other")[2] == request(proxy, "GET", "/other")[2]
+    status, headers, body = request(proxy, "GET", "/some/object")
+    assert status == whole[0] and headers["Content-Type"] == whole[1]["Content-Type"]
+    assert len(body) == len(whole[2]) and body != whole[2]
+    assert bytes([body[0] ^ 1]) + body[1:] == whole[2]  # the first byte's lowest bit
+    assert request(proxy, "GET", "/some/object")[2] == whole[2]  # times=1: once only
+    faults = [(r.fault, r.status, r.forwarded) for r in proxy.records()]
+    assert faults == [(None, 200, True)] * 3 + [(Fault.CORRUPT, 200, True), (None, 200, True)]
+
+
+def test_a_rule_may_apply_a_number_of_times() -> None:
+    with pytest.raises(ValueError, match="times"):
+        FaultSpec(reset=1.0, times=0)
+
+
 def test_form_body_is_read_for_the_action_and_forwarded_intact(proxy: FaultProxy) -> None:
     body = b"Action=RunInstances&ImageId=ami-1&UserData=" + b"A" * 4096
     report = echo(
