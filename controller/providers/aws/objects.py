@@ -5,7 +5,13 @@ Bodies stream both ways and are never held whole in memory:
 * ``get`` reads the GetObject body ``chunk_size`` bytes at a time, each read in a worker
   thread. The reads are data transfer of the one GetObject call, which went through the
   region's gate; they are not calls of their own (a failed read is not retried: the
-  stream's position would be lost) and a broken stream raises to the caller.
+  stream's position would be lost) and a broken stream raises to the caller. The GET
+  asks for the object's checksum (``ChecksumMode=ENABLED``): when S3 holds a whole-object
+  one (CRC32, CRC32C, CRC64NVME — S3's default for new objects, multipart ones included —
+  SHA-1 or SHA-256), botocore checks the stream against it and raises
+  ``FlexibleChecksumError`` at its end, before a caller can commit what it read. This is
+  what verifies the objects whose ETag is no MD5 (multipart, KMS); only composite
+  checksums (``...-N``) cannot be checked this way.
 * ``put`` sends objects up to ``multipart_threshold`` bytes in one PutObject (buffered,
   so at most the threshold in memory) and larger ones as a multipart upload whose parts
   (``part_size`` bytes, at most one in memory) are uploaded as they are read. S3 shows a
@@ -13,7 +19,8 @@ Bodies stream both ways and are never held whole in memory:
   caller's digest not matching included, the upload is aborted, so nothing partial is
   ever visible. Every request carries Content-MD5, so S3 checks each body it receives;
   ``md5_hex``, when given, is checked against the whole stream before the object is made
-  visible.
+  visible. A multipart upload asks for a whole-object CRC64NVME checksum (each part
+  carries its own, S3 combines them), so every read of the object is checked (above).
 
 An upload whose abort fails (the region's API plane impaired, say) stays invisible but
 keeps its parts until removed; a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
@@ -32,7 +39,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import botocore.exceptions
 
@@ -62,6 +69,8 @@ MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _MD5 = re.compile(r"^[0-9A-Fa-f]{32}$")
+CHECKSUM_ALGORITHM: Final = "CRC64NVME"
+"""The whole-object checksum multipart uploads ask for (S3's default for new objects)."""
 
 
 def _answered_at(answer: Mapping[str, Any]) -> float:
@@ -200,7 +209,9 @@ class S3ObjectStore:
                 self.region,
                 "s3",
                 "GetObject",
-                functools.partial(client.get_object, Bucket=self.bucket, Key=key),
+                functools.partial(
+                    client.get_object, Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                ),
                 mutating=False,
             )
         except botocore.exceptions.ClientError as error:
@@ -306,6 +317,8 @@ class S3ObjectStore:
                 Bucket=self.bucket,
                 Key=key,
                 Metadata=dict(metadata),
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                ChecksumType="FULL_OBJECT",
             ),
             mutating=True,
         )
@@ -363,10 +376,14 @@ class S3ObjectStore:
                 Body=data,
                 ContentLength=len(data),
                 ContentMD5=_content_md5(data),
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             ),
             mutating=True,
         )
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": answer["ETag"]}
+        if "ChecksumCRC64NVME" in answer:
+            part["ChecksumCRC64NVME"] = answer["ChecksumCRC64NVME"]
+        return part
 
     async def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload (best effort: the object is invisible either way)."""

@@ -10,7 +10,12 @@ and the region's gate apply):
 * ``head`` reads size, ETag, time and user metadata (``X-Object-Meta-*``, keys
   lower-cased without the prefix).
 * ``get`` streams the body ``chunk_size`` bytes at a time, each read in a worker thread;
-  the reads are the data of the one GET call, not calls of their own.
+  the reads are the data of the one GET call, not calls of their own. A Static Large
+  Object's GET is followed by one of its manifest (``?multipart-manifest=get``), and each
+  segment read is checked against the manifest's size and MD5
+  (:class:`~controller.providers.integrity.SegmentCheck`): a corrupt read raises at the
+  end of its segment, before a caller can commit it. (A simple object's bytes are checked
+  by whoever knows its MD5, its ETag; SLOs of ranges or of other SLOs are not checked.)
 * ``put`` sends objects up to ``large_object_threshold`` bytes in one PUT (buffered, so
   at most the threshold in memory) with their ``ETag``, which Swift checks against what
   it received (422 otherwise). Larger ones become a **Static Large Object**: segments of
@@ -56,7 +61,7 @@ from urllib.parse import quote
 
 import openstack.exceptions
 
-from controller.providers.integrity import check_digest, check_size
+from controller.providers.integrity import IntegrityError, SegmentCheck, check_digest, check_size
 from controller.providers.openstack.connector import CLEANUP_ERRORS, OpenStackConnector
 from controller.providers.protocols import ObjectInfo, OpenedObject, read_through
 
@@ -257,6 +262,17 @@ class SwiftObjectStore:
         response = await self._call("GetObject", get, mutating=False)
         if response is None:
             return None
+        # A GET's headers are a HEAD's (an SLO's ETag, size and metadata included).
+        info = _head_info(key, response.headers)
+        check: SegmentCheck | None = None
+        if _is_large_object(response.headers):
+            try:
+                segments = await self._segment_digests(key, info.etag)
+            except BaseException:
+                response.close()
+                raise
+            if segments is not None:
+                check = SegmentCheck(f"large object {key}", segments)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
@@ -264,12 +280,42 @@ class SwiftObjectStore:
                 read = functools.partial(next, parts, None)
                 while (chunk := await self.connector.calls.blocking(self.region, read)) is not None:
                     if chunk:
+                        if check is not None:
+                            check.update(chunk)
                         yield chunk
+                if check is not None:
+                    check.finish()
             finally:
                 response.close()
 
-        # A GET's headers are a HEAD's (an SLO's ETag, size and metadata included).
-        return OpenedObject(_head_info(key, response.headers), chunks(), response.close)
+        return OpenedObject(info, chunks(), response.close)
+
+    async def _segment_digests(self, key: str, etag: str) -> Sequence[tuple[int, str]] | None:
+        """The (size, MD5) of each segment of the Static Large Object at ``key`` whose ETag
+        is ``etag``, to check its content against; None when it cannot be checked so (its
+        segments are ranges or large objects themselves).
+
+        An SLO's ETag is the MD5 of its segments' ETags, so a manifest whose segments do
+        not give ``etag`` is that of another version (the object was replaced while it was
+        read): :class:`IntegrityError`, and the caller reads again later."""
+        path = _path(self.container, key)
+
+        def manifest(conn: Any) -> list[dict[str, Any]]:
+            response = conn.object_store.get(path, params={"multipart-manifest": "get"})
+            openstack.exceptions.raise_from_response(response)
+            entries: list[dict[str, Any]] = response.json()
+            return entries
+
+        entries: Sequence[Mapping[str, Any]] = await self._call(
+            "GetObjectManifest", manifest, mutating=False
+        )
+        if any(entry.get("sub_slo") or entry.get("range") for entry in entries):
+            return None
+        segments = [(int(entry["bytes"]), str(entry["hash"]).strip('"')) for entry in entries]
+        combined = _md5("".join(digest for _, digest in segments).encode())
+        if combined != etag.lower():
+            raise IntegrityError(f"large object {key} changed while it was read")
+        return segments
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
         async for chunk in read_through(await self.open(key), key):
@@ -329,7 +375,9 @@ class SwiftObjectStore:
             entries: list[dict[str, Any]] = response.json()
             return entries
 
-        entries = await self._call("GetObjectManifest", manifest, mutating=False)
+        entries: Sequence[Mapping[str, Any]] = await self._call(
+            "GetObjectManifest", manifest, mutating=False
+        )
         return [str(entry["path"]) for entry in entries if "path" in entry]
 
     async def _put_single(
