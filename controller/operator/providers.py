@@ -141,7 +141,8 @@ class ProviderRegistry:
             ) from None
 
     def check_references(self, spec: ResilientAppSpec) -> list[tuple[str, str]]:
-        """(reason, message) for every provider or region an app names that does not exist."""
+        """(reason, message) for every provider or region an app names that does not exist,
+        and every eventQueue at a site whose provider cannot fill it."""
         problems: list[tuple[str, str]] = []
         wanted: list[tuple[str, str | None, str]] = [
             (s.provider, s.region, f"site {s.name}") for s in spec.sites
@@ -160,6 +161,31 @@ class ProviderRegistry:
                         f"{user}: CloudProvider {provider} does not list region {region}",
                     )
                 )
+        problems.extend(self._unsupported_event_queues(spec))
+        return problems
+
+    def _unsupported_event_queues(self, spec: ResilientAppSpec) -> list[tuple[str, str]]:
+        """An ``eventQueue`` at a site whose provider sends no S3 event notifications."""
+        problems: list[tuple[str, str]] = []
+        datasets = spec.replication.objects if spec.replication is not None else ()
+        for dataset in datasets:
+            for location in dataset.locations:
+                site = spec.site(location.site)
+                if not location.event_queue or site is None:
+                    continue
+                try:
+                    kind = self.parse(site.provider)[0].type
+                except ProviderUnavailable:
+                    continue  # reported above, for the site
+                if kind != "aws":
+                    problems.append(
+                        (
+                            "EventsUnsupported",
+                            f"dataset {dataset.name} at site {site.name}: an eventQueue needs "
+                            f"an aws provider, CloudProvider {site.provider} is {kind}; its "
+                            "changes are found by the scan alone",
+                        )
+                    )
         return problems
 
     async def handle(self, name: str) -> ProviderHandle:

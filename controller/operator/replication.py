@@ -325,7 +325,15 @@ class ObjectReplication:
     ) -> ChangeListener | None:
         if not location.event_queue or not flows:
             return None
-        feed = await self.stores.change_feed(site.provider, site.region, location.event_queue)
+        try:
+            feed = await self.stores.change_feed(site.provider, site.region, location.event_queue)
+        except ProviderUnavailable as error:
+            if error.reason != "EventsUnsupported":
+                raise
+            # A configuration mistake (reported in ConfigurationValid): the scan still
+            # finds every change, so the dataset is replicated all the same.
+            log.warning("%s: dataset %s: %s; scan only", self._app, dataset.name, error)
+            return None
         return ChangeListener(
             feed,
             location.bucket,

@@ -29,6 +29,7 @@ class FakeStores:
         self.states: dict[str, ApiPlaneState] = {}
         self.unavailable: set[str] = set()
         self.feeds: dict[str, FakeFeed] = {}
+        self.without_events: set[str] = set()
 
     def store(self, region: str, bucket: str) -> MemoryStore:
         return self.stores.setdefault((region, bucket), MemoryStore(region=region))
@@ -39,6 +40,8 @@ class FakeStores:
         return self.store(region, bucket)
 
     async def change_feed(self, provider: str, region: str, queue: str) -> FakeFeed:
+        if provider in self.without_events:
+            raise ProviderUnavailable("EventsUnsupported", f"{provider} needs an aws provider")
         return self.feeds.setdefault(queue, FakeFeed(region=region))
 
     def region_state(self, provider: str, region: str) -> ApiPlaneState:
@@ -167,6 +170,22 @@ async def test_notices_from_the_source_queue_reach_every_flow(
     await eventually(lambda: "new" in west.objects, "the noticed object at usw2")
     assert west.count("list") == 1  # no scan did it
     assert stores.feeds["events"].acked == ["m1"]
+    await runner.close()
+
+
+async def test_an_event_queue_the_provider_cannot_fill_leaves_the_scan_to_replicate(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    stores.without_events.add("aws-sandbox")
+    raw = spec().model_dump(by_alias=True)
+    raw["replication"]["objects"][0]["locations"][0]["eventQueue"] = "events"
+    stores.store("us-east-1", "east0").write("a", b"found by the scan")
+    await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
+    west = stores.store("us-west-2", "west0")
+    await eventually(lambda: "a" in west.objects, "the scanned object at usw2")
+    (entry,) = runner.figures()
+    assert not entry.last_error and "events" not in stores.feeds
     await runner.close()
 
 

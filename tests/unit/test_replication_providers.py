@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneState
 from controller.operator.providers import ProviderInfo, ProviderRegistry, ProviderUnavailable
 from controller.providers.aws.events import SqsChangeFeed, parse_notice
 from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.openstack.objects import SwiftObjectStore
 from controller.providers.protocols import ObjectChange
+from tests.factories import app_spec
 from tests.unit.test_provider_registry import NoKube
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -46,6 +48,34 @@ async def test_the_registry_builds_stores_and_feeds_per_cloud() -> None:
 
     providers.forget("aws")  # a changed provider: its stores are built anew
     assert await providers.object_store("aws", "us-west-2", "photos") is not s3
+
+
+def test_an_event_queue_at_an_openstack_site_is_a_configuration_problem() -> None:
+    raw = app_spec()
+    raw["sites"][1].update(provider="os", region="RegionOne", zones=["nova"], endpoints=[])
+    raw["replication"] = {
+        "rpoTargetSeconds": 60,
+        "objects": [
+            {
+                "name": "photos",
+                "locations": [
+                    {"site": "use1", "bucket": "east", "eventQueue": "east-events"},
+                    {"site": "usw2", "bucket": "west", "eventQueue": "west-events"},
+                ],
+            }
+        ],
+    }
+    raw["traffic"]["provider"] = "aws"
+    for site in raw["sites"][:1]:
+        site["provider"] = "aws"
+    problems = registry().check_references(ResilientAppSpec.model_validate(raw))
+    assert problems == [
+        (
+            "EventsUnsupported",
+            "dataset photos at site usw2: an eventQueue needs an aws provider, CloudProvider "
+            "os is openstack; its changes are found by the scan alone",
+        )
+    ]
 
 
 async def test_region_state_is_read_without_io_from_the_cached_handle() -> None:
