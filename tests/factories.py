@@ -169,3 +169,50 @@ INVALID_APPS += (
         "url",
     ),
 )
+
+
+def _with_dataset(*locations: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        spec["replication"] = {
+            "rpoTargetSeconds": 60,
+            "objects": [{"name": "photos", "locations": list(locations)}],
+        }
+
+    return mutate
+
+
+INVALID_APPS += (
+    Invalid(
+        "two locations at one site",
+        _with_dataset({"site": "use1", "bucket": "a"}, {"site": "use1", "bucket": "b"}),
+        "a dataset may have only one location per site",
+    ),
+    Invalid(
+        "location at an undeclared site",
+        _with_dataset({"site": "use1", "bucket": "a"}, {"site": "euw1", "bucket": "b"}),
+        "every replication location must name one of the app's sites",
+    ),
+    Invalid(
+        "FIFO event queue by URL",
+        _with_dataset(
+            {
+                "site": "use1",
+                "bucket": "a",
+                "eventQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/photos.fifo",
+            },
+            {"site": "usw2", "bucket": "b"},
+        ),
+        "eventQueue must be a standard queue: S3 sends no event notifications to FIFO queues",
+    ),
+)
+
+INVALID_BY_SCHEMA += (
+    Invalid(
+        "FIFO event queue by name",
+        _with_dataset(
+            {"site": "use1", "bucket": "a", "eventQueue": "photos.fifo"},
+            {"site": "usw2", "bucket": "b"},
+        ),
+        "eventQueue",
+    ),
+)

@@ -752,11 +752,21 @@ class ObjectLocation(Model):
     event_queue: str | None = Field(
         default=None,
         max_length=1024,
-        pattern=r"^(https?://\S+|[A-Za-z0-9_-]{1,80}(\.fifo)?)$",
-        description="S3 only: an SQS queue (name or URL, in the bucket's region) that the "
-        "bucket's event notifications (ObjectCreated, ObjectRemoved) are sent to. While this "
-        "site is the source, Lifeboat reads it to replicate changes within seconds; the "
+        pattern=r"^(https?://\S+|[A-Za-z0-9_-]{1,80})$",
+        description="S3 only: a standard SQS queue (name or URL, in the bucket's region) that "
+        "the bucket's event notifications (ObjectCreated, ObjectRemoved) are sent to. While "
+        "this site is the source, Lifeboat reads it to replicate changes within seconds; the "
         "periodic scan remains the backstop.",
+    )
+
+    rules, model_config = _with_rules(
+        Rule(
+            cel="!has(self.eventQueue) || !self.eventQueue.endsWith('.fifo')",
+            message="eventQueue must be a standard queue: S3 sends no event notifications "
+            "to FIFO queues",
+            check=lambda loc: not (loc.event_queue or "").endswith(".fifo"),
+            field_path=".eventQueue",
+        ),
     )
 
 
