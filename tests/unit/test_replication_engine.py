@@ -438,6 +438,48 @@ async def test_change_notices_settle_keys_between_scans() -> None:
     assert "new" not in west.objects
 
 
+class CountingStore(MemoryStore):
+    """Counts the puts in progress and remembers the most at once."""
+
+    active: int = 0
+    peak: int = 0
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        *,
+        md5_hex: str | None = None,
+        replacing: bool = True,
+    ) -> ObjectInfo:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(0.002)  # long enough for every copy allowed to start
+            return await super().put(
+                key, chunks, size, metadata, md5_hex=md5_hex, replacing=replacing
+            )
+        finally:
+            self.active -= 1
+
+
+@pytest.mark.parametrize("limit", [1, 3, 8])
+async def test_max_concurrency_bounds_the_copies_in_flight(limit: int) -> None:
+    east, west = MemoryStore(), CountingStore()
+    for n in range(20):
+        east.write(f"k{n:02}", b"x" * 64)
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1, max_concurrency=limit),
+        Location("use1", east),
+        Location("usw2", west),
+    )
+    assert await f.scan()
+    assert user_keys(west) == [f"k{n:02}" for n in range(20)]
+    assert west.peak == limit  # reached, never passed
+
+
 async def test_bandwidth_limit_paces_copies() -> None:
     east, west = MemoryStore(chunk=1000), MemoryStore()
     for n in range(4):
