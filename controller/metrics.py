@@ -184,6 +184,13 @@ REPLICATION_BYTES = Counter(
     _REPLICATION_LABELS,
     registry=REGISTRY,
 )
+REPLICATION_STREAMED_BYTES = Counter(
+    "lifeboat_replication_streamed_bytes_total",
+    "Bytes sent towards the destination as they stream, copies in progress and failed "
+    "ones included (shows a long copy progressing before it completes).",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
 REPLICATION_OBJECTS = Counter(
     "lifeboat_replication_objects_total",
     "Objects (or snapshots) copied to the destination.",
@@ -458,6 +465,7 @@ def forget_replication(namespace: str, app: str, dataset: str, destination: str)
         REPLICATION_PENDING_BYTES,
         REPLICATION_RPO,
         REPLICATION_BYTES,
+        REPLICATION_STREAMED_BYTES,
         REPLICATION_OBJECTS,
         REPLICATION_DELETES,
         REPLICATION_ERRORS,
@@ -494,6 +502,7 @@ def forget_app(namespace: str, app: str) -> None:
         REPLICATION_RPO,
         REPLICATION_RPO_TARGET,
         REPLICATION_BYTES,
+        REPLICATION_STREAMED_BYTES,
         REPLICATION_OBJECTS,
         REPLICATION_DELETES,
         REPLICATION_ERRORS,

@@ -109,6 +109,9 @@ class _Reporter:
         metrics.REPLICATION_BYTES.labels(*self.labels).inc(size)
         metrics.REPLICATION_OBJECTS.labels(*self.labels).inc()
 
+    def streamed(self, size: int) -> None:
+        metrics.REPLICATION_STREAMED_BYTES.labels(*self.labels).inc(size)
+
     def deleted(self) -> None:
         metrics.REPLICATION_DELETES.labels(*self.labels).inc()
 
@@ -256,6 +259,7 @@ class ObjectReplication:
             labels = self._labels(dataset.name, destination)
             for counter in (
                 metrics.REPLICATION_BYTES,
+                metrics.REPLICATION_STREAMED_BYTES,
                 metrics.REPLICATION_OBJECTS,
                 metrics.REPLICATION_DELETES,
                 metrics.REPLICATION_ERRORS,

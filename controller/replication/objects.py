@@ -136,6 +136,10 @@ class FlowReporter(Protocol):
 
     def copied(self, size: int) -> None: ...
 
+    def streamed(self, size: int) -> None:
+        """``size`` more bytes of a copy were sent on (before it is known to complete)."""
+        ...
+
     def deleted(self) -> None: ...
 
     def failed(self, message: str) -> None: ...
@@ -145,6 +149,9 @@ class FlowReporter(Protocol):
 
 class _Quiet:
     def copied(self, size: int) -> None:
+        pass
+
+    def streamed(self, size: int) -> None:
         pass
 
     def deleted(self) -> None:
@@ -548,6 +555,7 @@ class ObjectFlow:
                     if self._limit is not None:
                         await self._limit.acquire(len(chunk))
                     digest.update(chunk)
+                    self._reporter.streamed(len(chunk))
                     yield chunk
             # The body is complete: the store commits (PUT, last part and completion, SLO
             # manifest) only after this returns, so a flow whose epoch ended while it

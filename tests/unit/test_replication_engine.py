@@ -178,12 +178,16 @@ class MemoryStore:
 class Reporter:
     def __init__(self) -> None:
         self.copies: list[int] = []
+        self.streamed_bytes = 0
         self.deletes = 0
         self.failures: list[str] = []
         self.conflicts: list[Conflict] = []
 
     def copied(self, size: int) -> None:
         self.copies.append(size)
+
+    def streamed(self, size: int) -> None:
+        self.streamed_bytes += size
 
     def deleted(self) -> None:
         self.deletes += 1
@@ -320,9 +324,12 @@ async def test_an_interrupted_copy_leaves_nothing_visible_and_the_next_pass_comp
     assert "a: ConnectionResetError" in status.last_error
     assert status.rpo_seconds == 100.0  # the change made at t=100 still waits
     assert len(reporter.failures) == 1
+    # Sent on: all of "b" and the 13 chunks of "a" before its put broke; completed: "b".
+    assert (reporter.copies, reporter.streamed_bytes) == ([100], 100 + 13 * 4)
 
     assert await f.scan()
     assert west.objects["a"].data == b"a" * 100
+    assert (reporter.copies, reporter.streamed_bytes) == ([100, 100], 252)
     assert f.figures.status(200.0).pending_objects == 0
     assert f.figures.last_error == ""
 
