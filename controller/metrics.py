@@ -475,6 +475,12 @@ def forget_replication(namespace: str, app: str, dataset: str, destination: str)
         _remove(metric, namespace, app, dataset, destination)
 
 
+def forget_replication_rpo(namespace: str, app: str, dataset: str, destination: str) -> None:
+    """Drop a flow's RPO series while its RPO is unknown (an absent series, not a stale
+    one: the last value may have been "caught up")."""
+    _remove(REPLICATION_RPO, namespace, app, dataset, destination)
+
+
 def forget_replication_target(namespace: str, app: str, dataset: str) -> None:
     """Drop a dataset's RPO target series when the dataset leaves the spec."""
     _remove(REPLICATION_RPO_TARGET, namespace, app, dataset)

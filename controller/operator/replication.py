@@ -424,6 +424,8 @@ class ObjectReplication:
         rpo = figures.rpo(self.clock())
         if rpo is not None:
             metrics.REPLICATION_RPO.labels(*labels).set(rpo)
+        else:  # unknown (not measured since the flow started): no stale figure
+            metrics.forget_replication_rpo(*labels)
         if figures.passed_at is not None:
             metrics.REPLICATION_LAST_SUCCESS.labels(*labels).set(figures.passed_at)
 

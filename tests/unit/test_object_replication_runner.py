@@ -138,6 +138,22 @@ async def test_an_unusable_provider_shows_in_the_figures_and_is_retried(
     await runner.close()
 
 
+async def test_an_rpo_no_longer_known_leaves_no_stale_series(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    await runner.sync(spec(), "use1", 1, None)
+    await eventually(lambda: runner.figures()[0].rpo_seconds is not None, "a measured RPO")
+    assert series(metrics.REPLICATION_RPO, "set0", "usw2")
+    stores.unavailable.add("aws-sandbox")
+    await runner.sync(spec(scanIntervalSeconds=30), "use1", 1, None)  # restarts the dataset
+    (entry,) = runner.figures()
+    assert entry.rpo_seconds is None and "not found" in entry.last_error
+    assert not series(metrics.REPLICATION_RPO, "set0", "usw2")
+    assert series(metrics.REPLICATION_PENDING_OBJECTS, "set0", "usw2")
+    await runner.close()
+
+
 async def test_an_impaired_region_holds_its_flows(
     replication: tuple[ObjectReplication, FakeStores, FakeKube],
 ) -> None:

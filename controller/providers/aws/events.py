@@ -3,9 +3,9 @@
 
 The bucket's owner points the bucket's notification configuration (``ObjectCreated:*``,
 ``ObjectRemoved:*``) at a standard SQS queue in the bucket's region; Lifeboat only reads
-and deletes messages there (``sqs:GetQueueUrl``, ``sqs:ReceiveMessage``,
-``sqs:DeleteMessageBatch``). It never changes the bucket's notification configuration,
-which may serve other consumers too.
+and deletes messages there (IAM actions ``sqs:GetQueueUrl``, ``sqs:ReceiveMessage`` and
+``sqs:DeleteMessage``, which also grants DeleteMessageBatch). It never changes the
+bucket's notification configuration, which may serve other consumers too.
 
 Polls are short (``WaitTimeSeconds`` 0): a long poll would hold one of the region's call
 slots for its whole wait. Every call goes through the region's gate like any other, so an
