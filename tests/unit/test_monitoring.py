@@ -65,6 +65,7 @@ def test_alert_names_are_unique_and_stable() -> None:
         "LifeboatFailoverStuck",
         "LifeboatNoHealthyStandby",
         "LifeboatRPOBreached",
+        "LifeboatRPOUnknown",
         "LifeboatReplicationStalled",
         "LifeboatControllerDown",
         "LifeboatNotReconciling",
