@@ -9,77 +9,33 @@ metric name found in the rules' and the dashboard's PromQL has samples.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.sandbox.procs import free_loopback_port
-from controller.sandbox.world import CONTROLLER_NAMESPACE, Sandbox
-from tests.fixtures.world import Apps, wait_for
+from controller.sandbox.world import Sandbox
+from tests.fixtures.process import OperatorProcess
+from tests.fixtures.world import Apps
 from tests.integration.test_replication_objects import Buckets, entry, replication
 from tests.monitoring import dashboard, dashboard_texts, metric_names, rule_texts
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@dataclass(frozen=True)
-class Operator:
-    metrics_port: int
-    health_port: int
-    log: Path
-
-    def wait_for(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
-        """wait_for, with the operator's last log lines when it times out."""
-        try:
-            return wait_for(check, timeout, what)
-        except AssertionError as error:
-            tail = "\n".join(self.log.read_text(encoding="utf-8").splitlines()[-40:])
-            raise AssertionError(f"{error}\noperator log (tail):\n{tail}") from None
-
-
 @pytest.fixture
-def operator_process(sandbox: Sandbox, tmp_path: Path) -> Iterator[Operator]:
+def operator_process(sandbox: Sandbox, tmp_path: Path) -> Iterator[OperatorProcess]:
     """`lifeboat run` with metrics and health on loopback."""
-    metrics_port, health_port = free_loopback_port(), free_loopback_port()
-    log = (tmp_path / "operator.log").open("w+")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("lifeboat")),
-            "run",
-            f"--kubeconfig={sandbox.operator_kubeconfig}",
-            f"--controller-namespace={CONTROLLER_NAMESPACE}",
-            "--metrics-address=127.0.0.1",
-            f"--metrics-port={metrics_port}",
-            f"--health-endpoint=http://127.0.0.1:{health_port}/healthz",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "KUBECONFIG": "/nonexistent"},
-    )
+    operator = OperatorProcess.start(sandbox, tmp_path / "operator.log")
     try:
-        yield Operator(metrics_port, health_port, tmp_path / "operator.log")
+        yield operator
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        log.close()
+        operator.stop()
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -110,7 +66,7 @@ def missing(samples: Samples) -> set[str]:
 
 
 def test_every_metric_of_the_alerts_and_dashboard_is_exported(
-    operator_process: Operator, app_harness: Apps, sandbox: Sandbox
+    operator_process: OperatorProcess, app_harness: Apps, sandbox: Sandbox
 ) -> None:
     operator = operator_process
     metrics_port, health_port = operator.metrics_port, operator.health_port
@@ -147,6 +103,9 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(
     assert value(before, "lifeboat_app_phase", **app, phase="FailingOver") == 0.0
     assert value(before, "lifeboat_app_healthy_standby_sites", **app) == 1.0
     assert value(before, "lifeboat_app_standby_sites", **app) == 1.0
+    flow = {**app, "dataset": "photos", "destination": "usw2"}
+    assert value(before, "lifeboat_replication_errors_total", **flow) == 0.0
+    assert (value(before, "lifeboat_replication_streamed_bytes_total", **flow) or 0) > 0
     steady = value(before, "lifeboat_decisions_total", **app, rule="steady", outcome="none")
     assert steady is not None
     assert steady >= 1

@@ -6,8 +6,9 @@ objects written at the primary reach the standby within the RPO target (within s
 through S3 event notifications in SQS, the scan as backstop), with figures in the status
 and the metrics; a failover reverses the direction, the epoch rule refuses a stale
 overwrite, and the automatic failback waits until replication back to the old site has
-caught up; an operator stopped in the middle of a copy resumes without a corrupt or
-missing object; deletes follow the policy; Swift containers replicate and reverse too.
+caught up; an operator stopped in the middle of a copy, or killed outright (SIGKILL, a
+process of its own), resumes without a corrupt or missing object; deletes follow the
+policy; Swift containers replicate and reverse too.
 
 On the engine directly, with the real stores: a copy cut off by connection resets leaves
 nothing visible and the next pass completes it; S3 -> Swift and Swift -> S3, large
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +40,7 @@ from controller.sandbox.moto_server import MotoServer
 from controller.sandbox.openstack import OpenStackWorld
 from controller.sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.cloud import MakeFaultProxy
+from tests.fixtures.process import OperatorProcess
 from tests.fixtures.world import Apps, wait_for
 from tests.integration.test_provider_contracts import (
     EAST,
@@ -400,6 +404,51 @@ def test_a_restarted_operator_resumes_an_interrupted_copy(apps: Apps, sandbox: S
     status = apps.status(ns, name)
     assert (metric("lifeboat_replication_deletes_total", ns, name, "usw2") or 0) >= 1
     assert entry(status, "usw2")["errors"] == 0
+
+
+def test_an_operator_killed_mid_upload_leaves_nothing_visible_and_its_successor_completes(
+    app_harness: Apps, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """SIGKILL, as when a node dies or the OOM killer strikes: no abort, no checkpoint,
+    the Lease left to expire. The successor (another process) takes the lease over."""
+    buckets = Buckets(sandbox)
+    for n in range(3):
+        buckets.put("use1", f"small-{n}", f"small {n}".encode())
+    big = os.urandom(20 * MiB)  # multipart: the upload begins after 8 MiB, ends at 20
+    buckets.put("use1", "big.bin", big)
+    first = OperatorProcess.start(sandbox, tmp_path / "first.log")
+    try:
+        ns, name = app_harness.create(
+            replication(buckets.names, bandwidthLimitBytesPerSecond=1 * MiB)
+        )
+        first.wait_for(lambda: len(buckets.keys("usw2")) == 3, 60, "the small objects")
+        copied = {k: buckets.head("usw2", k)["LastModified"] for k in buckets.keys("usw2")}  # type: ignore[index]
+        first.wait_for(lambda: buckets.uploads("usw2") == 1, 30, "the large upload under way")
+    finally:
+        first.kill()
+    assert first.process.returncode == -signal.SIGKILL
+    assert buckets.get("usw2", "big.bin") is None  # its parts are not an object
+    assert buckets.uploads("usw2") == 1  # left for the bucket's lifecycle rule
+
+    objects = app_harness.get(ns, name)["spec"]["replication"]["objects"]
+    objects[0]["bandwidthLimitBytesPerSecond"] = 8 * MiB
+    app_harness.patch_spec(ns, name, {"replication": {"objects": objects}})
+    second = OperatorProcess.start(sandbox, tmp_path / "second.log")
+    try:
+        # The killed leader's Lease (15 s) expires before the successor acts.
+        second.wait_for(lambda: buckets.head("usw2", "big.bin"), 90, "the large copy, made again")
+        assert sha(buckets.get("usw2", "big.bin") or b"") == sha(big)
+        assert {k: buckets.head("usw2", k)["LastModified"] for k in copied} == copied  # type: ignore[index]
+
+        def caught_up() -> dict[str, Any] | None:
+            status = app_harness.status(ns, name)
+            return status if entry(status, "usw2").get("pendingObjects") == 0 else None
+
+        status = second.wait_for(caught_up, 30, "nothing pending at usw2")
+        assert entry(status, "usw2")["rpoSeconds"] is not None
+        app_harness.delete_all()  # while an operator runs, so its finalizer is released
+    finally:
+        second.stop()
 
 
 # ----------------------------------------------------------------------------- engine, real stores
