@@ -191,6 +191,14 @@ REPLICATION_STREAMED_BYTES = Counter(
     _REPLICATION_LABELS,
     registry=REGISTRY,
 )
+REPLICATION_PROVIDER_COPIES = Gauge(
+    "lifeboat_replication_provider_copies",
+    "Copies the cloud itself is still making to the destination (EBS snapshot copies, "
+    "Cinder backups); object copies, which Lifeboat streams, show as "
+    "lifeboat_replication_streamed_bytes_total instead.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
 REPLICATION_OBJECTS = Counter(
     "lifeboat_replication_objects_total",
     "Objects (or snapshots) copied to the destination.",
@@ -466,6 +474,7 @@ def forget_replication(namespace: str, app: str, dataset: str, destination: str)
         REPLICATION_RPO,
         REPLICATION_BYTES,
         REPLICATION_STREAMED_BYTES,
+        REPLICATION_PROVIDER_COPIES,
         REPLICATION_OBJECTS,
         REPLICATION_DELETES,
         REPLICATION_ERRORS,
@@ -509,6 +518,7 @@ def forget_app(namespace: str, app: str) -> None:
         REPLICATION_RPO_TARGET,
         REPLICATION_BYTES,
         REPLICATION_STREAMED_BYTES,
+        REPLICATION_PROVIDER_COPIES,
         REPLICATION_OBJECTS,
         REPLICATION_DELETES,
         REPLICATION_ERRORS,

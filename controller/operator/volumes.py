@@ -707,6 +707,9 @@ class VolumeReplication:
         for entry in self.figures():
             labels = (*self._labels, entry.dataset, entry.destination)
             metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
+            figures = self._flows[(entry.dataset, entry.destination)].figures
+            copying = figures.copying if figures is not None else 0
+            metrics.REPLICATION_PROVIDER_COPIES.labels(*labels).set(copying)
             if entry.rpo_seconds is not None:
                 metrics.REPLICATION_RPO.labels(*labels).set(entry.rpo_seconds)
             else:
@@ -717,6 +720,7 @@ class VolumeReplication:
         labels = (*self._labels, dataset, destination)
         for metric in (
             metrics.REPLICATION_PENDING_OBJECTS,
+            metrics.REPLICATION_PROVIDER_COPIES,
             metrics.REPLICATION_RPO,
             metrics.REPLICATION_OBJECTS,
             metrics.REPLICATION_ERRORS,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
+from controller import metrics
 from controller.api.models import ResilientAppSpec
 from controller.core import decide as core
 from controller.core import model as m
@@ -225,6 +226,32 @@ async def test_snapshots_are_taken_copied_and_pruned_on_schedule() -> None:
     assert entry.newest_copy_time is not None and entry.last_sync_time is not None
     for copy in west.snapshots.values():
         assert copy.tags[rv.TAG_KIND] == "copy" and copy.tags[rv.TAG_SITE] == "usw2"
+
+
+async def test_copies_the_cloud_is_still_making_are_exported() -> None:
+    cloud = Cloud()
+    replication, _ = make(cloud)
+    west = cloud.region(WEST)
+    west.copy_state = "pending"
+    await keep_up(replication, m.AppState(active_site="use1"))
+    labels = {"namespace": "shop", "app": "web", "dataset": "db", "destination": "usw2"}
+
+    def copying() -> float | None:
+        return metrics.REGISTRY.get_sample_value("lifeboat_replication_provider_copies", labels)
+
+    try:
+        await replication.pass_once()  # snapshots
+        assert copying() == 0.0
+        await replication.pass_once()  # copies
+        await replication.pass_once()  # finds them still being made
+        assert copying() == 2.0
+        for copy in west.snapshots.values():
+            west.snapshots[copy.id] = replace(copy, state="completed")
+        await replication.pass_once()
+        assert copying() == 0.0
+    finally:
+        metrics.forget_app("shop", "web")
+    assert copying() is None
 
 
 async def test_an_impaired_region_is_not_called_and_its_rpo_grows() -> None:
