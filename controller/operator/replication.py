@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,56 @@ class _Dataset:
     failed_at: float = 0.0
     source: str = ""
     epoch: int = 0
+    known: dict[str, FlowFigures] = field(default_factory=dict)
+    """What the dataset's earlier flows (same source and epoch, same ends) knew, by
+    destination: a restarted dataset's RPO keeps growing from there instead of turning
+    unknown (and an RPO breach does not clear itself by a restart)."""
+
+    def carry(self, known: dict[str, FlowFigures]) -> None:
+        """Start from what earlier flows knew (see ``known``): each new flow's RPO grows
+        from the last time its predecessor looked, until its own first listing."""
+        self.known = known
+        for flow in self.flows:
+            earlier = known.get(flow.target.site)
+            if earlier is not None:
+                flow.figures.listed_at = earlier.listed_at
+                flow.figures.pending = dict(earlier.pending)
+
+
+def _known(running: _Dataset, identity: tuple[object, ...]) -> dict[str, FlowFigures]:
+    """What ``running`` knew, by destination, that still holds for a dataset restarted
+    as ``identity``: the same source and epoch, and unchanged ends (bucket, prefix,
+    provider and region of the source and of that destination)."""
+    if identity[:2] != running.identity[:2]:
+        return {}
+
+    def end(of: tuple[object, ...], site: str) -> tuple[object, ...] | None:
+        dataset, sites = of[2], of[3]
+        assert isinstance(dataset, ObjectDataset) and isinstance(sites, tuple)
+        location = next((loc for loc in dataset.locations if loc.site == site), None)
+        where = next((s for s in sites if s[0] == site), None)
+        return None if location is None else (location.bucket, location.prefix, where)
+
+    def same(site: str) -> bool:
+        was = end(running.identity, site)
+        return was is not None and was == end(identity, site)
+
+    if not same(running.source):
+        return {}
+    earlier = {flow.target.site: flow.figures for flow in running.flows} or running.known
+    return {
+        site: FlowFigures(
+            figures.dataset,
+            site,
+            figures.source,
+            figures.epoch,
+            pending=dict(figures.pending),
+            listed_at=looked,
+            totals=figures.totals,
+        )
+        for site, figures in earlier.items()
+        if same(site) and (looked := figures.looked_at()) is not None
+    }
 
 
 class _Reporter:
@@ -184,6 +235,11 @@ class ObjectReplication:
                 staying = {loc.site for loc in dataset.locations if loc.site != active_site}
                 stops.append(self._stop(running, forget=set(running.destinations) - staying))
             starts.append((dataset, identity))
+        known = {
+            dataset.name: _known(running, identity)
+            for dataset, identity in starts
+            if (running := self._datasets.get(dataset.name)) is not None
+        }
         # Every flow that ends (an old epoch's above all) has stopped before any new one
         # starts; they stop together, so a reversal waits for the slowest, not their sum.
         await asyncio.gather(*stops)
@@ -193,6 +249,7 @@ class ObjectReplication:
             self._datasets[dataset.name] = await self._start(
                 spec, dataset, active_site, epoch, epoch_since, identity
             )
+            self._datasets[dataset.name].carry(known.get(dataset.name, {}))
 
     @staticmethod
     def _identity(
@@ -260,6 +317,7 @@ class ObjectReplication:
             for counter in (
                 metrics.REPLICATION_BYTES,
                 metrics.REPLICATION_STREAMED_BYTES,
+                metrics.REPLICATION_PROVIDER_COPIES,  # 0: Lifeboat streams objects itself
                 metrics.REPLICATION_OBJECTS,
                 metrics.REPLICATION_DELETES,
                 metrics.REPLICATION_ERRORS,
@@ -405,7 +463,12 @@ class ObjectReplication:
                 if flow is not None:
                     figures = flow.figures
                 else:
-                    figures = FlowFigures(group.name, destination, group.source, group.epoch)
+                    earlier = group.known.get(destination)
+                    figures = (
+                        dataclasses.replace(earlier, pending=dict(earlier.pending))
+                        if earlier is not None
+                        else FlowFigures(group.name, destination, group.source, group.epoch)
+                    )
                     figures.last_error = group.error
                 if group.listener is not None and group.listener.last_error:
                     figures.last_error = figures.last_error or (

@@ -18,7 +18,9 @@ up runs between 0 and the scan interval (plus the time a pass takes): keep the s
 interval well below the RPO target, or give the source an event queue. While the flow
 cannot see (listing failed, or held because a region's API plane is Impaired) notices do
 not count and the RPO grows from its last listing. Unknown (None) until a first listing
-succeeded.
+succeeded; a dataset restarted with the same source, epoch and ends (a spec change, a
+provider that became unusable) starts from what its predecessor knew, so its RPO keeps
+growing from the predecessor's last look instead of turning unknown.
 """
 
 from __future__ import annotations

@@ -138,7 +138,41 @@ async def test_an_unusable_provider_shows_in_the_figures_and_is_retried(
     await runner.close()
 
 
-async def test_an_rpo_no_longer_known_leaves_no_stale_series(
+async def test_a_restarted_dataset_keeps_its_rpo_growing_from_what_it_knew(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    runner, stores, _ = replication
+    stores.store("us-east-1", "east0").write("a", b"to copy")
+    await runner.sync(spec(), "use1", 1, None)
+    await eventually(lambda: runner.figures()[0].rpo_seconds is not None, "a measured RPO")
+    stores.unavailable.add("aws-sandbox")
+    await runner.sync(spec(scanIntervalSeconds=30), "use1", 1, None)  # restarts the dataset
+    (entry,) = runner.figures()
+    assert "not found" in entry.last_error
+    assert entry.rpo_seconds is not None  # not unknown: an RPO breach does not clear itself
+    await asyncio.sleep(0.3)
+    (later,) = runner.figures()
+    assert later.rpo_seconds is not None and later.rpo_seconds >= entry.rpo_seconds + 0.2
+    assert metrics.REGISTRY.get_sample_value(
+        "lifeboat_replication_rpo_seconds",
+        {"namespace": "shop", "app": "web", "dataset": "set0", "destination": "usw2"},
+    ) == pytest.approx(later.rpo_seconds, abs=0.1)
+
+    stores.unavailable.clear()  # and running again, it measures afresh
+    await asyncio.sleep(0.25)
+    await runner.sync(spec(scanIntervalSeconds=30), "use1", 1, None)
+    before = later.rpo_seconds
+
+    def measured_afresh() -> bool:
+        rpo = runner.figures()[0].rpo_seconds
+        return rpo is not None and rpo < before - 0.2
+
+    await eventually(measured_afresh, "an RPO measured afresh")
+    assert runner.figures()[0].last_error == ""
+    await runner.close()
+
+
+async def test_a_dataset_with_new_ends_starts_unmeasured_and_without_a_stale_series(
     replication: tuple[ObjectReplication, FakeStores, FakeKube],
 ) -> None:
     runner, stores, _ = replication
@@ -146,7 +180,9 @@ async def test_an_rpo_no_longer_known_leaves_no_stale_series(
     await eventually(lambda: runner.figures()[0].rpo_seconds is not None, "a measured RPO")
     assert series(metrics.REPLICATION_RPO, "set0", "usw2")
     stores.unavailable.add("aws-sandbox")
-    await runner.sync(spec(scanIntervalSeconds=30), "use1", 1, None)  # restarts the dataset
+    raw = spec().model_dump(by_alias=True)
+    raw["replication"]["objects"][0]["locations"][1]["bucket"] = "elsewhere"
+    await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
     (entry,) = runner.figures()
     assert entry.rpo_seconds is None and "not found" in entry.last_error
     assert not series(metrics.REPLICATION_RPO, "set0", "usw2")
