@@ -25,7 +25,9 @@ repeating the request once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 import re
 import time
@@ -49,6 +51,7 @@ from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
 from controller.providers.aws.volumes import EbsSnapshots
 from controller.providers.calls import CloudCalls, RegionImpaired
+from controller.providers.integrity import IntegrityError
 from controller.providers.openstack.apiplane import NovaApiPlaneProbe
 from controller.providers.openstack.capacity import (
     NoValidHost,
@@ -1619,6 +1622,40 @@ async def test_swift_segments_go_with_the_large_object(
     assert backend.segments(ONE, bucket) == []
     assert await store.head("k/big") is None
     await store.delete("k/big")  # already gone: no error
+
+
+async def test_swift_checks_the_segments_of_slos_made_by_others(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """SLOs Lifeboat did not write: with an inline data segment (checked, like any other
+    segment), and with a byte range of a segment (readable, not checked segment-wise)."""
+    backend = openstack_backend
+    bucket = backend.bucket(ONE)
+    swift = backend._direct(ONE).object_store
+    swift.create_container(f"{bucket}_segments")
+    first, second, inline = os.urandom(64 * 1024), os.urandom(1000), b"interstitial"
+    for name, body in (("a", first), ("b", second)):
+        swift.put(f"/{bucket}_segments/{name}", data=body).raise_for_status()
+
+    def manifest(key: str, entries: list[dict[str, Any]]) -> None:
+        swift.put(
+            f"/{bucket}/{key}", params={"multipart-manifest": "put"}, data=json.dumps(entries)
+        ).raise_for_status()
+
+    segment_a = {"path": f"/{bucket}_segments/a", "etag": md5(first), "size_bytes": len(first)}
+    segment_b = {"path": f"/{bucket}_segments/b", "etag": md5(second)}
+    manifest("hand/inline", [segment_a, {"data": base64.b64encode(inline).decode()}, segment_b])
+    manifest("hand/range", [{**segment_a, "range": "0-99"}, segment_b])
+    store = backend.objects(ONE, bucket)
+
+    assert (await read_all(store, "hand/inline"))[0] == first + inline + second
+    assert (await read_all(store, "hand/range"))[0] == first[:100] + second
+
+    proxy = backend.proxy(ONE)
+    proxy.set_faults(FaultSpec(corrupt=1.0, action="GET */hand/inline", times=1))
+    with pytest.raises(IntegrityError, match="segment 1 MD5"):
+        await read_all(store, "hand/inline")
+    assert proxy.count(fault=Fault.CORRUPT) == 1
 
 
 async def test_swift_writes_a_key_said_to_be_new_without_looking_first(

@@ -44,6 +44,7 @@ at most 128 characters, case-insensitive; values printable ASCII, at most 256 ch
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
 import json
@@ -295,26 +296,44 @@ class SwiftObjectStore:
         is ``etag``, to check its content against; None when it cannot be checked so (its
         segments are ranges or large objects themselves).
 
-        An SLO's ETag is the MD5 of its segments' ETags, so a manifest whose segments do
-        not give ``etag`` is that of another version (the object was replaced while it was
-        read): :class:`IntegrityError`, and the caller reads again later."""
+        An SLO's ETag is the MD5 of its segments' ETags (of an inline data segment: its
+        data's MD5), so a manifest whose segments do not give ``etag`` is that of another
+        version: the object was replaced (or deleted) while it was read, and
+        :class:`IntegrityError` makes the caller read it again later."""
         path = _path(self.container, key)
+        changed = IntegrityError(f"large object {key} changed while it was read")
 
-        def manifest(conn: Any) -> list[dict[str, Any]]:
-            response = conn.object_store.get(path, params={"multipart-manifest": "get"})
-            openstack.exceptions.raise_from_response(response)
-            entries: list[dict[str, Any]] = response.json()
-            return entries
+        def manifest(conn: Any) -> list[dict[str, Any]] | None:
+            response = conn.object_store.get(
+                path, params={"multipart-manifest": "get"}, stream=True
+            )
+            try:
+                if response.status_code == 404:
+                    return None
+                openstack.exceptions.raise_from_response(response)
+                if not _is_large_object(response.headers):
+                    return None  # replaced by a simple object: its body is not read here
+                entries: list[dict[str, Any]] = response.json()
+                return entries
+            finally:
+                response.close()
 
-        entries: Sequence[Mapping[str, Any]] = await self._call(
+        found: Sequence[Mapping[str, Any]] | None = await self._call(
             "GetObjectManifest", manifest, mutating=False
         )
-        if any(entry.get("sub_slo") or entry.get("range") for entry in entries):
+        if found is None:
+            raise changed
+        if any(entry.get("sub_slo") or entry.get("range") for entry in found):
             return None
-        segments = [(int(entry["bytes"]), str(entry["hash"]).strip('"')) for entry in entries]
-        combined = _md5("".join(digest for _, digest in segments).encode())
-        if combined != etag.lower():
-            raise IntegrityError(f"large object {key} changed while it was read")
+        segments: list[tuple[int, str]] = []
+        for entry in found:
+            if "data" in entry:  # inline data, base64 in the manifest
+                raw = base64.b64decode(entry["data"])
+                segments.append((len(raw), _md5(raw)))
+            else:
+                segments.append((int(entry["bytes"]), str(entry["hash"]).strip('"')))
+        if _md5("".join(digest for _, digest in segments).encode()) != etag.lower():
+            raise changed
         return segments
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
