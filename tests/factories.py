@@ -206,13 +206,13 @@ INVALID_APPS += (
     ),
 )
 
-INVALID_BY_SCHEMA += (
+INVALID_APPS += (
     Invalid(
         "FIFO event queue by name",
         _with_dataset(
             {"site": "use1", "bucket": "a", "eventQueue": "photos.fifo"},
             {"site": "usw2", "bucket": "b"},
         ),
-        "eventQueue",
+        "eventQueue must be a standard queue: S3 sends no event notifications to FIFO queues",
     ),
 )

@@ -752,7 +752,7 @@ class ObjectLocation(Model):
     event_queue: str | None = Field(
         default=None,
         max_length=1024,
-        pattern=r"^(https?://\S+|[A-Za-z0-9_-]{1,80})$",
+        pattern=r"^(https?://\S+|[A-Za-z0-9_-]{1,80}(\.fifo)?)$",  # .fifo: refused below, in words
         description="S3 only: a standard SQS queue (name or URL, in the bucket's region) that "
         "the bucket's event notifications (ObjectCreated, ObjectRemoved) are sent to. While "
         "this site is the source, Lifeboat reads it to replicate changes within seconds; the "
