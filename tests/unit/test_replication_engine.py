@@ -445,11 +445,16 @@ async def test_change_notices_settle_keys_between_scans() -> None:
     assert "new" not in west.objects
 
 
+@dataclass
 class CountingStore(MemoryStore):
-    """Counts the puts in progress and remembers the most at once."""
+    """Counts the puts in progress and remembers the most at once. The first ``limit``
+    puts wait for one another (at most 5 s): if the flow lets that many run at once, the
+    peak reaches ``limit`` however the tasks are scheduled."""
 
+    limit: int = 1
     active: int = 0
     peak: int = 0
+    _all_in: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def put(
         self,
@@ -464,7 +469,9 @@ class CountingStore(MemoryStore):
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
-            await asyncio.sleep(0.002)  # long enough for every copy allowed to start
+            if self.active >= self.limit:
+                self._all_in.set()
+            await asyncio.wait_for(self._all_in.wait(), 5.0)
             return await super().put(
                 key, chunks, size, metadata, md5_hex=md5_hex, replacing=replacing
             )
@@ -474,7 +481,7 @@ class CountingStore(MemoryStore):
 
 @pytest.mark.parametrize("limit", [1, 3, 8])
 async def test_max_concurrency_bounds_the_copies_in_flight(limit: int) -> None:
-    east, west = MemoryStore(), CountingStore()
+    east, west = MemoryStore(), CountingStore(limit=limit)
     for n in range(20):
         east.write(f"k{n:02}", b"x" * 64)
     f = ObjectFlow(
