@@ -316,12 +316,18 @@ class ObjectFlow:
             return False
         self.figures.listed_at = started
         self.figures.blind = False
+        # A key pending before keeps the age of its oldest change not copied yet: it was
+        # rewritten since, or deleted, or is carried from a flow this one replaces.
+        earlier = self.figures.pending
         pending: dict[str, tuple[float, int]] = {}
         for step in steps:
+            before = earlier[step.key][0] if step.key in earlier else None
             if isinstance(step, Copy):
-                pending[step.key] = (step.since, step.source.size)
+                since = step.since if before is None else min(step.since, before)
+                pending[step.key] = (since, step.source.size)
             elif isinstance(step, Delete):
-                since = self._missing_since.setdefault(step.key, started)
+                first = started if before is None else min(started, before)
+                since = self._missing_since.setdefault(step.key, first)
                 pending[step.key] = (since, 0)
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in pending}
         # Notices older than this listing are covered by it.

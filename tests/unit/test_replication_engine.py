@@ -67,6 +67,8 @@ class MemoryStore:
     calls: list[tuple[str, str]] = field(default_factory=list)
     break_puts: int = 0
     """The next puts that fail half-way through the body."""
+    fail_deletes: int = 0
+    """The next deletes that fail."""
     corrupt_gets: set[str] = field(default_factory=set)
     replacing: dict[str, bool] = field(default_factory=dict)
     """Each put's ``replacing`` hint, by key (the last one)."""
@@ -172,6 +174,9 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         self.calls.append(("delete", key))
+        if self.fail_deletes:
+            self.fail_deletes -= 1
+            raise ConnectionResetError("connection reset by peer")
         self.objects.pop(key, None)
 
 
@@ -363,6 +368,35 @@ async def test_deletes_follow_the_policy() -> None:
     assert user_keys(west) == ["kept", "theirs"]
     assert reporter.deletes == 1 and f.figures.totals.deletes == 1
     assert [c.key for c in reporter.conflicts] == ["theirs"]
+
+
+async def test_a_change_still_pending_keeps_its_age_when_the_key_is_rewritten() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("k", bytes(100), mtime=100.0)
+    west.break_puts = 1000  # every attempt breaks
+    f = flow(east, west)
+    assert not await f.scan()
+    east.write("k", bytes(200), mtime=150.0)  # rewritten before any copy of it landed
+    assert not await f.scan()
+    assert f.figures.status(200.0).rpo_seconds == 100.0  # the change of t=100 is missing
+    west.break_puts = 0
+    assert await f.scan()
+    assert f.figures.status(200.0).rpo_seconds == 0.0
+
+
+async def test_a_delete_carried_from_an_earlier_flow_keeps_its_age() -> None:
+    east, west = MemoryStore(), MemoryStore()
+    east.write("gone", b"x")
+    assert await flow(east, west).scan()
+    del east.objects["gone"]
+    west.fail_deletes = 1
+    f = flow(east, west, propagate_deletes=True)
+    f.figures.pending = {"gone": (120.0, 0)}  # what the flow it replaces knew
+    assert not await f.scan()  # the delete fails
+    assert f.figures.pending["gone"][0] == 120.0
+    assert f.figures.status(200.0).rpo_seconds == 80.0
+    assert await f.scan()
+    assert user_keys(west) == [] and f.figures.status(200.0).rpo_seconds == 0.0
 
 
 async def test_propagated_deletes_spare_what_the_app_wrote_there_during_this_epoch() -> None:
