@@ -102,10 +102,11 @@ class _Dataset:
     destination: a restarted dataset's RPO keeps growing from there instead of turning
     unknown (and an RPO breach does not clear itself by a restart)."""
 
-    def carry(self, known: dict[str, FlowFigures]) -> None:
-        """Start from what earlier flows knew (see ``known``): each new flow's RPO grows
-        from the last time its predecessor looked, until its own first listing."""
-        self.known = known
+    def carry(self) -> None:
+        """Start from what earlier flows knew (``known``), before the flows run: each new
+        flow's RPO grows from the last time its predecessor looked, until its own first
+        listing."""
+        known = self.known
         for flow in self.flows:
             earlier = known.get(flow.target.site)
             if earlier is not None:
@@ -142,7 +143,7 @@ def _known(running: _Dataset, identity: tuple[object, ...]) -> dict[str, FlowFig
             figures.epoch,
             pending=dict(figures.pending),
             listed_at=looked,
-            totals=figures.totals,
+            totals=dataclasses.replace(figures.totals),
         )
         for site, figures in earlier.items()
         if same(site) and (looked := figures.looked_at()) is not None
@@ -247,9 +248,8 @@ class ObjectReplication:
             metrics.forget_replication_target(self.ref.namespace or "", self.ref.name, group.name)
         for dataset, identity in starts:
             self._datasets[dataset.name] = await self._start(
-                spec, dataset, active_site, epoch, epoch_since, identity
+                spec, dataset, active_site, epoch, epoch_since, identity, known.get(dataset.name)
             )
-            self._datasets[dataset.name].carry(known.get(dataset.name, {}))
 
     @staticmethod
     def _identity(
@@ -270,7 +270,9 @@ class ObjectReplication:
         epoch: int,
         since: float | None,
         identity: tuple[object, ...],
+        known: dict[str, FlowFigures] | None = None,
     ) -> _Dataset:
+        """The dataset's flows and listener, started (``known``: see :func:`_known`)."""
         source_location = next((loc for loc in dataset.locations if loc.site == active), None)
         source_site = spec.site(active)
         if source_location is None or source_site is None:
@@ -280,6 +282,7 @@ class ObjectReplication:
             return _Dataset(dataset.name, identity, (), source=active, epoch=epoch)
         destinations = tuple(loc.site for loc in dataset.locations if loc.site != active)
         group = _Dataset(dataset.name, identity, destinations, source=active, epoch=epoch)
+        group.known = known or {}
         try:
             source_store = await self.stores.object_store(
                 source_site.provider, source_site.region, source_location.bucket
@@ -324,6 +327,7 @@ class ObjectReplication:
                 metrics.REPLICATION_CONFLICTS,
             ):
                 counter.labels(*labels)
+        group.carry()
         group.task = asyncio.create_task(
             run_dataset(group.flows, group.listener), name=f"replication {self._app}/{dataset.name}"
         )
