@@ -1657,6 +1657,25 @@ async def test_swift_checks_the_segments_of_slos_made_by_others(
         await read_all(store, "hand/inline")
     assert proxy.count(fault=Fault.CORRUPT) == 1
 
+    # Between the GET and the GET of its manifest, the SLO is replaced, or deleted.
+    call = store._call
+    meanwhile: list[Callable[[], Any]] = []
+
+    async def racing(operation: str, fn: Any, *, mutating: bool) -> Any:
+        if operation == "GetObjectManifest":
+            meanwhile.pop()().raise_for_status()
+        return await call(operation, fn, mutating=mutating)
+
+    store._call = racing  # type: ignore[method-assign]
+    meanwhile.append(lambda: swift.put(f"/{bucket}/hand/range", data=b"simple now"))
+    with pytest.raises(IntegrityError, match="changed while it was read"):
+        await store.open("hand/range")
+    manifest("hand/range", [segment_b])
+    meanwhile.append(
+        lambda: swift.delete(f"/{bucket}/hand/range", params={"multipart-manifest": "delete"})
+    )
+    assert await store.open("hand/range") is None  # as if the GET had found nothing
+
 
 async def test_swift_writes_a_key_said_to_be_new_without_looking_first(
     openstack_backend: OpenStackBackend,

@@ -144,6 +144,10 @@ def _listed(item: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
+class _Deleted(Exception):
+    """The object was deleted between its GET and the GET of its manifest."""
+
+
 def _is_large_object(headers: Mapping[str, str]) -> bool:
     return headers.get("X-Static-Large-Object", "").lower() in ("true", "1", "yes", "on")
 
@@ -269,6 +273,9 @@ class SwiftObjectStore:
         if _is_large_object(response.headers):
             try:
                 segments = await self._segment_digests(key, info.etag)
+            except _Deleted:
+                response.close()
+                return None  # deleted since the GET: as if the GET had found nothing
             except BaseException:
                 response.close()
                 raise
@@ -298,18 +305,18 @@ class SwiftObjectStore:
 
         An SLO's ETag is the MD5 of its segments' ETags (of an inline data segment: its
         data's MD5), so a manifest whose segments do not give ``etag`` is that of another
-        version: the object was replaced (or deleted) while it was read, and
-        :class:`IntegrityError` makes the caller read it again later."""
+        version: the object was replaced while it was read, and :class:`IntegrityError`
+        makes the caller read it again later; deleted meanwhile: :class:`_Deleted`."""
         path = _path(self.container, key)
         changed = IntegrityError(f"large object {key} changed while it was read")
 
-        def manifest(conn: Any) -> list[dict[str, Any]] | None:
+        def manifest(conn: Any) -> list[dict[str, Any]] | _Deleted | None:
             response = conn.object_store.get(
                 path, params={"multipart-manifest": "get"}, stream=True
             )
             try:
                 if response.status_code == 404:
-                    return None
+                    return _Deleted(key)
                 openstack.exceptions.raise_from_response(response)
                 if not _is_large_object(response.headers):
                     return None  # replaced by a simple object: its body is not read here
@@ -318,9 +325,11 @@ class SwiftObjectStore:
             finally:
                 response.close()
 
-        found: Sequence[Mapping[str, Any]] | None = await self._call(
+        found: Sequence[Mapping[str, Any]] | _Deleted | None = await self._call(
             "GetObjectManifest", manifest, mutating=False
         )
+        if isinstance(found, _Deleted):
+            raise found
         if found is None:
             raise changed
         if any(entry.get("sub_slo") or entry.get("range") for entry in found):
