@@ -425,25 +425,26 @@ def test_an_operator_killed_mid_upload_leaves_nothing_visible_and_its_successor_
     big = os.urandom(20 * MiB)  # multipart: 8 + 8 + 4 MiB parts, 20 s at 1 MiB/s
     buckets.put("use1", "big.bin", big)
     first = OperatorProcess.start(sandbox, tmp_path / "first.log")
+    second: OperatorProcess | None = None
     try:
-        ns, name = app_harness.create(
-            replication(buckets.names, bandwidthLimitBytesPerSecond=1 * MiB)
-        )
-        first.wait_for(lambda: len(buckets.keys("usw2")) == 3, 60, "the small objects")
-        copied = {k: buckets.head("usw2", k)["LastModified"] for k in buckets.keys("usw2")}  # type: ignore[index]
-        first.wait_for(lambda: buckets.uploaded_parts("usw2") >= 1, 30, "a first part stored")
-    finally:
-        first.kill()
-    assert first.process.returncode == -signal.SIGKILL
-    assert buckets.get("usw2", "big.bin") is None  # its parts are not an object
-    assert buckets.uploads("usw2") == 1  # left, invisible, for the bucket's lifecycle rule
-    assert buckets.uploaded_parts("usw2") >= 1
+        try:
+            ns, name = app_harness.create(
+                replication(buckets.names, bandwidthLimitBytesPerSecond=1 * MiB)
+            )
+            first.wait_for(lambda: len(buckets.keys("usw2")) == 3, 60, "the small objects")
+            copied = {k: buckets.head("usw2", k)["LastModified"] for k in buckets.keys("usw2")}  # type: ignore[index]
+            first.wait_for(lambda: buckets.uploaded_parts("usw2") >= 1, 30, "a first part stored")
+        finally:
+            first.kill()
+        assert first.process.returncode == -signal.SIGKILL
+        assert buckets.get("usw2", "big.bin") is None  # its parts are not an object
+        assert buckets.uploads("usw2") == 1  # left, invisible, for the bucket's lifecycle rule
+        assert buckets.uploaded_parts("usw2") >= 1
 
-    objects = app_harness.get(ns, name)["spec"]["replication"]["objects"]
-    objects[0]["bandwidthLimitBytesPerSecond"] = 8 * MiB
-    app_harness.patch_spec(ns, name, {"replication": {"objects": objects}})
-    second = OperatorProcess.start(sandbox, tmp_path / "second.log")
-    try:
+        objects = app_harness.get(ns, name)["spec"]["replication"]["objects"]
+        objects[0]["bandwidthLimitBytesPerSecond"] = 8 * MiB
+        app_harness.patch_spec(ns, name, {"replication": {"objects": objects}})
+        second = OperatorProcess.start(sandbox, tmp_path / "second.log")
         # The killed leader's Lease (15 s) expires before the successor acts.
         second.wait_for(lambda: buckets.head("usw2", "big.bin"), 90, "the large copy, made again")
         assert sha(buckets.get("usw2", "big.bin") or b"") == sha(big)
@@ -456,10 +457,12 @@ def test_an_operator_killed_mid_upload_leaves_nothing_visible_and_its_successor_
         status = second.wait_for(caught_up, 30, "nothing pending at usw2")
         assert entry(status, "usw2")["rpoSeconds"] is not None
     finally:
+        # Whatever happened: the app is deleted while an operator runs (its finalizer).
+        cleaner = second or OperatorProcess.start(sandbox, tmp_path / "cleanup.log")
         try:
-            app_harness.delete_all()  # while an operator runs, so its finalizer is released
+            app_harness.delete_all()
         finally:
-            second.stop()
+            cleaner.stop()
 
 
 # ----------------------------------------------------------------------------- engine, real stores
