@@ -704,16 +704,17 @@ class VolumeReplication:
     # ------------------------------------------------------------------ metrics
 
     def _export(self) -> None:
-        for entry in self.figures():
-            labels = (*self._labels, entry.dataset, entry.destination)
+        now = self.clock()
+        for (dataset, destination), flow in self._flows.items():
+            entry = flow.status(dataset, destination, now)
+            labels = (*self._labels, dataset, destination)
             metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
-            figures = self._flows[(entry.dataset, entry.destination)].figures
-            copying = figures.copying if figures is not None else 0
+            copying = flow.figures.copying if flow.figures is not None else 0
             metrics.REPLICATION_PROVIDER_COPIES.labels(*labels).set(copying)
             if entry.rpo_seconds is not None:
                 metrics.REPLICATION_RPO.labels(*labels).set(entry.rpo_seconds)
             else:
-                _remove(metrics.REPLICATION_RPO, *labels)
+                metrics.forget_replication_rpo(*labels)
 
     def _drop(self, dataset: str, destination: str) -> None:
         self._flows.pop((dataset, destination), None)
