@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import functools
 import hashlib
 import json
@@ -57,7 +58,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import openstack.exceptions
@@ -146,6 +147,14 @@ def _listed(item: Mapping[str, Any]) -> ObjectInfo:
 
 class _Deleted(Exception):
     """The object was deleted between its GET and the GET of its manifest."""
+
+
+class _Absent(enum.Enum):
+    ABSENT = "absent"
+
+
+_ABSENT: Final = _Absent.ABSENT
+"""What :meth:`SwiftObjectStore._manifest` finds at a key holding nothing."""
 
 
 def _is_large_object(headers: Mapping[str, str]) -> bool:
@@ -307,30 +316,11 @@ class SwiftObjectStore:
         data's MD5), so a manifest whose segments do not give ``etag`` is that of another
         version: the object was replaced while it was read, and :class:`IntegrityError`
         makes the caller read it again later; deleted meanwhile: :class:`_Deleted`."""
-        path = _path(self.container, key)
         changed = IntegrityError(f"large object {key} changed while it was read")
-
-        def manifest(conn: Any) -> list[dict[str, Any]] | _Deleted | None:
-            response = conn.object_store.get(
-                path, params={"multipart-manifest": "get"}, stream=True
-            )
-            try:
-                if response.status_code == 404:
-                    return _Deleted(key)
-                openstack.exceptions.raise_from_response(response)
-                if not _is_large_object(response.headers):
-                    return None  # replaced by a simple object: its body is not read here
-                entries: list[dict[str, Any]] = response.json()
-                return entries
-            finally:
-                response.close()
-
-        found: Sequence[Mapping[str, Any]] | _Deleted | None = await self._call(
-            "GetObjectManifest", manifest, mutating=False
-        )
-        if isinstance(found, _Deleted):
-            raise found
-        if found is None:
+        found = await self._manifest(key)
+        if found is _ABSENT:
+            raise _Deleted(key)
+        if found is None:  # replaced by a simple object
             raise changed
         if any(entry.get("sub_slo") or entry.get("range") for entry in found):
             return None
@@ -388,25 +378,37 @@ class SwiftObjectStore:
 
     async def _segments_of(self, key: str) -> Sequence[str]:
         """The segment paths of the Static Large Object stored at ``key`` now, if it is one."""
-        headers = await self._head(key)
-        if headers is None or not _is_large_object(headers):
+        found = await self._manifest(key, raw=True)
+        if found is None or found is _ABSENT:
             return []
+        return [str(entry["path"]) for entry in found if "path" in entry]
+
+    async def _manifest(
+        self, key: str, *, raw: bool = False
+    ) -> Sequence[Mapping[str, Any]] | _Absent | None:
+        """The manifest of the Static Large Object at ``key`` (``raw``: as it was PUT,
+        with segment paths; else as stored, with names, sizes and hashes); None when
+        ``key`` holds a simple object (whose body is not read), ``_ABSENT`` when nothing."""
         path = _path(self.container, key)
+        params = {"multipart-manifest": "get", **({"format": "raw"} if raw else {})}
 
-        def manifest(conn: Any) -> list[dict[str, Any]]:
-            response = conn.object_store.get(
-                path, params={"multipart-manifest": "get", "format": "raw"}
-            )
-            if response.status_code == 404:
-                return []
-            openstack.exceptions.raise_from_response(response)
-            entries: list[dict[str, Any]] = response.json()
-            return entries
+        def manifest(conn: Any) -> list[dict[str, Any]] | _Absent | None:
+            response = conn.object_store.get(path, params=params, stream=True)
+            try:
+                if response.status_code == 404:
+                    return _ABSENT
+                openstack.exceptions.raise_from_response(response)
+                if not _is_large_object(response.headers):
+                    return None
+                entries: list[dict[str, Any]] = response.json()
+                return entries
+            finally:
+                response.close()
 
-        entries: Sequence[Mapping[str, Any]] = await self._call(
+        found: Sequence[Mapping[str, Any]] | _Absent | None = await self._call(
             "GetObjectManifest", manifest, mutating=False
         )
-        return [str(entry["path"]) for entry in entries if "path" in entry]
+        return found
 
     async def _put_single(
         self,
