@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from controller import metrics
 from controller.api.models import (
@@ -82,12 +82,28 @@ class ReplicationOptions:
     stop_timeout_seconds: float = 10.0
 
 
+class _Identity(NamedTuple):
+    """What a dataset's running flows were started from: any change restarts them."""
+
+    active: str
+    epoch: int
+    dataset: ObjectDataset
+    sites: tuple[tuple[str, str, str], ...]
+    """(name, provider, region) of each site the dataset has a location at."""
+
+    def end(self, site: str) -> tuple[object, ...] | None:
+        """Bucket, prefix, provider and region of the dataset's location at ``site``."""
+        location = next((loc for loc in self.dataset.locations if loc.site == site), None)
+        where = next((s for s in self.sites if s[0] == site), None)
+        return None if location is None else (location.bucket, location.prefix, where)
+
+
 @dataclass
 class _Dataset:
     """The running replication of one dataset under one epoch."""
 
     name: str
-    identity: tuple[object, ...]
+    identity: _Identity
     destinations: tuple[str, ...]
     flows: list[ObjectFlow] = field(default_factory=list)
     listener: ChangeListener | None = None
@@ -114,23 +130,16 @@ class _Dataset:
                 flow.figures.pending = dict(earlier.pending)
 
 
-def _known(running: _Dataset, identity: tuple[object, ...]) -> dict[str, FlowFigures]:
+def _known(running: _Dataset, identity: _Identity) -> dict[str, FlowFigures]:
     """What ``running`` knew, by destination, that still holds for a dataset restarted
     as ``identity``: the same source and epoch, and unchanged ends (bucket, prefix,
     provider and region of the source and of that destination)."""
-    if identity[:2] != running.identity[:2]:
+    if (identity.active, identity.epoch) != (running.identity.active, running.identity.epoch):
         return {}
 
-    def end(of: tuple[object, ...], site: str) -> tuple[object, ...] | None:
-        dataset, sites = of[2], of[3]
-        assert isinstance(dataset, ObjectDataset) and isinstance(sites, tuple)
-        location = next((loc for loc in dataset.locations if loc.site == site), None)
-        where = next((s for s in sites if s[0] == site), None)
-        return None if location is None else (location.bucket, location.prefix, where)
-
     def same(site: str) -> bool:
-        was = end(running.identity, site)
-        return was is not None and was == end(identity, site)
+        was = running.identity.end(site)
+        return was is not None and was == identity.end(site)
 
     if not same(running.source):
         return {}
@@ -224,7 +233,7 @@ class ObjectReplication:
         wanted = {d.name: d for d in datasets}
         gone = [self._datasets.pop(n) for n in list(self._datasets) if n not in wanted]
         stops = [self._stop(g, forget=set(g.destinations)) for g in gone]
-        starts: list[tuple[ObjectDataset, tuple[object, ...]]] = []
+        starts: list[tuple[ObjectDataset, _Identity]] = []
         for dataset in datasets:
             identity = self._identity(spec, dataset, active_site, epoch)
             running = self._datasets.get(dataset.name)
@@ -254,13 +263,13 @@ class ObjectReplication:
     @staticmethod
     def _identity(
         spec: ResilientAppSpec, dataset: ObjectDataset, active: str, epoch: int
-    ) -> tuple[object, ...]:
+    ) -> _Identity:
         sites = tuple(
             (s.name, s.provider, s.region)
             for loc in dataset.locations
             if (s := spec.site(loc.site)) is not None
         )
-        return (active, epoch, dataset, sites)
+        return _Identity(active, epoch, dataset, sites)
 
     async def _start(
         self,
@@ -269,7 +278,7 @@ class ObjectReplication:
         active: str,
         epoch: int,
         since: float | None,
-        identity: tuple[object, ...],
+        identity: _Identity,
         known: dict[str, FlowFigures] | None = None,
     ) -> _Dataset:
         """The dataset's flows and listener, started (``known``: see :func:`_known`)."""
