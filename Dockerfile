@@ -9,8 +9,12 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/lifeboat \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
-# Dependencies first, so that code changes do not invalidate this layer.
+# Dependencies first, so that code changes do not invalidate this layer. sandbox/ (the
+# local test world, a member of the uv workspace) only lends its pyproject.toml, so that
+# uv sees the workspace uv.lock was made for; it is in the dev group, which --no-dev
+# leaves out: neither it, nor moto or uv, nor hack/ reach the image.
 COPY pyproject.toml uv.lock README.md ./
+COPY sandbox/pyproject.toml sandbox/
 RUN uv sync --frozen --no-dev --no-install-project
 COPY controller ./controller
 COPY manifests ./manifests

@@ -8,39 +8,56 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# The product (controller/), the local test world (sandbox/), repository tooling (hack/),
+# tests and the benchmark.
+SOURCES := controller sandbox hack tests bench
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: all demo test lint typecheck pytest unit assets crds manifests sandbox bench clean help
+.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
 
 help:
 	@echo "make demo    - start the local sandbox and run the failover demo"
 	@echo "make test    - lint, type-check and run every test (builds the sandbox on first use)"
 	@echo "make assets  - build (or locate) kube-apiserver, etcd and kubectl for the sandbox"
 	@echo "make sandbox - start the sandbox and keep it running (Ctrl-C to stop)"
+	@echo "make demo-peers - three Lifeboat peers; the primary region dies with its peer"
+	@echo "make sandbox-peers - the three peer clusters, each running lifeboat, until Ctrl-C"
 	@echo "make bench   - object replication benchmark against rclone (writes bench/RESULTS.md)"
+	@echo "make bench-probes - probe engine benchmark against blackbox_exporter (bench/RESULTS.md)"
+	@echo "make bench-peers - a peer's publication: size and cost per heartbeat by apps (bench/RESULTS.md)"
+	@echo "make bench-memory - replication memory by bucket size, up to 1,000,000 objects (bench/RESULTS.md)"
+	@echo "make bench-cli - how long \`kubectl lifeboat status\` takes (BEFORE=<checkout> to compare)"
 	@echo "make manifests - regenerate CRDs and install bundles from the Python models"
+	@echo "make fuzz    - 10,000 mutated specs and statuses through the per-app worker (FUZZ_SEED=n)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra test --python $(PYTHON)
+# The dev dependency group (uv's default) brings the sandbox/ workspace member and the tools.
+$(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
 assets: $(VENV)/.synced
-	$(BIN)/lifeboat sandbox assets
+	$(BIN)/lifeboat-sandbox assets
 
 demo: assets
-	$(BIN)/lifeboat demo
+	$(BIN)/lifeboat-sandbox demo
 
 sandbox: assets
-	$(BIN)/lifeboat sandbox up
+	$(BIN)/lifeboat-sandbox up
+
+demo-peers: assets
+	$(BIN)/lifeboat-sandbox demo --peers
+
+sandbox-peers: assets
+	$(BIN)/lifeboat-sandbox up --peers
 
 lint: $(VENV)/.synced
-	$(BIN)/ruff check controller tests bench
-	$(BIN)/ruff format --check controller tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(VENV)/.synced
 	$(BIN)/mypy
@@ -53,12 +70,34 @@ pytest: assets
 
 test: lint typecheck pytest
 
+# The per-app worker against 10,000 mutated specs and statuses (tests/worker_fuzz.py; about
+# 15 minutes on 2 shared cores). Prints cases, crashes, epoch regressions and the seed;
+# FUZZ_SEED=n repeats a run, FUZZ_CASES=n changes its size.
+FUZZ_CASES ?= 10000
+fuzz: $(VENV)/.synced
+	$(BIN)/python -m tests.worker_fuzz --cases $(FUZZ_CASES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+
 # Object replication against rclone (100,000 objects; about an hour on 2 cores): not a test.
 bench: $(VENV)/.synced
 	$(BIN)/python -m bench.objects --report bench/RESULTS.md
 
+# The probe engine against blackbox_exporter (3 runs of each setting; about 8 minutes).
+bench-probes: $(VENV)/.synced
+	$(BIN)/python -m bench.probes --report bench/RESULTS.md
+
+# A peer's publication (LifeboatPeers status) by number of apps (about 3 minutes).
+bench-peers: $(VENV)/.synced
+	$(BIN)/python -m bench.peers --report bench/RESULTS.md
+# `kubectl lifeboat status`, start to answer, against a local kube-apiserver (a minute).
+bench-cli: $(VENV)/.synced
+	$(BIN)/python -m bench.cli_status $(if $(BEFORE),--source $(BEFORE))
+
+# Replication memory by bucket size: 20k, 200k and 1M objects (tracemalloc peak, RSS).
+bench-memory: $(VENV)/.synced
+	$(BIN)/python -m bench.memory --report bench/RESULTS.md
+
 manifests: $(VENV)/.synced
-	$(BIN)/lifeboat dev generate-manifests
+	$(BIN)/python -m hack.generate
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis

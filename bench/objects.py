@@ -30,7 +30,6 @@ import concurrent.futures
 import io
 import json
 import os
-import platform
 import random
 import secrets
 import shlex
@@ -49,11 +48,13 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 
+from bench import report
 from bench.rclone import ensure_rclone
-from controller.sandbox.faults import MOTO_UNVERSIONED_BUCKETS, FaultProxy
-from controller.sandbox.moto_server import MotoServer
-from controller.sandbox.openstack import OpenStackWorld
-from controller.sandbox.openstack_env import ensure_openstack_env
+from bench.report import commit, machine
+from sandbox.faults import MOTO_UNVERSIONED_BUCKETS, FaultProxy
+from sandbox.moto_server import MotoServer
+from sandbox.openstack.cloud import OpenStackWorld
+from sandbox.openstack.env import ensure_openstack_env
 
 EAST, WEST = "us-east-1", "us-west-2"
 SWIFT_REGION = "RegionOne"
@@ -550,44 +551,6 @@ def ratios(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def commit() -> str:
-    """The commit the benchmark runs (``+changes`` when the tree differs from it)."""
-    here = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short=12", "HEAD")
-    if not head:
-        return "unknown (not a git checkout)"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    memory = next(
-        (
-            int(line.split()[1]) // 1024 // 1024
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
-    system = f"{platform.system()} {platform.release()}"
-    return (
-        f"{system}, {os.cpu_count()} CPUs ({cpu}), {memory} GiB RAM, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def rclone_version(tools: Tools) -> str:
     out = subprocess.run([str(tools.rclone), "version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"
@@ -699,7 +662,6 @@ listing every run, and on S3 a HEAD per object for its modification time unless
 
 
 TITLE = "# Object replication benchmark: Lifeboat and rclone"
-END_MARK = "<!-- end of bench run -->"
 
 
 def run_key(args: argparse.Namespace) -> str:
@@ -708,21 +670,8 @@ def run_key(args: argparse.Namespace) -> str:
 
 
 def write_section(path: Path, key: str, section: str) -> None:
-    """Put a run's section into the report: in place of the section of an earlier run with
-    the same key, else at the end. Everything else in the file (other runs, the text we
-    write by hand around them) stays as it is."""
-    begin = f"<!-- bench run {key} -->"
-    block = f"{begin}\n{section.strip()}\n{END_MARK}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else f"{TITLE}\n\n"
-    start = text.find(begin)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = text.find(END_MARK, start)
-        if end < 0:
-            raise ValueError(f"{path}: the section {begin!r} has no {END_MARK!r}")
-        text = text[:start] + block + text[end + len(END_MARK) :].lstrip("\n")
-    path.write_text(text, encoding="utf-8")
+    """This benchmark's :func:`bench.report.write_section`."""
+    report.write_section(path, key, section, title=TITLE)
 
 
 def render(

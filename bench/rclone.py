@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.sandbox.tools import ensure_debian_tool
+from sandbox.tools import ensure_debian_tool
 
 
 def ensure_rclone() -> Path:

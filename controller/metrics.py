@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
-from controller.api.models import ResilientAppSpec
+from controller.api.names import CLOUD_PROVIDER, RESILIENT_APP
 from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
-from controller.core.health import ZoneKey, ZoneState
+from controller.core.health import ZoneState
 from controller.core.model import (
     Action,
-    AppState,
     Decision,
-    NoteKind,
     Phase,
-    RegionKey,
     Situation,
 )
 
@@ -52,6 +49,13 @@ PROBE_DURATION = Histogram(
     "Latency of data-plane probes, by outcome.",
     ["namespace", "app", "site", "zone", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+PROBE_ROUND_LAG = Histogram(
+    "lifeboat_probe_round_lag_seconds",
+    "How late probe rounds start against their schedule (every app's rounds on a grid of "
+    "its health.intervalSeconds); a growing tail means the operator cannot keep up.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 APP_EPOCH = Gauge(
@@ -165,6 +169,20 @@ REPLICATION_PENDING_BYTES = Gauge(
     _REPLICATION_LABELS,
     registry=REGISTRY,
 )
+REPLICATION_UNREPLICATED_OBJECTS = Gauge(
+    "lifeboat_replication_unreplicated_objects",
+    "Objects of an older epoch at the destination that never reached the active site (after "
+    "a failover: the old primary's writes the new one did not get); kept until merged or "
+    "discarded.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_UNREPLICATED_BYTES = Gauge(
+    "lifeboat_replication_unreplicated_bytes",
+    "Bytes of the objects of an older epoch at the destination that never reached the active site.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
 REPLICATION_RPO = Gauge(
     "lifeboat_replication_rpo_seconds",
     "Current RPO: age of the oldest change not yet at the destination (objects), or age "
@@ -246,6 +264,20 @@ DECISIONS = Counter(
     ["namespace", "app", "rule", "outcome"],
     registry=REGISTRY,
 )
+DNS_DIVERGENCES = Counter(
+    "lifeboat_dns_divergences_total",
+    "Times DNS, read back, did not hold what the app's status recorded (a lost status, a "
+    "change behind Lifeboat's back, a newer epoch written by another instance); each is "
+    "healed toward the higher epoch.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+DNS_CONFLICT = Gauge(
+    "lifeboat_dns_conflict",
+    "1 while the app's DNS name is held by another owner (Lifeboat changes nothing there).",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
 LAST_FAILOVER_TIMESTAMP = Gauge(
     "lifeboat_last_failover_timestamp_seconds",
     "Unix time the latest failover (or failback) was decided; 0 if there was none.",
@@ -302,14 +334,73 @@ RECONCILE_ROUNDS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+# ---------------------------------------------------------------- peers (several vantages)
+VANTAGE_DISAGREEMENT = Gauge(
+    "lifeboat_vantage_disagreement",
+    "With peers: how many heard peers see the zone Down while the others do not (a "
+    "minority: the zone is not Down for decisions); 0 when they agree.",
+    ["namespace", "app", "site", "zone"],
+    registry=REGISTRY,
+)
+VANTAGE_PEERS_HEARD = Gauge(
+    "lifeboat_vantage_peers_heard",
+    "With peers: peers whose views of the app entered its last decision, this one included.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+VANTAGE_QUORUM = Gauge(
+    "lifeboat_vantage_quorum",
+    "With peers: 1 while a majority of all peers is heard (zone evidence may move the app), "
+    "else 0.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+PEER_SPEC_DRIFT = Gauge(
+    "lifeboat_peer_spec_drift",
+    "With peers: how many heard peers read a different spec of the app than this one.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
+
 LEADER = Gauge(
     "lifeboat_leader",
     "1 while this instance acts (holds the leader Lease, or runs without leader election), "
     "0 while it waits as a standby.",
     registry=REGISTRY,
 )
+LEADERSHIP_LOSSES = Counter(
+    "lifeboat_leadership_losses_total",
+    "Times this instance lost the leader Lease while acting (not renewed in time, or taken "
+    "by another instance) and stopped acting.",
+    registry=REGISTRY,
+)
+PEER_HEARD = Gauge(
+    "lifeboat_peer_heard",
+    "Multi-peer mode: 1 while this peer hears the other peer (its published sequence rose "
+    "within the last three heartbeats, on this peer's clock), else 0.",
+    ["peer"],
+    registry=REGISTRY,
+)
+PEER_REQUESTS = Counter(
+    "lifeboat_peer_requests_total",
+    "Multi-peer mode: requests of the peer heartbeat, by the peer whose cluster they went "
+    "to (this peer's own: its publication) and verb (get, patch).",
+    ["peer", "verb"],
+    registry=REGISTRY,
+)
+PEER_PUBLISHED_BYTES = Gauge(
+    "lifeboat_peer_published_bytes",
+    "Multi-peer mode: size of the apps list this peer publishes (JSON bytes).",
+    registry=REGISTRY,
+)
+PEER_APPS_LEFT_OUT = Gauge(
+    "lifeboat_peer_apps_left_out",
+    "Multi-peer mode: apps left out of this peer's publication to keep it within its size "
+    "bound (the other peers see no view of them from this peer).",
+    registry=REGISTRY,
+)
 
-for _kind in ("ResilientApp", "CloudProvider"):
+for _kind in (RESILIENT_APP.kind, CLOUD_PROVIDER.kind):
     RECONCILE_ERRORS.labels(kind=_kind)
     RECONCILE_ROUNDS.labels(kind=_kind)
 LEADER.set(0)
@@ -353,32 +444,9 @@ def set_app_phase(namespace: str, app: str, phase: str) -> None:
 
 
 def decision_outcome(decision: Decision) -> tuple[str, str]:
-    """The rule that decided and what came of it, as ``lifeboat_decisions_total`` counts them.
-
-    The rule is the trace's, without the ``-held`` suffix (a held failover counts under the
-    rule that called for it, with the outcome ``held``). Outcomes: ``failover`` (or
-    failback) started, zonal ``evacuation``, evacuated zones' ``restore``, ``held``,
-    ``refused`` (a user request), ``recommended`` (waiting for approval, or Observe mode),
-    ``none``.
-    """
-    rule = decision.trace.rule
-    held = rule.endswith("-held")
-    rule = rule.removesuffix("-held")
-    kinds = {note.kind for note in decision.notes}
-    if kinds & {NoteKind.FAILOVER, NoteKind.FAILBACK}:
-        return rule, "failover"
-    if NoteKind.EVACUATION in kinds:
-        return rule, "evacuation"
-    if NoteKind.ZONE_RESTORED in kinds:
-        return rule, "restore"
-    if held:
-        return rule, "held"
-    if rule == "request-refused":
-        return rule, "refused"
-    quiet = {Situation.STEADY, Situation.NOISY, Situation.API_PLANE_ONLY}
-    if decision.state.recommendation is not None and rule not in quiet:
-        return rule, "recommended"
-    return rule, "none"
+    """The rule that decided and what came of it, as ``lifeboat_decisions_total`` counts them
+    (a held failover counts under the rule that called for it, with the outcome ``held``)."""
+    return decision.trace.rule.rule.value, decision.outcome.value
 
 
 def record_decision(namespace: str, app: str, decision: Decision) -> None:
@@ -409,79 +477,42 @@ def start_app(namespace: str, app: str, sites: Iterable[str]) -> None:
         gauge.labels(namespace, app)
 
 
-def qualified_standbys(
-    state: AppState, spec: ResilientAppSpec, api_planes: Mapping[RegionKey, ApiPlaneState]
-) -> int:
-    """Sites other than the active one that a failover could go to now: at least
-    ``failover.minHealthyTargetZones`` Healthy zones and an API plane not Impaired (the
-    decision core's own test for a target, without user preferences)."""
-    wanted = spec.failover.min_healthy_target_zones
-    fit = 0
-    for site in spec.sites:
-        if site.name == state.active_site:
+def forget(**scope: str) -> None:
+    """Drop every series, of every metric, whose labels hold all of ``scope``'s values
+    (``forget(namespace="shop", app="web")``: everything of that app). Metrics without one
+    of the scope's label names are left alone."""
+    for metric in _ALL:
+        names = tuple(metric._labelnames)  # prometheus-client keeps its label names here
+        if not scope or not set(scope) <= set(names):
             continue
-        if api_planes.get((site.provider, site.region)) is ApiPlaneState.IMPAIRED:
-            continue
-        healthy = sum(1 for z in site.zones if state.zone(ZoneKey(site.name, z)).healthy)
-        fit += healthy >= wanted
-    return fit
+        where = [(names.index(name), value) for name, value in scope.items()]
+        children = metric._metrics  # and its children keyed by label values
+        for labels in [tuple(k) for k in children if all(k[i] == v for i, v in where)]:
+            metric.remove(*labels)
 
 
 def forget_provider(provider: str) -> None:
     """Drop a deleted CloudProvider's series."""
-    per_provider: tuple[Gauge | Counter | Histogram, ...] = (
-        API_PLANE_STATE,
-        API_PLANE_LATENCY_P99,
-        API_PLANE_ERROR_SHARE,
-        API_PLANE_THROTTLE_SHARE,
-        RETRY_BUDGET,
-        CALLS_REFUSED,
-        PROVIDER_READY,
-        CLOUD_CALLS,
-        CLOUD_CALL_DURATION,
-    )
-    for metric in per_provider:
-        children = metric._metrics  # prometheus-client keeps children keyed by label values
-        for labels in [tuple(k) for k in children if k[0] == provider]:
-            metric.remove(*labels)
+    forget(provider=provider)
 
 
 def forget_zone(namespace: str, app: str, site: str, zone: str) -> None:
     """Drop a zone's series when it leaves the app's spec."""
-    for state in ZoneState:
-        _remove(ZONE_STATE, namespace, app, site, zone, state.value)
-    _remove(ZONE_HEALTHY, namespace, app, site, zone)
-    for labels in _series_of(PROBE_DURATION, namespace, app):
-        if labels[2:4] == (site, zone):
-            PROBE_DURATION.remove(*labels)
+    forget(namespace=namespace, app=app, site=site, zone=zone)
 
 
 def forget_site(namespace: str, app: str, site: str) -> None:
-    """Drop a site's series when it leaves the app's spec."""
-    _remove(ACTIVE_SITE, namespace, app, site)
-    for labels in _series_of(FAILOVERS, namespace, app):
-        if site in labels[2:4]:
-            FAILOVERS.remove(*labels)
+    """Drop a site's series when it leaves the app's spec (failovers from or to it too)."""
+    forget(namespace=namespace, app=app, site=site)
+    forget(namespace=namespace, app=app, from_site=site)
+    forget(namespace=namespace, app=app, to_site=site)
 
 
 def forget_replication(namespace: str, app: str, dataset: str, destination: str) -> None:
     """Drop the series of a replication flow that no longer exists (its dataset left the
     spec, or a failover made its destination the source). The dataset's RPO target goes
     with the dataset: ``forget_replication_target``."""
-    for metric in (
-        REPLICATION_PENDING_OBJECTS,
-        REPLICATION_PENDING_BYTES,
-        REPLICATION_RPO,
-        REPLICATION_BYTES,
-        REPLICATION_STREAMED_BYTES,
-        REPLICATION_PROVIDER_COPIES,
-        REPLICATION_OBJECTS,
-        REPLICATION_DELETES,
-        REPLICATION_ERRORS,
-        REPLICATION_CONFLICTS,
-        REPLICATION_LAST_SUCCESS,
-    ):
-        _remove(metric, namespace, app, dataset, destination)
+    forget(namespace=namespace, app=app, dataset=dataset, destination=destination)
 
 
 def forget_replication_rpo(namespace: str, app: str, dataset: str, destination: str) -> None:
@@ -502,42 +533,7 @@ def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
 
 def forget_app(namespace: str, app: str) -> None:
     """Drop an app's series when it is deleted (no stale series in dashboards)."""
-    per_app: tuple[Gauge | Counter | Histogram, ...] = (
-        ZONE_STATE,
-        ZONE_HEALTHY,
-        PROBE_DURATION,
-        ACTIVE_SITE,
-        FAILOVERS,
-        APP_EPOCH,
-        LAST_FAILOVER_DETECTION,
-        LAST_FAILOVER_RTO,
-        TRAFFIC_SHIFT_ERRORS,
-        REPLICATION_PENDING_OBJECTS,
-        REPLICATION_PENDING_BYTES,
-        REPLICATION_RPO,
-        REPLICATION_RPO_TARGET,
-        REPLICATION_BYTES,
-        REPLICATION_STREAMED_BYTES,
-        REPLICATION_PROVIDER_COPIES,
-        REPLICATION_OBJECTS,
-        REPLICATION_DELETES,
-        REPLICATION_ERRORS,
-        REPLICATION_CONFLICTS,
-        REPLICATION_LAST_SUCCESS,
-        APP_PHASE,
-        DECISIONS,
-        LAST_FAILOVER_TIMESTAMP,
-        ACTIONS_PENDING,
-        ACTIONS_HELD,
-        ACTION_FAILURES,
-        HEALTHY_STANDBY_SITES,
-        STANDBY_SITES,
-        PROBE_INTERVAL,
-        LAST_RECONCILE,
-    )
-    for metric in per_app:
-        for labels in _series_of(metric, namespace, app):
-            metric.remove(*labels)
+    forget(namespace=namespace, app=app)
 
 
 def _series_of(
@@ -545,3 +541,12 @@ def _series_of(
 ) -> list[tuple[str, ...]]:
     children = metric._metrics  # prometheus-client keeps children keyed by label values
     return [tuple(labels) for labels in children if tuple(labels[:2]) == (namespace, app)]
+
+
+# Every labelled metric of this module, found by type rather than listed by hand: a new
+# metric is forgotten with its scope without anyone remembering to add it somewhere.
+_ALL: tuple[Gauge | Counter | Histogram, ...] = tuple(
+    value
+    for value in tuple(globals().values())
+    if isinstance(value, Gauge | Counter | Histogram) and value._labelnames
+)

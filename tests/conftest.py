@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.cloud",
     "tests.fixtures.world",
+    "tests.fixtures.peers",
     "tests.fixtures.openstack",
     "tests.fixtures.helm",
     "tests.fixtures.monitoring",

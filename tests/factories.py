@@ -216,3 +216,118 @@ INVALID_APPS += (
         "eventQueue must be a standard queue: S3 sends no event notifications to FIFO queues",
     ),
 )
+
+
+def _member_cluster_named_by_the_app(spec: dict[str, Any]) -> None:
+    spec["sites"][1]["capacity"] = {
+        "perZone": 1,
+        "kubernetesDeployments": {
+            "selector": {"app": "web"},
+            "kubeconfigSecretRef": {"name": "aws-sandbox-credentials"},
+        },
+    }
+
+
+INVALID_APPS += (
+    Invalid(
+        "an app names a kubeconfig Secret",
+        _member_cluster_named_by_the_app,
+        "kubernetesDeployments.kubeconfigSecretRef is no longer accepted: list the member "
+        "cluster (with its kubeconfig Secret) under the CloudProvider's spec.clusters",
+    ),
+)
+
+
+def provider_spec(**overrides: Any) -> dict[str, Any]:
+    """A valid CloudProvider spec (wire form) that admits the namespace shop."""
+    spec: dict[str, Any] = {
+        "type": "aws",
+        "regions": ["us-east-1", "us-west-2"],
+        "credentials": {"source": "Environment"},
+        "tenancy": {"namespaces": ["shop"]},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@dataclass(frozen=True)
+class InvalidProvider(Invalid):
+    """A broken variant of :func:`provider_spec`."""
+
+    def spec(self) -> dict[str, Any]:
+        spec = copy.deepcopy(provider_spec())
+        self.mutate(spec)
+        return spec
+
+
+def _selector(requirement: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    return _set("tenancy.namespaceSelector", {"matchExpressions": [requirement]})
+
+
+INVALID_PROVIDERS: tuple[Invalid, ...] = (
+    InvalidProvider(
+        "every namespace and more",
+        _set("tenancy.namespaces", ["*", "shop"]),
+        "tenancy.namespaces: '*' (every namespace) must be the only entry",
+    ),
+    InvalidProvider(
+        "capacity in every namespace and more",
+        _set("tenancy.capacityNamespaces", ["payments", "*"]),
+        "tenancy.capacityNamespaces: '*' (every namespace) must be the only entry",
+    ),
+    InvalidProvider(
+        "an empty namespace selector",
+        _set("tenancy.namespaceSelector", {}),
+        "tenancy.namespaceSelector selects nothing in particular (an empty selector would "
+        "admit every namespace)",
+    ),
+    InvalidProvider(
+        "In without values",
+        _selector({"key": "team", "operator": "In"}),
+        "a selector requirement with operator In or NotIn needs values",
+    ),
+    InvalidProvider(
+        "Exists with values",
+        _selector({"key": "team", "operator": "Exists", "values": ["a"]}),
+        "Exists and DoesNotExist take none",
+    ),
+    InvalidProvider("a namespace glob", _set("tenancy.namespaces", ["team-*"]), "namespaces"),
+)
+
+# Probe settings (issue 21): each refused by the API server (CEL or schema) and by the models.
+INVALID_APPS += (
+    Invalid(
+        "http settings on a tcp endpoint",
+        _set(
+            "sites.0.endpoints.0", {"zone": "us-east-1a", "url": "tcp://10.0.0.1:5432", "http": {}}
+        ),
+        "a tcp:// endpoint takes no http or tls settings",
+    ),
+    Invalid(
+        "tls settings on plain http",
+        _set("sites.0.endpoints.0.tls", {"serverName": "app.example.com"}),
+        "tls settings need an https:// endpoint",
+    ),
+    Invalid(
+        "status range upside down",
+        _set("health.http", {"expectedStatus": ["299-200"]}),
+        "a status range must run from low to high (e.g. 200-299)",
+    ),
+    Invalid(
+        "body match with both kinds",
+        _set("health.http", {"body": {"contains": "ok", "regex": "ok"}}),
+        "a body match needs exactly one of contains, regex",
+    ),
+)
+
+INVALID_BY_SCHEMA += (
+    Invalid(
+        "status code out of range",
+        _set("health.http", {"expectedStatus": ["600"]}),
+        "expectedStatus",
+    ),
+    Invalid("tcp endpoint without port", _set("sites.0.endpoints.0.url", "tcp://10.0.0.1"), "url"),
+    Invalid(
+        "CA bundle without a name", _set("health.tls", {"caBundle": {"key": "ca.crt"}}), "name"
+    ),
+)

@@ -1,4 +1,5 @@
-"""User commands against a cluster: status, explain, failover, failback, approve, pin, unpin.
+"""User commands against a cluster: status, explain, failover, failback, approve, pin, unpin,
+replication unreplicated.
 
 They talk to the Kubernetes API only (never to a cloud): they read ResilientApps' status
 and Events, and they ask the operator for something by annotating the app, then wait for
@@ -22,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -32,13 +33,19 @@ import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from controller.api.models import GROUP, VERSION
-from controller.operator.app import APPROVE_ANNOTATION, PIN_ANNOTATION, REQUEST_ANNOTATION
-from controller.operator.kubeconfig import KubeConfigError, load
+from controller.api.annotations import (
+    ManualOperations,
+    Request,
+    RequestOp,
+    TailAction,
+    UnreplicatedRequest,
+)
+from controller.api.names import GROUP, RESILIENT_APP, VERSION
+from controller.operator.kubeconfig import KubeConfigError, api_client, load
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_UNREACHABLE = EXIT_NOT_FOUND
-PLURAL = "resilientapps"
+PLURAL = RESILIENT_APP.plural
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 T = TypeVar("T")
@@ -81,9 +88,7 @@ class Cluster:
             raise CommandError(str(error), EXIT_UNREACHABLE) from None
         # Fail fast when the API server is down instead of retrying for minutes.
         configuration.retries = 0
-        return cls(
-            kubernetes.client.ApiClient(configuration), default_namespace(kubeconfig, context)
-        )
+        return cls(api_client(configuration), default_namespace(kubeconfig, context))
 
     @property
     def custom(self) -> kubernetes.client.CustomObjectsApi:
@@ -171,7 +176,7 @@ class Cluster:
             f"list the Events of {namespace}/{name}",
             lambda: kubernetes.client.CoreV1Api(self.api).list_namespaced_event(
                 namespace,
-                field_selector=f"involvedObject.name={name},involvedObject.kind=ResilientApp",
+                field_selector=f"involvedObject.name={name},involvedObject.kind={RESILIENT_APP.kind}",
             ),
         )
         items = sorted(listing.items, key=lambda e: e.last_timestamp or e.event_time or 0)
@@ -487,10 +492,9 @@ def request(
             f"no site {site!r} in {namespace}/{name} (sites: {', '.join(sites)})", EXIT_USAGE
         )
     request_id = uuid.uuid4().hex[:12]
-    body = {"id": request_id, "op": op, "force": force}
-    if site:
-        body["site"] = site
-    cluster.annotate(namespace, name, {REQUEST_ANNOTATION: json.dumps(body)})
+    asked = _asked(app)
+    wanted = Request(request_id, RequestOp(op), site or None, force)
+    cluster.annotate(namespace, name, replace(asked, request=wanted).merge_patch(asked))
     out.write(f"requested {op}{' to ' + site if site else ''} (request {request_id})\n")
     deadline = clock() + wait
     while clock() < deadline:
@@ -515,14 +519,15 @@ def approve(
     out: TextIO = sys.stdout,
 ) -> int:
     """Approve the app's current recommendation (or the one given)."""
-    status = cluster.app(namespace, name).get("status") or {}
-    current = (status.get("recommendation") or {}).get("id")
+    app = cluster.app(namespace, name)
+    current = ((app.get("status") or {}).get("recommendation") or {}).get("id")
     chosen = recommendation or current
     if not chosen:
         raise CommandError(f"{namespace}/{name} has no recommendation to approve")
     if recommendation and current and recommendation != current:
         out.write(f"note: the current recommendation is {current}\n")
-    cluster.annotate(namespace, name, {APPROVE_ANNOTATION: chosen})
+    asked = _asked(app)
+    cluster.annotate(namespace, name, replace(asked, approval=chosen).merge_patch(asked))
     out.write(f"approved {chosen}\n")
     return EXIT_OK
 
@@ -532,8 +537,9 @@ def pin(
 ) -> int:
     """Pin the app to a site (default: the active one), or unpin it (site None)."""
     app = cluster.app(namespace, name)
+    asked = _asked(app)
     if site == "":
-        cluster.annotate(namespace, name, {PIN_ANNOTATION: None})
+        cluster.annotate(namespace, name, replace(asked, pin=None).merge_patch(asked))
         out.write(f"unpinned {namespace}/{name}\n")
         return EXIT_OK
     chosen = site or (app.get("status") or {}).get("activeSite")
@@ -542,6 +548,122 @@ def pin(
         raise CommandError(
             f"no site {chosen!r} in {namespace}/{name} (sites: {', '.join(sites)})", EXIT_USAGE
         )
-    cluster.annotate(namespace, name, {PIN_ANNOTATION: chosen})
+    cluster.annotate(namespace, name, replace(asked, pin=chosen).merge_patch(asked))
     out.write(f"pinned {namespace}/{name} to {chosen}: nothing moves it automatically\n")
     return EXIT_OK
+
+
+def _asked(app: dict[str, Any]) -> ManualOperations:
+    """What the app's annotations ask of the operator now (as read)."""
+    return ManualOperations.from_annotations((app.get("metadata") or {}).get("annotations"))
+
+
+# --------------------------------------------------------------------------- unreplicated
+
+
+def unreplicated(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    action: str | None,
+    dataset: str | None,
+    *,
+    wait: float,
+    out: TextIO = sys.stdout,
+    clock: Callable[[], float] = time.monotonic,
+    prog: str = "lifeboat",
+) -> int:
+    """List the objects of an older epoch that never reached the active site (``action``
+    None), or ask the operator to merge them into the active site or discard them, and wait
+    for its answer."""
+    app = cluster.app(namespace, name)
+    spec = app.get("spec") or {}
+    datasets = {
+        d["name"]: d for d in ((spec.get("replication") or {}).get("objects") or []) if "name" in d
+    }
+    if dataset is not None and dataset not in datasets:
+        known = ", ".join(sorted(datasets)) or "none"
+        raise CommandError(
+            f"no object dataset {dataset!r} in {namespace}/{name} (datasets: {known})", EXIT_USAGE
+        )
+    if action is None:
+        out.write(_tail_listing(app, dataset, datasets))
+        return EXIT_OK
+    request_id = uuid.uuid4().hex[:12]
+    asked = _asked(app)
+    wanted = UnreplicatedRequest(request_id, TailAction(action), dataset)
+    cluster.annotate(namespace, name, replace(asked, unreplicated=wanted).merge_patch(asked))
+    out.write(f"requested {action} of the unreplicated objects (request {request_id})\n")
+    deadline = clock() + wait
+    while clock() < deadline:
+        answer = (cluster.app(namespace, name).get("status") or {}).get("unreplicatedRequest") or {}
+        if answer.get("id") == request_id and answer.get("phase") != "Running":
+            out.write(f"{answer.get('phase', '').lower()}: {answer.get('message', '')}\n")
+            return EXIT_OK if answer.get("phase") == "Succeeded" else EXIT_REFUSED
+        time.sleep(0.5)
+    out.write(
+        f"not done within {wait:.0f}s (a large merge takes a while); "
+        f"see {prog} replication unreplicated {name} -n {namespace}\n"
+    )
+    return EXIT_TIMEOUT
+
+
+def _tail_listing(app: dict[str, Any], dataset: str | None, datasets: dict[str, Any]) -> str:
+    status = app.get("status") or {}
+    namespace, name = app["metadata"].get("namespace", ""), app["metadata"]["name"]
+    entries = [
+        e
+        for e in status.get("replication") or []
+        if e.get("kind") == "Objects"
+        and (dataset is None or e.get("dataset") == dataset)
+        and e.get("unreplicatedObjects")
+    ]
+    lines: list[str] = []
+    if not entries:
+        lines.append(
+            f"{namespace}/{name}: no objects of an older epoch wait at any site "
+            f"(active site {status.get('activeSite', '-')}, epoch {status.get('epoch', '-')})"
+        )
+    else:
+        rows = [["DATASET", "SITE", "OBJECTS", "BYTES"]]
+        rows += [
+            [
+                e["dataset"],
+                e["destination"],
+                str(e["unreplicatedObjects"]),
+                str(e.get("unreplicatedBytes", 0)),
+            ]
+            for e in entries
+        ]
+        lines.append(render_table(rows).rstrip("\n"))
+        for e in entries:
+            keys = e.get("unreplicatedKeys") or []
+            lines.append(f"\n{e['dataset']} at {e['destination']} (epoch < {e.get('epoch', '-')}):")
+            lines += [f"  {key}" for key in keys]
+            more = int(e["unreplicatedObjects"]) - len(keys)
+            location: dict[str, Any] = next(
+                (
+                    loc
+                    for loc in (datasets.get(e["dataset"]) or {}).get("locations") or []
+                    if loc.get("site") == e["destination"]
+                ),
+                {},
+            )
+            where = (
+                f"{location.get('bucket', '?')}/{location.get('prefix', '')}.lifeboat/"
+                f"replication/{namespace}/{name}/{e['dataset']}.json"
+            )
+            if more > 0:
+                lines.append(f"  ... and {more} more")
+            lines.append(f'  (all of them: "unreplicated" in {where})')
+        lines.append(
+            "\nmerge them into the active site with --merge, or delete them where they are "
+            "with --discard"
+        )
+    answer = status.get("unreplicatedRequest")
+    if answer:
+        lines.append(
+            f"\nlast request {answer['id']} ({answer['action']}): {answer['phase']}: "
+            f"{answer.get('message', '')}"
+        )
+    return "\n".join(lines) + "\n"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 from controller import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MIN_SECRET_RECHECK_SECONDS = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +47,94 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+GLOBAL_OPTIONS = ("--log-level", "--log-format", "--version")
+"""Options of the command itself: given after a subcommand they are a usage error."""
+
+
+def log_level(text: str) -> str:
+    """A log level name, in any case (argparse type)."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {text!r} (choose from {', '.join(LOG_LEVELS)})"
+        )
+    return text.lower()
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535 (argparse type)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {number}: must be 0-65535")
+    return number
+
+
+def address(text: str) -> str:
+    """An address to listen on: an IP address or a host name, or '' (argparse type)."""
+    if text == "":
+        return text
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOST.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"invalid address {text!r}: give an IP address or a host name"
+            ) from None
+    return text
+
+
+_HOST = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def endpoint(text: str) -> str:
+    """An http://host:port/path URL to serve, or '' (argparse type)."""
+    if text == "":
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        given_port = parts.port
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"invalid endpoint {text!r}: {error}") from None
+    if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"invalid endpoint {text!r}: give http://HOST:PORT/PATH (e.g. "
+            "http://0.0.0.0:8081/healthz)"
+        )
+    address(parts.hostname)
+    if given_port is None:
+        raise argparse.ArgumentTypeError(f"invalid endpoint {text!r}: no port")
+    return text
+
+
+def misplaced_global(argv: Sequence[str], commands: Sequence[str]) -> str | None:
+    """A global option given after the subcommand (``lifeboat status --log-level debug``),
+    which argparse would otherwise read as an unknown argument or, worse, as a value."""
+    seen_command = False
+    takes_value = {"--log-level", "--log-format"}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--":
+            return None
+        if not seen_command:
+            if arg in takes_value:
+                skip = True
+            elif arg in commands:
+                seen_command = True
+            continue
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            return name
+    return None
+
+
 KUBECTL_PLUGIN = "kubectl-lifeboat"
 EXIT_CODES = """exit codes (cluster commands):
   0  done, or accepted by the operator
@@ -67,8 +159,15 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"lifeboat {__version__}")
-    top.add_argument("--log-level", default=os.environ.get("LIFEBOAT_LOG_LEVEL", "info"))
-    top.add_argument("--log-format", choices=("text", "json"), default="text")
+    top.add_argument(
+        "--log-level",
+        type=log_level,
+        default=os.environ.get("LIFEBOAT_LOG_LEVEL", "info"),
+        help=f"{', '.join(LOG_LEVELS)} (default: $LIFEBOAT_LOG_LEVEL or info); before the command",
+    )
+    top.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="before the command"
+    )
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     plugin = prog != "lifeboat"
 
@@ -92,30 +191,60 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         default=os.environ.get("LIFEBOAT_CONTROLLER_NAMESPACE", "lifeboat-system"),
         help="namespace of Lifeboat itself, where credentials Secrets live",
     )
-    run.add_argument("--metrics-address", default="0.0.0.0", help="'' disables metrics")  # noqa: S104
-    run.add_argument("--metrics-port", type=int, default=8080)
+    run.add_argument(
+        "--metrics-address",
+        type=address,
+        default="0.0.0.0",  # noqa: S104 - scraped at the pod IP
+        help="address to serve metrics on ('' disables metrics)",
+    )
+    run.add_argument("--metrics-port", type=port, default=8080, help="0-65535 (0: any free)")
     run.add_argument(
         "--no-leader-election",
         dest="leader_election",
         action="store_false",
         help="act without holding the lifeboat Lease (only if no other instance can run)",
     )
-    run.add_argument("--lease-seconds", type=float, default=15.0, help="leader Lease duration")
+    run.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=10.0,
+        help="leader Lease duration; the renew deadline is 2/3 of it, retries every 2 s",
+    )
+    run.add_argument(
+        "--peer-name",
+        default=os.environ.get("LIFEBOAT_PEER_NAME") or None,
+        help="run as this peer of LifeboatPeers/lifeboat (multi-cluster mode: act only while "
+        "holding the lifeboat Lease in a majority of the peer clusters; default: one cluster)",
+    )
+    run.add_argument(
+        "--secret-recheck-seconds",
+        type=float,
+        default=60.0,
+        help="re-read every CloudProvider's credentials Secret this often: a rotated Secret "
+        "reconnects the provider and restarts its replication flows (at least 5)",
+    )
+    run.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=os.environ.get("LIFEBOAT_EVENT_LOOP", "auto"),
+        help="auto: uvloop where installed (probes cost a third of their CPU), else asyncio",
+    )
+    run.add_argument(
+        "--probe-source-address",
+        metavar="IP",
+        help="local IP address to probe zones from (default: the kernel's choice), e.g. "
+        "the address of one network path, or a peer's own loopback address in the sandbox",
+    )
     run.add_argument(
         "--health-endpoint",
+        type=endpoint,
         default="http://0.0.0.0:8081/healthz",
         help="liveness endpoint URL to serve ('' disables)",
     )
 
-    demo = commands.add_parser(
-        "demo",
-        **local("start the local sandbox and show a region failover end to end"),
-    )
-    demo.add_argument("--verbose", action="store_true", help="also show the operator's logs")
-
     simulate = commands.add_parser(
         "simulate",
-        **local("run the decision core offline on a timeline; print decisions as JSON"),
+        **local("run the decision core offline on a timeline; print its decisions"),
     )
     simulate.add_argument("app", help="ResilientApp YAML (the resource or just its spec)")
     simulate.add_argument("timeline", help="timeline YAML (see the README)")
@@ -124,6 +253,14 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="CloudProvider YAML whose apiPlane thresholds to use (repeatable)",
+    )
+    simulate.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        help="table: the injected events and the decisions interleaved, for a person "
+        "(default on a terminal); json: {events, decisions}, a summary on stderr (default "
+        "otherwise)",
     )
 
     def cluster_options(sub: argparse.ArgumentParser) -> None:
@@ -182,26 +319,54 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
     pin.add_argument("--site", help="site to pin to (default: the active site)")
     app_command("unpin", "let Lifeboat move the app again")
 
-    sandbox = commands.add_parser("sandbox", **local("the local sandbox")).add_subparsers(
-        dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True
+    replication = commands.add_parser(
+        "replication",
+        help="replication of an app's data",
+        description="Replication of an app's data.",
     )
-    sandbox.add_parser("assets", help="build or locate kube-apiserver, etcd and kubectl")
-    sandbox.add_parser(
-        "tools", help="fetch or build promtool and Grafana's dashboard linter; print their paths"
+    replication_commands = replication.add_subparsers(dest="replication_command", required=True)
+    text = (
+        "objects of an older epoch that never reached the active site (after a failover, the\n"
+        "old primary's writes the new one did not get): list them (default), merge them into\n"
+        "the active site (--merge), or delete them where they are (--discard)"
     )
-    sandbox.add_parser("up", help="start the sandbox and keep it running until Ctrl-C")
-
-    dev = commands.add_parser("dev", **local("developer tasks")).add_subparsers(
-        dest="dev_command", metavar="DEV_COMMAND", required=True
+    tail = replication_commands.add_parser(
+        "unreplicated",
+        help="list, merge or discard objects of an older epoch the active site never got",
+        description=text,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gen = dev.add_parser("generate-manifests", help="regenerate CRDs, bundle and chart files")
-    gen.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    tail.add_argument("app", help="ResilientApp name")
+    tail.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    what = tail.add_mutually_exclusive_group()
+    what.add_argument(
+        "--merge",
+        dest="action",
+        action="store_const",
+        const="merge",
+        help="copy them to the active site (never over an object there)",
+    )
+    what.add_argument(
+        "--discard",
+        dest="action",
+        action="store_const",
+        const="discard",
+        help="delete them at the site that holds them",
+    )
+    tail.add_argument("--dataset", help="only this object dataset (default: every one)")
+    tail.add_argument("--wait", type=float, default=300.0, help="seconds to wait for it")
+    cluster_options(tail)
     return top
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     prog = prog or program_name()
-    args = parser(prog).parse_args(argv)
+    top = parser(prog)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if (option := misplaced_global(given, _commands(top))) is not None:
+        top.error(f"{option} is an option of {prog} itself: give it before the command")
+    args = top.parse_args(given)
     args.prog = prog
     setup_logging(args.log_level, args.log_format)
     if args.command is None:
@@ -209,25 +374,60 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return EXIT_USAGE
     if args.command == "run":
         return _run(args)
-    if args.command == "demo":
-        from controller.sandbox.demo import run_demo
-
-        return run_demo(verbose=args.verbose)
-    if args.command == "sandbox":
-        return _sandbox(args)
     if args.command == "simulate":
         return _simulate(args)
-    if args.command in ("status", "explain", "failover", "failback", "approve", "pin", "unpin"):
+    if args.command in (
+        "status",
+        "explain",
+        "failover",
+        "failback",
+        "approve",
+        "pin",
+        "unpin",
+        "replication",
+    ):
         return _app_command(args)
-    if args.command == "dev":
-        return _dev(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+
+
+def _commands(top: argparse.ArgumentParser) -> tuple[str, ...]:
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return tuple(action.choices)
+    return ()
 
 
 def _run(args: argparse.Namespace) -> int:
     from controller.operator.kubeconfig import KubeConfigError
-    from controller.operator.leader import LeadershipLost
+    from controller.operator.leader import LeaseTimings
+    from controller.operator.peer_setup import PeerSetupError
+    from controller.operator.probes import source_address_of
     from controller.operator.runner import OperatorConfig, run
+
+    try:
+        LeaseTimings.for_lease(args.lease_seconds)
+    except ValueError as error:
+        print(f"lifeboat run: --lease-seconds: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.peer_name and not args.leader_election:
+        print(
+            "lifeboat run: --peer-name needs leader election (peers act on a majority of Leases)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.probe_source_address is not None:
+        try:
+            source_address_of(args.probe_source_address)
+        except ValueError as error:
+            print(f"lifeboat run: --probe-source-address: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.secret_recheck_seconds >= MIN_SECRET_RECHECK_SECONDS:
+        print(
+            f"lifeboat run: --secret-recheck-seconds must be at least "
+            f"{MIN_SECRET_RECHECK_SECONDS:g}, got {args.secret_recheck_seconds:g}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     config = OperatorConfig(
         kubeconfig=args.kubeconfig,
@@ -239,27 +439,33 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.health_endpoint or None,
         leader_election=args.leader_election,
         lease_seconds=args.lease_seconds,
+        secret_recheck_seconds=args.secret_recheck_seconds,
+        event_loop=args.event_loop,
+        probe_source_address=args.probe_source_address,
+        peer_name=args.peer_name,
     )
     try:
         run(config)
-    except (KubeConfigError, LeadershipLost) as error:
+    except (KubeConfigError, PeerSetupError) as error:
         print(f"lifeboat: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from controller.cli.simulate import TimelineError, run
+    from controller.cli.simulate import TimelineError, simulation
 
     try:
-        document, summary = run(
-            Path(args.app), Path(args.timeline), [Path(p) for p in args.provider]
-        )
+        result = simulation(Path(args.app), Path(args.timeline), [Path(p) for p in args.provider])
     except TimelineError as error:
         print(f"lifeboat simulate: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(document)
-    print(summary, file=sys.stderr)
+    output = args.output or ("table" if sys.stdout.isatty() else "json")
+    if output == "table":
+        print(result.table())
+    else:
+        print(result.json())
+        print(result.summary(), file=sys.stderr)
     return EXIT_OK
 
 
@@ -292,6 +498,16 @@ def _app_command(args: argparse.Namespace) -> int:
             )
         if args.command == "approve":
             return commands.approve(cluster, namespace, args.app, args.id)
+        if args.command == "replication":
+            return commands.unreplicated(
+                cluster,
+                namespace,
+                args.app,
+                args.action,
+                args.dataset,
+                wait=args.wait,
+                prog=args.prog,
+            )
         site = args.site if args.command == "pin" else ""
         return commands.pin(cluster, namespace, args.app, site)
     except commands.CommandError as error:
@@ -300,58 +516,6 @@ def _app_command(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-
-
-def _sandbox(args: argparse.Namespace) -> int:
-    from controller.sandbox import assets
-
-    if args.sandbox_command == "assets":
-        try:
-            found = assets.ensure_assets(log=lambda line: print(line, file=sys.stderr))
-        except assets.AssetsError as error:
-            print(f"lifeboat: {error}", file=sys.stderr)
-            return EXIT_FAILED
-        print(found.kube_apiserver.parent)
-        return EXIT_OK
-    if args.sandbox_command == "tools":
-        return _tools()
-    from controller.sandbox.demo import run_sandbox
-
-    return run_sandbox()
-
-
-def _tools() -> int:
-    """``lifeboat sandbox tools``: the monitoring tools the tests use, one per line."""
-    from controller.sandbox import tools
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr)
-
-    try:
-        found = {
-            "promtool": tools.ensure_promtool(log=log),
-            "dashboard-linter": tools.ensure_dashboard_linter(log=log),
-        }
-    except tools.ToolError as error:
-        print(f"lifeboat: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    for name, path in found.items():
-        print(f"{name}\t{path}")
-    return EXIT_OK
-
-
-def _dev(args: argparse.Namespace) -> int:
-    from controller.cli import generate
-
-    root = generate.repo_root()
-    if args.check:
-        stale = generate.stale(root)
-        for path in stale:
-            print(f"stale: {path.relative_to(root)} (run `make manifests`)", file=sys.stderr)
-        return EXIT_FAILED if stale else EXIT_OK
-    for path in generate.write(root):
-        print(f"wrote {path.relative_to(root)}")
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Timeline format (YAML)::
     timeline:                # each entry changes the world from its time on
       - at: 10
         zones:               # site/zone: ok | fail | timeout | slow:<seconds> | flaky:<share>
-          use1/us-east-1a: fail
+          use1/us-east-1a: fail  #            | status:<HTTP code>
       - at: 20
         api:                 # provider/region: outcomes of the calls of each round
           aws-prod/us-east-1: [throttled, throttled, ok]
@@ -26,7 +26,11 @@ Timeline format (YAML)::
       - at: 60
         replicationLag: {use1: 12.5}
 
-Zones and regions not mentioned answer ``ok``. ``flaky`` outcomes are pseudo-random but
+Zones and regions not mentioned answer ``ok``. ``status:<code>`` makes the zone's endpoints
+answer with that HTTP status, judged as the operator judges it: healthy when the endpoint's
+``http.expectedStatus`` (or ``health.http``'s; default 200-299) lists it, so ``status:302``
+shows what a redirecting health endpoint does to an app (tcp:// endpoints only connect: the
+status does not matter to them). ``flaky`` outcomes are pseudo-random but
 reproducible (the same timeline always gives the same decisions).
 """
 
@@ -34,41 +38,57 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from controller.api.models import CloudProviderSpec, ResilientAppSpec
+from controller.api.annotations import Request, RequestOp
+from controller.api.models import CloudProviderSpec, HealthPolicy, ResilientAppSpec, ZoneEndpoint
 from controller.core import decide as core
+from controller.core import inputs
 from controller.core import model as m
 from controller.core.apiplane import (
     ApiPlaneHealth,
     ApiPlaneState,
+    ApiPlaneThresholds,
     CallOutcome,
     CallRecord,
-    Levels,
-    Thresholds,
     assess,
 )
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 
+MAX_SECONDS = 86400.0
+"""The longest timeline (and the latest entry): a day of rounds."""
+MAX_SLOW_SECONDS = 3600.0
+
 
 class TimelineError(ValueError):
-    """The app or the timeline cannot be used; the message says where and why."""
+    """The app or the timeline cannot be used; the message (one line) names the file, the
+    entry and the field, and says why."""
+
+
+class RequestEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["failover", "failback"]
+    site: str | None = None
+    force: bool = False
+    id: str | None = Field(default=None, min_length=1, max_length=63)
 
 
 class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    at: float = Field(ge=0)
+    at: float = Field(ge=0, le=MAX_SECONDS)
     zones: dict[str, str] = Field(default_factory=dict)
     api: dict[str, list[CallOutcome]] = Field(default_factory=dict)
-    request: dict[str, Any] | None = None
+    request: RequestEntry | None = None
     approve: bool = False
     pin: str | None = Field(default=None)
     unpin: bool = False
@@ -83,11 +103,19 @@ class Entry(BaseModel):
             _zone_behaviour(outcome)
         return value
 
+    @field_validator("replication_lag")
+    @classmethod
+    def _lags(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for site, lag in value.items():
+            if lag is not None and not 0 <= lag <= MAX_SECONDS:
+                raise ValueError(f"lag of {site} must be between 0 and {MAX_SECONDS:g} s (or null)")
+        return value
+
 
 class Timeline(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    duration: float | None = Field(default=None, gt=0)
+    duration: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     timeline: list[Entry] = Field(default_factory=list)
 
 
@@ -95,64 +123,198 @@ def _zone_behaviour(text: str) -> tuple[ProbeOutcome | None, float]:
     """(fixed outcome or None for flaky, latency or flaky share)."""
     name, _, argument = text.partition(":")
     try:
-        if name == "ok":
+        if name == "ok" and not argument:
             return ProbeOutcome.OK, 0.01
-        if name in ("fail", "down"):
+        if name in ("fail", "down") and not argument:
             return ProbeOutcome.FAIL, 0.01
-        if name == "timeout":
+        if name == "timeout" and not argument:
             return ProbeOutcome.TIMEOUT, 0.0
         if name == "slow":
-            return ProbeOutcome.OK, float(argument)
+            latency = float(argument)
+            if math.isfinite(latency) and 0 <= latency <= MAX_SLOW_SECONDS:
+                return ProbeOutcome.OK, latency
         if name == "flaky":
             share = float(argument)
-            if 0 <= share <= 1:
+            if math.isfinite(share) and 0 <= share <= 1:
                 return None, share
+        if name == "status" and 100 <= int(argument) <= 599:
+            return ProbeOutcome.OK, 0.01  # judged per endpoint: _answer
     except ValueError:
         pass
-    raise ValueError(f"zone outcome {text!r}: use ok, fail, timeout, slow:<s> or flaky:<share>")
+    raise ValueError(
+        f"zone outcome {text!r}: use ok, fail, timeout, slow:<0..{MAX_SLOW_SECONDS:g} s>, "
+        "flaky:<share 0..1> or status:<100..599>"
+    )
 
 
-def _load_app(path: Path) -> ResilientAppSpec:
-    document = _yaml(path)
-    spec = document.get("spec", document) if isinstance(document, dict) else document
-    try:
-        return ResilientAppSpec.model_validate(spec)
-    except ValidationError as error:
-        raise TimelineError(f"{path}: {error}") from None
+def _answer(
+    key: ZoneKey, endpoint: ZoneEndpoint, health: HealthPolicy, status: int, t: float
+) -> ProbeResult:
+    """An endpoint answering ``status``, judged by its HTTP settings as the prober does."""
+    http, _ = endpoint.settings(health)
+    if http is None:  # a TCP connect: the connection is accepted
+        return ProbeResult(key, ProbeOutcome.OK, t, 0.01, "connected")
+    if http.accepts(status):
+        return ProbeResult(key, ProbeOutcome.OK, t, 0.01, f"HTTP {status}")
+    expected = ",".join(http.expected_status)
+    return ProbeResult(key, ProbeOutcome.FAIL, t, 0.01, f"HTTP {status}, expected {expected}")
 
 
-def _load_timeline(path: Path) -> Timeline:
-    try:
-        return Timeline.model_validate(_yaml(path) or {})
-    except ValidationError as error:
-        raise TimelineError(f"{path}: {error}") from None
+# --------------------------------------------------------------------------- loading
 
 
-def _load_provider(path: Path) -> tuple[str, CloudProviderSpec]:
-    document = _yaml(path)
-    try:
-        name = str(document["metadata"]["name"])
-        return name, CloudProviderSpec.model_validate(document["spec"])
-    except (KeyError, TypeError, ValidationError) as error:
-        raise TimelineError(f"{path}: not a CloudProvider ({error})") from None
+def _one_line(path: Path, error: ValidationError, document: Any, prefix: tuple[Any, ...]) -> str:
+    """A validation error as one line: the file, the entry, the field, why."""
+    errors = error.errors()
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    where = _where(prefix + loc, document)
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return _flat(f"{path}: {where}: {message}{more}")
+
+
+def _where(loc: tuple[Any, ...], document: Any) -> str:
+    """``timeline entry 3 (at 40): zones.use1/us-east-1z`` for a timeline's location,
+    ``spec.sites[0].zones`` for an app's."""
+    if len(loc) >= 2 and loc[0] == "timeline" and isinstance(loc[1], int):
+        entry = f"timeline entry {loc[1] + 1}"
+        raw = document.get("timeline") if isinstance(document, dict) else None
+        if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict):
+            at = raw[loc[1]].get("at")
+            if isinstance(at, int | float) and not isinstance(at, bool):
+                entry += f" (at {at:g})"
+        rest = ".".join(str(part) for part in loc[2:])
+        return f"{entry}: {rest}" if rest else entry
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "document"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise TimelineError(f"{path}: {error}") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise TimelineError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TimelineError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or type(error).__name__
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise TimelineError(_flat(f"{path}: not YAML: {where}{problem}")) from None
+    except (ValueError, RecursionError) as error:  # e.g. absurd nesting
+        raise TimelineError(_flat(f"{path}: not YAML: {error}")) from None
 
 
-def _thresholds(spec: CloudProviderSpec | None) -> Thresholds:
-    if spec is None:
-        return Thresholds()
-    p = spec.api_plane
+def _load_app(path: Path) -> ResilientAppSpec:
+    document = _yaml(path)
+    if not isinstance(document, dict):
+        raise TimelineError(f"{path}: expected a ResilientApp (a mapping), got {_kind(document)}")
+    spec, prefix = (document["spec"], ("spec",)) if "spec" in document else (document, ())
+    try:
+        return ResilientAppSpec.model_validate(spec)
+    except ValidationError as error:
+        raise TimelineError(_one_line(path, error, spec, prefix)) from None
 
-    def levels(x: Any) -> Levels:
-        return Levels(x.error_share, x.throttle_share, x.latency_p99_seconds)
 
-    return Thresholds(float(p.window_seconds), p.min_calls, levels(p.degraded), levels(p.impaired))
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _load_timeline(path: Path, spec: ResilientAppSpec | None = None) -> Timeline:
+    document = _yaml(path)
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise TimelineError(f"{path}: expected a timeline (a mapping), got {_kind(document)}")
+    try:
+        timeline = Timeline.model_validate(document)
+    except ValidationError as error:
+        raise TimelineError(_one_line(path, error, document, ())) from None
+    if spec is not None:
+        for index, entry in enumerate(timeline.timeline):
+            problem = _entry_problem(entry, spec)
+            if problem is not None:
+                field_name, why = problem
+                where = f"timeline entry {index + 1} (at {entry.at:g}): {field_name}"
+                raise TimelineError(_flat(f"{path}: {where}: {why}"))
+        last = max((e.at for e in timeline.timeline), default=0.0)
+        if timeline.duration is not None and timeline.duration < last:
+            raise TimelineError(
+                f"{path}: duration: {timeline.duration:g} s ends before the last entry "
+                f"(at {last:g})"
+            )
+    return timeline
+
+
+def _entry_problem(entry: Entry, spec: ResilientAppSpec) -> tuple[str, str] | None:
+    """The field of ``entry`` that names something the app does not have, and why."""
+    sites = [s.name for s in spec.sites]
+    for key in entry.zones:
+        site_name, _, zone = key.partition("/")
+        site = spec.site(site_name)
+        if site is None:
+            return f"zones.{key}", f"the app has no site {site_name!r} (sites: {', '.join(sites)})"
+        if zone not in site.zones:
+            return (
+                f"zones.{key}",
+                f"site {site_name} has no zone {zone!r} ({', '.join(site.zones)})",
+            )
+        if not any(e.zone == zone for e in site.endpoints):
+            return f"zones.{key}", f"zone {zone} of {site_name} has no endpoint: nothing probes it"
+    known = [f"{p}/{r}" for p, r in inputs.regions(spec)]
+    for key in entry.api:
+        if key not in known:
+            return f"api.{key}", f"not a provider/region of the app's sites ({', '.join(known)})"
+    for site_name in entry.replication_lag:
+        if spec.site(site_name) is None:
+            return (
+                f"replicationLag.{site_name}",
+                f"the app has no site {site_name!r} (sites: {', '.join(sites)})",
+            )
+    if entry.pin is not None and spec.site(entry.pin) is None:
+        return "pin", f"the app has no site {entry.pin!r} (sites: {', '.join(sites)})"
+    if entry.pin is not None and entry.unpin:
+        return "unpin", "an entry cannot both pin and unpin"
+    request = entry.request
+    if request is not None:
+        if request.op == "failover" and request.site is None:
+            return "request.site", "a failover request names the site to move to"
+        if request.site is not None and spec.site(request.site) is None:
+            return (
+                "request.site",
+                f"the app has no site {request.site!r} (sites: {', '.join(sites)})",
+            )
+    return None
+
+
+def _load_provider(path: Path) -> tuple[str, CloudProviderSpec]:
+    document = _yaml(path)
+    if not isinstance(document, dict) or not isinstance(document.get("metadata"), dict):
+        raise TimelineError(f"{path}: not a CloudProvider (no metadata.name)")
+    name = document["metadata"].get("name")
+    if not isinstance(name, str) or not name:
+        raise TimelineError(f"{path}: not a CloudProvider (no metadata.name)")
+    raw = document.get("spec")
+    try:
+        return name, CloudProviderSpec.model_validate(raw)
+    except ValidationError as error:
+        raise TimelineError(_one_line(path, error, raw, ("spec",))) from None
+
+
+# --------------------------------------------------------------------------- the run
 
 
 @dataclass
@@ -184,19 +346,23 @@ def simulate(
     timeline: Timeline,
     providers: Mapping[str, CloudProviderSpec] | None = None,
 ) -> list[dict[str, Any]]:
-    """The decisions, one JSON-ready dict per round in which something happened."""
+    """The decisions, one JSON-ready dict per round in which something changed: an action,
+    a note, or the phase, rule, reason (its figures aside), active site, epoch, held
+    actions or any region's API-plane verdict."""
     providers = providers or {}
     interval = float(spec.health.interval_seconds)
     entries = sorted(timeline.timeline, key=lambda e: e.at)
     end = timeline.duration or ((entries[-1].at if entries else 0.0) + 60.0)
     world = _World()
-    regions = {(s.provider, s.region) for s in spec.sites}
-    calls: dict[tuple[str, str], deque[CallRecord]] = {r: deque() for r in regions}
-    health: dict[tuple[str, str], ApiPlaneHealth] = {r: ApiPlaneHealth() for r in regions}
+    regions = inputs.regions(spec)
+    calls: dict[m.RegionKey, deque[CallRecord]] = {r: deque() for r in regions}
+    health: dict[m.RegionKey, ApiPlaneHealth] = {r: ApiPlaneHealth() for r in regions}
     state = core.initial_state(spec)
     decisions: list[dict[str, Any]] = []
+    published: tuple[m.SiteTarget, ...] = ()
     pending = deque(entries)
     t, round_no, requests = 0.0, 0, 0
+    last_key: tuple[Any, ...] | None = None
     while t <= end:
         request, approve = None, False
         while pending and pending[0].at <= t:
@@ -206,46 +372,64 @@ def simulate(
                 requests += 1
                 request = _request(entry.request, requests)
             approve = approve or entry.approve
-        planes = {}
         for key in regions:
             outcomes = world.api.get(f"{key[0]}/{key[1]}", [CallOutcome.OK])
             for i, outcome in enumerate(outcomes):
                 calls[key].append(CallRecord(t + i * 0.01, outcome, 0.05, probe=True))
-            limits = _thresholds(providers.get(key[0]))
+            provider = providers.get(key[0])
+            limits = ApiPlaneThresholds.of(provider.api_plane if provider else None)
+            while calls[key] and calls[key][0].at < t - limits.window:
+                calls[key].popleft()
             health[key] = assess(health[key], calls[key], limits, t)
-            planes[key] = health[key].state
-        observations = m.Observations(
-            probes=tuple(_probes(spec, world, t, round_no)),
-            api_planes=planes,
+        observations = inputs.observations(
+            spec,
+            probes=_probes(spec, world, t, round_no),
+            api_planes=health,
             traffic_plane=ApiPlaneState.HEALTHY,
             request=request,
             approval=state.recommendation.id if approve and state.recommendation else None,
             pinned=world.pinned,
-            replication_lag=dict(world.lag),
+            replication_lag=world.lag,
         )
         decision = core.decide(state, observations, spec, t)
         state = decision.state
         for action in decision.actions:
             state = core.complete(state, action, t, "simulated")
+            if isinstance(action, m.ShiftTraffic):
+                published = action.targets
         decision = replace(decision, phase=core.phase_of(state, spec, observations))
-        changed = not decisions or decisions[-1]["rule"] != decision.trace.rule
-        if decision.actions or decision.notes or changed:
-            decisions.append(_row(t, decision, state))
+        row = _row(t, decision, state, spec, observations, published)
+        key = _change_key(row)
+        if decision.actions or decision.notes or key != last_key:
+            decisions.append(row)
+        last_key = key
         t += interval
         round_no += 1
     return decisions
 
 
-def _request(raw: Mapping[str, Any], serial: int) -> m.Request:
-    try:
-        return m.Request(
-            id=str(raw.get("id", f"simulated-{serial}")),
-            op=m.RequestOp(raw["op"]),
-            site=raw.get("site"),
-            force=bool(raw.get("force", False)),
-        )
-    except (KeyError, ValueError) as error:
-        raise TimelineError(f"request {dict(raw)}: {error}") from None
+def _change_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a round worth printing when it acts on nothing: figures that count up
+    (the dwell's seconds) are not a change, a new cause is."""
+    held = tuple((h["kind"], h["target"], core.hold_key(h["reason"])) for h in row["held"])
+    return (
+        row["phase"],
+        row["rule"],
+        core.hold_key(row["reason"]),
+        row["activeSite"],
+        row["epoch"],
+        held,
+        tuple(sorted(row["apiPlanes"].items())),
+    )
+
+
+def _request(raw: RequestEntry, serial: int) -> Request:
+    return Request(
+        id=raw.id or f"simulated-{serial}",
+        op=RequestOp(raw.op),
+        site=raw.site,
+        force=raw.force,
+    )
 
 
 def _probes(
@@ -254,7 +438,11 @@ def _probes(
     for site in spec.sites:
         for endpoint in site.endpoints:
             key = ZoneKey(site.name, endpoint.zone)
-            fixed, parameter = _zone_behaviour(world.zones.get(str(key), "ok"))
+            behaviour = world.zones.get(str(key), "ok")
+            if behaviour.startswith("status:"):
+                yield _answer(key, endpoint, spec.health, int(behaviour[7:]), t)
+                continue
+            fixed, parameter = _zone_behaviour(behaviour)
             if fixed is None:
                 failed = _pseudo_random(str(key), endpoint.url, round_no) < parameter
                 outcome = ProbeOutcome.FAIL if failed else ProbeOutcome.OK
@@ -265,10 +453,17 @@ def _probes(
                 yield ProbeResult(key, fixed, t, latency, detail)
 
 
-def _row(t: float, decision: m.Decision, state: m.AppState) -> dict[str, Any]:
+def _row(
+    t: float,
+    decision: m.Decision,
+    state: m.AppState,
+    spec: ResilientAppSpec,
+    observations: m.Observations,
+    published: Sequence[m.SiteTarget],
+) -> dict[str, Any]:
     return {
         "time": t,
-        "rule": decision.trace.rule,
+        "rule": str(decision.trace.rule),
         "phase": decision.phase.value,
         "activeSite": state.active_site,
         "epoch": state.epoch,
@@ -280,7 +475,39 @@ def _row(t: float, decision: m.Decision, state: m.AppState) -> dict[str, Any]:
         ],
         "notes": [{"kind": n.kind.value, "message": n.message} for n in decision.notes],
         "recommendation": state.recommendation.id if state.recommendation else None,
+        "apiPlanes": {
+            f"{p}/{r}": observations.api_planes[(p, r)].value for p, r in inputs.regions(spec)
+        },
+        "zones": {
+            s.name: {z: state.zone(ZoneKey(s.name, z)).state.value for z in s.zones}
+            for s in spec.sites
+        },
+        "dns": [_dns_target(spec, target) for target in published],
     }
+
+
+def _dns_target(spec: ResilientAppSpec, target: m.SiteTarget) -> dict[str, Any]:
+    """A site's record set as published: its weight, its values and the zones they are."""
+    site = spec.site(target.site)
+    values = set(target.values)
+    zones = [z for z in site.zones if set(site.values({z})) & values] if site else []
+    return {
+        "site": target.site,
+        "weight": target.weight,
+        "zones": zones,
+        "values": list(target.values),
+    }
+
+
+def injected(timeline: Timeline) -> list[dict[str, Any]]:
+    """The timeline's entries as events: when, and what they change."""
+    return [
+        {"time": e.at, "inject": e.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+        for e in sorted(timeline.timeline, key=lambda e: e.at)
+    ]
+
+
+# --------------------------------------------------------------------------- output
 
 
 def summarize(decisions: list[dict[str, Any]]) -> str:
@@ -292,18 +519,100 @@ def summarize(decisions: list[dict[str, Any]]) -> str:
         moved = [n for n in row["notes"] if n["kind"] not in ("ZoneStateChanged",)]
         for note in moved:
             lines.append(f"t={row['time']:>7.1f}s  {note['kind']}: {note['message']}")
-    last = decisions[-1]
+    lines.append(_end(decisions[-1]))
+    return "\n".join(lines)
+
+
+def _end(last: Mapping[str, Any]) -> str:
     epochs = last["epoch"] - 1
-    lines.append(
+    return (
         f"end: active site {last['activeSite']}, epoch {last['epoch']} "
         f"({epochs} failover{'s' if epochs != 1 else ''}), phase {last['phase']}"
     )
+
+
+def _describe_injection(change: Mapping[str, Any]) -> str:
+    parts = []
+    for name, value in change.items():
+        if name == "at":
+            continue
+        if isinstance(value, dict) and name != "request":
+            inner = ", ".join(
+                f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in value.items()
+            )
+            parts.append(f"{name} {inner}")
+        elif name == "request":
+            force = " --force" if value.get("force") else ""
+            to = f" to {value['site']}" if value.get("site") else ""
+            parts.append(f"request {value['op']}{to}{force}")
+        elif value is True:
+            parts.append(name)
+        else:
+            parts.append(f"{name} {value}")
+    return "; ".join(parts) or "(nothing)"
+
+
+def table(events: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> str:
+    """The injected events and the decisions, interleaved in time, for a person."""
+    lines: list[str] = []
+    merged = sorted(
+        [(e["time"], 0, e) for e in events] + [(d["time"], 1, d) for d in decisions],
+        key=lambda item: (item[0], item[1]),
+    )
+    previous: Mapping[str, Any] | None = None
+    for time, kind, item in merged:
+        stamp = f"{time:>8.1f}s"
+        if kind == 0:
+            lines.append(f"{stamp}  >> {_describe_injection(item['inject'])}")
+            continue
+        indent = " " * 12
+        lines.append(
+            f"{stamp}  {item['phase']:<11} {item['rule']:<24} active {item['activeSite']} "
+            f"(epoch {item['epoch']})"
+        )
+        lines.append(f"{indent}why: {item['reason']}")
+        if previous is None or previous["apiPlanes"] != item["apiPlanes"]:
+            planes = ", ".join(f"{k} {v}" for k, v in item["apiPlanes"].items())
+            lines.append(f"{indent}API planes: {planes}")
+        if item["dns"] and (previous is None or previous["dns"] != item["dns"]):
+            dns = "; ".join(
+                f"{d['site']} {d['weight']} [{', '.join(d['zones'])}]" for d in item["dns"]
+            )
+            lines.append(f"{indent}DNS: {dns}")
+        lines.extend(f"{indent}do: {a['target']}" for a in item["actions"])
+        lines.extend(f"{indent}held: {h['target']}: {h['reason']}" for h in item["held"])
+        lines.extend(f"{indent}{n['kind']}: {n['message']}" for n in item["notes"])
+        previous = item
+    lines.append(_end(decisions[-1]) if decisions else "no rounds simulated")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Result:
+    events: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+
+    def json(self) -> str:
+        return json.dumps({"events": self.events, "decisions": self.decisions}, indent=2)
+
+    def table(self) -> str:
+        return table(self.events, self.decisions)
+
+    def summary(self) -> str:
+        return summarize(self.decisions)
+
+
+def simulation(app: Path, timeline: Path, providers: Iterable[Path] = ()) -> Result:
+    """Load and check the files, and run the timeline (a :class:`TimelineError` names the
+    file, entry and field of anything wrong)."""
+    spec = _load_app(app)
+    named = dict(_load_provider(p) for p in providers)
+    plan = _load_timeline(timeline, spec)
+    return Result(injected(plan), simulate(spec, plan, named))
 
 
 def run(app: Path, timeline: Path, providers: Iterable[Path] = ()) -> tuple[str, str]:
     """(JSON document, human summary) for the files given."""
-    spec = _load_app(app)
-    named = dict(_load_provider(p) for p in providers)
-    decisions = simulate(spec, _load_timeline(timeline), named)
-    return json.dumps({"decisions": decisions}, indent=2), summarize(decisions)
+    result = simulation(app, timeline, providers)
+    return result.json(), result.summary()

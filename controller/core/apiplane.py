@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from controller.api.models import ApiPlaneLevels, ApiPlanePolicy
+
 
 class CallOutcome(StrEnum):
     OK = "ok"
@@ -101,6 +103,10 @@ class Levels:
     throttle_share: float
     latency_p99: float
 
+    @classmethod
+    def of(cls, levels: ApiPlaneLevels) -> Levels:
+        return cls(levels.error_share, levels.throttle_share, levels.latency_p99_seconds)
+
     def scaled(self, factor: float) -> Levels:
         return Levels(
             self.error_share * factor, self.throttle_share * factor, self.latency_p99 * factor
@@ -108,13 +114,32 @@ class Levels:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    window: float = 120.0
-    min_calls: int = 4
-    degraded: Levels = Levels(0.05, 0.05, 2.0)
-    impaired: Levels = Levels(0.3, 0.3, 10.0)
+class ApiPlaneThresholds:
+    """How a region's API plane is judged: a CloudProvider's ``apiPlane`` policy, as the
+    core reads it (the figures and their defaults are the policy's)."""
+
+    window: float
+    min_calls: int
+    degraded: Levels
+    impaired: Levels
     recovery: float = 0.5
     """A worse state is left only below ``recovery`` times the level that caused it."""
+    stale_after: float | None = None
+    """A Degraded or Impaired verdict with no call at all in the window for this long
+    (default: two windows) decays to Unknown: a gate that nothing probes, and that refuses
+    every other call, must not stay Impaired for ever on old evidence. The next calls let
+    through judge it again (a half-open circuit breaker)."""
+
+    @classmethod
+    def of(cls, policy: ApiPlanePolicy | None = None) -> ApiPlaneThresholds:
+        """The thresholds ``policy`` sets (default: the API's defaults)."""
+        policy = policy or ApiPlanePolicy()
+        return cls(
+            window=float(policy.window_seconds),
+            min_calls=policy.min_calls,
+            degraded=Levels.of(policy.degraded),
+            impaired=Levels.of(policy.impaired),
+        )
 
 
 @dataclass(frozen=True)
@@ -176,11 +201,22 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def assess(
-    previous: ApiPlaneHealth, calls: Iterable[CallRecord], thresholds: Thresholds, now: float
+    previous: ApiPlaneHealth,
+    calls: Iterable[CallRecord],
+    thresholds: ApiPlaneThresholds,
+    now: float,
 ) -> ApiPlaneHealth:
     """The region's API-plane health at ``now``."""
     numbers = figures(calls, now, thresholds.window)
     if numbers.calls < thresholds.min_calls:
+        stale_after = thresholds.stale_after or 2 * thresholds.window
+        bad = previous.state in (ApiPlaneState.DEGRADED, ApiPlaneState.IMPAIRED)
+        if bad and numbers.calls == 0 and now - (previous.since or now) >= stale_after:
+            reason = (
+                f"no call for {thresholds.window:g}s: the {previous.state} verdict of "
+                f"{now - (previous.since or now):.0f}s ago no longer stands"
+            )
+            return ApiPlaneHealth(ApiPlaneState.UNKNOWN, now, numbers, reason)
         if previous.state is not ApiPlaneState.UNKNOWN:
             return replace(previous, figures=numbers)  # too little evidence to change
         reason = (
@@ -195,7 +231,7 @@ def assess(
     return ApiPlaneHealth(state, since, numbers, reason)
 
 
-def _verdict(numbers: Figures, t: Thresholds) -> tuple[ApiPlaneState, str]:
+def _verdict(numbers: Figures, t: ApiPlaneThresholds) -> tuple[ApiPlaneState, str]:
     if why := numbers.reaches(t.impaired):
         return ApiPlaneState.IMPAIRED, why
     if why := numbers.reaches(t.degraded):
@@ -206,7 +242,7 @@ def _verdict(numbers: Figures, t: Thresholds) -> tuple[ApiPlaneState, str]:
 def _recovery(
     previous: ApiPlaneState,
     numbers: Figures,
-    t: Thresholds,
+    t: ApiPlaneThresholds,
     candidate: ApiPlaneState,
     candidate_reason: str,
 ) -> tuple[ApiPlaneState, str]:

@@ -21,6 +21,12 @@ healthy-but-noisy       zones Suspect or Recovering, none Down         nothing
 steady                  all zones Healthy                              nothing
 ======================  =============================================  ==================
 
+With peers (``Observations.vantage``), the zones are classified as the peers see them
+together (:mod:`controller.core.vantage`): Down or Healthy only on a majority of the heard
+peers, with a majority of all peers heard; a peer that hears fewer holds, with that reason,
+the failover or evacuation its own view calls for. Single-cluster mode uses this peer's own
+zone states unchanged.
+
 Then, in this order: a user request (failover to a site, failback), the return of
 evacuated zones that stayed Healthy for ``zonalEvacuation.restoreAfterSeconds``, and an
 automatic failback when the policy asks for it.
@@ -51,19 +57,21 @@ restored volumes are what replication snapshots from then on (its direction reve
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from controller.api.models import ResilientAppSpec, Site
+from controller.api.annotations import Request, RequestOp
+from controller.api.models import MAX_EPOCH, ResilientAppSpec, Site
 from controller.core.apiplane import ApiPlaneState
 from controller.core.health import (
     ProbeOutcome,
     ProbeResult,
-    Thresholds,
     ZoneHealth,
     ZoneKey,
     ZoneState,
+    ZoneThresholds,
     aggregate_round,
     observe,
 )
@@ -82,22 +90,26 @@ from controller.core.model import (
     Note,
     NoteKind,
     Observations,
+    Outcome,
+    Ownership,
     Phase,
     Recommendation,
-    Request,
-    RequestOp,
+    RegionKey,
     RequestOutcome,
     Response,
     RestoredVolume,
     RestoreVolumes,
+    Rule,
     SetCapacity,
     ShiftTraffic,
     SiteTarget,
     Situation,
     Trace,
+    Verdict,
     prune_times,
     recommendation_id,
 )
+from controller.core.vantage import Consensus, Vantage, consensus
 
 RULES: tuple[tuple[Situation, Response], ...] = (
     (Situation.SITE_DOWN, Response.FAILOVER),
@@ -135,12 +147,21 @@ class _Round:
     state: AppState
     notes: list[Note]
     facts: list[tuple[str, str]]
+    vantage: Consensus | None = None
+    """How the peers' views were weighed (None: single-cluster mode)."""
+    judged: Mapping[ZoneKey, ZoneHealth] | None = None
+    """The zones as decisions see them (None: as this peer sees them)."""
 
     def api(self, site: Site) -> ApiPlaneState:
         return self.obs.api_planes.get((site.provider, site.region), ApiPlaneState.UNKNOWN)
 
+    def seen(self) -> AppState:
+        """The state with its zones as decisions see them (every vantage weighed)."""
+        return self.state if self.judged is None else replace(self.state, zones=self.judged)
+
     def zone(self, site: str, zone: str) -> ZoneHealth:
-        return self.state.zone(ZoneKey(site, zone))
+        """A zone as decisions see it."""
+        return self.seen().zone(ZoneKey(site, zone))
 
     def note(self, kind: NoteKind, message: str, warning: bool = False) -> None:
         self.notes.append(Note(kind, message, warning))
@@ -152,25 +173,53 @@ def decide(
     """One decision round. Pure: same inputs, same outputs."""
     work = _Round(spec, observations, now, state, [], [])
     _conform_to_spec(work)
+    _follow_dns(work)
     _observe_probes(work)
+    _weigh_vantages(work)
     _track_site_health(work)
-    rule, summary = _decide(work)
+    verdict, summary = _decide(work)
     work.state = replace(
         work.state,
-        last_rule=rule,
+        last_rule=verdict,
         failover_times=prune_times(work.state.failover_times, now),
+        hold=work.state.hold if verdict.held else None,
     )
     actions, held = _reconcile(work)
     facts = tuple(_facts(work)) + tuple(work.facts)
-    trace = Trace(rule, summary, facts)
     return Decision(
         work.state,
         actions,
         held,
-        trace,
+        Trace(verdict, summary, facts),
         tuple(work.notes),
         phase_of(work.state, spec, observations),
+        _outcome(verdict, work.notes, work.state),
+        work.vantage,
     )
+
+
+REFUSED = Verdict(Rule.REQUEST_REFUSED)
+_QUIET = frozenset({Rule.STEADY, Rule.NOISY, Rule.API_PLANE_ONLY})
+
+
+def _outcome(verdict: Verdict, notes: list[Note], state: AppState) -> Outcome:
+    """What came of the round: a failover (or failback) started, a zonal evacuation, the
+    return of evacuated zones, a hold, a refused request, a recommendation waiting for
+    approval (or Observe mode), or nothing."""
+    kinds = {note.kind for note in notes}
+    if kinds & {NoteKind.FAILOVER, NoteKind.FAILBACK}:
+        return Outcome.FAILOVER
+    if NoteKind.EVACUATION in kinds:
+        return Outcome.EVACUATION
+    if NoteKind.ZONE_RESTORED in kinds:
+        return Outcome.RESTORE
+    if verdict.held:
+        return Outcome.HELD
+    if verdict.rule is Rule.REQUEST_REFUSED:
+        return Outcome.REFUSED
+    if state.recommendation is not None and verdict.rule not in _QUIET:
+        return Outcome.RECOMMENDED
+    return Outcome.NONE
 
 
 def complete(
@@ -197,6 +246,11 @@ def complete(
         capacity = dict(state.capacity)
         capacity[action.site] = AppliedCapacity(action.fingerprint, now, action.zones)
         return replace(state, capacity=capacity)
+    return _record_traffic(state, action, now, change_id)
+
+
+def _record_traffic(state: AppState, action: ShiftTraffic, now: float, change_id: str) -> AppState:
+    """``action`` is what DNS holds since ``now`` (a failover of its epoch is complete)."""
     failover = state.last_failover
     if failover is not None and failover.epoch == action.epoch and failover.completed_at is None:
         failover = replace(failover, completed_at=now)
@@ -231,8 +285,102 @@ def _conform_to_spec(work: _Round) -> None:
             f"traffic goes back to the declared primary {spec.primary.name}",
             warning=True,
         )
-        state = replace(state, active_site=spec.primary.name, epoch=state.epoch + 1)
+        epoch = min(state.epoch + 1, MAX_EPOCH)
+        state = replace(state, active_site=spec.primary.name, epoch=epoch)
     work.state = state
+
+
+def _follow_dns(work: _Round) -> None:
+    """Reconcile the state with DNS as read back (the world, not the status, says what
+    users reach), toward the higher epoch:
+
+    * another owner holds the name: remember it (no traffic change is made meanwhile);
+    * DNS carries a newer epoch than the state (the status was lost, rolled back, or
+      written by an instance that lost a race): adopt its epoch and active site;
+    * DNS carries the state's epoch with another site while the state records nothing
+      applied (a status that lost its active site or traffic record): adopt its site;
+    * DNS already holds what the current epoch calls for (carried out, but the completion
+      was never recorded: a crash): record it as applied, without changing it again;
+    * DNS no longer holds what was recorded as applied (changed or deleted behind
+      Lifeboat's back): forget the record, so that the change is made again.
+    """
+    dns, state, spec = work.obs.dns, work.state, work.spec
+    if dns is None or dns.ownership is Ownership.UNKNOWN:
+        return
+    state = replace(state, dns_read=True)
+    if dns.ownership is Ownership.OTHER:
+        if state.dns_conflict != dns.owner:
+            work.note(
+                NoteKind.DNS_CONFLICT,
+                f"DNS name {spec.traffic.record_name} is held by {dns.owner}: Lifeboat "
+                "never touches a record another owner holds; traffic changes are held",
+                warning=True,
+            )
+        work.state = replace(state, dns_conflict=dns.owner)
+        return
+    if state.dns_conflict is not None:
+        work.note(NoteKind.DNS_RESOLVED, f"DNS name {spec.traffic.record_name} is free again")
+        state = replace(state, dns_conflict=None)
+    epoch, site = dns.epoch, dns.active_site
+    if epoch is not None and epoch > state.epoch:
+        known = site is not None and spec.site(site) is not None
+        work.note(
+            NoteKind.DNS_DIVERGED,
+            f"DNS holds epoch {epoch} (active site {site}), newer than the recorded epoch "
+            f"{state.epoch} (active site {state.active_site}): following DNS"
+            + ("" if known else f"; {site} is no longer in the spec, so DNS is set again"),
+            warning=True,
+        )
+        if known and site is not None:
+            applied = AppliedTraffic(
+                site, epoch, work.now, "", dns.fingerprint or "", _dns_name(spec)
+            )
+            state = replace(state, active_site=site, epoch=epoch, traffic=applied)
+        else:
+            state = replace(state, epoch=epoch, traffic=None)
+    elif (
+        epoch == state.epoch
+        and state.traffic is None
+        and site is not None
+        and site != state.active_site
+        and spec.site(site) is not None
+    ):
+        # The state does not know what its own epoch set (a status that lost its active
+        # site or its traffic record): DNS, written by that epoch's decision, says.
+        work.note(
+            NoteKind.DNS_DIVERGED,
+            f"DNS holds epoch {epoch} with active site {site}; the recorded state of that "
+            f"epoch named {state.active_site} but not what was applied: following DNS",
+            warning=True,
+        )
+        applied = AppliedTraffic(site, epoch, work.now, "", dns.fingerprint or "", _dns_name(spec))
+        state = replace(state, active_site=site, traffic=applied)
+    elif epoch == state.epoch and dns.fingerprint == desired_traffic(state, spec).fingerprint:
+        if state.traffic_epoch < state.epoch or not traffic_in_place(state, spec):
+            state = _record_traffic(state, desired_traffic(state, spec), work.now, "")
+    elif state.traffic is not None and (epoch, dns.fingerprint) != (
+        state.traffic.epoch,
+        state.traffic.fingerprint,
+    ):
+        held = "no owner record" if epoch is None else f"epoch {epoch}"
+        work.note(
+            NoteKind.DNS_DIVERGED,
+            f"DNS holds {held}, not what epoch {state.traffic.epoch} set: setting it again",
+            warning=True,
+        )
+        state = replace(state, traffic=None)
+    work.state = state
+
+
+def _dns_name(spec: ResilientAppSpec) -> DnsName:
+    traffic = spec.traffic
+    return DnsName(
+        traffic.hosted_zone_id,
+        traffic.hosted_zone_name,
+        traffic.record_name,
+        traffic.record_type,
+        traffic.ttl,
+    )
 
 
 def _stale(recommendation: Recommendation, spec: ResilientAppSpec) -> bool:
@@ -241,7 +389,7 @@ def _stale(recommendation: Recommendation, spec: ResilientAppSpec) -> bool:
 
 def _observe_probes(work: _Round) -> None:
     health = work.spec.health
-    thresholds = Thresholds(health.failure_threshold, health.success_threshold)
+    thresholds = ZoneThresholds.of(health)
     by_zone: dict[ZoneKey, list[ProbeResult]] = defaultdict(list)
     for probe in work.obs.probes:
         by_zone[probe.key].append(_judged(probe, health.latency_threshold_seconds))
@@ -274,10 +422,51 @@ def _judged(probe: ProbeResult, latency_threshold: float | None) -> ProbeResult:
     return probe
 
 
+def probed_zones(spec: ResilientAppSpec) -> tuple[ZoneKey, ...]:
+    """The zones with endpoints to probe, in spec order (the others stay Unknown)."""
+    keys = (ZoneKey(s.name, e.zone) for s in spec.sites for e in s.endpoints)
+    return tuple(dict.fromkeys(keys))
+
+
+def consensus_of(state: AppState, spec: ResilientAppSpec, vantage: Vantage | None) -> Consensus:
+    """The probed zones' states for decisions: this peer's own (``state``) weighed with the
+    other peers' views (:func:`controller.core.vantage.consensus`)."""
+    own = {key: health.state for key, health in state.zones.items()}
+    return consensus(own, vantage, probed_zones(spec))
+
+
+def judged_state(state: AppState, spec: ResilientAppSpec, vantage: Vantage | None) -> AppState:
+    """``state`` with its zones as decisions see them (``state`` itself with one vantage).
+    A zone keeps this peer's figures (counters, times); only its state is the peers'."""
+    if vantage is None:
+        return state
+    return replace(state, zones=_judged_zones(state, consensus_of(state, spec, vantage)))
+
+
+def _judged_zones(state: AppState, weighed: Consensus) -> dict[ZoneKey, ZoneHealth]:
+    zones = dict(state.zones)
+    for key, judged in weighed.zones.items():
+        health = state.zone(key)
+        if health.state is not judged:
+            zones[key] = replace(health, state=judged)
+    return zones
+
+
+def _weigh_vantages(work: _Round) -> None:
+    """Weigh this peer's zone states with the other peers' views (multi-peer mode): the
+    rules below see the zones as a majority of the heard peers do."""
+    if work.obs.vantage is None:
+        return
+    weighed = consensus_of(work.state, work.spec, work.obs.vantage)
+    work.vantage = weighed
+    work.judged = _judged_zones(work.state, weighed)
+
+
 def _track_site_health(work: _Round) -> None:
     since = dict(work.state.site_healthy_since)
+    seen = work.seen()
     for site in work.spec.sites:
-        probed = _probed(work.state, site)
+        probed = _probed(seen, site)
         if probed and all(z.healthy for z in probed):
             since.setdefault(site.name, work.now)
         else:
@@ -314,7 +503,7 @@ def classify(
 # --------------------------------------------------------------------------- decisions
 
 
-def _decide(work: _Round) -> tuple[str, str]:
+def _decide(work: _Round) -> tuple[Verdict, str]:
     """Apply the rules; the rule that decided and a one-sentence summary."""
     spec = work.spec
     active = spec.site(work.state.active_site)
@@ -322,10 +511,13 @@ def _decide(work: _Round) -> tuple[str, str]:
     if work.obs.request is not None and _new_request(work.state, work.obs.request):
         return _handle_request(work, work.obs.request)
 
-    situation, down = classify(work.state, active, work.api(active), spec)
+    situation, down = classify(work.seen(), active, work.api(active), spec)
     response = RESPONSE[situation]
     work.facts.append(("situation", f"{situation} -> {response}"))
     _announce_freeze(work, active, situation)
+    unconfirmed = _hold_unconfirmed(work, active)
+    if unconfirmed:
+        return unconfirmed
 
     if response is Response.FAILOVER:
         reason = _failover_reason(situation, active, down, work.api(active))
@@ -340,7 +532,31 @@ def _decide(work: _Round) -> tuple[str, str]:
     failback = _automatic_failback(work, active, situation)
     if failback:
         return failback
-    return situation.value, _steady_summary(work, active, situation)
+    return Verdict(Rule.of(situation)), _steady_summary(work, active, situation)
+
+
+def _hold_unconfirmed(work: _Round, active: Site) -> tuple[Verdict, str] | None:
+    """Too few peers heard to act on zone evidence (and no ``allowSolo``): what this peer's
+    own view would call for (a failover, an evacuation) is held, with the reason."""
+    why = work.vantage.why_not() if work.vantage is not None else None
+    if why is None:
+        return None
+    situation, down = classify(work.state, active, work.api(active), work.spec)
+    response = RESPONSE[situation]
+    fresh = [z for z in down if ZoneKey(active.name, z) not in work.state.evacuated]
+    if response is Response.FAILOVER:
+        reason = _failover_reason(situation, active, down, work.api(active))
+        kind, what = NoteKind.HELD, "failover"
+    elif response is Response.EVACUATE and fresh and work.spec.failover.zonal_evacuation.enabled:
+        reason = f"zone(s) {', '.join(fresh)} of active site {active.name} are Down"
+        kind, what = NoteKind.EVACUATION_HELD, "evacuation"
+    else:
+        return None
+    verdict = Verdict(Rule.of(situation), held=True)
+    summary = f"{reason} as this peer sees it; {what} held: {why}"
+    if work.state.last_rule != verdict:
+        work.note(kind, summary, warning=True)
+    return verdict, summary
 
 
 def _failover_reason(situation: Situation, site: Site, down: list[str], api: ApiPlaneState) -> str:
@@ -355,7 +571,7 @@ def _failover_reason(situation: Situation, site: Site, down: list[str], api: Api
 
 
 def _announce_freeze(work: _Round, active: Site, situation: Situation) -> None:
-    was = work.state.last_rule == Situation.API_PLANE_ONLY.value
+    was = work.state.last_rule == Verdict(Rule.API_PLANE_ONLY)
     now = situation is Situation.API_PLANE_ONLY
     if now and not was:
         work.note(
@@ -378,68 +594,110 @@ def _failover(
     manual: bool = False,
     force: bool = False,
     failback: bool = False,
-) -> tuple[str, str]:
-    rule = "failback" if failback else (situation.value if not manual else "manual-failover")
-    fresh = work.state.last_rule not in (rule, f"{rule}-held")
-    blocked = None if force else _failover_gate(work)
-    target, evaluation = _pick_target(work, exclude=active.name, wanted=target_name, force=force)
+) -> tuple[Verdict, str]:
+    rule = Rule.FAILBACK if failback else Rule.MANUAL_FAILOVER if manual else Rule.of(situation)
+    fresh = work.state.last_rule.rule is not rule
+    causes = [] if force else _failover_gate(work)
+    if work.state.epoch >= MAX_EPOCH:  # forced or not: no epoch to raise it to
+        causes.append(f"the epoch is at its highest ({MAX_EPOCH})")
+    target, evaluation, unfit = _pick_target(
+        work, exclude=active.name, wanted=target_name, force=force
+    )
     work.facts.extend(evaluation)
-    if blocked is None and target is None:
-        blocked = "no site qualifies as a failover target"
-    if blocked is None and work.obs.traffic_plane is ApiPlaneState.IMPAIRED and not force:
-        blocked = "the DNS service's API plane is Impaired: traffic cannot be moved"
-    if blocked is not None:
-        if fresh:
+    if target is None:
+        causes.extend(unfit or [f"no other site than {active.name} to fail over to"])
+    if work.obs.traffic_plane is ApiPlaneState.IMPAIRED and not force:
+        causes.append("API plane of the DNS service Impaired: traffic cannot be moved")
+    if causes:
+        blocked = "; ".join(causes)
+        hold = hold_key(blocked)
+        if fresh or hold != work.state.hold:  # a new hold, or new causes (figures aside)
             kind = NoteKind.NO_TARGET if target is None else NoteKind.HELD
             work.note(kind, f"{reason}; failover held: {blocked}", warning=True)
-        return f"{rule}-held", f"{reason}; failover held: {blocked}"
+        work.state = replace(work.state, hold=hold)
+        return Verdict(rule, held=True), f"{reason}; failover held: {blocked}"
     assert target is not None
     summary = f"{reason}; {'failing back' if failback else 'failing over'} to {target.name}"
     if not manual and not _may_act(work, Response.FAILOVER, target.name, (), summary):
-        return rule, f"{summary} (recommended, {work.spec.failover.mode} mode)"
-    _start_failover(work, active, target, reason, manual=manual, failback=failback)
-    return rule, f"{summary} (epoch {work.state.epoch})"
+        return Verdict(rule), f"{summary} (recommended, {work.spec.failover.mode} mode)"
+    _start_failover(work, active, target, reason, manual=manual, failback=failback, forced=force)
+    return Verdict(rule), f"{summary} (epoch {work.state.epoch})"
 
 
-def _failover_gate(work: _Round) -> str | None:
-    """Why a failover may not happen now (dwell, budget, pin), or None."""
+_FIGURES = re.compile(r"\d+(\.\d+)?")
+
+
+def hold_key(causes: str) -> str:
+    """The causes of a hold without their figures: the dwell counting down is the same
+    hold, the budget taking over from the dwell is a new one."""
+    return _FIGURES.sub("#", causes)
+
+
+def rescue_allowed(state: AppState) -> bool:
+    """Whether the app stands on a site a forced failover moved it onto (and nothing has
+    moved it since): the automatic rules may then leave that site whatever dwell or budget
+    is left, since a user's ``--force`` is not counted by the anti-flapping guards."""
+    last = state.last_failover
+    return (
+        last is not None
+        and last.forced
+        and last.epoch == state.epoch
+        and last.to_site == state.active_site
+    )
+
+
+def _failover_gate(work: _Round) -> list[str]:
+    """Why a failover may not happen now, each cause with its figure (pin, dwell, budget).
+
+    A forced failover starts no dwell and spends no budget: a site a user forced the app
+    onto can be left as soon as it fails (:func:`rescue_allowed`).
+    """
     policy = work.spec.failover
+    causes: list[str] = []
     if work.obs.pinned is not None:
-        return f"the app is pinned to site {work.obs.pinned}"
+        causes.append(f"pinned to {work.obs.pinned}")
+    if rescue_allowed(work.state):
+        return causes
     last = work.state.last_failover
-    if last is not None and work.now - last.decided_at < policy.min_dwell_seconds:
-        ago = work.now - last.decided_at
-        return (
-            f"minimum dwell: the last failover was {ago:.0f}s ago "
-            f"(policy {policy.min_dwell_seconds}s)"
-        )
+    if (
+        last is not None
+        and not last.forced
+        and work.now - last.decided_at < policy.min_dwell_seconds
+    ):
+        ago = max(0.0, work.now - last.decided_at)
+        causes.append(f"dwell: {ago:.0f} s of {policy.min_dwell_seconds} s")
     recent = prune_times(work.state.failover_times, work.now)
     if len(recent) >= policy.max_failovers_per_hour:
-        return (
-            f"failover budget spent: {len(recent)} in the last hour "
+        plural = "s" if len(recent) != 1 else ""
+        causes.append(
+            f"budget: {len(recent)} failover{plural} in the last hour "
             f"(max {policy.max_failovers_per_hour})"
         )
-    return None
+    return causes
 
 
 def _pick_target(
     work: _Round, exclude: str, wanted: str | None, force: bool
-) -> tuple[Site | None, list[tuple[str, str]]]:
-    """The first site, by (priority, spec order), fit to take the traffic."""
+) -> tuple[Site | None, list[tuple[str, str]], list[str]]:
+    """The first site, by (priority, spec order), fit to take the traffic; the evaluation
+    of every candidate (trace facts); why each candidate is unfit (``site: cause``)."""
     spec = work.spec
     ranked = sorted(
         (s for s in spec.sites if s.name != exclude and (wanted is None or s.name == wanted)),
         key=lambda s: (s.priority, spec.sites.index(s)),
     )
     evaluation: list[tuple[str, str]] = []
+    causes: list[str] = []
     chosen: Site | None = None
+    seen = work.seen()
     for site in ranked:
-        healthy = sum(1 for z in site.zones if work.zone(site.name, z).healthy)
         api = work.api(site)
-        if api is ApiPlaneState.IMPAIRED and not force:
-            verdict = f"API plane of {site.region} Impaired"
-        elif healthy < spec.failover.min_healthy_target_zones and not force:
-            verdict = f"needs {spec.failover.min_healthy_target_zones} healthy zone(s)"
+        healthy = healthy_zones(seen, site)
+        why = work.obs.api_plane_reasons.get((site.provider, site.region))
+        unfit = None if force else target_unfit(seen, site, api, spec, why)
+        if unfit is not None:
+            verdict = unfit
+            causes.append(f"{site.name}: {unfit}")
         elif chosen is None:
             chosen, verdict = site, "chosen"
         else:
@@ -447,11 +705,55 @@ def _pick_target(
         evaluation.append(
             (f"target {site.name}", f"{healthy}/{len(site.zones)} healthy, API {api}: {verdict}")
         )
-    return chosen, evaluation
+    return chosen, evaluation, causes
+
+
+def healthy_zones(state: AppState, site: Site) -> int:
+    return sum(1 for z in site.zones if state.zone(ZoneKey(site.name, z)).healthy)
+
+
+def target_unfit(
+    state: AppState,
+    site: Site,
+    api: ApiPlaneState,
+    spec: ResilientAppSpec,
+    api_reason: str | None = None,
+) -> str | None:
+    """Why ``site`` cannot take the traffic now, with the figure (``0/3 zones Healthy
+    (needs 1)``, ``API plane of us-west-2 Impaired: throttle share 40% >= 30%``), or None
+    when it qualifies as a failover target."""
+    if api is ApiPlaneState.IMPAIRED:
+        return f"API plane of {site.region} Impaired" + (f": {api_reason}" if api_reason else "")
+    healthy, needed = healthy_zones(state, site), spec.failover.min_healthy_target_zones
+    if healthy < needed:
+        return f"{healthy}/{len(site.zones)} zones Healthy (needs {needed})"
+    return None
+
+
+def qualified_standbys(
+    state: AppState, spec: ResilientAppSpec, api_planes: Mapping[RegionKey, ApiPlaneState]
+) -> int:
+    """Sites other than the active one that a failover could go to now (the test
+    :func:`_pick_target` applies, without user preferences)."""
+    return sum(
+        target_unfit(
+            state, site, api_planes.get((site.provider, site.region), ApiPlaneState.UNKNOWN), spec
+        )
+        is None
+        for site in spec.sites
+        if site.name != state.active_site
+    )
 
 
 def _start_failover(
-    work: _Round, active: Site, target: Site, reason: str, *, manual: bool, failback: bool
+    work: _Round,
+    active: Site,
+    target: Site,
+    reason: str,
+    *,
+    manual: bool,
+    failback: bool,
+    forced: bool = False,
 ) -> None:
     state = work.state
     epoch = state.epoch + 1
@@ -463,6 +765,7 @@ def _start_failover(
         work.now,
         _outage_start(state, active),
         manual=manual,
+        forced=forced,
     )
     # The new site's failed zones stay out of its DNS record from the start.
     failed = {
@@ -476,7 +779,8 @@ def _start_failover(
         active_site=target.name,
         epoch=epoch,
         last_failover=record,
-        failover_times=(*prune_times(state.failover_times, work.now), work.now),
+        failover_times=prune_times(state.failover_times, work.now)
+        + (() if forced else (work.now,)),
         evacuated=evacuated,
         recommendation=None,
     )
@@ -498,7 +802,7 @@ def _outage_start(state: AppState, site: Site) -> float | None:
     return max(failing) if failing else None
 
 
-def _evacuate(work: _Round, site: Site, zones: list[str]) -> tuple[str, str]:
+def _evacuate(work: _Round, site: Site, zones: list[str]) -> tuple[Verdict, str]:
     serving = [
         z
         for z in site.zones
@@ -506,7 +810,7 @@ def _evacuate(work: _Round, site: Site, zones: list[str]) -> tuple[str, str]:
         and z not in zones
         and work.zone(site.name, z).healthy
     ]
-    rule = Situation.LONE_ZONE.value
+    rule = Verdict(Rule.LONE_ZONE)
     if not serving:
         return rule, (
             f"zone(s) {', '.join(zones)} of {site.name} are Down and no healthy zone is left "
@@ -532,7 +836,7 @@ def _evacuate(work: _Round, site: Site, zones: list[str]) -> tuple[str, str]:
     return rule, summary
 
 
-def _restore_zones(work: _Round) -> tuple[str, str] | None:
+def _restore_zones(work: _Round) -> tuple[Verdict, str] | None:
     """Evacuated zones (of any site) back in traffic once Healthy for the restore period,
     unless their region's API plane is Impaired (capacity cannot move back there)."""
     after = work.spec.failover.zonal_evacuation.restore_after_seconds
@@ -551,15 +855,18 @@ def _restore_zones(work: _Round) -> tuple[str, str] | None:
     target = back[0].site
     zones = tuple(k.zone for k in back)
     if not _may_act(work, Response.EVACUATE, target, zones, summary, restore=True):
-        return "zone-restore", f"{summary} (recommended, {work.spec.failover.mode} mode)"
+        mode = work.spec.failover.mode
+        return Verdict(Rule.ZONE_RESTORE), f"{summary} (recommended, {mode} mode)"
     work.state = replace(
         work.state, evacuated=work.state.evacuated - set(back), recommendation=None
     )
     work.note(NoteKind.ZONE_RESTORED, summary)
-    return "zone-restore", summary
+    return Verdict(Rule.ZONE_RESTORE), summary
 
 
-def _automatic_failback(work: _Round, active: Site, situation: Situation) -> tuple[str, str] | None:
+def _automatic_failback(
+    work: _Round, active: Site, situation: Situation
+) -> tuple[Verdict, str] | None:
     policy = work.spec.failover.failback
     primary = work.spec.primary
     if policy.mode != "Automatic" or active.name == primary.name:
@@ -640,7 +947,7 @@ def _new_request(state: AppState, request: Request) -> bool:
     return state.last_request is None or state.last_request.id != request.id
 
 
-def _handle_request(work: _Round, request: Request) -> tuple[str, str]:
+def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
     spec, state = work.spec, work.state
     active = spec.site(state.active_site)
     assert active is not None
@@ -658,7 +965,7 @@ def _handle_request(work: _Round, request: Request) -> tuple[str, str]:
         if lagging is not None:
             return _answer(work, request, False, lagging)
     reason = f"requested by a user ({request.op}{' --force' if request.force else ''})"
-    rule, summary = _failover(
+    verdict, summary = _failover(
         work,
         active,
         reason,
@@ -669,17 +976,21 @@ def _handle_request(work: _Round, request: Request) -> tuple[str, str]:
         failback=request.op is RequestOp.FAILBACK,
     )
     accepted = work.state.active_site == target_name
-    return _answer(work, request, accepted, summary, rule)
+    return _answer(work, request, accepted, summary, verdict)
 
 
 def _answer(
-    work: _Round, request: Request, accepted: bool, why: str, rule: str = "request-refused"
-) -> tuple[str, str]:
+    work: _Round,
+    request: Request,
+    accepted: bool,
+    why: str,
+    verdict: Verdict = REFUSED,
+) -> tuple[Verdict, str]:
     outcome = RequestOutcome(request.id, request.op.value, accepted, why, work.now)
     work.state = replace(work.state, last_request=outcome)
     kind = NoteKind.REQUEST_ACCEPTED if accepted else NoteKind.REQUEST_REFUSED
     work.note(kind, f"{request.op.value} request {request.id}: {why}", warning=not accepted)
-    return rule, why
+    return verdict, why
 
 
 # --------------------------------------------------------------------------- actions
@@ -697,17 +1008,10 @@ def desired_traffic(state: AppState, spec: ResilientAppSpec) -> ShiftTraffic:
         )
         for s in spec.sites
     )
-    traffic = spec.traffic
-    dns = DnsName(
-        traffic.hosted_zone_id,
-        traffic.hosted_zone_name,
-        traffic.record_name,
-        traffic.record_type,
-        traffic.ttl,
-    )
+    dns = _dns_name(spec)
     previous = state.traffic.dns if state.traffic else None
     retire = previous if previous is not None and not previous.same_record(dns) else None
-    return ShiftTraffic(state.active_site, state.epoch, dns, targets, retire, traffic.routing)
+    return ShiftTraffic(state.active_site, state.epoch, dns, targets, retire, spec.traffic.routing)
 
 
 def _site_values(state: AppState, site: Site) -> tuple[str, ...]:
@@ -807,7 +1111,7 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
     due: list[Action] = []
     if not traffic_in_place(state, spec):
         due.append(desired_traffic(state, spec))
-    restore = desired_restore(state, spec)
+    restore = desired_restore(work.seen(), spec)
     if restore is not None:
         due.append(restore)
     capacity = desired_capacity(state, spec)
@@ -824,12 +1128,41 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
             if isinstance(action, ShiftTraffic)
             else work.obs.api_planes.get(action.region, ApiPlaneState.UNKNOWN)
         )
-        if region is ApiPlaneState.IMPAIRED:
+        if isinstance(action, ShiftTraffic) and state.dns_conflict is not None:
+            held.append(Held(action, f"DNS name held by {state.dns_conflict}"))
+        elif isinstance(action, ShiftTraffic) and not state.dns_read:
+            held.append(Held(action, "DNS not read back yet since the status was loaded"))
+        elif region is ApiPlaneState.IMPAIRED:
             where = "the DNS service" if isinstance(action, ShiftTraffic) else action.region[1]
-            held.append(Held(action, f"API plane of {where} is Impaired (static stability)"))
+            why = (
+                None
+                if isinstance(action, ShiftTraffic)
+                else work.obs.api_plane_reasons.get(action.region)
+            )
+            figure = f": {why}" if why else ""
+            held.append(Held(action, f"API plane of {where} Impaired{figure} (static stability)"))
+        elif (waiting := _waits_for_active(work, action)) is not None:
+            held.append(Held(action, waiting))
         else:
             actions.append(action)
     return tuple(actions), tuple(held)
+
+
+def _waits_for_active(work: _Round, action: Action) -> str | None:
+    """Why a capacity decrease of a site that no longer takes the traffic must wait: the
+    active site has not reached the capacity it was asked for (its change is held, failed
+    or not carried out yet). Serving capacity never falls below what one site runs."""
+    state, spec = work.state, work.spec
+    if not isinstance(action, SetCapacity) or action.site == state.active_site:
+        return None
+    applied = state.capacity.get(action.site)
+    if applied is None or sum(n for _, n in action.zones) >= sum(n for _, n in applied.zones):
+        return None
+    wanted = next((c for c in desired_capacity(state, spec) if c.site == state.active_site), None)
+    done = state.capacity.get(state.active_site)
+    if wanted is None or (done is not None and done.fingerprint == wanted.fingerprint):
+        return None
+    return f"waits for {state.active_site} to reach its capacity before {action.site} shrinks"
 
 
 # --------------------------------------------------------------------------- reporting
@@ -853,12 +1186,23 @@ def _facts(work: _Round) -> Iterable[tuple[str, str]]:
     for site in spec.sites:
         zones = ", ".join(
             f"{z}={work.zone(site.name, z).state}"
+            + _own_state(work, ZoneKey(site.name, z))
             + ("(out)" if ZoneKey(site.name, z) in state.evacuated else "")
             for z in site.zones
         )
         yield f"site {site.name}", f"{zones}; API plane {work.api(site)}"
     if work.obs.pinned:
         yield "pinned", work.obs.pinned
+    if work.vantage is not None:
+        yield "vantage", work.vantage.summary()
+        for disagreement in work.vantage.disagreements:
+            yield "disagreement", f"{disagreement}: not Down for decisions"
+
+
+def _own_state(work: _Round, key: ZoneKey) -> str:
+    """`` (here X)`` when this peer sees the zone otherwise than decisions do."""
+    own = work.state.zone(key).state
+    return "" if own is work.zone(key.site, key.zone).state else f"(here {own})"
 
 
 def _steady_summary(work: _Round, active: Site, situation: Situation) -> str:
@@ -870,11 +1214,17 @@ def _steady_summary(work: _Round, active: Site, situation: Situation) -> str:
         return f"{text}; a zone is Down but zonal evacuation is disabled"
     if situation is Situation.LONE_ZONE:
         return f"{text}; the failed zone is out of traffic"
+    if work.vantage is not None and work.vantage.disagreements:
+        zones = ", ".join(str(d.zone) for d in work.vantage.disagreements)
+        return f"{text}; peers disagree on {zones}: a minority sees Down, not acted on"
     return f"{text}; nothing to do"
 
 
 def phase_of(state: AppState, spec: ResilientAppSpec, obs: Observations | None = None) -> Phase:
-    """The app's overall phase in ``state``."""
+    """The app's overall phase in ``state`` (its zones as decisions see them, every
+    vantage in ``obs`` weighed)."""
+    if obs is not None:
+        state = judged_state(state, spec, obs.vantage)
     active = spec.site(state.active_site)
     assert active is not None
     failover = state.last_failover

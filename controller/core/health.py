@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple
 
+from controller.api.models import HealthPolicy
+
 
 class ZoneState(StrEnum):
     UNKNOWN = "Unknown"
@@ -64,9 +66,16 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    failure: int = 3
-    success: int = 2
+class ZoneThresholds:
+    """Rounds in a row that take a zone Down (``failure``) and bring it back (``success``):
+    an app's ``health`` policy, as the core reads it."""
+
+    failure: int
+    success: int
+
+    @classmethod
+    def of(cls, policy: HealthPolicy) -> ZoneThresholds:
+        return cls(policy.failure_threshold, policy.success_threshold)
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def aggregate_round(key: ZoneKey, results: Iterable[ProbeResult]) -> ProbeResult
     return ProbeResult(key, outcome, min(r.at for r in rows), max(r.latency for r in rows), detail)
 
 
-def observe(health: ZoneHealth, result: ProbeResult, thresholds: Thresholds) -> ZoneHealth:
+def observe(health: ZoneHealth, result: ProbeResult, thresholds: ZoneThresholds) -> ZoneHealth:
     """The zone's health after one more probe round."""
     if result.ok:
         successes = health.consecutive_successes + 1
@@ -139,13 +148,13 @@ def observe(health: ZoneHealth, result: ProbeResult, thresholds: Thresholds) -> 
     )
 
 
-def _after_success(state: ZoneState, successes: int, t: Thresholds) -> ZoneState:
+def _after_success(state: ZoneState, successes: int, t: ZoneThresholds) -> ZoneState:
     if state in (ZoneState.DOWN, ZoneState.RECOVERING):
         return ZoneState.HEALTHY if successes >= t.success else ZoneState.RECOVERING
     return ZoneState.HEALTHY
 
 
-def _after_failure(state: ZoneState, failures: int, t: Thresholds) -> ZoneState:
+def _after_failure(state: ZoneState, failures: int, t: ZoneThresholds) -> ZoneState:
     if failures >= t.failure or state in (ZoneState.DOWN, ZoneState.RECOVERING):
         return ZoneState.DOWN
     return ZoneState.SUSPECT

@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from controller.api.annotations import Request
+from controller.api.events import EventReason
 from controller.core.apiplane import ApiPlaneState
 from controller.core.health import ProbeResult, ZoneHealth, ZoneKey
+from controller.core.vantage import Consensus, Vantage
 
 ACTIVE_WEIGHT = 100
 FENCED_WEIGHT = 0
@@ -43,6 +46,64 @@ class Situation(StrEnum):
     API_PLANE_ONLY = "api-plane-impairment"
 
 
+class Rule(StrEnum):
+    """The rule that decided a round: a situation of the active site, or what a user or the
+    failback policy asked for."""
+
+    SITE_DOWN = "site-down"
+    MULTI_ZONE = "multi-zone-failure"
+    CASCADE = "cascade"
+    LONE_ZONE = "lone-zone-failure"
+    API_PLANE_ONLY = "api-plane-impairment"
+    NOISY = "healthy-but-noisy"
+    STEADY = "steady"
+    MANUAL_FAILOVER = "manual-failover"
+    FAILBACK = "failback"
+    ZONE_RESTORE = "zone-restore"
+    REQUEST_REFUSED = "request-refused"
+
+    @classmethod
+    def of(cls, situation: Situation) -> Rule:
+        return cls(situation.value)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rule that decided, and whether what it called for is held (a refusal that names
+    its blocking cause in the trace). Written ``rule`` or ``rule-held`` in status."""
+
+    rule: Rule
+    held: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.rule.value}-held" if self.held else self.rule.value
+
+    @classmethod
+    def parse(cls, text: str | None) -> Verdict:
+        """The verdict a status recorded (``steady`` for none, or one this version does not
+        know, as a status written by a newer Lifeboat may hold)."""
+        name = (text or "").removesuffix("-held")
+        try:
+            return cls(Rule(name), held=bool(text) and text != name)
+        except ValueError:
+            return cls(Rule.STEADY)
+
+
+STEADY = Verdict(Rule.STEADY)
+
+
+class Outcome(StrEnum):
+    """What came of a decision round (``lifeboat_decisions_total``'s ``outcome``)."""
+
+    FAILOVER = "failover"
+    EVACUATION = "evacuation"
+    RESTORE = "restore"
+    HELD = "held"
+    REFUSED = "refused"
+    RECOMMENDED = "recommended"
+    NONE = "none"
+
+
 class Response(StrEnum):
     NOTHING = "nothing"
     EVACUATE = "zonal-evacuation"
@@ -53,19 +114,32 @@ class Response(StrEnum):
 # --------------------------------------------------------------------------- inputs
 
 
-class RequestOp(StrEnum):
-    FAILOVER = "failover"
-    FAILBACK = "failback"
+class Ownership(StrEnum):
+    """Who holds the app's DNS name, as its owner record says."""
+
+    OURS = "ours"
+    """The owner record names this app."""
+    NONE = "none"
+    """No owner record (never published, or published before records had owners, with
+    record sets of this app's sites only: Lifeboat takes them over)."""
+    OTHER = "other"
+    """Another owner, or record sets of sites this app does not have: never touched."""
+    UNKNOWN = "unknown"
+    """DNS could not be read."""
 
 
 @dataclass(frozen=True)
-class Request:
-    """A user's one-shot request (``lifeboat failover APP --to SITE``, ``failback``)."""
+class DnsObservation:
+    """What the DNS service holds for the app's name, read back: the owner record (owner,
+    the epoch and active site of the last change, the fingerprint of the desired state it
+    carried out)."""
 
-    id: str
-    op: RequestOp
-    site: str | None = None
-    force: bool = False
+    ownership: Ownership
+    epoch: int | None = None
+    active_site: str | None = None
+    fingerprint: str | None = None
+    owner: str | None = None
+    """Another owner's name (``namespace/name``) or a description of foreign records."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +160,13 @@ class Observations:
     """Seconds of data a site lacks (None: not known); missing: the app replicates nothing."""
     replication_target: float | None = None
     """The lag under which replication counts as caught up (the RPO target)."""
+    api_plane_reasons: Mapping[RegionKey, str] = field(default_factory=dict)
+    """Why each region's API plane has its verdict, with the figure (``throttle share 40%
+    >= 30%``), for the words of refusals and holds."""
+    dns: DnsObservation | None = None
+    """DNS as read back this round (None: not read this round)."""
+    vantage: Vantage | None = None
+    """Other peers' views of the app's zones (None: single-cluster mode, one vantage)."""
 
 
 # --------------------------------------------------------------------------- state
@@ -93,6 +174,8 @@ class Observations:
 
 @dataclass(frozen=True)
 class FailoverRecord:
+    """What happened at a failover (status: ``FailoverStatus``, see :mod:`.status`)."""
+
     epoch: int
     from_site: str
     to_site: str
@@ -101,6 +184,9 @@ class FailoverRecord:
     outage_start: float | None
     completed_at: float | None = None
     manual: bool = False
+    forced: bool = False
+    """Requested with ``--force``: the anti-flapping guards do not count it (it starts no
+    dwell and spends no budget), so a site it moved the app onto can be left at once."""
 
     @property
     def detection_seconds(self) -> float | None:
@@ -153,7 +239,8 @@ class AppliedCapacity:
 
 @dataclass(frozen=True)
 class RestoredVolume:
-    """A volume made at a site from the newest copy of a protected volume."""
+    """A volume made at a site from the newest copy of a protected volume (status:
+    ``RestoredVolumeStatus``, see :mod:`.status`)."""
 
     dataset: str
     volume: str
@@ -213,11 +300,22 @@ class AppState:
     """When recent failovers were decided (for the hourly budget)."""
     recommendation: Recommendation | None = None
     last_request: RequestOutcome | None = None
-    last_rule: str = "steady"
+    last_rule: Verdict = STEADY
     site_healthy_since: Mapping[str, float] = field(default_factory=dict)
     """Since when every probed zone of a site has been Healthy (for failback)."""
     restores: Mapping[str, AppliedRestore] = field(default_factory=dict)
     """Per site: the volumes restored there by the latest failover to it."""
+    dns_conflict: str | None = None
+    """Who else holds the app's DNS name, as last read back: no traffic change is made
+    while it is set."""
+    hold: str | None = None
+    """The causes of the failover hold in force, figures aside (:func:`..decide.hold_key`):
+    a change of causes is announced again. Not kept in the status (a restarted operator
+    announces a hold once more)."""
+    dns_read: bool = True
+    """Whether DNS has been read back since this state was rebuilt from a status (the
+    operator sets it to False when it loads a status: it changes no DNS before it has seen
+    what DNS holds, as a lost or rolled-back status must not move traffic back)."""
 
     @property
     def traffic_epoch(self) -> int:
@@ -347,25 +445,31 @@ class Held:
 class Trace:
     """Why the decision was taken: the rule, a sentence and the facts it rested on."""
 
-    rule: str
+    rule: Verdict
     summary: str
     facts: tuple[tuple[str, str], ...] = ()
 
 
 class NoteKind(StrEnum):
-    ZONE_STATE = "ZoneStateChanged"
-    FAILOVER = "FailoverStarted"
-    FAILBACK = "FailbackStarted"
-    EVACUATION = "ZoneEvacuated"
-    ZONE_RESTORED = "ZoneRestored"
-    RECOMMENDED = "ActionRecommended"
-    NO_TARGET = "NoFailoverTarget"
-    HELD = "FailoverHeld"
-    FROZEN = "RegionFrozen"
-    UNFROZEN = "RegionUnfrozen"
-    SPEC_CHANGED = "ActiveSiteReset"
-    REQUEST_ACCEPTED = "RequestAccepted"
-    REQUEST_REFUSED = "RequestRefused"
+    """The transitions the core reports; each is posted as an Event of that reason."""
+
+    ZONE_STATE = EventReason.ZONE_STATE_CHANGED
+    FAILOVER = EventReason.FAILOVER_STARTED
+    FAILBACK = EventReason.FAILBACK_STARTED
+    EVACUATION = EventReason.ZONE_EVACUATED
+    EVACUATION_HELD = EventReason.EVACUATION_HELD
+    ZONE_RESTORED = EventReason.ZONE_RESTORED
+    RECOMMENDED = EventReason.ACTION_RECOMMENDED
+    NO_TARGET = EventReason.NO_FAILOVER_TARGET
+    HELD = EventReason.FAILOVER_HELD
+    FROZEN = EventReason.REGION_FROZEN
+    UNFROZEN = EventReason.REGION_UNFROZEN
+    SPEC_CHANGED = EventReason.ACTIVE_SITE_RESET
+    REQUEST_ACCEPTED = EventReason.REQUEST_ACCEPTED
+    REQUEST_REFUSED = EventReason.REQUEST_REFUSED
+    DNS_DIVERGED = EventReason.DNS_DIVERGED
+    DNS_CONFLICT = EventReason.DNS_OWNERSHIP_CONFLICT
+    DNS_RESOLVED = EventReason.DNS_OWNERSHIP_RESOLVED
 
 
 @dataclass(frozen=True)
@@ -385,6 +489,9 @@ class Decision:
     trace: Trace
     notes: tuple[Note, ...]
     phase: Phase
+    outcome: Outcome = Outcome.NONE
+    vantage: Consensus | None = None
+    """How the other peers' views were weighed (None: single-cluster mode)."""
 
 
 def _digest(value: object) -> str:

@@ -3,23 +3,30 @@
 The status is the operator's memory: a restarted operator rebuilds the core's state from
 it and carries on (zone counters, epoch, evacuated zones, what DNS and capacity were last
 set to, the failover budget, a pending recommendation). Pure.
+
+Each value of the core has one wire form in :mod:`controller.api.models` (FailoverRecord
+and FailoverStatus, RestoredVolume and RestoredVolumeStatus, AppliedTraffic and
+TrafficStatus, ...), and the conversions between the two live here, nowhere else.
 """
 
 from __future__ import annotations
 
-from controller.api.conditions import parse_rfc3339, rfc3339, set_condition
+from collections.abc import Mapping
+
+from controller.api.conditions import ConditionType, parse_rfc3339, rfc3339, set_condition
 from controller.api.models import (
+    MAX_EPOCH,
     CapacityStatus,
     Condition,
     DecisionRecord,
     Fact,
-    FailoverRecord,
+    FailoverStatus,
     PendingAction,
     RecommendationStatus,
     RequestStatus,
     ResilientAppSpec,
     ResilientAppStatus,
-    RestoredVolume,
+    RestoredVolumeStatus,
     SiteStatus,
     TrafficStatus,
     VolumeRestoreStatus,
@@ -28,12 +35,8 @@ from controller.api.models import (
 )
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
-from controller.core.decide import initial_state, traffic_in_place
+from controller.core.decide import initial_state, judged_state, traffic_in_place
 from controller.core.health import ZoneHealth, ZoneKey, ZoneState
-
-READY = "Ready"
-DEGRADED = "Degraded"
-FAILING_OVER = "FailingOver"
 
 
 def _ts(value: str | None) -> float | None:
@@ -47,10 +50,68 @@ def _fmt(value: float | None, *, precise: bool = True) -> str | None:
 # --------------------------------------------------------------------------- status -> state
 
 
-def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> m.AppState:
-    """The core state persisted in ``status``; a fresh state when there is none."""
-    if not status.active_site or status.epoch is None:
+def recorded_epoch(status: ResilientAppStatus) -> int:
+    """The highest epoch ``status`` records anywhere (0: none): its own, the one DNS was
+    last set for, the last failover's, the restores'. They agree in a status Lifeboat
+    wrote; when a field was lost or edited, the epoch still never goes back."""
+    return max(
+        status.epoch or 0,
+        status.traffic.epoch if status.traffic else 0,
+        status.last_failover.epoch if status.last_failover else 0,
+        *(r.epoch for r in status.volume_restores),
+    )
+
+
+def stated_epoch(raw: object) -> int:
+    """The highest epoch a stored status states where epochs are recorded (``epoch``,
+    ``traffic.epoch``, ``lastFailover.epoch``, ``volumeRestores[].epoch``), read from the
+    raw status: a record dropped because another of its fields is unreadable still says
+    how far the epoch went (0: nowhere)."""
+
+    def epoch(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_EPOCH:
+            return value
+        return 0
+
+    if not isinstance(raw, Mapping):
+        return 0
+    found = [epoch(raw.get("epoch"))]
+    for key in ("traffic", "lastFailover"):
+        record = raw.get(key)
+        if isinstance(record, Mapping):
+            found.append(epoch(record.get("epoch")))
+    restores = raw.get("volumeRestores")
+    if isinstance(restores, list):
+        found += [epoch(r.get("epoch")) for r in restores if isinstance(r, Mapping)]
+    return max(found)
+
+
+def _recorded_site(status: ResilientAppStatus, epoch: int, spec: ResilientAppSpec) -> str:
+    """The active site of ``epoch`` as ``status`` records it: ``activeSite``, else what
+    DNS was set to or the last failover went to under that epoch, else the site marked
+    active; the declared primary when none says (DNS, read back before anything moves,
+    then tells which site the epoch went to)."""
+    candidates = [status.active_site]
+    if status.traffic and status.traffic.epoch == epoch:
+        candidates.append(status.traffic.active_site)
+    if status.last_failover and status.last_failover.epoch == epoch:
+        candidates.append(status.last_failover.to_site)
+    candidates += [s.name for s in status.sites if s.active]
+    known = (site for site in candidates if site and spec.site(site) is not None)
+    return next(known, status.active_site or spec.primary.name)
+
+
+def state_from_status(
+    status: ResilientAppStatus, spec: ResilientAppSpec, *, floor: int = 0
+) -> m.AppState:
+    """The core state persisted in ``status``; a fresh state when there is none. A status
+    that lost its epoch or active site keeps the highest epoch it records, or ``floor``
+    (what the stored status stated, :func:`stated_epoch`) when higher: the epoch never
+    goes back, and DNS read back says where that epoch went."""
+    epoch = max(recorded_epoch(status), floor)
+    if epoch == 0:
         return initial_state(spec)
+    active_site = _recorded_site(status, epoch, spec)
     zones = {ZoneKey(z.site, z.zone): _zone_health(z) for z in status.zones}
     evacuated = frozenset(ZoneKey(z.site, z.zone) for z in status.zones if not z.in_traffic)
     capacity = {
@@ -66,8 +127,8 @@ def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> m.A
         s.name: parse_rfc3339(s.healthy_since) for s in status.sites if s.healthy_since
     }
     return m.AppState(
-        active_site=status.active_site,
-        epoch=status.epoch,
+        active_site=active_site,
+        epoch=epoch,
         zones=zones,
         evacuated=evacuated,
         traffic=_applied_traffic(status.traffic) if status.traffic else None,
@@ -76,7 +137,7 @@ def state_from_status(status: ResilientAppStatus, spec: ResilientAppSpec) -> m.A
         failover_times=tuple(parse_rfc3339(t) for t in status.recent_failovers),
         recommendation=_recommendation(status.recommendation),
         last_request=_request(status.last_request),
-        last_rule=status.last_decision.rule if status.last_decision else "steady",
+        last_rule=m.Verdict.parse(status.last_decision.rule if status.last_decision else None),
         site_healthy_since=healthy_since,
         restores={r.site: _restore(r) for r in status.volume_restores},
     )
@@ -132,7 +193,7 @@ def _applied_traffic(saved: TrafficStatus) -> m.AppliedTraffic | None:
     )
 
 
-def _failover(f: FailoverRecord) -> m.FailoverRecord:
+def _failover(f: FailoverStatus) -> m.FailoverRecord:
     return m.FailoverRecord(
         epoch=f.epoch,
         from_site=f.from_site,
@@ -142,11 +203,15 @@ def _failover(f: FailoverRecord) -> m.FailoverRecord:
         outage_start=_ts(f.outage_start_time),
         completed_at=_ts(f.completed_time),
         manual=f.manual,
+        forced=f.forced,
     )
 
 
 def _recommendation(saved: RecommendationStatus | None) -> m.Recommendation | None:
-    if saved is None:
+    """The pending recommendation (none for a response this version does not know, as a
+    status edited by hand or written by a newer Lifeboat may hold: it cannot be carried
+    out, and the next round recommends anew)."""
+    if saved is None or saved.response not in {r.value for r in m.Response}:
         return None
     return m.Recommendation(
         saved.id,
@@ -182,7 +247,7 @@ def status_from_state(
     """The status to write after a decision round (``running``: the action in flight)."""
     state = decision.state
     keys = [ZoneKey(s.name, z) for s in spec.sites for z in s.zones]
-    zones = tuple(_zone_status(key, state) for key in keys)
+    zones = tuple(_zone_status(key, state, spec) for key in keys)
     sites = tuple(_site_status(state, spec, s.name, observations) for s in spec.sites)
     healthy = sum(1 for z in zones if z.state == ZoneState.HEALTHY.value)
     conditions = _conditions(decision, spec, observations, previous.conditions, generation, now)
@@ -217,7 +282,7 @@ def _restore_status(site: str, applied: m.AppliedRestore) -> VolumeRestoreStatus
         epoch=applied.epoch,
         time=rfc3339(applied.applied_at, precise=True),
         volumes=tuple(
-            RestoredVolume(
+            RestoredVolumeStatus(
                 dataset=v.dataset,
                 volume=v.volume,
                 volume_id=v.volume_id,
@@ -231,14 +296,17 @@ def _restore_status(site: str, applied: m.AppliedRestore) -> VolumeRestoreStatus
     )
 
 
-def _zone_status(key: ZoneKey, state: m.AppState) -> ZoneStatus:
+def _zone_status(key: ZoneKey, state: m.AppState, spec: ResilientAppSpec) -> ZoneStatus:
+    """A zone's status. Its streak counters are recorded up to the thresholds they are
+    compared with: beyond them a count decides nothing, and a count that rose every round
+    would make every round's status a new one to write."""
     health = state.zone(key)
     return ZoneStatus(
         site=key.site,
         zone=key.zone,
         state=health.state.value,
-        consecutive_failures=health.consecutive_failures,
-        consecutive_successes=health.consecutive_successes,
+        consecutive_failures=min(health.consecutive_failures, spec.health.failure_threshold),
+        consecutive_successes=min(health.consecutive_successes, spec.health.success_threshold),
         since=_fmt(health.since, precise=False),
         failing_since=_fmt(health.failing_since),
         last_ok_time=_fmt(health.last_ok),
@@ -307,10 +375,10 @@ def _traffic_status(applied: m.AppliedTraffic | None) -> TrafficStatus | None:
     )
 
 
-def _failover_status(record: m.FailoverRecord | None) -> FailoverRecord | None:
+def _failover_status(record: m.FailoverRecord | None) -> FailoverStatus | None:
     if record is None:
         return None
-    return FailoverRecord(
+    return FailoverStatus(
         epoch=record.epoch,
         from_site=record.from_site,
         to_site=record.to_site,
@@ -321,6 +389,7 @@ def _failover_status(record: m.FailoverRecord | None) -> FailoverRecord | None:
         detection_seconds=_round(record.detection_seconds),
         rto_seconds=_round(record.rto_seconds),
         manual=record.manual,
+        forced=record.forced,
     )
 
 
@@ -375,10 +444,11 @@ def _request_status(outcome: m.RequestOutcome | None) -> RequestStatus | None:
 def _decision_record(trace: m.Trace, previous: DecisionRecord | None, now: float) -> DecisionRecord:
     """The trace as status; an unchanged decision keeps the time it was first taken."""
     facts = tuple(Fact(name=n[:128], value=v[:1024]) for n, v in trace.facts[:64])
-    if previous and previous.rule == trace.rule and previous.summary == trace.summary:
+    rule = str(trace.rule)
+    if previous and previous.rule == rule and previous.summary == trace.summary:
         return previous.model_copy(update={"facts": facts})
     summary = trace.summary[:1024]
-    return DecisionRecord(time=rfc3339(now), rule=trace.rule, summary=summary, facts=facts)
+    return DecisionRecord(time=rfc3339(now), rule=rule, summary=summary, facts=facts)
 
 
 def _round(value: float | None) -> float | None:
@@ -396,7 +466,11 @@ def _conditions(
     state, phase, trace = decision.state, decision.phase, decision.trace
 
     def put(
-        conditions: tuple[Condition, ...], type_: str, ok: bool, reason: str, message: str
+        conditions: tuple[Condition, ...],
+        type_: ConditionType,
+        ok: bool,
+        reason: str,
+        message: str,
     ) -> tuple[Condition, ...]:
         return set_condition(
             conditions,
@@ -415,15 +489,16 @@ def _conditions(
         reason = "TrafficNotApplied"
     conditions = put(
         previous,
-        READY,
+        ConditionType.READY,
         serving and routed,
         reason,
         f"active site {state.active_site}: {trace.summary}",
     )
+    seen = judged_state(state, spec, obs.vantage)  # the zones as decisions see them
     troubles = [
-        f"{key}={state.zone(key).state}" + (" (out of traffic)" if key in state.evacuated else "")
+        f"{key}={seen.zone(key).state}" + (" (out of traffic)" if key in state.evacuated else "")
         for key in (ZoneKey(s.name, z) for s in spec.sites for z in s.zones)
-        if state.zone(key).state in (ZoneState.SUSPECT, ZoneState.DOWN, ZoneState.RECOVERING)
+        if seen.zone(key).state in (ZoneState.SUSPECT, ZoneState.DOWN, ZoneState.RECOVERING)
         or key in state.evacuated
     ]
     impaired = [
@@ -434,7 +509,7 @@ def _conditions(
     degraded = troubles + impaired
     conditions = put(
         conditions,
-        DEGRADED,
+        ConditionType.DEGRADED,
         bool(degraded),
         ("Frozen" if phase is m.Phase.FROZEN else "ZonesUnhealthy" if troubles else "ApiPlane")
         if degraded
@@ -445,7 +520,7 @@ def _conditions(
     record = state.last_failover
     return put(
         conditions,
-        FAILING_OVER,
+        ConditionType.FAILING_OVER,
         failing_over,
         "TrafficShiftPending" if failing_over else "Idle",
         f"{record.from_site} -> {record.to_site}, epoch {record.epoch}"

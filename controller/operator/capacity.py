@@ -1,98 +1,130 @@
 """Capacity drivers for an app's sites, built from their ``capacity`` spec.
 
-* ``autoScalingGroup``: the site's CloudProvider must be AWS;
-* ``openstackServers``: the site's CloudProvider must be OpenStack;
-* ``kubernetesDeployments``: this cluster, or a member cluster whose kubeconfig is in a
-  Secret of the controller namespace.
+The driver is chosen by the kind of capacity a site names (``autoScalingGroup``,
+``openstackServers``, ``kubernetesDeployments``) through the provider registry: a cloud's
+own kind needs a site at a CloudProvider of that type; ``kubernetesDeployments`` runs in
+this cluster, or in a member cluster its CloudProvider lists (with the kubeconfig Secret
+it names, in the controller namespace), whatever the site's CloudProvider type; in the
+app's own namespace unless that CloudProvider grants another.
 
-Drivers are cached per site and rebuilt when the site's capacity spec or its provider
-changes.
+One :class:`CapacityDrivers` serves one app, through the provider registry as its
+namespace sees it (a CloudProvider that does not admit the namespace is refused before
+anything is built). Drivers are cached per site and rebuilt when the site's capacity spec
+or its provider changes. The cache is bounded: at most :data:`DRIVER_CACHE_SIZE` drivers
+(the least recently used goes first), and a driver unused for :data:`DRIVER_CACHE_TTL`
+seconds is dropped (a renamed site's, a deleted app's). :class:`NoCapacity` stands in where
+an operator drives no capacity at all.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import kubernetes.client
 
-from controller.api.models import CapacitySpec, Site
+from controller.api.events import EventReason
+from controller.api.models import Site
 from controller.operator.kube import Kube, NotFound
-from controller.operator.providers import ProviderRegistry, ProviderUnavailable
-from controller.providers.aws.capacity import AutoScalingGroupCapacity
-from controller.providers.aws.connector import AwsConnector
-from controller.providers.kubernetes.capacity import (
-    DeploymentsCapacity,
-    KubeconfigError,
-    client_from_kubeconfig,
-)
+from controller.providers import registry
+from controller.providers.backend import Capability, Cloud
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
 from controller.providers.protocols import CapacityDriver
+
+
+class TenantHandles(Protocol):
+    """The provider registry as one namespace's apps may use it."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    async def handle(self, name: str) -> Cloud:
+        """The CloudProvider, connected; ProviderUnavailable when it is missing, unusable
+        or does not admit the namespace."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    """This cluster, Secrets of the controller namespace (member clusters), the app's
+    namespace."""
+
+    kube: Kube
+    local: kubernetes.client.ApiClient
+    controller_namespace: str
+    namespace: str
+
+    async def secret(self, name: str) -> Mapping[str, str]:
+        try:
+            data, _ = await self.kube.read_secret(self.controller_namespace, name)
+        except NotFound:
+            raise ProviderUnavailable(
+                EventReason.SECRET_NOT_FOUND,
+                f"Secret {self.controller_namespace}/{name} not found",
+            ) from None
+        return data
+
+
+DRIVER_CACHE_SIZE = 64
+"""Drivers kept at most (an app has at most 16 sites)."""
+DRIVER_CACHE_TTL = 3600.0
+"""Seconds an unused driver is kept."""
 
 
 @dataclass
 class CapacityDrivers:
-    providers: ProviderRegistry
+    """The capacity drivers of one namespace's apps."""
+
+    providers: TenantHandles
     kube: Kube
     local_cluster: kubernetes.client.ApiClient
     controller_namespace: str
-    _cache: dict[str, tuple[object, CapacityDriver]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    max_size: int = DRIVER_CACHE_SIZE
+    ttl: float = DRIVER_CACHE_TTL
+    _cache: OrderedDict[str, tuple[object, CapacityDriver, float]] = field(
+        default_factory=OrderedDict
+    )
+    """key -> (identity, driver, last used), least recently used first."""
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     async def for_site(self, app: str, site: Site) -> CapacityDriver:
-        """The driver of ``site`` (of app ``app``, a cache key); raises ProviderUnavailable."""
-        spec = site.capacity
-        assert spec is not None
+        """The driver of ``site`` (of app ``app``, a cache key); raises ProviderUnavailable
+        (CapabilityUnsupported when the site's provider cannot run its kind)."""
         handle = await self.providers.handle(site.provider)
         key = f"{app}/{site.name}"
-        identity = (spec, site.provider, site.region, id(handle.connector))
+        identity = (site.capacity, site.provider, site.region, id(handle))
+        now = self.clock()
+        while self._cache:  # drop what has not been used for the TTL (oldest use first)
+            oldest = next(iter(self._cache))
+            if now - self._cache[oldest][2] < self.ttl:
+                break
+            del self._cache[oldest]
         cached = self._cache.get(key)
         if cached is not None and cached[0] == identity:
+            self._cache[key] = (identity, cached[1], now)
+            self._cache.move_to_end(key)
             return cached[1]
-        driver = await self._build(site, spec, handle.connector)
-        self._cache[key] = (identity, driver)
+        clusters = _Clusters(
+            self.kube, self.local_cluster, self.controller_namespace, self.providers.namespace
+        )
+        driver = await registry.capacity_driver(site, handle, clusters)
+        self._cache[key] = (identity, driver, now)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.max_size:
+            self._cache.popitem(last=False)
         return driver
 
-    async def _build(self, site: Site, spec: CapacitySpec, connector: object) -> CapacityDriver:
-        if spec.auto_scaling_group is not None:
-            if not isinstance(connector, AwsConnector):
-                raise ProviderUnavailable(
-                    "CapacityDriverMismatch",
-                    f"site {site.name}: autoScalingGroup needs an aws CloudProvider",
-                )
-            group = spec.auto_scaling_group
-            return AutoScalingGroupCapacity(
-                connector, site.region, group.name, list(group.subnets) or None
-            )
-        if spec.openstack_servers is not None:
-            from controller.providers.openstack.capacity import capacity_for_site
-            from controller.providers.openstack.connector import OpenStackConnector
 
-            if not isinstance(connector, OpenStackConnector):
-                raise ProviderUnavailable(
-                    "CapacityDriverMismatch",
-                    f"site {site.name}: openstackServers needs an openstack CloudProvider",
-                )
-            return capacity_for_site(connector, site.region, site.name, spec.openstack_servers)
-        assert spec.kubernetes_deployments is not None
-        deployments = spec.kubernetes_deployments
-        api = self.local_cluster
-        if deployments.kubeconfig_secret_ref is not None:
-            ref = deployments.kubeconfig_secret_ref
-            try:
-                data, _ = await self.kube.read_secret(self.controller_namespace, ref.name)
-            except NotFound:
-                raise ProviderUnavailable(
-                    "SecretNotFound",
-                    f"site {site.name}: Secret {self.controller_namespace}/{ref.name} not found",
-                ) from None
-            if ref.key not in data:
-                raise ProviderUnavailable(
-                    "SecretKeyMissing", f"site {site.name}: Secret {ref.name} has no {ref.key}"
-                )
-            try:
-                api = client_from_kubeconfig(data[ref.key])
-            except KubeconfigError as error:
-                raise ProviderUnavailable(
-                    "KubeconfigInvalid", f"site {site.name}: {error}"
-                ) from None
-        return DeploymentsCapacity(
-            api, deployments.namespace, dict(deployments.selector), deployments.zone_label
+class NoCapacity:
+    """An operator that drives no capacity: every site's driver is unsupported."""
+
+    async def for_site(self, app: str, site: Site) -> CapacityDriver:
+        raise CapabilityUnsupported(
+            Capability.CAPACITY, f"site {site.name}: this operator drives no capacity"
         )

@@ -6,6 +6,10 @@
   :class:`~controller.operator.volumes.VolumeReplication`).
 * CloudProvider: an index (so apps can resolve providers without API calls) and a
   credentials check on create/update/resume, re-tried while it fails.
+* Namespace: an index of their labels, for the CloudProviders' tenancy selectors. Each
+  app's worker, actions, capacity drivers and replication engines see the providers
+  through :class:`~controller.operator.providers.TenantProviders`, the view of the app's
+  namespace.
 
 kopf keeps its own bookkeeping in ``lifeboat.dev/*`` annotations and a ``lifeboat.dev/
 finalizer`` (daemons need one so they are stopped before the object goes away); the
@@ -15,8 +19,9 @@ status is entirely Lifeboat's.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +29,15 @@ import kopf
 import kubernetes.client
 
 from controller import metrics
-from controller.api.models import GROUP, VERSION
+from controller.api.annotations import KOPF_PREFIX, LAST_HANDLED_CONFIGURATION
+from controller.api.names import CLOUD_PROVIDER, FINALIZER, GROUP, RESILIENT_APP, VERSION
+from controller.operator import kubeconfig
 from controller.operator.app import AppContext, AppWorker, ReplicationSource
 from controller.operator.capacity import CapacityDrivers
+from controller.operator.context import Leadership, NoPeers, PeerLink, Sole
 from controller.operator.kube import KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
+from controller.operator.peer_status import StatusStore
 from controller.operator.probes import HttpProber
 from controller.operator.provider_monitor import ProviderMonitor
 from controller.operator.providers import ProviderInfo, ProviderRegistry
@@ -37,8 +46,12 @@ from controller.operator.volumes import VolumeReplication, VolumeRestorer
 
 log = logging.getLogger(__name__)
 
-APPS = (GROUP, VERSION, "resilientapps")
-PROVIDERS = (GROUP, VERSION, "cloudproviders")
+APPS = (GROUP, VERSION, RESILIENT_APP.plural)
+PROVIDERS = (GROUP, VERSION, CLOUD_PROVIDER.plural)
+NAMESPACES = ("v1", "namespaces")
+RETIRE_SECONDS = 300.0
+"""At least this long a replaced CloudProvider connection stays open (see
+:class:`~controller.operator.providers.ProviderRegistry`)."""
 
 
 @dataclass(frozen=True)
@@ -46,20 +59,41 @@ class Wiring:
     """Everything the handlers share, built once per operator."""
 
     registry: kopf.OperatorRegistry
-    context: AppContext
+    app_context: Callable[[str], AppContext]
+    """The context of the apps of a namespace (the providers as that namespace sees them)."""
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings: our annotation prefix, our finalizer, quiet event posting."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key=LAST_HANDLED_CONFIGURATION
     )
     settings.posting.level = logging.WARNING  # our own Events tell the story
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 5
+    settings.networking.error_backoffs = ApiRetries()
+
+
+class ApiRetries:
+    """kopf's retries of failed API requests: 1, 1, 2, 3, 5, 8, 13, 21 s, then every 30 s
+    for ever. kopf's default gives up after the eighth retry (about a minute and a half)
+    and ends the operator; an API server outage is waited out instead (with leader
+    election the operator stops acting much sooner, when it cannot renew its Lease).
+
+    A fresh iterator per request (kopf iterates the setting once per request), unsized,
+    so kopf does not count attempts against a total.
+    """
+
+    FIRST = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+    THEN = 30.0
+
+    def __iter__(self) -> Iterator[float]:
+        yield from self.FIRST
+        yield from itertools.repeat(self.THEN)
 
 
 def build(
@@ -67,34 +101,65 @@ def build(
     controller_namespace: str,
     *,
     volume_interval_override: float | None = None,
+    probe_source_address: str | None = None,
+    peers: PeerLink | None = None,
+    secret_recheck_seconds: float = 60.0,
+    leadership: Leadership | None = None,
+    statuses: StatusStore | None = None,
 ) -> Wiring:
     """A kopf registry with Lifeboat's handlers, bound to one Kubernetes connection.
 
     ``volume_interval_override`` (sandbox and tests only) replaces every volume dataset's
-    snapshot interval."""
+    snapshot interval; ``probe_source_address`` is the local address probes connect from;
+    ``peers``: the link to the other peers (multi-peer mode); ``secret_recheck_seconds``:
+    how often every CloudProvider's credentials Secret is read again
+    (:meth:`ProviderRegistry.recheck`); with peers, ``leadership`` says whether this peer
+    acts (the quorum elector) and ``statuses`` keeps apps' status on a majority of the peer
+    clusters."""
+    link = peers if peers is not None else NoPeers()
     registry = kopf.OperatorRegistry()
-    kube_client = kubernetes.client.ApiClient(configuration)
-    capacity_client = kubernetes.client.ApiClient(configuration)
+    kube_client = kubeconfig.api_client(configuration)
+    capacity_client = kubeconfig.api_client(configuration)
     kube = KubeClient(kube_client)
-    providers = ProviderRegistry(kube, controller_namespace, lookup=lambda _name: None)
-    prober = HttpProber()
+    providers = ProviderRegistry(
+        kube,
+        controller_namespace,
+        lookup=lambda _name: None,
+        secret_ttl=secret_recheck_seconds,
+        # A replaced connection stays open for the flows still on it until their app's
+        # next round restarts them (rounds come every health.intervalSeconds).
+        retire_seconds=max(RETIRE_SECONDS, 2 * secret_recheck_seconds),
+    )
+    prober = HttpProber(read_config_map=kube.read_config_map, source_address=probe_source_address)
     monitor = ProviderMonitor(providers, kube)
-    capacity = CapacityDrivers(providers, kube, capacity_client, controller_namespace)
 
     def object_replication(ref: ObjectRef) -> ReplicationSource:
-        return ObjectReplication(ref, kube, providers)
+        return ObjectReplication(ref, kube, providers.tenant(ref.namespace or ""))
 
     def volume_replication(ref: ObjectRef) -> ReplicationSource:
-        return VolumeReplication(ref, providers, kube, interval_override=volume_interval_override)
+        return VolumeReplication(
+            ref,
+            providers.tenant(ref.namespace or ""),
+            kube,
+            interval_override=volume_interval_override,
+        )
 
-    context = AppContext(
-        kube=kube,
-        providers=providers,
-        prober=prober,
-        capacity=capacity,
-        replication=(object_replication, volume_replication),
-        restorer=VolumeRestorer(providers),
-    )
+    def app_context(namespace: str) -> AppContext:
+        """The context of an app in ``namespace``: every provider it reaches, through
+        capacity, volume restores and replication too, is checked against its tenancy."""
+        tenant = providers.tenant(namespace)
+        return AppContext(
+            kube=kube,
+            providers=tenant,
+            prober=prober,
+            capacity=CapacityDrivers(tenant, kube, capacity_client, controller_namespace),
+            replication=(object_replication, volume_replication),
+            restorer=VolumeRestorer(tenant),
+            peers=link,
+            leadership=leadership or Sole(),
+            statuses=statuses,
+        )
+
     background: list[asyncio.Task[None]] = []
 
     def index_of(kwargs: dict[str, Any]) -> kopf.Index[str, ProviderInfo]:
@@ -107,6 +172,15 @@ def build(
             return next(iter(store), None) if store else None
 
         return lookup
+
+    def labels_in(
+        index: kopf.Index[str, Mapping[str, str]],
+    ) -> Callable[[str], Mapping[str, str] | None]:
+        def labels(namespace: str) -> Mapping[str, str] | None:
+            store = index.get(namespace)
+            return next(iter(store), None) if store else None
+
+        return labels
 
     def every_provider(index: kopf.Index[str, ProviderInfo]) -> Callable[[], list[ProviderInfo]]:
         def listing() -> list[ProviderInfo]:
@@ -122,7 +196,9 @@ def build(
     async def startup(**kwargs: Any) -> None:
         index = index_of(kwargs)
         providers.lookup = lookup_in(index)
+        providers.namespace_labels = labels_in(kwargs["namespace_labels"])
         background.append(asyncio.create_task(monitor.run(every_provider(index))))
+        background.append(asyncio.create_task(providers.run_rechecks()))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -143,6 +219,10 @@ def build(
             )
         }
 
+    @kopf.index(*NAMESPACES, id="namespace_labels", registry=registry)
+    def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+        return {name: dict(labels)}
+
     @kopf.daemon(*APPS, id="app", registry=registry, cancellation_timeout=10.0)
     async def app_daemon(
         body: kopf.Body,
@@ -152,12 +232,13 @@ def build(
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
-        ref = ObjectRef("ResilientApp", "resilientapps", name, namespace, uid)
-        await AppWorker(ref, context).run(body, lambda: bool(stopped))
+        ref = ObjectRef(RESILIENT_APP.kind, RESILIENT_APP.plural, name, namespace, uid)
+        await AppWorker(ref, app_context(namespace or "")).run(body, lambda: bool(stopped))
 
     @kopf.on.delete(*APPS, id="app-deleted", registry=registry, optional=True)
-    def app_deleted(name: str, namespace: str | None, **_: Any) -> None:
+    def app_deleted(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         metrics.forget_app(namespace or "", name)
+        kube.forget(uid)
 
     @kopf.on.resume(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.create(*PROVIDERS, id="credentials", registry=registry)
@@ -172,4 +253,4 @@ def build(
         providers.forget(name)
         monitor.forget(name)
 
-    return Wiring(registry, context)
+    return Wiring(registry, app_context)

@@ -1,4 +1,4 @@
-"""The operator's own calls to the Kubernetes API: status, Events, Secrets.
+"""The operator's own calls to the Kubernetes API: status, Events, Secrets, ConfigMaps.
 
 kopf watches resources; these are the writes and reads kopf does not do for us. The
 ``kubernetes`` client is synchronous, so each call runs in a worker thread.
@@ -18,12 +18,11 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from controller.api.conditions import rfc3339
-from controller.api.models import GROUP, VERSION
+from controller.api.names import API_VERSION, EVENT_SOURCE, GROUP, REPORTING_COMPONENT, VERSION
 
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
-REPORTING_COMPONENT = "lifeboat.dev/operator"
 # Events about cluster-scoped objects (CloudProvider) go here, as kubectl looks for them.
 CLUSTER_EVENTS_NAMESPACE = "default"
 # A repeat of the same event within this window bumps its count instead of adding one.
@@ -52,7 +51,7 @@ class ObjectRef:
     name: str
     namespace: str | None
     uid: str
-    api_version: str = f"{GROUP}/{VERSION}"
+    api_version: str = API_VERSION
 
 
 class Kube(Protocol):
@@ -92,6 +91,9 @@ class KubeClient:
         self._core = kubernetes.client.CoreV1Api(self.api)
         self._custom = kubernetes.client.CustomObjectsApi(self.api)
         self._series: dict[tuple[str, str, str, str], _EventSeries] = {}
+        self._versions: dict[str, tuple[str, int]] = {}
+        """Per object UID: the resourceVersion of our last fenced status write and the
+        epoch it wrote (so that the next write needs no GET while nothing changed)."""
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         """A Secret's decoded data and its resourceVersion."""
@@ -107,32 +109,61 @@ class KubeClient:
         }
         return data, str(secret.metadata.resource_version if secret.metadata else "")
 
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str]:
+        """A ConfigMap's data (:class:`NotFound` when there is none)."""
+        try:
+            found = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise NotFound(f"ConfigMap {namespace}/{name} not found") from None
+            raise
+        return dict(found.data or {})
+
     async def patch_status(
         self, ref: ObjectRef, status: dict[str, Any], *, epoch: int | None = None
     ) -> None:
         """Merge-patch the status subresource (lists are replaced whole).
 
-        With ``epoch`` the write is fenced: the object is read first, a stored epoch newer
-        than ``epoch`` refuses the write (:class:`StaleEpoch`), and the patch carries the
-        read's resourceVersion so that a write in between makes it fail (409) and start
-        over, instead of an older epoch overwriting a newer one.
+        With ``epoch`` the write is fenced: it carries a resourceVersion at which the stored
+        epoch is known not to be newer than ``epoch`` — that of this client's own last
+        write when it wrote no newer epoch, else one read just before — so that a write in
+        between makes it fail (409); the object is then read, a stored epoch newer than
+        ``epoch`` refuses the write (:class:`StaleEpoch`), and it starts over. In steady
+        state a write is one request: no read.
         """
+        known = self._versions.get(ref.uid)
         for _ in range(5):
             body: dict[str, Any] = {"status": status}
             if epoch is not None:
-                current = await self._get(ref)
-                stored = ((current.get("status") or {}).get("epoch")) or 0
-                if isinstance(stored, int) and stored > epoch:
-                    raise StaleEpoch(ref, stored, epoch)
-                body["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}
+                if known is not None and known[1] <= epoch:
+                    version = known[0]
+                else:
+                    current = await self._get(ref)
+                    stored = ((current.get("status") or {}).get("epoch")) or 0
+                    if isinstance(stored, int) and stored > epoch:
+                        raise StaleEpoch(ref, stored, epoch)
+                    version = current["metadata"]["resourceVersion"]
+                body["metadata"] = {"resourceVersion": version}
             try:
-                await self._patch_status(ref, body)
-                return
+                written = await self._patch_status(ref, body)
             except ApiException as error:
                 if error.status == 409 and epoch is not None:
-                    continue  # written in between: read again
+                    known = None  # written in between: read again
+                    continue
                 raise
+            now_at = (written.get("metadata") or {}).get("resourceVersion")
+            if epoch is not None and now_at:
+                self._versions[ref.uid] = (str(now_at), epoch)
+            return
         raise RuntimeError(f"{ref.kind} {ref.name}: status kept changing under the write")
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept for an object that is gone."""
+        self._versions.pop(uid, None)
+
+    async def read(self, ref: ObjectRef) -> dict[str, Any]:
+        """The object as stored (:class:`NotFound` when it is not there)."""
+        return await self._get(ref)
 
     async def _get(self, ref: ObjectRef) -> dict[str, Any]:
         try:
@@ -157,10 +188,11 @@ class KubeClient:
             raise TypeError(f"{ref.kind} {ref.name}: unexpected answer {type(found).__name__}")
         return found
 
-    async def _patch_status(self, ref: ObjectRef, body: dict[str, Any]) -> None:
+    async def _patch_status(self, ref: ObjectRef, body: dict[str, Any]) -> dict[str, Any]:
+        """The object as written."""
         try:
             if ref.namespace:
-                await asyncio.to_thread(
+                written = await asyncio.to_thread(
                     self._custom.patch_namespaced_custom_object_status,
                     GROUP,
                     VERSION,
@@ -170,7 +202,7 @@ class KubeClient:
                     body,
                 )
             else:
-                await asyncio.to_thread(
+                written = await asyncio.to_thread(
                     self._custom.patch_cluster_custom_object_status,
                     GROUP,
                     VERSION,
@@ -182,6 +214,7 @@ class KubeClient:
             if error.status == 404:
                 raise NotFound(f"{ref.kind} {ref.name} is gone") from None
             raise
+        return written if isinstance(written, dict) else {}
 
     async def event(
         self, ref: ObjectRef, type_: EventType, reason: str, message: str, action: str = ""
@@ -253,7 +286,7 @@ class KubeClient:
             "count": 1,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "source": {"component": "lifeboat"},
+            "source": {"component": EVENT_SOURCE},
             "reportingComponent": REPORTING_COMPONENT,
             "reportingInstance": self.instance[:128],
         }

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import kopf
 import kubernetes.client
 import kubernetes.config
+
+from controller.providers.kubernetes.client import REQUEST_TIMEOUT, api_client
+
+if TYPE_CHECKING:  # kopf costs a third of a second to import: the CLI never needs it
+    import kopf
+
+__all__ = ["REQUEST_TIMEOUT", "KubeConfigError", "api_client", "connection_info", "load"]
 
 
 class KubeConfigError(RuntimeError):
@@ -53,6 +60,8 @@ def load(
 
 def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
     """The same connection, as kopf wants it."""
+    import kopf  # only the operator needs kopf (a third of a second to import)
+
     header = configuration.get_api_key_with_prefix(
         "BearerToken"
     ) or configuration.get_api_key_with_prefix("authorization")

@@ -1,14 +1,26 @@
-"""Leader election on a ``coordination.k8s.io/v1`` Lease, as Kubernetes controllers do.
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, with client-go's rules.
 
-Only the holder of the Lease runs handlers, so two Lifeboat instances (a second replica,
-a workstation ``lifeboat run`` next to the in-cluster Deployment) never both decide and
-move traffic. The holder renews the Lease every ``renew_seconds``; if it cannot renew
-within ``lease_seconds`` it has lost leadership and must stop acting at once (the caller
-exits and is restarted). A clean shutdown releases the Lease so that a standby takes over
-without waiting for it to expire.
+Only the holder of the Lease acts, so two Lifeboat instances (a second replica, a
+workstation ``lifeboat run`` next to the in-cluster Deployment) never both decide and
+move traffic. The rules are those of client-go's ``leaderelection`` package:
 
-Writes use the Lease's resourceVersion (optimistic concurrency): two candidates racing
-for an expired Lease cannot both win.
+* **Expiry is judged on the candidate's own monotonic clock**, never by comparing another
+  host's wall-clock ``renewTime`` with its own: a candidate remembers when it last *saw
+  the Lease record change* and treats the Lease as expired only ``lease_seconds`` after
+  that. Clock skew between hosts cannot make a held Lease look expired.
+* **The holder renews every ``retry_seconds``** and gives up — stops acting — when it has
+  not renewed for ``renew_deadline`` (counted from the start of its last successful
+  renewal, as the request may have been stamped then). Because ``renew_deadline`` is
+  shorter than ``lease_seconds``, the holder has stopped before any candidate, which
+  waits ``lease_seconds`` from a later moment, can take the Lease.
+* **Every call has a deadline** (``request_seconds``): a hung connection to the API server
+  counts as a failed attempt instead of stalling the loop.
+* Writes carry the Lease's resourceVersion (optimistic concurrency): two candidates racing
+  for an expired Lease cannot both win.
+* A clean shutdown releases the Lease so that a standby takes over at once.
+
+Connection errors while waiting for the Lease are logged on one line and retried: a
+candidate never crashes because the API server is away.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,137 +47,293 @@ def _now() -> datetime:
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
     """Wait up to ``seconds`` for ``event``; whether it is set."""
     try:
-        await asyncio.wait_for(event.wait(), seconds)
+        await asyncio.wait_for(event.wait(), max(0.0, seconds))
     except TimeoutError:
         return False
     return True
 
 
 class LeadershipLost(RuntimeError):
-    """The Lease could not be renewed in time; stop acting."""
+    """The Lease could not be renewed in time, or another instance holds it: stop acting."""
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    """How long a Lease lasts and how its holder and candidates behave.
+
+    ``lease_seconds``: how long candidates honour a Lease after they last saw it renewed.
+    ``renew_deadline``: how long the holder keeps acting without a successful renewal.
+    ``retry_seconds``: the period of renewals and of candidates' attempts.
+    ``request_seconds``: the deadline of each call to the API server.
+
+    A leader killed outright is replaced after at most ``lease_seconds + 2 *
+    retry_seconds`` (the candidate may see the last renewal up to one period late, and
+    tries once a period), plus the new leader's start-up.
+    """
+
+    lease_seconds: float = 10.0
+    renew_deadline: float = 7.0
+    retry_seconds: float = 2.0
+    request_seconds: float = 3.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_seconds < self.renew_deadline < self.lease_seconds:
+            raise ValueError(
+                "leader election needs 0 < retry period < renew deadline < lease duration "
+                f"(got {self.retry_seconds:g}s, {self.renew_deadline:g}s, "
+                f"{self.lease_seconds:g}s)"
+            )
+        if not 0 < self.request_seconds <= self.renew_deadline:
+            raise ValueError(
+                f"the request deadline ({self.request_seconds:g}s) must be positive and no "
+                f"longer than the renew deadline ({self.renew_deadline:g}s)"
+            )
+
+    @classmethod
+    def for_lease(cls, lease_seconds: float) -> LeaseTimings:
+        """client-go's proportions (15 s / 10 s / 2 s) scaled to ``lease_seconds``."""
+        renew = lease_seconds * 2 / 3
+        return cls(
+            lease_seconds=lease_seconds,
+            renew_deadline=renew,
+            retry_seconds=min(2.0, lease_seconds / 5),
+            request_seconds=renew / 2,  # a slow API server gets two tries per deadline
+        )
+
+    @property
+    def takeover_bound(self) -> float:
+        """The longest a killed leader's Lease keeps a candidate waiting."""
+        return self.lease_seconds + 2 * self.retry_seconds
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What identifies one version of the Lease as a candidate saw it."""
+
+    holder: str
+    renew_time: datetime | None
+    resource_version: str
 
 
 @dataclass
 class LeaseElector:
+    """Takes and keeps one Lease. ``clock`` is monotonic (seconds); tests may replace it."""
+
     api: kubernetes.client.CoordinationV1Api
     namespace: str
     name: str = "lifeboat"
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")
-    lease_seconds: float = 15.0
-    renew_seconds: float = 5.0
-    retry_seconds: float = 2.0
+    timings: LeaseTimings = field(default_factory=LeaseTimings)
+    clock: Callable[[], float] = time.monotonic
+    defer_seconds: float = 0.0
+    """How much longer than the Lease's duration to wait before taking another holder's
+    expired Lease, and how long to leave a free one before taking it (peers stagger their
+    candidates by rank with it, so that they rarely split the Leases; 0 in single-cluster
+    mode)."""
+    _observed: _Record | None = field(default=None, init=False)
+    _observed_at: float = field(default=0.0, init=False)
+    _renewed_at: float = field(default=0.0, init=False)
+    """When the last successful take or renewal of the Lease started (monotonic)."""
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
         """Wait until this instance holds the Lease (True) or ``stopping`` is set (False)."""
-        announced = False
+        announced: str | None = None
+        failing = False
         while not stopping.is_set():
-            holder = await asyncio.to_thread(self._try_acquire)
-            if holder == self.identity:
-                log.info("leader election: %s holds lease %s/%s", holder, self.namespace, self.name)
-                return True
-            if not announced:
-                log.info(
-                    "leader election: waiting; lease %s/%s is held by %s",
-                    self.namespace,
-                    self.name,
-                    holder,
-                )
-                announced = True
-            await _wait(stopping, self.retry_seconds)
+            started = self.clock()
+            try:
+                holder = await self._attempt()
+            except Exception as error:
+                if not failing:
+                    log.warning(
+                        "leader election: cannot reach the API server for lease %s/%s "
+                        "(%s); retrying every %gs",
+                        self.namespace,
+                        self.name,
+                        brief(error),
+                        self.timings.retry_seconds,
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("leader election: the API server answers again")
+                failing = False
+                if holder == self.identity:
+                    self._renewed_at = started
+                    log.info(
+                        "leader election: %s holds lease %s/%s", holder, self.namespace, self.name
+                    )
+                    return True
+                if holder != announced:
+                    log.info(
+                        "leader election: waiting; lease %s/%s is held by %s",
+                        self.namespace,
+                        self.name,
+                        holder,
+                    )
+                    announced = holder
+            await _wait(stopping, self.timings.retry_seconds)
         return False
 
     async def keep(self, stopping: asyncio.Event) -> None:
         """Renew until ``stopping`` is set, then release; raise LeadershipLost on failure.
 
-        Leadership counts as lost when another instance holds the Lease, or when it could
-        not be renewed for two thirds of its duration: before anyone else may take it.
+        Leadership is lost when another instance holds the Lease, or the moment no renewal
+        has succeeded for ``renew_deadline`` (from the start of the last successful one):
+        a renewal still in flight then does not keep the holder acting.
         """
-        deadline = self.lease_seconds * 2 / 3
-        renewed = time.monotonic()
-        while not await _wait(stopping, self.renew_seconds):
-            # The Lease is stamped before the request goes out: count from then, not from
-            # the answer, or a slow renewal would stretch the deadline past the real one.
-            attempt = time.monotonic()
+        renewed = self._renewed_at
+        due = renewed + self.timings.retry_seconds
+        while True:
+            deadline = renewed + self.timings.renew_deadline
+            if await _wait(stopping, min(due, deadline) - self.clock()):
+                break
+            attempt = self.clock()
+            if attempt >= deadline:
+                raise LeadershipLost(
+                    f"lost lease {self.namespace}/{self.name}: not renewed for "
+                    f"{attempt - renewed:.1f}s (renew deadline {self.timings.renew_deadline:g}s)"
+                )
+            if attempt < due:
+                continue
             try:
-                holder: str | None = await asyncio.to_thread(self._try_acquire)
+                holder: str | None = await asyncio.wait_for(self._attempt(), deadline - attempt)
             except Exception as error:
-                log.warning("leader election: renewing the lease failed: %s", error)
+                log.warning("leader election: renewing the lease failed: %s", brief(error))
                 holder = None
             if holder == self.identity:
-                renewed = attempt
-            elif holder is not None or time.monotonic() - renewed >= deadline:
-                raise LeadershipLost(
-                    f"lost lease {self.namespace}/{self.name}"
-                    + (f" to {holder}" if holder else ": it could not be renewed in time")
-                )
-        await asyncio.to_thread(self._release)
+                renewed = self._renewed_at = attempt
+            elif holder is not None:
+                raise LeadershipLost(f"lost lease {self.namespace}/{self.name} to {holder}")
+            due = attempt + self.timings.retry_seconds
+        await self._release()
 
-    # ------------------------------------------------------------------ blocking calls
+    # ------------------------------------------------------------------ one attempt
 
-    def _try_acquire(self) -> str:
-        """Take or renew the Lease if free, expired or ours; the holder afterwards."""
+    async def attempt(self) -> str:
+        """One take-or-renew of the Lease, bounded by the request deadline: the holder
+        afterwards (this instance's identity when it holds it). Raises when the API
+        server cannot be reached or does not answer in time."""
+        return await self._attempt()
+
+    async def release(self) -> None:
+        """Give the Lease up if this instance holds it (errors are logged, not raised)."""
+        await self._release()
+
+    async def _attempt(self) -> str:
+        """Take or renew the Lease if free, expired or ours; the holder afterwards.
+
+        Bounded by the request deadline: the blocking call runs in a thread, which the
+        per-request timeout of the API client ends as well.
+        """
+        budget = self.timings.request_seconds
+        return await asyncio.wait_for(asyncio.to_thread(self._try_acquire, budget), budget + 0.5)
+
+    def _try_acquire(self, timeout: float) -> str:
         now = _now()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=timeout
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
-            return self._create(now)
+            return self._create(now, timeout)
         spec = lease.spec or kubernetes.client.V1LeaseSpec()
         holder = spec.holder_identity or ""
-        if holder and holder != self.identity and not self._expired(spec, now):
-            return holder
+        metadata = lease.metadata or kubernetes.client.V1ObjectMeta()
+        record = _Record(holder, spec.renew_time, str(metadata.resource_version or ""))
+        if record != self._observed:
+            self._observed, self._observed_at = record, self.clock()
+        if holder != self.identity and not self._expired(spec):
+            return holder  # empty: free, but not ours to take yet (defer_seconds)
         transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
         lease.spec = kubernetes.client.V1LeaseSpec(
             holder_identity=self.identity,
-            lease_duration_seconds=int(self.lease_seconds),
+            lease_duration_seconds=max(1, round(self.timings.lease_seconds)),
             acquire_time=spec.acquire_time if holder == self.identity else now,
             renew_time=now,
             lease_transitions=transitions,
         )
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            written = self.api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=timeout
+            )
         except ApiException as error:
             if error.status == 409:  # someone else wrote first
                 return holder or "another candidate"
             raise
+        self._observe_own(written)
         return self.identity
 
-    def _create(self, now: datetime) -> str:
+    def _expired(self, spec: kubernetes.client.V1LeaseSpec) -> bool:
+        """Whether the Lease of another holder may be taken: it has not changed for the
+        longer of its own stated duration and ours (plus ``defer_seconds``), on this host's
+        monotonic clock. A free Lease may be taken once it was seen free for
+        ``defer_seconds``."""
+        unchanged = self.clock() - self._observed_at
+        if not spec.holder_identity:
+            return unchanged >= self.defer_seconds
+        duration = max(float(spec.lease_duration_seconds or 0), self.timings.lease_seconds)
+        return unchanged > duration + self.defer_seconds
+
+    def _create(self, now: datetime, timeout: float) -> str:
         lease = kubernetes.client.V1Lease(
             metadata=kubernetes.client.V1ObjectMeta(name=self.name, namespace=self.namespace),
             spec=kubernetes.client.V1LeaseSpec(
                 holder_identity=self.identity,
-                lease_duration_seconds=int(self.lease_seconds),
+                lease_duration_seconds=max(1, round(self.timings.lease_seconds)),
                 acquire_time=now,
                 renew_time=now,
                 lease_transitions=0,
             ),
         )
         try:
-            self.api.create_namespaced_lease(self.namespace, lease)
+            written = self.api.create_namespaced_lease(
+                self.namespace, lease, _request_timeout=timeout
+            )
         except ApiException as error:
             if error.status == 409:
                 return "another candidate"
             raise
+        self._observe_own(written)
         return self.identity
 
-    @staticmethod
-    def _expired(spec: kubernetes.client.V1LeaseSpec, now: datetime) -> bool:
-        renewed = spec.renew_time or spec.acquire_time
-        if renewed is None:
-            return True
-        return (now - renewed).total_seconds() > (spec.lease_duration_seconds or 0)
+    def _observe_own(self, lease: kubernetes.client.V1Lease) -> None:
+        spec = lease.spec or kubernetes.client.V1LeaseSpec()
+        metadata = lease.metadata or kubernetes.client.V1ObjectMeta()
+        self._observed = _Record(
+            spec.holder_identity or "", spec.renew_time, str(metadata.resource_version or "")
+        )
+        self._observed_at = self.clock()
 
-    def _release(self) -> None:
+    async def _release(self) -> None:
         """Give the Lease up (a clean shutdown): the next candidate need not wait."""
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
-                return
-            lease.spec.holder_identity = None
-            lease.spec.lease_duration_seconds = 1
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
-            log.info("leader election: released lease %s/%s", self.namespace, self.name)
+            await asyncio.wait_for(
+                asyncio.to_thread(self._release_blocking, self.timings.request_seconds),
+                self.timings.request_seconds * 2 + 0.5,
+            )
         except Exception as error:
-            log.warning("leader election: could not release the lease: %s", error)
+            log.warning("leader election: could not release the lease: %s", brief(error))
+
+    def _release_blocking(self, timeout: float) -> None:
+        lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
+        if lease.spec is None or lease.spec.holder_identity != self.identity:
+            return
+        lease.spec.holder_identity = None
+        lease.spec.lease_duration_seconds = 1
+        self.api.replace_namespaced_lease(
+            self.name, self.namespace, lease, _request_timeout=timeout
+        )
+        log.info("leader election: released lease %s/%s", self.namespace, self.name)
+
+
+def brief(error: BaseException) -> str:
+    """One line for a failed call: no traceback, no response body."""
+    if isinstance(error, ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__

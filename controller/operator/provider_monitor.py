@@ -20,24 +20,28 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller import metrics
-from controller.api.conditions import get_condition, rfc3339, set_condition
+from controller.api.conditions import ConditionType, get_condition, rfc3339, set_condition
+from controller.api.events import EventReason
 from controller.api.models import Condition, ProviderStatus, ProviderZone, RegionStatus
+from controller.api.names import CLOUD_PROVIDER
 from controller.core.apiplane import ApiPlaneState
-from controller.core.status import READY
 from controller.operator.kube import Kube, ObjectRef
-from controller.operator.providers import (
-    ProviderHandle,
-    ProviderInfo,
-    ProviderRegistry,
-    ProviderUnavailable,
-)
+from controller.operator.providers import ProviderInfo, ProviderRegistry
+from controller.providers.backend import Cloud
+from controller.providers.errors import ProviderUnavailable
+from controller.providers.kubernetes.client import unreachable
 from controller.providers.protocols import ProbeReport
 
 log = logging.getLogger(__name__)
 
-API_PLANE = "ApiPlaneHealthy"
 IDENTITY_RECHECK_SECONDS = 300.0
 HEARTBEAT_SECONDS = 60.0
+# A region's API plane entering a bad state: the reason of the Event (and of the
+# ApiPlaneHealthy condition) that says so.
+_API_PLANE_EVENTS = {
+    ApiPlaneState.DEGRADED.value: EventReason.API_PLANE_DEGRADED,
+    ApiPlaneState.IMPAIRED.value: EventReason.API_PLANE_IMPAIRED,
+}
 # Fields that change on every probe; alone they do not justify a status write.
 _VOLATILE = ("lastProbeTime", "calls", "latencyP50Ms", "latencyP99Ms", "retryTokens")
 
@@ -73,10 +77,13 @@ class ProviderMonitor:
     async def _guarded(self, info: ProviderInfo) -> None:
         try:
             await self.check(info)
-            metrics.RECONCILE_ROUNDS.labels(kind="CloudProvider").inc()
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(kind="CloudProvider").inc()
-            log.exception("CloudProvider %s: check failed", info.name)
+            metrics.RECONCILE_ROUNDS.labels(kind=CLOUD_PROVIDER.kind).inc()
+        except Exception as error:
+            metrics.RECONCILE_ERRORS.labels(kind=CLOUD_PROVIDER.kind).inc()
+            if (why := unreachable(error)) is not None:
+                log.warning("CloudProvider %s: check failed: %s", info.name, why)
+            else:
+                log.exception("CloudProvider %s: check failed", info.name)
             self._next[info.name] = time.monotonic() + 30.0
 
     def forget(self, name: str) -> None:
@@ -88,7 +95,7 @@ class ProviderMonitor:
 
     async def check(self, info: ProviderInfo, *, force_identity: bool = False) -> None:
         """Probe the provider's regions and verify its credentials now; write the status."""
-        ref = ObjectRef("CloudProvider", "cloudproviders", info.name, None, info.uid)
+        ref = ObjectRef(CLOUD_PROVIDER.kind, CLOUD_PROVIDER.plural, info.name, None, info.uid)
         previous = self._status.get(info.name) or _parse(info.status)
         try:
             handle = await self.registry.handle(info.name)
@@ -101,12 +108,15 @@ class ProviderMonitor:
             return
         self._next[info.name] = time.monotonic() + handle.spec.api_plane.probe_interval_seconds
         identity = await self._verify(info, handle, force_identity)
-        reports = await asyncio.gather(*(handle.probe.probe(r) for r in handle.spec.regions))
+        # Every gate a verdict can latch in is probed: the regions, and the gate of a global
+        # DNS service (Route 53's "global") that every traffic change goes through.
+        gates = dict.fromkeys([*handle.spec.regions, *map(handle.dns_region, handle.spec.regions)])
+        reports = await asyncio.gather(*(handle.probe.probe(r) for r in gates))
         regions = tuple(self._region(handle, report, previous) for report in reports)
         await self._announce(ref, previous.regions, regions)
         await self._write(ref, info, previous, identity, regions)
 
-    async def _verify(self, info: ProviderInfo, handle: ProviderHandle, force: bool) -> _Identity:
+    async def _verify(self, info: ProviderInfo, handle: Cloud, force: bool) -> _Identity:
         known = self._identity.get(info.name)
         fresh = (
             known is not None
@@ -123,20 +133,23 @@ class ProviderMonitor:
                 time.monotonic(),
                 True,
                 account,
-                "CredentialsVerified",
+                EventReason.CREDENTIALS_VERIFIED,
                 f"credentials work for {account}",
             )
         except Exception as error:
             message = f"identity check failed: {handle.connector.explain(error)}"
             result = _Identity(
-                info.generation, time.monotonic(), False, None, "VerificationFailed", message
+                info.generation,
+                time.monotonic(),
+                False,
+                None,
+                EventReason.VERIFICATION_FAILED,
+                message,
             )
         self._identity[info.name] = result
         return result
 
-    def _region(
-        self, handle: ProviderHandle, report: ProbeReport, previous: ProviderStatus
-    ) -> RegionStatus:
+    def _region(self, handle: Cloud, report: ProbeReport, previous: ProviderStatus) -> RegionStatus:
         gate = handle.connector.calls.gate(report.region)
         health = gate.judge()
         tokens = gate.budget.level(time.monotonic())
@@ -165,8 +178,8 @@ class ProviderMonitor:
             old = was.get(region.name, ApiPlaneState.UNKNOWN.value)
             if region.api_plane == old or region.api_plane == ApiPlaneState.UNKNOWN.value:
                 continue
-            bad = region.api_plane in (ApiPlaneState.DEGRADED.value, ApiPlaneState.IMPAIRED.value)
-            reason = f"ApiPlane{region.api_plane}" if bad else "ApiPlaneRecovered"
+            bad = region.api_plane in _API_PLANE_EVENTS
+            reason = _API_PLANE_EVENTS.get(region.api_plane, EventReason.API_PLANE_RECOVERED)
             message = f"region {region.name} API plane {old} -> {region.api_plane}: {region.reason}"
             if region.api_plane == ApiPlaneState.IMPAIRED.value:
                 message += "; only probes are sent there until it recovers"
@@ -183,7 +196,7 @@ class ProviderMonitor:
         now = self.clock()
         conditions = set_condition(
             previous.conditions,
-            READY,
+            ConditionType.READY,
             "True" if identity.ok else "False",
             identity.reason,
             identity.message,
@@ -211,7 +224,7 @@ class ProviderMonitor:
     async def _announce_identity(
         self, ref: ObjectRef, previous: ProviderStatus, identity: _Identity
     ) -> None:
-        before = get_condition(previous.conditions, READY)
+        before = get_condition(previous.conditions, ConditionType.READY)
         now_status = "True" if identity.ok else "False"
         if before is None or (before.status, before.reason, before.message) != (
             now_status,
@@ -235,9 +248,9 @@ def _api_plane_condition(
         message = "; ".join(f"{r.name} {r.api_plane}: {r.reason}" for r in troubled)
         return set_condition(
             conditions,
-            API_PLANE,
+            ConditionType.API_PLANE_HEALTHY,
             "False",
-            f"ApiPlane{worst}",
+            _API_PLANE_EVENTS[worst],
             message[:2048],
             generation=generation,
             now=now,
@@ -245,7 +258,7 @@ def _api_plane_condition(
     if regions and all(r.api_plane == "Unknown" for r in regions):
         return set_condition(
             conditions,
-            API_PLANE,
+            ConditionType.API_PLANE_HEALTHY,
             "Unknown",
             "NotEnoughCalls",
             "too few calls for a verdict yet",
@@ -254,7 +267,7 @@ def _api_plane_condition(
         )
     return set_condition(
         conditions,
-        API_PLANE,
+        ConditionType.API_PLANE_HEALTHY,
         "True",
         "AllRegionsHealthy",
         ", ".join(f"{r.name} {r.api_plane}" for r in regions) or "no regions",

@@ -18,6 +18,15 @@ request already under way when the epoch changes (an SDK call cannot be recalled
 the epoch stamps then mark as older so the next pass of the new epoch settles it. A flow
 holds (sends nothing) while the API plane of its source's or destination's region is
 Impaired.
+
+Connections: a flow's stores belong to one revision of its CloudProviders' connections
+(:meth:`~controller.operator.providers.ProviderRegistry.revision`). Every sync asks for the
+current revisions; when one changed — its credentials Secret rotated, its spec edited
+(endpoints, a CA bundle) — the dataset's flows stop and start again on the new connection.
+When a CloudProvider is deleted or its credentials are withdrawn
+(:data:`~controller.operator.providers.WITHDRAWN`), the flows through it stop and stay
+stopped: a ``ReplicationStopped`` Warning, ``stopped`` in the status entries and the
+``Replicating`` condition say so, until the CloudProvider can be used again.
 """
 
 from __future__ import annotations
@@ -29,19 +38,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeAlias
 
 from controller import metrics
+from controller.api.annotations import UnreplicatedRequest
+from controller.api.conditions import rfc3339
+from controller.api.events import EventReason
 from controller.api.models import (
     ObjectDataset,
     ObjectLocation,
     ReplicationStatus,
     ResilientAppSpec,
     Site,
+    UnreplicatedRequestStatus,
 )
 from controller.core.apiplane import ApiPlaneState
 from controller.operator.kube import EventType, Kube, ObjectRef
-from controller.operator.providers import ProviderUnavailable
+from controller.operator.providers import WITHDRAWN
+from controller.providers.backend import Capability
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
 from controller.providers.protocols import ObjectChangeFeed, ObjectStore
 from controller.replication.figures import FlowFigures
 from controller.replication.objects import (
@@ -51,7 +66,7 @@ from controller.replication.objects import (
     ObjectFlow,
     run_dataset,
 )
-from controller.replication.plan import Conflict
+from controller.replication.plan import Conflict, Unreplicated
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +78,15 @@ class ObjectStores(Protocol):
 
     async def change_feed(self, provider: str, region: str, queue: str) -> ObjectChangeFeed: ...
 
+    async def revision(self, provider: str) -> int:
+        """The revision of the provider's connection now (ProviderUnavailable if none)."""
+        ...
+
     def region_state(self, provider: str, region: str) -> ApiPlaneState: ...
+
+    def refused(self, provider: str) -> str | None:
+        """Why the app may not use ``provider`` now (its tenancy), or None."""
+        ...
 
     def explain(self, name: str, error: BaseException) -> str: ...
 
@@ -82,6 +105,12 @@ class ReplicationOptions:
     stop_timeout_seconds: float = 10.0
 
 
+Stamp: TypeAlias = tuple[str, int | str]
+"""What a CloudProvider's connection is as a dataset's flows see it: ``("connected",
+revision)``, ``("withdrawn", why)``, or ``("unavailable", "")`` (not usable yet, for a
+passing reason)."""
+
+
 class _Identity(NamedTuple):
     """What a dataset's running flows were started from: any change restarts them."""
 
@@ -90,6 +119,12 @@ class _Identity(NamedTuple):
     dataset: ObjectDataset
     sites: tuple[tuple[str, str, str], ...]
     """(name, provider, region) of each site the dataset has a location at."""
+    connections: tuple[tuple[str, Stamp], ...] = ()
+    """The connection of each of those sites' CloudProviders (by name)."""
+
+    def withdrawn(self) -> str:
+        """Why a CloudProvider of the dataset is withdrawn (its flows stop), or ""."""
+        return next((str(why) for _, (kind, why) in self.connections if kind == "withdrawn"), "")
 
     def end(self, site: str) -> tuple[object, ...] | None:
         """Bucket, prefix, provider and region of the dataset's location at ``site``."""
@@ -110,6 +145,9 @@ class _Dataset:
     task: asyncio.Task[None] | None = None
     error: str = ""
     """Why the dataset does not run (its stores could not be built)."""
+    stopped: bool = False
+    """It does not run because a CloudProvider of it is withdrawn: not retried until that
+    changes (``error`` says why)."""
     failed_at: float = 0.0
     source: str = ""
     epoch: int = 0
@@ -186,9 +224,21 @@ class _Reporter:
         dataset, destination = self.labels[2], self.labels[3]
         self.owner.announce(
             "Warning",
-            "ReplicationConflict",
+            EventReason.REPLICATION_CONFLICT,
             f"dataset {dataset} -> {destination}: {len(conflicts)} object(s) not copied, "
             f"the destination holds a newer epoch: {shown}{more}",
+        )
+
+    def unreplicated(self, found: Sequence[Unreplicated]) -> None:
+        shown = ", ".join(u.key for u in found[:5])
+        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        dataset, destination = self.labels[2], self.labels[3]
+        self.owner.announce(
+            "Warning",
+            EventReason.UNREPLICATED_OBJECTS,
+            f"dataset {dataset}: {len(found)} object(s) of an older epoch at {destination} never "
+            f"reached the active site; kept until merged or discarded "
+            f"(lifeboat replication unreplicated): {shown}{more}",
         )
 
 
@@ -213,6 +263,9 @@ class ObjectReplication:
         self._current: tuple[str, int] | None = None
         self._target = 0.0
         self._announcements: set[asyncio.Task[None]] = set()
+        self._stamps: dict[str, Stamp] = {}
+        self._resolution: UnreplicatedRequestStatus | None = None
+        self._resolving: asyncio.Task[None] | None = None
 
     @property
     def _app(self) -> str:
@@ -231,15 +284,16 @@ class ObjectReplication:
         datasets = spec.replication.objects if spec.replication is not None else ()
         self._target = float(spec.replication.rpo_target_seconds) if spec.replication else 0.0
         wanted = {d.name: d for d in datasets}
+        stamps = await self._connections(spec, datasets)
         gone = [self._datasets.pop(n) for n in list(self._datasets) if n not in wanted]
         stops = [self._stop(g, forget=set(g.destinations)) for g in gone]
         starts: list[tuple[ObjectDataset, _Identity]] = []
         for dataset in datasets:
-            identity = self._identity(spec, dataset, active_site, epoch)
+            identity = self._identity(spec, dataset, active_site, epoch, stamps)
             running = self._datasets.get(dataset.name)
             if running is not None and running.identity == identity:
                 retry = self.clock() - running.failed_at >= self.options.retry_seconds
-                if running.task is not None or not running.error or not retry:
+                if running.task is not None or not running.error or running.stopped or not retry:
                     continue
             if running is not None:
                 staying = {loc.site for loc in dataset.locations if loc.site != active_site}
@@ -262,14 +316,48 @@ class ObjectReplication:
 
     @staticmethod
     def _identity(
-        spec: ResilientAppSpec, dataset: ObjectDataset, active: str, epoch: int
+        spec: ResilientAppSpec,
+        dataset: ObjectDataset,
+        active: str,
+        epoch: int,
+        stamps: dict[str, Stamp],
     ) -> _Identity:
         sites = tuple(
             (s.name, s.provider, s.region)
             for loc in dataset.locations
             if (s := spec.site(loc.site)) is not None
         )
-        return _Identity(active, epoch, dataset, sites)
+        providers = sorted({provider for _, provider, _ in sites})
+        connections = tuple((p, stamps[p]) for p in providers if p in stamps)
+        return _Identity(active, epoch, dataset, sites, connections)
+
+    async def _connections(
+        self, spec: ResilientAppSpec, datasets: Sequence[ObjectDataset]
+    ) -> dict[str, Stamp]:
+        """The connection of every CloudProvider the datasets use, as of now (reconnected
+        first if its spec or credentials changed). A provider that the app may not use
+        now (tenancy) or that cannot be reached for a passing reason keeps the stamp it
+        had: its flows hold (or fail and retry) without being restarted."""
+        providers = {
+            site.provider
+            for dataset in datasets
+            for location in dataset.locations
+            if (site := spec.site(location.site)) is not None
+        }
+        stamps: dict[str, Stamp] = {}
+        for provider in sorted(providers):
+            try:
+                stamps[provider] = ("connected", await self.stores.revision(provider))
+            except ProviderUnavailable as error:
+                if error.reason in WITHDRAWN:
+                    stamps[provider] = ("withdrawn", str(error))
+                else:
+                    stamps[provider] = self._stamps.get(provider, ("unavailable", ""))
+            except Exception as error:  # the Secret not read this time: as it was
+                log.warning("%s: CloudProvider %s not checked: %r", self._app, provider, error)
+                stamps[provider] = self._stamps.get(provider, ("unavailable", ""))
+        self._stamps = stamps
+        return stamps
 
     async def _start(
         self,
@@ -292,6 +380,16 @@ class ObjectReplication:
         destinations = tuple(loc.site for loc in dataset.locations if loc.site != active)
         group = _Dataset(dataset.name, identity, destinations, source=active, epoch=epoch)
         group.known = known or {}
+        if withdrawn := identity.withdrawn():
+            group.error, group.stopped, group.failed_at = withdrawn, True, self.clock()
+            log.warning("%s: replication of %s stopped: %s", self._app, dataset.name, withdrawn)
+            self.announce(
+                "Warning",
+                EventReason.REPLICATION_STOPPED,
+                f"replication of dataset {dataset.name} to {', '.join(destinations)} stopped: "
+                f"{withdrawn}; it starts again once the CloudProvider can be used",
+            )
+            return group
         try:
             source_store = await self.stores.object_store(
                 source_site.provider, source_site.region, source_location.bucket
@@ -402,8 +500,8 @@ class ObjectReplication:
             return None
         try:
             feed = await self.stores.change_feed(site.provider, site.region, location.event_queue)
-        except ProviderUnavailable as error:
-            if error.reason != "EventsUnsupported":
+        except CapabilityUnsupported as error:
+            if error.capability is not Capability.CHANGE_FEED:
                 raise
             # A configuration mistake (reported in ConfigurationValid): the scan still
             # finds every change, so the dataset is replicated all the same.
@@ -424,6 +522,8 @@ class ObjectReplication:
     def _held(self, *sites: Site) -> Callable[[], str | None]:
         def held() -> str | None:
             for site in sites:
+                if (refused := self.stores.refused(site.provider)) is not None:
+                    return f"{refused}: nothing is copied from or to site {site.name}"
                 if self.stores.region_state(site.provider, site.region) is ApiPlaneState.IMPAIRED:
                     return (
                         f"{site.provider} {site.region} API plane Impaired: nothing is copied "
@@ -456,8 +556,83 @@ class ObjectReplication:
         for destination in sorted(forget):
             metrics.forget_replication(*self._labels(group.name, destination))
 
+    # ------------------------------------------------------------------ the unreplicated tail
+
+    def resolve(self, request: UnreplicatedRequest, answered: str | None) -> None:
+        """Merge or discard the unreplicated objects of every dataset (or the one named),
+        in the background, unless ``request`` was answered already (``answered``: the ID
+        of the last request answered, from the status)."""
+        if request.id == answered or (
+            self._resolution is not None and self._resolution.id == request.id
+        ):
+            return
+        unknown = request.dataset is not None and request.dataset not in self._datasets
+        self._resolution = UnreplicatedRequestStatus(
+            id=request.id,
+            action=request.action.value,
+            dataset=request.dataset,
+            phase="Failed" if unknown else "Running",
+            message=f"no object dataset {request.dataset!r} is replicated" if unknown else "",
+            time=rfc3339(self.clock()),
+        )
+        if not unknown:
+            self._resolving = asyncio.create_task(
+                self._resolve(request), name=f"unreplicated {self._app} {request.id}"
+            )
+
+    async def _resolve(self, request: UnreplicatedRequest) -> None:
+        flows = [
+            flow
+            for group in self._datasets.values()
+            if request.dataset in (None, group.name)
+            for flow in group.flows
+        ]
+        done = skipped = failed = size = 0
+        notes: list[str] = []
+        for flow in flows:
+            try:
+                outcome = await flow.resolve(request.action)
+            except Exception as error:  # a bug: say so, never let it pass for a success
+                log.exception("%s: %s of unreplicated objects crashed", self._app, request.action)
+                failed += 1
+                notes.append(f"{flow.settings.dataset} -> {flow.target.site}: {error!r}")
+                continue
+            done += outcome.objects
+            skipped += outcome.skipped
+            size += outcome.bytes
+            failed += outcome.failed
+            for text in (outcome.stopped, outcome.last_error):
+                if text:
+                    notes.append(f"{flow.settings.dataset} -> {flow.target.site}: {text}")
+        verb = "merged into the active site" if request.action.value == "merge" else "discarded"
+        message = f"{done} object(s) ({size} bytes) {verb}, {skipped} skipped, {failed} failed"
+        if notes:
+            message += "; " + "; ".join(notes[:3])
+        ok = failed == 0 and not notes
+        self._resolution = UnreplicatedRequestStatus(
+            id=request.id,
+            action=request.action.value,
+            dataset=request.dataset,
+            phase="Succeeded" if ok else "Failed",
+            objects=done,
+            bytes=size,
+            skipped=skipped,
+            failed=failed,
+            message=message[:1024],
+            time=rfc3339(self.clock()),
+        )
+        self.announce(
+            "Normal" if ok else "Warning", EventReason.UNREPLICATED_RESOLVED, message[:1024]
+        )
+
+    def resolution(self) -> UnreplicatedRequestStatus | None:
+        """The last merge or discard asked of this operator, and where it stands."""
+        return self._resolution
+
     async def close(self) -> None:
         """Stop every flow (the app's worker is stopping)."""
+        if self._resolving is not None:
+            self._resolving.cancel()
         await asyncio.gather(*(self._stop(g, forget=set()) for g in self._datasets.values()))
         self._datasets.clear()
         for task in list(self._announcements):
@@ -488,6 +663,8 @@ class ObjectReplication:
                         f"change notices: {group.listener.last_error}"
                     )
                 entry = figures.status(now)
+                if group.stopped:
+                    entry = entry.model_copy(update={"stopped": True})
                 entries.append(entry)
                 self._export(entry, figures)
         return entries
@@ -496,6 +673,8 @@ class ObjectReplication:
         labels = self._labels(entry.dataset, entry.destination)
         metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
         metrics.REPLICATION_PENDING_BYTES.labels(*labels).set(entry.pending_bytes)
+        metrics.REPLICATION_UNREPLICATED_OBJECTS.labels(*labels).set(entry.unreplicated_objects)
+        metrics.REPLICATION_UNREPLICATED_BYTES.labels(*labels).set(entry.unreplicated_bytes)
         metrics.REPLICATION_RPO_TARGET.labels(*labels[:3]).set(self._target)
         rpo = figures.rpo(self.clock())
         if rpo is not None:

@@ -1,8 +1,23 @@
 """Run the operator: in its own process (``lifeboat run``) or in a thread (tests, demo).
 
 With leader election (the default) the operator first takes the ``lifeboat`` Lease in
-the controller namespace and only then starts its handlers; if it loses the Lease it stops
-at once and :func:`serve` raises :class:`~controller.operator.leader.LeadershipLost`.
+the controller namespace and only then starts its handlers. If it loses the Lease (another
+instance took it, or it could not renew it in time, e.g. while the API server is
+unreachable) it stops acting at once — its handlers, their running actions and
+replication stop — and becomes a candidate again, in the same process: it never exits
+for that, so recovery does not depend on a kubelet restart. Every term of leadership
+starts from what the API server holds (the apps' status is the operator's memory).
+
+As one of several peers (``--peer-name``, ADR 0009) the operator first sets the peers up
+from ``LifeboatPeers/lifeboat`` in its own cluster (:mod:`.peer_setup`), then runs the peer
+link (:class:`~controller.operator.peers.Peers`: its view published every heartbeat, the
+others' read) for as long as it runs, leading or not, and hands it to every app worker. A
+changed peer list sets the peers up anew in the same process: the running session goes on
+until the new set-up succeeds, then makes way for it. A peer's session runs its handlers
+from the start — every peer probes, decides and publishes — and a
+:class:`~.quorum.QuorumElector` holds the ``lifeboat`` Lease in every peer cluster it
+reaches: the workers act only while it holds a majority, and write apps' status to a
+majority of the peer clusters (:class:`~.peer_status.PeerStatusWriter`, ADR 0010).
 """
 
 from __future__ import annotations
@@ -23,8 +38,14 @@ import kubernetes.client
 from prometheus_client import start_http_server
 
 from controller import metrics
-from controller.operator import handlers, kubeconfig
-from controller.operator.leader import LeadershipLost, LeaseElector
+from controller.operator import handlers, kubeconfig, peer_setup
+from controller.operator.context import Leadership, NoPeers, PeerLink
+from controller.operator.kube import KubeClient
+from controller.operator.leader import LeadershipLost, LeaseElector, LeaseTimings
+from controller.operator.loop import EventLoop, loop_factory, loop_name
+from controller.operator.peer_status import PeerStatusWriter, StatusStore
+from controller.operator.peers import Peers
+from controller.operator.quorum import QuorumElector
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +62,23 @@ class OperatorConfig:
     metrics_port: int = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     leader_election: bool = True
-    lease_seconds: float = 15.0
+    lease_seconds: float = 10.0
+    """Leader Lease duration; the renew deadline and retry period follow client-go's
+    proportions (:meth:`~controller.operator.leader.LeaseTimings.for_lease`)."""
+    secret_recheck_seconds: float = 60.0
+    """How often every CloudProvider's credentials Secret is read again (a rotation
+    reconnects the provider and restarts its replication flows)."""
     volume_interval_override: float | None = None
     """Sandbox and tests only: snapshot every volume dataset this often (seconds) instead
     of its ``intervalSeconds``, which the API keeps at a minute or more."""
+    event_loop: EventLoop = "auto"
+    """``auto``: uvloop where installed, else asyncio's loop (see :mod:`.loop`)."""
+    probe_source_address: str | None = None
+    """The local IP address every probe connects from (``None``: the kernel's choice). Peers
+    sharing a host (the sandbox) probe from distinct addresses, so that a fault can cut one
+    peer off from a zone."""
+    peer_name: str | None = None
+    """Multi-peer mode: this peer's name in ``LifeboatPeers/lifeboat`` (None: one cluster)."""
 
 
 def start_metrics(config: OperatorConfig) -> int | None:
@@ -65,34 +99,192 @@ async def serve(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
 ) -> None:
-    """Run until stopped: by ``stop_flag``, SIGINT/SIGTERM (main thread), or a lost Lease."""
+    """Run until stopped by ``stop_flag`` or SIGINT/SIGTERM (main thread).
+
+    With leader election, act only while holding the Lease; a lost Lease ends the term
+    (handlers stop) and the instance waits for the Lease again.
+    """
     configuration = kubeconfig.load(config.kubeconfig, config.context)
     halt = asyncio.Event()
     helpers = [asyncio.create_task(_follow(stop_flag, halt))] if stop_flag else []
     _stop_on_signals(halt)
-    keeper: asyncio.Task[None] | None = None
     try:
-        if config.leader_election:
-            elector = LeaseElector(
-                kubernetes.client.CoordinationV1Api(kubernetes.client.ApiClient(configuration)),
-                config.controller_namespace,
-                lease_seconds=config.lease_seconds,
-                renew_seconds=config.lease_seconds / 3,
-            )
-            async with _standby_health(config.liveness_endpoint):
-                acquired = await elector.acquire(halt)
-            if not acquired:
-                return
-            keeper = asyncio.create_task(_hold(elector, halt))
-        metrics.LEADER.set(1)  # from here on this instance acts
-        await _operate(config, configuration, halt, ready_flag)
+        if config.peer_name is None:
+            await _session(config, configuration, halt, ready_flag, NoPeers())
+        else:
+            await _as_peer(config, configuration, config.peer_name, halt, ready_flag)
     finally:
-        metrics.LEADER.set(0)
         halt.set()
         for helper in helpers:
             helper.cancel()
-        if keeper is not None:
-            await keeper  # releases the Lease, or raises LeadershipLost
+
+
+async def _session(
+    config: OperatorConfig,
+    configuration: kubernetes.client.Configuration,
+    halt: asyncio.Event,
+    ready_flag: threading.Event | None,
+    peers: PeerLink,
+) -> None:
+    """Operate (while holding the Lease, with leader election) until ``halt`` is set."""
+    if not config.leader_election:
+        metrics.LEADER.set(1)
+        try:
+            await _operate(config, configuration, halt, ready_flag, peers)
+        finally:
+            metrics.LEADER.set(0)
+        return
+    elector = LeaseElector(
+        kubernetes.client.CoordinationV1Api(kubeconfig.api_client(configuration)),
+        config.controller_namespace,
+        timings=LeaseTimings.for_lease(config.lease_seconds),
+    )
+    while not halt.is_set():
+        async with _standby_health(config.liveness_endpoint):
+            if not await elector.acquire(halt):
+                return
+        await _lead(config, configuration, elector, halt, ready_flag, peers)
+
+
+SET_UP_RETRY_SECONDS = 10.0
+"""How often a peer list that cannot be set up (a Secret missing, a peer not listed) is
+tried again while the previous set-up goes on."""
+
+
+async def _as_peer(
+    config: OperatorConfig,
+    configuration: kubernetes.client.Configuration,
+    me: str,
+    halt: asyncio.Event,
+    ready_flag: threading.Event | None,
+) -> None:
+    """Sessions with the peer link running throughout, one per set-up of the peers: a
+    changed peer list ends the session once the new set-up is ready."""
+    own = kubeconfig.api_client(configuration)
+    try:
+        clusters: peer_setup.PeerClusters | None = await peer_setup.build_async(
+            own, me, config.controller_namespace
+        )
+        while clusters is not None and not halt.is_set():
+            peers = Peers.connect(clusters)
+            log.info(
+                "peer %s of %s (heartbeat %gs)",
+                me,
+                ", ".join(p.name for p in clusters.spec.peers),
+                peers.heartbeat,
+            )
+            session = asyncio.Event()
+            link = asyncio.create_task(peers.run(session))
+            relay = asyncio.create_task(_relay(halt, session))
+            anew = asyncio.create_task(_set_up_anew(own, me, config, peers, session))
+            try:
+                await _quorum_session(config, configuration, clusters, session, ready_flag, peers)
+            finally:
+                session.set()
+                relay.cancel()
+                if not anew.done():
+                    anew.cancel()
+                await asyncio.gather(link, relay, anew, return_exceptions=True)
+                peers.close()
+                clusters.close()
+            clusters = None
+            if not halt.is_set() and not anew.cancelled() and anew.exception() is None:
+                clusters = anew.result()  # the peer list changed: the next session
+    finally:
+        own.close()  # type: ignore[no-untyped-call]
+
+
+async def _quorum_session(
+    config: OperatorConfig,
+    configuration: kubernetes.client.Configuration,
+    clusters: peer_setup.PeerClusters,
+    halt: asyncio.Event,
+    ready_flag: threading.Event | None,
+    peers: PeerLink,
+) -> None:
+    """Operate until ``halt`` is set: handlers from the start (every peer probes, decides
+    and publishes), acting only while the quorum elector holds the ``lifeboat`` Lease in a
+    majority of the peer clusters, apps' status written to a majority of them."""
+    elector = QuorumElector(
+        [(c.name, kubernetes.client.CoordinationV1Api(c.api)) for c in clusters.clusters],
+        config.controller_namespace,
+        clusters.me,
+        timings=LeaseTimings.for_lease(config.lease_seconds),
+        allow_solo=clusters.spec.allow_solo,
+    )
+    statuses = PeerStatusWriter([(c.name, KubeClient(c.api)) for c in clusters.clusters])
+    log.info(
+        "peer %s acts only while holding the lifeboat Lease in %d of %d peer clusters",
+        clusters.me,
+        clusters.majority,
+        len(clusters.clusters),
+    )
+    stop = asyncio.Event()
+    election = asyncio.create_task(elector.run(stop))
+    try:
+        await _operate(
+            config, configuration, halt, ready_flag, peers, leadership=elector, statuses=statuses
+        )
+    finally:
+        stop.set()
+        await election  # gives the Leases up
+
+
+async def _set_up_anew(
+    own: kubernetes.client.ApiClient,
+    me: str,
+    config: OperatorConfig,
+    peers: Peers,
+    session: asyncio.Event,
+) -> peer_setup.PeerClusters:
+    """Once the peer list changed: the new set-up (retried while it fails), then the end
+    of the current session."""
+    await peers.membership_changed.wait()
+    failing: str | None = None
+    while True:
+        try:
+            clusters = await peer_setup.build_async(own, me, config.controller_namespace)
+        except Exception as error:
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if problem != failing:
+                log.warning(
+                    "peers: the new peer list cannot be set up (%s); going on with the "
+                    "previous one, trying again every %gs",
+                    problem,
+                    SET_UP_RETRY_SECONDS,
+                )
+            failing = problem
+            await asyncio.sleep(SET_UP_RETRY_SECONDS)
+            continue
+        log.info("peers: set up anew (%s)", ", ".join(p.name for p in clusters.spec.peers))
+        session.set()
+        return clusters
+
+
+async def _lead(
+    config: OperatorConfig,
+    configuration: kubernetes.client.Configuration,
+    elector: LeaseElector,
+    halt: asyncio.Event,
+    ready_flag: threading.Event | None,
+    peers: PeerLink,
+) -> None:
+    """One term of leadership: operate while the Lease is held; release it when halted."""
+    term = asyncio.Event()
+    relay = asyncio.create_task(_relay(halt, term))
+    keeper = asyncio.create_task(_hold(elector, term))
+    metrics.LEADER.set(1)  # from here on this instance acts
+    try:
+        await _operate(config, configuration, term, ready_flag, peers)
+    finally:
+        metrics.LEADER.set(0)
+        term.set()
+        relay.cancel()
+        lost = await keeper  # releases the Lease unless it was lost
+    if not lost:
+        # kopf returns on its own only when it caught SIGINT/SIGTERM itself (it replaces
+        # our signal handlers while it runs): stop, as asked.
+        halt.set()
 
 
 async def _operate(
@@ -100,18 +292,28 @@ async def _operate(
     configuration: kubernetes.client.Configuration,
     halt: asyncio.Event,
     ready_flag: threading.Event | None,
+    peers: PeerLink,
+    *,
+    leadership: Leadership | None = None,
+    statuses: StatusStore | None = None,
 ) -> None:
     wiring = handlers.build(
         configuration,
         config.controller_namespace,
         volume_interval_override=config.volume_interval_override,
+        probe_source_address=config.probe_source_address,
+        peers=peers,
+        secret_recheck_seconds=config.secret_recheck_seconds,
+        leadership=leadership,
+        statuses=statuses,
     )
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     log.info(
-        "Lifeboat operator for %s on %s",
+        "Lifeboat operator for %s on %s (%s event loop)",
         ", ".join(config.namespaces) or "all namespaces",
         configuration.host,
+        loop_name(),
     )
     await kopf.operator(
         registry=wiring.registry,
@@ -151,13 +353,22 @@ async def _standby_health(endpoint: str | None) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-async def _hold(elector: LeaseElector, halt: asyncio.Event) -> None:
+async def _hold(elector: LeaseElector, term: asyncio.Event) -> bool:
+    """Keep the Lease until ``term`` is set (then release it); whether it was lost."""
     try:
-        await elector.keep(halt)
-    except LeadershipLost:
-        log.error("leader election: lost the lease; stopping at once")
-        halt.set()
-        raise
+        await elector.keep(term)
+    except LeadershipLost as error:
+        metrics.LEADERSHIP_LOSSES.inc()
+        log.error("leader election: %s; stopping at once, then standing by", error)
+        term.set()
+        return True
+    return False
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    """Set ``target`` when ``source`` is set."""
+    await source.wait()
+    target.set()
 
 
 async def _follow(flag: threading.Event, halt: asyncio.Event) -> None:
@@ -183,7 +394,8 @@ def _stop_on_signals(halt: asyncio.Event) -> None:
 def run(config: OperatorConfig) -> None:
     """``lifeboat run``: metrics, then the operator in this thread until a signal."""
     start_metrics(config)
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+        runner.run(serve(config))
 
 
 @contextmanager
@@ -199,7 +411,8 @@ def in_background(
 
     def target() -> None:
         try:
-            asyncio.run(serve(config, stop_flag=stop, ready_flag=ready))
+            with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+                runner.run(serve(config, stop_flag=stop, ready_flag=ready))
         except BaseException as error:  # surfaced to the caller below
             failure.append(error)
             ready.set()

@@ -23,6 +23,13 @@ Regions are judged before they are called: one whose API plane is Impaired is no
 (its last listing still counts for the figures, so the RPO keeps growing) and gets no
 call; every call goes through the provider's region gates anyway.
 
+Connections: every pass takes its regions from the provider registry afresh, so a rotated
+credentials Secret or an edited CloudProvider is used from the next pass on. A site whose
+CloudProvider is deleted or whose credentials are withdrawn
+(:data:`~controller.operator.providers.WITHDRAWN`) gets no call: replication to it (or,
+for the active site, the whole dataset) stops, with a ``ReplicationStopped`` Warning and
+``stopped`` in the status entries, until the CloudProvider can be used again.
+
 :class:`VolumeRestorer` carries out the core's ``RestoreVolumes`` action for the
 AppWorker: for every protected volume it picks the newest completed copy in the new
 site's region and makes a volume from it, spread over the site's serving zones. The
@@ -43,16 +50,20 @@ from typing import Any, Protocol
 
 from controller import metrics
 from controller.api.conditions import rfc3339
+from controller.api.events import EventReason
 from controller.api.models import (
     ReplicationStatus,
     ResilientAppSpec,
     VolumeDataset,
 )
+from controller.api.names import RESILIENT_APP
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
 from controller.core.decide import desired_restore
 from controller.operator.kube import Kube, ObjectRef
-from controller.operator.providers import ProviderUnavailable
+from controller.operator.providers import WITHDRAWN
+from controller.providers.backend import Capability
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
 from controller.providers.protocols import VolumeSnapshots
 from controller.replication import volumes as rv
 
@@ -73,6 +84,10 @@ class VolumeProviders(Protocol):
     async def volume_snapshots(self, provider: str, region: str) -> VolumeSnapshots: ...
 
     async def api_plane(self, provider: str, region: str) -> ApiPlaneState: ...
+
+    async def revision(self, provider: str) -> int:
+        """The revision of the provider's connection now (ProviderUnavailable if none)."""
+        ...
 
     def explain(self, name: str, error: BaseException) -> str: ...
 
@@ -117,6 +132,22 @@ class RestoreOutcome:
     """``dataset/volume`` without any copy at the site."""
     made: int
     """Volumes made by this call."""
+
+
+class NoVolumeRestorer:
+    """An operator that restores no volumes: every restore is unsupported."""
+
+    async def restore(
+        self,
+        app: str,
+        action: m.RestoreVolumes,
+        spec: ResilientAppSpec,
+        restores: Mapping[str, m.AppliedRestore],
+    ) -> RestoreOutcome:
+        raise CapabilityUnsupported(
+            Capability.VOLUME_SNAPSHOTS,
+            f"site {action.site}: this operator restores no volumes",
+        )
 
 
 @dataclass
@@ -230,6 +261,8 @@ class _Flow:
     synced_at: float | None = None
     waiting: str = ""
     """Why nothing is measured right now (a restore in progress), or ""."""
+    stopped: str = ""
+    """Why replication to the destination is stopped (a CloudProvider withdrawn), or ""."""
 
     def status(self, dataset: str, destination: str, now: float) -> ReplicationStatus:
         figures = self.figures
@@ -251,7 +284,8 @@ class _Flow:
             newest_copy_time=rfc3339(newest) if newest is not None else None,
             copied_objects=self.copied,
             errors=self.errors,
-            last_error=(self.waiting or self.last_error)[:1024],
+            last_error=(self.stopped or self.waiting or self.last_error)[:1024],
+            stopped=bool(self.stopped),
         )
 
 
@@ -321,7 +355,7 @@ class VolumeReplication:
         if moved:  # what was seen of the restored volumes was of the site that was active
             self._volume_states.clear()
             self._looked.clear()
-            self._warned = {w for w in self._warned if w[0] != "RestoredVolumeFailed"}
+            self._warned = {w for w in self._warned if w[0] != EventReason.RESTORED_VOLUME_FAILED}
         wanted: set[tuple[str, str]] = set()
         for dataset in spec.replication.volumes if spec.replication else ():
             sites = [loc.site for loc in dataset.locations]
@@ -380,7 +414,7 @@ class VolumeReplication:
             try:
                 pause = await self.pass_once()
             except Exception:
-                metrics.RECONCILE_ERRORS.labels(kind="ResilientApp").inc()
+                metrics.RECONCILE_ERRORS.labels(kind=RESILIENT_APP.kind).inc()
                 log.exception("%s: volume replication pass failed", self.app)
                 pause = IDLE_SECONDS
             with contextlib.suppress(TimeoutError):
@@ -429,6 +463,10 @@ class VolumeReplication:
         scope = rv.Scope(self.app, dataset.name, source, epoch)
         if self._moved_on(scope):
             return
+        going = await self._unless_withdrawn(spec, scope, destinations)
+        if destinations and not going:
+            return
+        destinations = going
         pairs = _restored_pairs(state.restores, source, dataset.name)
         volumes = rv.source_volumes(dataset, source, pairs)
         unready = ""
@@ -479,6 +517,45 @@ class VolumeReplication:
                 metrics.REPLICATION_LAST_SUCCESS.labels(
                     *self._labels, dataset.name, figures.destination
                 ).set(now)
+
+    async def _unless_withdrawn(
+        self, spec: ResilientAppSpec, scope: rv.Scope, destinations: Sequence[str]
+    ) -> list[str]:
+        """The destinations replication goes on to: none when the CloudProvider of the
+        source is withdrawn, else those whose own is not. The flows stopped so are marked
+        and reported (a Warning on the first pass that finds one so); the others, and those
+        that can be used again, are marked running."""
+        withdrawn: dict[str, str] = {}
+        for name in (scope.source, *destinations):
+            site = spec.site(name)
+            if site is None:
+                continue
+            try:
+                await self.providers.revision(site.provider)
+            except ProviderUnavailable as error:
+                if error.reason in WITHDRAWN:
+                    withdrawn[name] = str(error)
+            except Exception as error:  # not known to be withdrawn: the pass goes on
+                log.warning("%s: CloudProvider %s not checked: %r", self.app, site.provider, error)
+        going: list[str] = []
+        for destination in destinations:
+            why = withdrawn.get(scope.source) or withdrawn.get(destination, "")
+            flow = self._flows.get((scope.dataset, destination))
+            if flow is not None:
+                flow.stopped = f"replication stopped: {why}" if why else ""
+            warning = (EventReason.REPLICATION_STOPPED, f"{scope.dataset}/{destination}")
+            if not why:
+                self._warned.discard(warning)
+                going.append(destination)
+                continue
+            await self._warn(
+                warning[0],
+                warning[1],
+                f"volume replication of dataset {scope.dataset} from {scope.source} to "
+                f"{destination} stopped: {why}; it starts again once the CloudProvider can "
+                "be used",
+            )
+        return going
 
     async def _readiness(
         self,
@@ -552,10 +629,10 @@ class VolumeReplication:
             if not rv.volume_failed(state) or (
                 state == "not-found" and volume_id not in self._seen
             ):
-                self._warned.discard(("RestoredVolumeFailed", volume_id))
+                self._warned.discard((EventReason.RESTORED_VOLUME_FAILED, volume_id))
                 continue
             await self._warn(
-                "RestoredVolumeFailed",
+                EventReason.RESTORED_VOLUME_FAILED,
                 volume_id,
                 f"volume {volume_id}, restored at {scope.source} for {scope.dataset} (epoch "
                 f"{restore.epoch}), is {state}: it is not snapshotted, so what is written to "
@@ -615,7 +692,7 @@ class VolumeReplication:
             try:
                 region = await self._region(spec, scope.source)
                 made = await region.create(take.volume.volume_id, scope.snapshot_tags(take.volume))
-                self._warned.discard(("VolumeSnapshotFailed", scope.source))
+                self._warned.discard((EventReason.VOLUME_SNAPSHOT_FAILED, scope.source))
                 log.info(
                     "%s: snapshot %s of %s (%s) at %s, epoch %d",
                     self.app,
@@ -628,7 +705,7 @@ class VolumeReplication:
             except Exception as error:
                 where = f"snapshot of {take.volume.volume_id} at {scope.source}"
                 text = f"{where}: {self._explain_site(spec, scope.source, error)}"
-                await failed("VolumeSnapshotFailed", scope.source, destinations, text)
+                await failed(EventReason.VOLUME_SNAPSHOT_FAILED, scope.source, destinations, text)
         for copy in plan.copies:
             if self._moved_on(scope):
                 return failures
@@ -637,7 +714,7 @@ class VolumeReplication:
                 made = await region.copy_from(
                     copy.source.snapshot, scope.copy_tags(copy.source, copy.destination)
                 )
-                self._warned.discard(("VolumeCopyFailed", copy.destination))
+                self._warned.discard((EventReason.VOLUME_COPY_FAILED, copy.destination))
                 if (flow := self._flows.get((dataset, copy.destination))) is not None:
                     flow.copied += 1
                 metrics.REPLICATION_OBJECTS.labels(*self._labels, dataset, copy.destination).inc()
@@ -652,14 +729,16 @@ class VolumeReplication:
             except Exception as error:
                 where = f"copy of {copy.source.id} to {copy.destination}"
                 text = f"{where}: {self._explain_site(spec, copy.destination, error)}"
-                await failed("VolumeCopyFailed", copy.destination, [copy.destination], text)
+                await failed(
+                    EventReason.VOLUME_COPY_FAILED, copy.destination, [copy.destination], text
+                )
         for prune in plan.prunes:
             if self._moved_on(scope):
                 return failures
             try:
                 region = await self._region(spec, prune.site)
                 await region.delete(prune.holding.id)
-                self._warned.discard(("VolumePruneFailed", prune.site))
+                self._warned.discard((EventReason.VOLUME_PRUNE_FAILED, prune.site))
                 log.info(
                     "%s: pruned %s %s at %s (%s)",
                     self.app,
@@ -672,7 +751,7 @@ class VolumeReplication:
                 where = f"pruning {prune.holding.id} at {prune.site}"
                 text = f"{where}: {self._explain_site(spec, prune.site, error)}"
                 sites = destinations if prune.site == scope.source else [prune.site]
-                await failed("VolumePruneFailed", prune.site, sites, text)
+                await failed(EventReason.VOLUME_PRUNE_FAILED, prune.site, sites, text)
         return failures
 
     async def _region(self, spec: ResilientAppSpec, site_name: str) -> VolumeSnapshots:

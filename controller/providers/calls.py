@@ -26,13 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from controller.api.models import ApiPlaneLevels, CloudProviderSpec, EndpointOverride
+from controller.api.models import ApiPlanePolicy, CloudProviderSpec, EndpointOverride, RetryBudget
 from controller.core.apiplane import (
     ApiPlaneHealth,
     ApiPlaneState,
+    ApiPlaneThresholds,
     CallRecord,
-    Levels,
-    Thresholds,
     assess,
 )
 from controller.providers.outcomes import Classified
@@ -73,17 +72,24 @@ class RegionImpaired(RuntimeError):
 
 
 @dataclass
-class RetryBudget:
-    """A token bucket: ``capacity`` tokens, ``refill_per_second``; one token per retry."""
+class TokenBucket:
+    """A region's retry budget at work: ``capacity`` tokens, ``refill_per_second``; one
+    token per retry (the CloudProvider's ``apiPlane.retryBudget`` sets both)."""
 
-    capacity: float = 10.0
-    refill_per_second: float = 0.5
+    capacity: float
+    refill_per_second: float
     scale: float = 1.0
     tokens: float = field(init=False)
     stamp: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.tokens = self.capacity
+
+    @classmethod
+    def of(cls, budget: RetryBudget | None = None) -> TokenBucket:
+        """A full bucket of ``budget``'s size (default: the API's default budget)."""
+        budget = budget or RetryBudget()
+        return cls(float(budget.tokens), budget.refill_per_minute / 60)
 
     def level(self, now: float) -> float:
         """Tokens available at ``now`` (after refilling)."""
@@ -105,8 +111,8 @@ class RegionGate:
 
     provider: str
     region: str
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    budget: RetryBudget = field(default_factory=RetryBudget)
+    thresholds: ApiPlaneThresholds = field(default_factory=ApiPlaneThresholds.of)
+    budget: TokenBucket = field(default_factory=TokenBucket.of)
     clock: Callable[[], float] = time.time
     health: ApiPlaneHealth = field(default_factory=ApiPlaneHealth)
     _calls: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -168,9 +174,7 @@ class CloudCalls:
         provider: str,
         classify: Callable[[BaseException | None], Classified],
         *,
-        thresholds: Thresholds | None = None,
-        budget_tokens: float = 10.0,
-        budget_refill_per_second: float = 0.5,
+        api_plane: ApiPlanePolicy | None = None,
         max_concurrency: int = 4,
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         on_outcome: OutcomeHook | None = None,
@@ -178,8 +182,9 @@ class CloudCalls:
     ) -> None:
         self.provider = provider
         self._classify = classify
-        self._thresholds = thresholds or Thresholds()
-        self._budget = (budget_tokens, budget_refill_per_second)
+        api_plane = api_plane or ApiPlanePolicy()
+        self._thresholds = ApiPlaneThresholds.of(api_plane)
+        self._budget = api_plane.retry_budget
         self._max_concurrency = max_concurrency
         self._policy = retry_policy
         self._on_outcome = on_outcome
@@ -201,13 +206,10 @@ class CloudCalls:
         on_outcome: OutcomeHook | None = None,
     ) -> CloudCalls:
         """The calls of a CloudProvider, judged and budgeted as its ``apiPlane`` says."""
-        budget = spec.api_plane.retry_budget
         return cls(
             provider,
             classify,
-            thresholds=api_plane_thresholds(spec),
-            budget_tokens=budget.tokens,
-            budget_refill_per_second=budget.refill_per_minute / 60,
+            api_plane=spec.api_plane,
             max_concurrency=max_concurrency,
             retry_policy=retry_policy,
             on_outcome=on_outcome,
@@ -241,12 +243,11 @@ class CloudCalls:
 
     def gate(self, region: str) -> RegionGate:
         if region not in self._gates:
-            tokens, refill = self._budget
             self._gates[region] = RegionGate(
                 self.provider,
                 region,
                 self._thresholds,
-                RetryBudget(tokens, refill),
+                TokenBucket.of(self._budget),
                 self._clock,
             )
         return self._gates[region]
@@ -305,21 +306,6 @@ class CloudCalls:
             return self._classify(error).outcome.transient and gate.may_retry()
 
         return await with_retries(once, self._policy, retryable)
-
-
-def api_plane_thresholds(spec: CloudProviderSpec) -> Thresholds:
-    """The core's thresholds from a CloudProvider's ``apiPlane`` policy."""
-    policy = spec.api_plane
-
-    def levels(given: ApiPlaneLevels) -> Levels:
-        return Levels(given.error_share, given.throttle_share, given.latency_p99_seconds)
-
-    return Thresholds(
-        window=float(policy.window_seconds),
-        min_calls=policy.min_calls,
-        degraded=levels(policy.degraded),
-        impaired=levels(policy.impaired),
-    )
 
 
 def resolve_endpoint(

@@ -43,6 +43,61 @@ class DnsRecord:
 
 Routing = Literal["Weighted", "Failover"]
 
+OWNER_PREFIX = "_lifeboat"
+"""The owner record of a DNS name ``N`` is the TXT record ``_lifeboat.N`` (an underscore
+label, as DNS uses for records about a name; it can sit beside a CNAME)."""
+_HERITAGE = "heritage=lifeboat"
+
+
+def owner_name(name: str) -> str:
+    """The name of ``name``'s owner record (both fully qualified, with the final dot)."""
+    fqdn = name if name.endswith(".") else f"{name}."
+    return f"{OWNER_PREFIX}.{fqdn}"
+
+
+@dataclass(frozen=True)
+class DnsOwner:
+    """What Lifeboat keeps in a DNS name's owner record (as external-dns's TXT registry
+    does): who owns the name (``namespace/name`` of the app), and the epoch, active site and
+    desired-state fingerprint of the last change it made. The DNS change of a failover
+    replaces this record conditionally, so a writer holding an older epoch is refused."""
+
+    owner: str
+    epoch: int
+    active_site: str
+    fingerprint: str
+
+    def text(self) -> str:
+        """The TXT value (without quotes)."""
+        return (
+            f"{_HERITAGE},owner={self.owner},epoch={self.epoch},site={self.active_site},"
+            f"fp={self.fingerprint}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> DnsOwner | None:
+        """The owner record ``text`` holds (quotes allowed), None if it is not Lifeboat's
+        or cannot be read."""
+        fields = dict(
+            part.split("=", 1) for part in text.strip().strip('"').split(",") if "=" in part
+        )
+        if f"heritage={fields.get('heritage')}" != _HERITAGE:
+            return None
+        try:
+            return cls(fields["owner"], int(fields["epoch"]), fields["site"], fields["fp"])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class DnsReading:
+    """What a DNS name holds, read back: its owner record (None: none) and, when it has
+    none that Lifeboat can read, what at the name is someone else's (an owner record
+    Lifeboat did not write, record sets of sites the plan does not have; None: nothing)."""
+
+    owner: DnsOwner | None
+    foreign: str | None = None
+
 
 @dataclass(frozen=True)
 class TrafficPlan:
@@ -63,6 +118,10 @@ class TrafficPlan:
     retire: DnsRecord | None = None
     comment: str = ""
     routing: Routing = "Weighted"
+    owner: DnsOwner | None = None
+    """The owner record the change writes (replacing the name's current one, which must
+    name the same owner and no newer epoch). None only for a name Lifeboat does not own
+    (tests of the raw record mechanics)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +143,10 @@ class TrafficManager(Protocol):
 
     async def weights(self, plan: TrafficPlan) -> dict[str, int]:
         """The weights DNS holds now for the plan's record, by site."""
+        ...
+
+    async def read(self, plan: TrafficPlan) -> DnsReading:
+        """What the plan's record name holds now: its owner record and its record sets."""
         ...
 
 

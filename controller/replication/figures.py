@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.api.conditions import rfc3339
+from controller.api.events import EventReason
 from controller.api.models import ReplicationStatus
 from controller.replication.manifest import Totals
 
@@ -61,6 +62,11 @@ class FlowFigures:
     totals: Totals = field(default_factory=Totals)
     throughput: float = 0.0
     last_error: str = ""
+    unreplicated_objects: int = 0
+    """Objects of an older epoch at the destination that never reached the source."""
+    unreplicated_bytes: int = 0
+    unreplicated_keys: tuple[str, ...] = ()
+    """The first of them, in key order."""
 
     def oldest(self) -> float | None:
         return min((since for since, _ in self.pending.values()), default=None)
@@ -100,6 +106,9 @@ class FlowFigures:
             throughput_bytes_per_second=round(self.throughput, 1),
             errors=self.totals.errors,
             conflicts=self.totals.conflicts,
+            unreplicated_objects=self.unreplicated_objects,
+            unreplicated_bytes=self.unreplicated_bytes,
+            unreplicated_keys=self.unreplicated_keys,
             last_error=self.last_error[:1024],
         )
 
@@ -149,6 +158,17 @@ def replication_conditions(
     if not entries:
         message = "no dataset has a destination other than the active site"
         return ("False", "NothingToReplicate", message), ("False", "NothingToReplicate", message)
+    replicating, breached = _rpo_conditions(entries, target)
+    stopped = [e for e in entries if e.stopped]
+    if stopped:
+        shown = "; ".join(f"{_name(e)} ({e.last_error})" for e in stopped[:5])
+        replicating = ("False", EventReason.REPLICATION_STOPPED, f"replication stopped: {shown}")
+    return replicating, breached
+
+
+def _rpo_conditions(
+    entries: Sequence[ReplicationStatus], target: float
+) -> tuple[tuple[ConditionStatus, str, str], tuple[ConditionStatus, str, str]]:
     unknown = [e for e in entries if e.rpo_seconds is None]
     breached = [e for e in entries if e.rpo_seconds is not None and e.rpo_seconds > target]
     if breached:

@@ -47,6 +47,16 @@ class ManifestError(ValueError):
     """The stored manifest cannot be read (not ours, or damaged)."""
 
 
+@dataclass(frozen=True)
+class UnreplicatedObject:
+    """An object of an older epoch at a destination that never reached the source."""
+
+    key: str
+    etag: str
+    size: int
+    epoch: int
+
+
 @dataclass
 class Totals:
     """What was done to the site over its lifetime as a destination."""
@@ -68,6 +78,9 @@ class Manifest:
     history: EpochHistory = field(default_factory=EpochHistory)
     conflicts: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Keys refused by the epoch rule: (source ETag, destination ETag) when refused."""
+    unreplicated: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    """Objects of an older epoch that never reached the source (see
+    :class:`~controller.replication.plan.Unreplicated`): (ETag, size, epoch)."""
     totals: Totals = field(default_factory=Totals)
     saved_at: float | None = None
 
@@ -78,6 +91,7 @@ class Manifest:
             dict(self.entries),
             self.history,
             dict(self.conflicts),
+            dict(self.unreplicated),
             replace(self.totals),
             self.saved_at,
         )
@@ -91,8 +105,9 @@ class Manifest:
             "epochs": self.history.to_wire(),
             "totals": vars(self.totals),
             "conflicts": {k: list(v) for k, v in sorted(self.conflicts.items())},
+            "unreplicated": {k: list(v) for k, v in sorted(self.unreplicated.items())},
             "objects": {
-                key: [e.etag, e.size, e.epoch, e.source_etag, e.md5]
+                key: [e.etag, e.size, e.epoch, e.source_etag, e.md5, e.held]
                 for key, e in sorted(self.entries.items())
             },
         }
@@ -116,12 +131,17 @@ class Manifest:
                     None if v[2] is None else int(v[2]),
                     None if v[3] is None else str(v[3]),
                     None if v[4] is None else str(v[4]),
+                    None if len(v) < 6 or v[5] is None else int(v[5]),
                 )
                 for key, v in dict(document.get("objects") or {}).items()
             }
             conflicts = {
                 str(k): (str(v[0]), str(v[1]))
                 for k, v in dict(document.get("conflicts") or {}).items()
+            }
+            unreplicated = {
+                str(k): (str(v[0]), int(v[1]), int(v[2]))
+                for k, v in dict(document.get("unreplicated") or {}).items()
             }
             raw_totals = dict(document.get("totals") or {})
             totals = Totals(
@@ -133,6 +153,7 @@ class Manifest:
                 entries=entries,
                 history=EpochHistory.from_wire(document.get("epochs")),
                 conflicts=conflicts,
+                unreplicated=unreplicated,
                 totals=totals,
                 saved_at=float(saved) if isinstance(saved, int | float) else None,
             )

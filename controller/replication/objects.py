@@ -53,9 +53,10 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from controller.api.annotations import TailAction
 from controller.providers.calls import RegionImpaired
 from controller.providers.protocols import ObjectChangeFeed, ObjectInfo, ObjectStore, OpenedObject
 from controller.replication.epochs import EpochHistory
@@ -64,6 +65,7 @@ from controller.replication.limits import BandwidthLimit
 from controller.replication.manifest import (
     Manifest,
     ManifestError,
+    UnreplicatedObject,
     load_manifest,
     manifest_key,
     save_manifest,
@@ -83,6 +85,7 @@ from controller.replication.plan import (
     Record,
     Side,
     Step,
+    Unreplicated,
     ordered,
     origin,
     pair_listings,
@@ -91,6 +94,13 @@ from controller.replication.plan import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_DIRTY = 10_000
+"""Keys with change notices waiting to be settled, at most (about 200 bytes each); past
+that a scan replaces the notices."""
+
+UNREPLICATED_SHOWN = 10
+"""Keys of unreplicated objects shown in the figures (the status); all are in the manifest."""
 
 CHECKPOINT_SPACING = 20.0
 """While a flow works, checkpoints are at least this many times the last save's duration
@@ -146,6 +156,11 @@ class FlowReporter(Protocol):
 
     def conflicted(self, conflicts: Sequence[Conflict]) -> None: ...
 
+    def unreplicated(self, found: Sequence[Unreplicated]) -> None:
+        """Objects of an older epoch found at the destination that never reached the
+        source (only those not known before)."""
+        ...
+
 
 class _Quiet:
     def copied(self, size: int) -> None:
@@ -162,6 +177,22 @@ class _Quiet:
 
     def conflicted(self, conflicts: Sequence[Conflict]) -> None:
         pass
+
+    def unreplicated(self, found: Sequence[Unreplicated]) -> None:
+        pass
+
+
+@dataclass
+class TailOutcome:
+    """What a merge or discard of unreplicated objects did."""
+
+    objects: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    failed: int = 0
+    last_error: str = ""
+    stopped: str = ""
+    """Why it stopped before the end (the epoch moved on, a region became Impaired)."""
 
 
 class _Stop(Exception):
@@ -235,12 +266,19 @@ class ObjectFlow:
         self._dirty: dict[str, tuple[float, float]] = {}
         """Keys with change notices: key -> (when changed, monotonic time noticed)."""
         self._wake = asyncio.Event()
+        self._overflow = False
+        """Notices were dropped (more than MAX_DIRTY waiting): until a listing starts, the
+        notices do not vouch for the RPO."""
+        self._rescan = False
+        """A scan is due at once (notices were dropped)."""
         self._missing_since: dict[str, float] = {}
         self._changed = False
         self._saved = monotonic()
         self._spacing = settings.checkpoint_interval
         """Seconds from one checkpoint to the next while the flow works."""
         self._save_lock = asyncio.Lock()
+        self._busy = asyncio.Lock()
+        """Held by a pass, a settling of notices, or a merge or discard: one at a time."""
         self._window = (monotonic(), 0)
         self._stop: str | None = None
         self._errors = 0
@@ -258,8 +296,23 @@ class ObjectFlow:
     # ------------------------------------------------------------------ driving
 
     def notify(self, key: str, when: float) -> None:
-        """A change notice for ``key`` (relative to the prefix), made at ``when``."""
+        """A change notice for ``key`` (relative to the prefix), made at ``when``.
+
+        At most :data:`MAX_DIRTY` keys wait to be settled: past that, notices are dropped
+        and a scan is started at once instead (it finds every change); until its listing,
+        the notices no longer count towards the RPO, which grows from the last listing."""
         known = self._dirty.get(key)
+        if known is None and len(self._dirty) >= MAX_DIRTY:
+            if not self._overflow:
+                log.warning(
+                    "%r: more than %d changes noticed and not settled: scanning instead",
+                    self,
+                    MAX_DIRTY,
+                )
+            self._overflow = self._rescan = True
+            self.figures.watched_at = None
+            self._wake.set()
+            return
         since = when if known is None else min(known[0], when)
         self._dirty[key] = (since, self._monotonic())
         if self.manifest is not None:  # pending until settled (scans count it otherwise)
@@ -268,7 +321,8 @@ class ObjectFlow:
 
     def watched(self, at: float) -> None:
         """Every change made at the source before ``at`` has been noticed."""
-        self.figures.watched_at = at
+        if not self._overflow:  # some were dropped: only the next listing vouches
+            self.figures.watched_at = at
 
     async def run(self) -> None:
         """Scan every ``scan_interval``; settle noticed keys in between; until cancelled."""
@@ -276,7 +330,8 @@ class ObjectFlow:
         while True:
             try:
                 now = self._monotonic()
-                if now >= due:
+                if now >= due or self._rescan:
+                    self._rescan = False
                     ok = await self.scan()
                     pause = self.settings.scan_interval
                     due = self._monotonic() + (
@@ -299,11 +354,16 @@ class ObjectFlow:
 
     async def scan(self) -> bool:
         """One reconciling pass; whether it ended with nothing left to do or retry."""
+        async with self._busy:
+            return await self._scan()
+
+    async def _scan(self) -> bool:
         reason = self._held()
         if reason is not None:
             self._hold(reason)
             return False
         started, started_mono = self._clock(), self._monotonic()
+        self._overflow = False  # this listing finds whatever the dropped notices said
         try:
             await self._load()
             steps = await self._plan()
@@ -336,6 +396,7 @@ class ObjectFlow:
             pending.setdefault(key, (since, 0))
         self.figures.pending = pending
         self._conflicts([s for s in steps if isinstance(s, Conflict)])
+        self._tail([s for s in steps if isinstance(s, Unreplicated)])
         self._errors = 0
         self._window = (self._monotonic(), 0)
         await self._work([s for s in steps if isinstance(s, Copy | Delete)])
@@ -372,6 +433,7 @@ class ObjectFlow:
         self._source_entries = source.entries if source else {}
         self.figures.totals = manifest.totals
         self.manifest = manifest
+        self._count_tail()
 
     async def _read_manifest(self, store: ObjectStore, key: str) -> Manifest | None:
         try:
@@ -385,6 +447,8 @@ class ObjectFlow:
         assert manifest is not None
         steps: list[Step] = []
         present: set[str] = set()
+        tail: set[str] = set()
+        """Keys found unreplicated, or that may be once their metadata is read."""
         pairs = pair_listings(
             ordered(self.source.store.list(self.source.prefix), self.source.prefix),
             ordered(self.target.store.list(self.target.prefix), self.target.prefix),
@@ -402,6 +466,8 @@ class ObjectFlow:
                 self._remember(step.key, step.entry)
             elif step is not None:
                 steps.append(step)
+            if isinstance(step, Unreplicated) or (isinstance(step, Delete) and not step.resolved):
+                tail.add(key)
             # A conflict stands until the key is found settled another way.
             settled = (
                 step is None
@@ -417,12 +483,113 @@ class ObjectFlow:
         for gone in [k for k in manifest.conflicts if k not in present]:
             del manifest.conflicts[gone]
             self._changed = True
+        for gone in [k for k in manifest.unreplicated if k not in tail]:
+            del manifest.unreplicated[gone]
+            self._changed = True
         return steps
+
+    # ------------------------------------------------------------------ the unreplicated tail
+
+    async def resolve(self, action: TailAction) -> TailOutcome:
+        """Merge (copy to the source, the active site) or discard (delete here) every
+        unreplicated object of an older epoch the last pass found at the destination.
+
+        Each is read again first: one that changed since, or that the source has by now, is
+        skipped (the next pass judges it afresh). A merged object is stamped like any copy
+        (its epoch, and this site as its origin) and never overwrites an object at the
+        source; the flow's epoch is checked before each write, as for copies. Runs between
+        passes, never beside one.
+        """
+        outcome = TailOutcome()
+        async with self._busy:
+            if self.manifest is None:
+                await self._load()
+            assert self.manifest is not None
+            for key in sorted(self.manifest.unreplicated):
+                etag, size, epoch = self.manifest.unreplicated[key]
+                try:
+                    self._check()
+                    found = await self.target.store.head(self.target.key(key))
+                    there = await self.source.store.head(self.source.key(key))
+                    if found is None or found.etag != etag or there is not None:
+                        outcome.skipped += 1
+                        self._untail(key)
+                        continue
+                    if action is TailAction.DISCARD:
+                        await self.target.store.delete(self.target.key(key))
+                        self._forget(key)
+                    else:
+                        await self._merge(key, epoch)
+                    outcome.objects += 1
+                    outcome.bytes += size
+                except _Stop as stop:
+                    outcome.stopped = str(stop)
+                    break
+                except RegionImpaired as error:
+                    outcome.stopped = str(error)
+                    break
+                except Exception as error:
+                    outcome.failed += 1
+                    outcome.last_error = f"{key}: {self._explain(error)}"
+                    log.warning("%r: %s of %s failed: %s", self, action, key, outcome.last_error)
+            await self._checkpoint(force=True)
+        log.info("%r: %s of the unreplicated objects: %s", self, action, outcome)
+        return outcome
+
+    async def _merge(self, key: str, epoch: int) -> None:
+        """Copy the destination's object at ``key`` to the source, where there is none."""
+        opened = await self.target.store.open(self.target.key(key))
+        if opened is None:
+            self._untail(key)
+            return
+        try:
+            head = opened.info
+            metadata = head.metadata
+            expected = head.md5 or metadata.get(STAMP_MD5) or None
+            stamps = {
+                STAMP_EPOCH: metadata.get(STAMP_EPOCH) or str(epoch),
+                STAMP_SOURCE_ETAG: head.etag,
+                STAMP_SOURCE_SITE: self.target.site,
+                STAMP_MTIME: metadata.get(STAMP_MTIME) or f"{head.last_modified:.3f}",
+            }
+            if expected:
+                stamps[STAMP_MD5] = expected.lower()
+
+            async def body() -> AsyncIterator[bytes]:
+                async with _closing(opened.chunks) as stream:
+                    async for chunk in stream:
+                        if self._limit is not None:
+                            await self._limit.acquire(len(chunk))
+                        yield chunk
+                self._check()  # before the store commits the object
+
+            self._check()
+            async with _closing(body()) as chunks:
+                await self.source.store.put(
+                    self.source.key(key),
+                    chunks,
+                    head.size,
+                    {**_portable(metadata), **stamps},
+                    md5_hex=expected.lower() if expected else None,
+                    replacing=False,
+                )
+        finally:
+            await opened.aclose()
+        # The source now holds this very version: the destination's entry says so.
+        self._learn(key, head)
+        known = self._entry(key)
+        if known is not None:
+            self._remember(key, replace(known, held=self.settings.epoch))
+        self._untail(key)
 
     # ------------------------------------------------------------------ notices
 
     async def settle_noticed(self) -> None:
         """Settle every key with a change notice (a GET and a HEAD each, then what it needs)."""
+        async with self._busy:
+            await self._settle_noticed()
+
+    async def _settle_noticed(self) -> None:
         if self.manifest is None:
             return
         batch = self._dirty
@@ -536,6 +703,8 @@ class ObjectFlow:
             self._remember(key, step.entry)
         elif isinstance(step, Conflict):
             self._conflicts([step])
+        elif isinstance(step, Unreplicated):
+            self._tail([step])
 
     async def _transfer(
         self, key: str, opened: OpenedObject, epoch: int | None, *, replacing: bool
@@ -584,8 +753,10 @@ class ObjectFlow:
             int(stamps[STAMP_EPOCH]),
             head.etag,
             (expected or digest.hexdigest()).lower(),
+            self.settings.epoch,
         )
         self._remember(key, entry)
+        self._untail(key)
         totals = self.figures.totals
         totals.copied_objects += 1
         totals.copied_bytes += head.size
@@ -606,7 +777,7 @@ class ObjectFlow:
                 return
             target = Side(_relative(found, key), self._entry(key), headed=True)
             self._learn(key, found)
-        final = plan_key(key, Side(None), target, self._policy)
+        final = plan_key(key, Side(None, self._source_entries.get(key)), target, self._policy)
         if isinstance(final, Delete):
             await self._remove(key)
         else:
@@ -645,6 +816,8 @@ class ObjectFlow:
             else self._policy.history.epoch_at(found.last_modified)
         )
         md5 = found.md5 or meta.get(STAMP_MD5) or None
+        known = self._entry(key)
+        held = known.held if known is not None and known.matches(found) else None
         self._remember(
             key,
             Entry(
@@ -653,6 +826,7 @@ class ObjectFlow:
                 epoch,
                 meta.get(STAMP_SOURCE_ETAG),
                 md5.lower() if md5 else None,
+                held,
             ),
         )
 
@@ -661,6 +835,49 @@ class ObjectFlow:
         self._missing_since.pop(key, None)
         if self.manifest is not None and self.manifest.entries.pop(key, None) is not None:
             self._changed = True
+        self._untail(key)
+
+    def _untail(self, key: str) -> None:
+        if self.manifest is not None and self.manifest.unreplicated.pop(key, None) is not None:
+            self._changed = True
+            self._count_tail()
+
+    def _tail(self, found: Sequence[Unreplicated]) -> None:
+        """Record unreplicated objects; report the ones not known before."""
+        if self.manifest is None or not found:
+            return
+        new = []
+        for item in found:
+            record = (item.target.etag, item.target.size, item.epoch)
+            if self.manifest.unreplicated.get(item.key) != record:
+                if self.manifest.unreplicated.get(item.key, ("",))[0] != item.target.etag:
+                    new.append(item)
+                self.manifest.unreplicated[item.key] = record
+                self._changed = True
+            self.figures.pending.pop(item.key, None)
+        self._count_tail()
+        if new:
+            log.warning(
+                "%r: %d object(s) of an older epoch never reached %s, kept: %s%s",
+                self,
+                len(new),
+                self.source.site,
+                ", ".join(u.key for u in new[:5]),
+                " ..." if len(new) > 5 else "",
+            )
+            self._reporter.unreplicated(new)
+
+    def _count_tail(self) -> None:
+        tail = self.manifest.unreplicated if self.manifest is not None else {}
+        self.figures.unreplicated_objects = len(tail)
+        self.figures.unreplicated_bytes = sum(size for _, size, _ in tail.values())
+        self.figures.unreplicated_keys = tuple(sorted(tail)[:UNREPLICATED_SHOWN])
+
+    def unreplicated(self) -> list[UnreplicatedObject]:
+        """The objects of an older epoch at the destination that never reached the source,
+        in key order (as of the last pass)."""
+        tail = self.manifest.unreplicated if self.manifest is not None else {}
+        return [UnreplicatedObject(k, *tail[k]) for k in sorted(tail)]
 
     def _conflicts(self, found: Sequence[Conflict]) -> None:
         """Record conflicts; count and report the ones not known before."""

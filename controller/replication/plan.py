@@ -31,15 +31,29 @@ modification time (:meth:`~controller.replication.epochs.EpochHistory.epoch_at`)
 * different content → copy, unless the destination's version was written under a newer
   epoch than the source's: then it is a **conflict**, refused and reported (an older-epoch
   copy never overwrites a newer-epoch object);
-* missing at the source → kept (delete policy ``Keep``), or deleted (``Propagate``) if it
-  is a Lifeboat copy or was written under an older epoch than the current one; an object
-  the app wrote at the destination under the current epoch is a conflict, never deleted.
+* missing at the source, and known to have been there under the current epoch (this
+  flow found or copied that very version there, or the source's manifest — written while
+  the source was a destination, before the epoch began — lists it) → the app deleted it
+  at the source: deleted with ``Propagate``, kept with ``Keep``;
+* missing at the source, written (or copied here) under an older epoch, and not known to
+  have reached the source → **unreplicated**: after a failover, the old primary's writes
+  that never made it to the new one. Kept whatever the delete policy, reported
+  (:class:`Unreplicated`), and left for a person to merge into the active site or discard;
+* missing at the source, written here under the current epoch → with ``Propagate`` deleted
+  if it is a Lifeboat copy (its source version was written under the current epoch, so the
+  source had it); an object the app wrote at the destination under the current epoch is a
+  conflict, never deleted.
+
+An object's epoch is known from its stamp or manifest entry; failing those, the epoch in
+force when it was last modified *at the destination* is an upper bound (a copy is made
+after its source version was written), enough to know an object is of an older epoch
+without reading its metadata.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.providers.protocols import ObjectInfo
 from controller.replication.epochs import EpochHistory
@@ -72,6 +86,10 @@ class Entry:
     ETag. None for an object the app wrote there."""
     md5: str | None = None
     """The content's MD5, when known."""
+    held: int | None = None
+    """The epoch of the flow that last found this very version at its source, or copied it
+    from there (None: not known to have been at any source). A key absent at the source
+    whose version was held there under the current epoch was deleted there."""
 
     def matches(self, info: ObjectInfo) -> bool:
         """Whether the entry still describes the object listed as ``info``."""
@@ -144,7 +162,19 @@ class Conflict:
     reason: str
 
 
-Step = Record | Copy | Delete | Conflict
+@dataclass(frozen=True)
+class Unreplicated:
+    """An object of an older epoch at the destination that never reached the source (the
+    active site): kept, whatever the delete policy, and reported."""
+
+    key: str
+    target: ObjectInfo
+    epoch: int
+    """The epoch it was written under (at most: the epoch in force when it was written at
+    the destination, when its stamps were not read)."""
+
+
+Step = Record | Copy | Delete | Conflict | Unreplicated
 
 
 def _int(value: str | None) -> int | None:
@@ -223,18 +253,21 @@ def plan_key(key: str, source: Side, target: Side, policy: Policy) -> Step | Non
         return None
     if s is None:
         assert d is not None
-        return _absent_at_source(key, target, policy)
+        return _absent_at_source(key, source, target, policy)
     if d is None:
         _, epoch = origin(source, policy.history)
         return Copy(key, s, None, s.last_modified, epoch, resolved=True)
     if same_content(source, target):
-        if _entry(target) is not None:
-            return None
+        known = _entry(target)
+        if known is not None:
+            if known.held == policy.epoch:
+                return None
+            return Record(key, replace(known, held=policy.epoch))
         _, s_epoch = origin(source, policy.history)
         _, d_epoch = origin(target, policy.history)
         md5 = content_md5(target) or content_md5(source)
-        entry = Entry(d.etag, d.size, d_epoch if d_epoch is not None else s_epoch, s.etag, md5)
-        return Record(key, entry)
+        epoch = d_epoch if d_epoch is not None else s_epoch
+        return Record(key, Entry(d.etag, d.size, epoch, s.etag, md5, policy.epoch))
     _, s_epoch = origin(source, policy.history)
     _, d_epoch = origin(target, policy.history)
     if s_epoch is None or d_epoch is None:
@@ -248,13 +281,36 @@ def plan_key(key: str, source: Side, target: Side, policy: Policy) -> Step | Non
     return Copy(key, s, d, s.last_modified, s_epoch, resolved=True)
 
 
-def _absent_at_source(key: str, target: Side, policy: Policy) -> Step | None:
+def held_at_source(source: Side, target: Side, policy: Policy) -> bool:
+    """Whether the destination's version of a key is known to have been at the source under
+    the current epoch: this flow found or copied it there (the destination's manifest entry
+    says so), or the source's manifest, written while the source was a destination before
+    this epoch, lists that very version (``source.entry``)."""
+    d = target.info
+    if d is None:
+        return False
+    known = _entry(target)
+    if known is not None and known.held is not None and known.held >= policy.epoch:
+        return True
+    was = source.entry
+    if was is None:
+        return False
+    listed = ObjectInfo(d.key, was.size, was.etag, 0.0, {}, was.md5)
+    return same_content(Side(listed, was), target)
+
+
+def _absent_at_source(key: str, source: Side, target: Side, policy: Policy) -> Step | None:
     d = target.info
     assert d is not None
+    if held_at_source(source, target, policy):  # deleted at the source
+        return Delete(key, d, resolved=True) if policy.propagate_deletes else None
+    copy, epoch = origin(target, policy.history)
+    newest = epoch if epoch is not None else policy.history.epoch_at(d.last_modified)
+    if newest < policy.epoch:
+        return Unreplicated(key, d, newest)
     if not policy.propagate_deletes:
         return None
-    copy, epoch = origin(target, policy.history)
-    if copy is True or (epoch is not None and epoch < policy.epoch):
+    if copy is True and epoch is not None:
         return Delete(key, d, resolved=True)
     if copy is None or epoch is None:
         return Delete(key, d, resolved=False)

@@ -9,8 +9,15 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from controller.sandbox.world import Sandbox
-from tests.factories import INVALID_APPS, INVALID_BY_SCHEMA, Invalid, app
+from sandbox.world import Sandbox
+from tests.factories import (
+    INVALID_APPS,
+    INVALID_BY_SCHEMA,
+    INVALID_PROVIDERS,
+    Invalid,
+    app,
+    provider_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +106,55 @@ def test_unknown_field_is_refused_by_kubectl(sandbox: Sandbox) -> None:
     )
     assert result.returncode != 0
     assert 'unknown field "spec.sites[0].zone"' in result.stderr
+
+
+def create_provider(sandbox: Sandbox, spec: dict[str, Any]) -> Any:
+    body = {
+        "apiVersion": "lifeboat.dev/v1alpha1",
+        "kind": "CloudProvider",
+        "metadata": {"name": "tenancy"},
+        "spec": spec,
+    }
+    return kubernetes.client.CustomObjectsApi(
+        sandbox.kube.api_client()
+    ).create_cluster_custom_object(
+        "lifeboat.dev", "v1alpha1", "cloudproviders", body, dry_run="All"
+    )
+
+
+@pytest.mark.parametrize("case", INVALID_PROVIDERS, ids=lambda c: c.name)
+def test_invalid_tenancy_is_refused(sandbox: Sandbox, case: Invalid) -> None:
+    with pytest.raises(ApiException) as caught:
+        create_provider(sandbox, case.spec())
+    assert caught.value.status == 422
+    assert case.message in json.loads(caught.value.body or "{}")["message"]
+
+
+def test_tenancy_defaults_to_no_namespace_and_takes_selectors_and_clusters(
+    sandbox: Sandbox,
+) -> None:
+    spec = provider_spec()
+    del spec["tenancy"]
+    assert create_provider(sandbox, spec)["spec"]["tenancy"] == {
+        "namespaces": [],
+        "capacityNamespaces": [],
+    }
+    tenancy = {
+        "namespaces": ["shop"],
+        "namespaceSelector": {
+            "matchLabels": {"team": "web"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod"]},
+                {"key": "frozen", "operator": "DoesNotExist"},
+            ],
+        },
+        "capacityNamespaces": ["*"],
+    }
+    clusters = [{"name": "east", "kubeconfigSecretRef": {"name": "east-kubeconfig"}}]
+    created = create_provider(sandbox, provider_spec(tenancy=tenancy, clusters=clusters))
+    assert created["spec"]["tenancy"]["namespaceSelector"]["matchExpressions"][1] == {
+        "key": "frozen",
+        "operator": "DoesNotExist",
+        "values": [],
+    }
+    assert created["spec"]["clusters"][0]["kubeconfigSecretRef"]["key"] == "kubeconfig"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.sandbox.procs import free_loopback_port
-from controller.sandbox.world import CONTROLLER_NAMESPACE, Sandbox
+from sandbox.procs import free_loopback_port
+from sandbox.world import CONTROLLER_NAMESPACE, Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from controller.cli import commands
-from controller.sandbox.faults import FaultSpec
-from controller.sandbox.fleets import group_state
-from controller.sandbox.world import Sandbox
+from sandbox.faults import FaultSpec
+from sandbox.fleets import group_state
+from sandbox.world import Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def test_a_lone_zone_is_evacuated_inside_its_region(apps: Apps, sandbox: Sandbox
     fleet = sandbox.fleets["use1"]
     assert group_state(sandbox.aws_client, fleet) == (6, {"us-east-1a", "us-east-1b", "us-east-1c"})
 
-    sandbox.zones.endpoint("use1", "us-east-1b").stop()
+    sandbox.zones.endpoint("use1", "us-east-1b").down()
     wait_for(
         lambda: not zone(apps.status(ns, name), "use1", "us-east-1b")["inTraffic"],
         30,
@@ -106,7 +106,7 @@ def test_a_cascade_fails_over_without_touching_the_failing_region(
             "the app to see it",
         )
         mutating_before = east.count(mutating=True)
-        sandbox.zones.endpoint("use1", "us-east-1a").stop()
+        sandbox.zones.endpoint("use1", "us-east-1a").down()
         wait_for(lambda: traffic_epoch(apps, ns, name) == 2, 40, "the failover to be applied")
         status = apps.status(ns, name)
         assert status["activeSite"] == "usw2"
@@ -165,7 +165,7 @@ def test_recovery_does_not_fail_back_in_manual(apps: Apps, sandbox: Sandbox) -> 
     ns, name = apps.create()
     apps.wait_serving(ns, name)
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     wait_for(lambda: traffic_epoch(apps, ns, name) == 2, 40, "the failover")
     for endpoint in sandbox.zones.site_endpoints("use1"):
         endpoint.serve()
@@ -180,7 +180,7 @@ def test_recovery_fails_back_in_automatic_after_the_stable_period(
     ns, name = apps.create(failover_policy(failback={"mode": "Automatic", "stableSeconds": 5}))
     apps.wait_serving(ns, name)
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     wait_for(lambda: traffic_epoch(apps, ns, name) == 2, 40, "the failover")
     for endpoint in sandbox.zones.site_endpoints("use1"):
         endpoint.serve()
@@ -195,7 +195,7 @@ def test_manual_mode_waits_for_approval(apps: Apps, sandbox: Sandbox) -> None:
     ns, name = apps.create(failover_policy(mode="Manual"))
     apps.wait_serving(ns, name)
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     recommendation = wait_for(
         lambda: apps.status(ns, name).get("recommendation"), 40, "a recommendation"
     )
@@ -217,7 +217,7 @@ def test_manual_requests_are_checked_and_answered(apps: Apps, sandbox: Sandbox) 
     wait_for(lambda: traffic_epoch(apps, ns, name) == 2, 30, "the requested failover")
     # Back to a site with no healthy zone is refused, with the reason.
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     wait_for(
         lambda: all(
             z["state"] != "Healthy" for z in apps.status(ns, name)["zones"] if z["site"] == "use1"
@@ -242,7 +242,7 @@ def test_a_restarted_operator_resumes_and_never_repeats_a_step(
     dns.set_faults(FaultSpec(timeout=1.0, max_hold=5.0, service="route53", mutating_only=True))
     try:
         for endpoint in sandbox.zones.site_endpoints("use1"):
-            endpoint.stop()
+            endpoint.down()
         wait_for(
             lambda: any(a["state"] == "Running" for a in apps.status(ns, name).get("actions", [])),
             40,

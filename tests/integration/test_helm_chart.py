@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.cli.generate import repo_root
-from controller.sandbox.kube import KubeControlPlane
-from controller.sandbox.world import manifests_dir
+from hack.generate import repo_root
+from sandbox.assets import Assets
+from sandbox.kube import KubeControlPlane
+from sandbox.world import manifests_dir
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,9 @@ NON_DEFAULT: dict[str, Any] = {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/lifeboat"}
     },
     "watchNamespaces": ["shop", "payments"],
+    # peers.name runs one replica per peer cluster (the chart refuses it with two): its
+    # rendering is tested on its own below.
+    "secretRecheckSeconds": 30,
     "resources": {
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"cpu": "1", "memory": "1Gi"},
@@ -58,7 +62,24 @@ NON_DEFAULT: dict[str, Any] = {
     },
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops"}],
     "podAnnotations": {"example.com/team": "sre"},
+    # OpenShift's restricted-v2 SCC picks the user and group: the chart must not.
+    "podSecurityContext": {
+        "runAsNonRoot": True,
+        "runAsUser": None,
+        "runAsGroup": None,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "extraVolumes": [{"name": "keystone-ca", "configMap": {"name": "keystone-ca"}}],
+    "extraVolumeMounts": [
+        {"name": "keystone-ca", "mountPath": "/etc/lifeboat/ca", "readOnly": True}
+    ],
+    "crds": {"keep": False, "annotations": {"example.com/owner": "platform"}},
+    "rbac": {"aggregateToDefaultRoles": False},
 }
+LIFEBOAT_CRDS = sorted(
+    yaml.safe_load(path.read_text("utf-8"))["metadata"]["name"]
+    for path in (CHART / "files" / "crds").glob("*.yaml")
+)
 
 SYNTHETIC_RULES = """groups:
   - name: synthetic.rules
@@ -181,7 +202,12 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
     documents = render(helm, helm_env)
     assert kinds(documents) == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Role",
         "RoleBinding",
@@ -213,7 +239,8 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         "run",
         "--metrics-port=8080",
         "--health-endpoint=http://0.0.0.0:8081/healthz",
-        "--lease-seconds=15",
+        "--secret-recheck-seconds=60",
+        "--lease-seconds=10",
     ]
     assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {
         "metrics": 8080,
@@ -227,6 +254,28 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
     ]
     assert "annotations" not in one(documents, "ServiceAccount")["metadata"]
+    # The CRDs are templates (upgraded by helm upgrade) kept by helm uninstall.
+    crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(d["metadata"]["name"] for d in crds) == LIFEBOAT_CRDS
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        shipped = yaml.safe_load(
+            (
+                manifests_dir() / "crds" / f"lifeboat.dev_{crd['spec']['names']['plural']}.yaml"
+            ).read_text("utf-8")
+        )
+        assert crd["spec"] == shipped["spec"]  # numbers, CEL rules and all survive helm
+    # ResilientApps join the built-in view/edit/admin roles; status and CloudProviders do not.
+    view = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-view")
+    edit = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    for role in (view, edit):
+        for rule in role["rules"]:
+            assert "cloudproviders" not in rule["resources"]
+            if set(rule["verbs"]) - {"get", "list", "watch"}:
+                assert rule["resources"] == ["resilientapps"]
 
 
 def test_non_default_values_render_everything_asked_for(
@@ -254,11 +303,23 @@ def test_non_default_values_render_everything_asked_for(
         "run",
         "--metrics-port=9090",
         "--health-endpoint=http://0.0.0.0:9091/healthz",
+        "--secret-recheck-seconds=30",
         "--lease-seconds=20",
         "--namespace=shop",
         "--namespace=payments",
     ]
     assert operator["resources"] == NON_DEFAULT["resources"]
+    assert pod["securityContext"] == {  # null drops the key: the SCC assigns the user
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["volumes"][1:] == NON_DEFAULT["extraVolumes"]
+    assert operator["volumeMounts"][1:] == NON_DEFAULT["extraVolumeMounts"]
+    for crd in (d for d in documents if d["kind"] == "CustomResourceDefinition"):
+        assert crd["metadata"]["annotations"] == {"example.com/owner": "platform"}
+    assert [d["metadata"]["name"] for d in documents if d["kind"] == "ClusterRole"] == [
+        f"{RELEASE}-lifeboat"
+    ]
     pdb = one(documents, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
@@ -339,6 +400,24 @@ def test_no_leader_election_means_one_replica_recreated(
     assert "needs leaderElection.enabled" in refused.stderr
 
 
+def test_a_peer_name_runs_one_replica_as_that_peer(helm: Path, helm_env: dict[str, str]) -> None:
+    documents = render(helm, helm_env, "--set", "peers.name=usw2")
+    assert "--peer-name=usw2" in container(one(documents, "Deployment"))["args"]
+    assert not any(
+        a.startswith("--peer-name")
+        for a in container(one(render(helm, helm_env), "Deployment"))["args"]
+    )
+    for setting, complaint in (
+        ("replicaCount=2", "set replicaCount to 1"),
+        ("leaderElection.enabled=false", "peers.name needs leaderElection.enabled"),
+    ):
+        refused = run_helm(
+            helm, helm_env, "template", RELEASE, str(CHART),
+            "--set", "peers.name=usw2", "--set", setting, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and complaint in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
@@ -347,8 +426,10 @@ def test_no_leader_election_means_one_replica_recreated(
         pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="pull-policy"),
         pytest.param("serviceMonitor.extra=1", "additional properties 'extra'", id="nested-key"),
         pytest.param("metrics.port=70000", "/metrics/port", id="port"),
+        pytest.param("peers.name=Not_A_Name", "/peers/name", id="peer-name"),
         pytest.param("logFormat=xml", "/logFormat", id="log-format"),
         pytest.param("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0", id="namespace"),
+        pytest.param("peers.name=Not_A_Peer", "/peers/name", id="peer-name"),
         pytest.param("serviceMonitor.interval=soon", "/serviceMonitor/interval", id="interval"),
         pytest.param("resources.limits.memory=lots", "/resources/limits/memory", id="quantity"),
         pytest.param("serviceAccount.annotations.a=null", "/serviceAccount/annotations", id="anno"),
@@ -378,15 +459,19 @@ def manifest_documents() -> list[dict[str, Any]]:
 
 def test_manifests_agree_with_the_chart_defaults(helm: Path, helm_env: dict[str, str]) -> None:
     """manifests/ (kubectl apply) and the chart (helm install) install the same operator."""
-    chart = render(helm, helm_env, release="lifeboat", namespace="lifeboat-system")
+    rendered = render(helm, helm_env, release="lifeboat", namespace="lifeboat-system")
+    chart = [d for d in rendered if d["kind"] != "CustomResourceDefinition"]
     plain = manifest_documents()
     assert kinds([d for d in plain if d["kind"] != "Namespace"]) == kinds(chart)
     for document in chart:  # the same names, so the same Lease, Secrets and RBAC
         twin = one(plain, document["kind"], document["metadata"]["name"])
         assert twin["metadata"].get("namespace") == document["metadata"].get("namespace")
         assert twin["metadata"]["labels"].items() <= document["metadata"]["labels"].items()
-    for kind in ("ClusterRole", "Role"):
-        assert one(chart, kind)["rules"] == one(plain, kind)["rules"], kind
+    for document in (d for d in chart if d["kind"] in ("ClusterRole", "Role")):
+        twin = one(plain, document["kind"], document["metadata"]["name"])
+        assert document["rules"] == twin["rules"], document["metadata"]["name"]
+        aggregation = {k: v for k, v in twin["metadata"]["labels"].items() if "aggregate" in k}
+        assert aggregation.items() <= document["metadata"]["labels"].items()
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         for key in ("roleRef", "subjects"):
             assert one(chart, kind)[key] == one(plain, kind)[key], (kind, key)
@@ -401,8 +486,10 @@ def test_manifests_agree_with_the_chart_defaults(helm: Path, helm_env: dict[str,
     assert service["spec"]["ports"] == plain_service["spec"]["ports"]
     assert service["spec"]["type"] == plain_service["spec"]["type"]
     assert plain_service["spec"]["selector"] == twin["spec"]["template"]["metadata"]["labels"]
-    for path in (CHART / "crds").glob("*.yaml"):
+    for path in (CHART / "files" / "crds").glob("*.yaml"):
         assert path.read_text("utf-8") == (manifests_dir() / "crds" / path.name).read_text("utf-8")
+    for crd in (d for d in rendered if d["kind"] == "CustomResourceDefinition"):
+        assert crd["metadata"]["name"] in LIFEBOAT_CRDS
 
 
 # --------------------------------------------------------------------------- real API server
@@ -410,9 +497,11 @@ def test_manifests_agree_with_the_chart_defaults(helm: Path, helm_env: dict[str,
 
 @pytest.fixture(scope="module")
 def cluster(kube: KubeControlPlane, monitoring_crds: list[Path]) -> KubeControlPlane:
-    """The session's API server with the monitoring CRDs and the namespaces the chart is
-    installed into (Lifeboat's own CRDs come with the chart)."""
+    """The session's API server with the monitoring CRDs, Lifeboat's CRDs as kubectl users
+    install them (the chart's own CRD handling is tested on a cluster of its own) and the
+    namespaces the chart is installed into."""
     kube.install_crds(monitoring_crds)
+    kube.install_crds([manifests_dir() / "crds"])
     for namespace in (NAMESPACE, MONITORING_NAMESPACE):
         kube.kubectl("create", "namespace", namespace, check=False)
     return kube
@@ -452,7 +541,10 @@ def test_rendered_chart_passes_server_side_dry_run(
     applied = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(applied) == len(documents), result.stdout
     assert all(line.endswith("serverside-applied (server dry run)") for line in applied)
-    assert sum(d["kind"] == "CustomResourceDefinition" for d in documents) == 2
+    crds = sorted(
+        d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"
+    )
+    assert crds == LIFEBOAT_CRDS and "lifeboatpeers.lifeboat.dev" in crds
     if settings == "non-default":
         for kind in ("ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "ConfigMap"):
             assert any(
@@ -468,7 +560,12 @@ def test_helm_install_and_uninstall_on_the_api_server(
     release, namespace = "lb-real", "lifeboat-helm"
     kubeconfig = str(cluster.kubeconfig_path)
     values = values_file(
-        tmp_path, {**NON_DEFAULT, "dashboards": {**NON_DEFAULT["dashboards"], "namespace": ""}}
+        tmp_path,
+        {
+            **NON_DEFAULT,
+            "dashboards": {**NON_DEFAULT["dashboards"], "namespace": ""},
+            "crds": {"install": False},  # installed by kubectl: managed elsewhere
+        },
     )
     installed = run_helm(
         helm,
@@ -527,3 +624,80 @@ def test_helm_install_and_uninstall_on_the_api_server(
     assert not [name for name in remaining if release in name]
     cluster_wide = cluster.kubectl("get", "clusterrole,clusterrolebinding", "-o", "name").stdout
     assert f"{release}-lifeboat" not in cluster_wide
+
+
+# --------------------------------------------------------------------------- CRD lifecycle
+
+
+def adopt_crds(kube: KubeControlPlane, release: str, namespace: str) -> None:
+    """The README's upgrade step for CRDs installed by kubectl or by the chart's former
+    crds/ folder: mark them as the release's, so helm takes them over."""
+    for name in LIFEBOAT_CRDS:
+        kube.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
+        kube.kubectl(
+            "annotate",
+            "--overwrite",
+            "crd",
+            name,
+            f"meta.helm.sh/release-name={release}",
+            f"meta.helm.sh/release-namespace={namespace}",
+        )
+
+
+def test_helm_upgrades_the_crds_and_uninstall_keeps_them_and_the_apps(
+    helm: Path, helm_env: dict[str, str], kube_assets: Assets, tmp_path: Path
+) -> None:
+    """On an API server of its own: CRDs first applied by kubectl (an older install) are
+    adopted as the README says, `helm upgrade` carries a CRD change to the server, and
+    `helm uninstall` leaves the CRDs and the ResilientApps they hold."""
+    release, namespace = "lb-crds", "lifeboat-crds"
+    with KubeControlPlane(kube_assets) as kube:
+        kubeconfig = str(kube.kubeconfig_path)
+        kube.install_crds([manifests_dir() / "crds"])
+        refused = run_helm(
+            helm, helm_env, "install", release, str(CHART), "--kubeconfig", kubeconfig,
+            "-n", namespace, "--create-namespace", check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "invalid ownership metadata" in refused.stderr
+        adopt_crds(kube, release, namespace)
+        run_helm(
+            helm, helm_env, "install", release, str(CHART), "--kubeconfig", kubeconfig,
+            "-n", namespace, "--create-namespace",
+        )  # fmt: skip
+        example = manifests_dir() / "examples" / "aws" / "resilientapp.yaml"
+        kube.kubectl("apply", "-f", str(example))
+        app_namespace = yaml.safe_load(example.read_text("utf-8"))["metadata"]["namespace"]
+
+        # A new chart version whose ResilientApp CRD gained a printer column.
+        upgraded = tmp_path / "lifeboat"
+        shutil.copytree(CHART, upgraded)
+        crd_file = upgraded / "files" / "crds" / "lifeboat.dev_resilientapps.yaml"
+        crd = yaml.safe_load(crd_file.read_text("utf-8"))
+        version = crd["spec"]["versions"][0]
+        version.setdefault("additionalPrinterColumns", []).append(
+            {"name": "Upgraded", "type": "string", "jsonPath": ".metadata.name"}
+        )
+        crd_file.write_text(yaml.safe_dump(crd), encoding="utf-8")
+        run_helm(
+            helm, helm_env, "upgrade", release, str(upgraded), "--kubeconfig", kubeconfig,
+            "-n", namespace,
+        )  # fmt: skip
+        served = json.loads(
+            kube.kubectl("get", "crd", "resilientapps.lifeboat.dev", "-o", "json").stdout
+        )
+        columns = served["spec"]["versions"][0]["additionalPrinterColumns"]
+        assert "Upgraded" in [c["name"] for c in columns]
+
+        run_helm(helm, helm_env, "uninstall", release, "--kubeconfig", kubeconfig, "-n", namespace)
+        kept = kube.kubectl("get", "crd", "-o", "name").stdout.split()
+        assert (
+            sorted(n.removeprefix("customresourcedefinition.apiextensions.k8s.io/") for n in kept)
+            == LIFEBOAT_CRDS
+        )
+        apps = kube.kubectl(
+            "get", "resilientapps", "-n", app_namespace, "-o", "name"
+        ).stdout.split()
+        assert len(apps) == 1
+        deployments = kube.kubectl("get", "deploy", "-n", namespace, "-o", "name").stdout
+        assert release not in deployments

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller.sandbox.assets import Assets
-from controller.sandbox.world import Sandbox
+from sandbox.assets import Assets
+from sandbox.world import Sandbox
 from tests.fixtures.world import GROUP, PLURAL, VERSION, Apps, wait_for
 
 pytestmark = pytest.mark.integration
@@ -240,7 +240,7 @@ def test_failover_explain_and_failback_through_kubectl(user: User, apps: Apps) -
     early = user.run("lifeboat", "failback", name, "-n", namespace)
     assert early.returncode == REFUSED, early.stdout + early.stderr
     assert "refused: " in early.stdout
-    assert "minimum dwell" in early.stdout
+    assert re.search(r"failover held: dwell: \d+ s of \d+ s", early.stdout), early.stdout
     assert apps.status(namespace, name)["activeSite"] == "usw2"
     forced = user.run("lifeboat", "failback", name, "-n", namespace, "--force")
     assert forced.returncode == OK, forced.stdout + forced.stderr
@@ -261,7 +261,7 @@ def test_approve_carries_out_a_manual_mode_recommendation(
     assert "no recommendation to approve" in nothing.stderr
 
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     wait_for(lambda: apps.status(namespace, name).get("recommendation"), 40, "a recommendation")
     listed = table(user.run("lifeboat", "status", "-n", namespace, "-o", "wide").stdout)
     assert listed[1][-1] == "region-failover usw2"

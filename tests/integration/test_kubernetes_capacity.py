@@ -7,8 +7,13 @@ from typing import Any
 import kubernetes.client
 import pytest
 
+from controller.api.models import Site
+from controller.operator.capacity import CapacityDrivers
+from controller.operator.kube import KubeClient
+from controller.operator.providers import ProviderInfo, ProviderRegistry
+from controller.providers.errors import ProviderUnavailable
 from controller.providers.kubernetes.capacity import DeploymentsCapacity, client_from_kubeconfig
-from controller.sandbox.world import Sandbox
+from sandbox.world import Sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +77,61 @@ async def test_member_cluster_from_a_kubeconfig(sandbox: Sandbox) -> None:
     text = sandbox.kube.kubeconfig_path.read_text()
     driver = DeploymentsCapacity(client_from_kubeconfig(text), NAMESPACE, {"app": "web"})
     assert len((await driver.observe()).zones) == 3
+
+
+async def test_a_member_cluster_site_is_driven_through_the_registry(
+    cluster: kubernetes.client.ApiClient, sandbox: Sandbox
+) -> None:
+    """The operator's path: a site's kubernetesDeployments at an aws CloudProvider that
+    lists the member cluster, its kubeconfig read from the Secret the CloudProvider names
+    by the registry's Kubernetes backend; the app names the cluster only."""
+    kubernetes.client.CoreV1Api(cluster).create_namespaced_secret(
+        NAMESPACE,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="member"),
+            string_data={"kubeconfig": sandbox.kube.kubeconfig_path.read_text()},
+        ),
+    )
+    provider = {
+        "type": "aws",
+        "regions": ["us-east-1"],
+        "credentials": {"source": "Environment"},
+        "tenancy": {"namespaces": [NAMESPACE]},
+        "clusters": [
+            {"name": "member", "kubeconfigSecretRef": {"name": "member"}},
+            {"name": "gone", "kubeconfigSecretRef": {"name": "gone"}},
+        ],
+    }
+    info = ProviderInfo("aws", "uid", 1, provider, {})
+    kube = KubeClient(cluster)
+    registry = ProviderRegistry(kube, NAMESPACE, lookup=lambda n: info if n == "aws" else None)
+    drivers = CapacityDrivers(registry.tenant(NAMESPACE), kube, cluster, NAMESPACE)
+
+    def site(member: str) -> Site:
+        deployments = {"selector": {"app": "web"}, "cluster": member}
+        return Site.model_validate(
+            {
+                "name": "member",
+                "provider": "aws",
+                "region": "us-east-1",
+                "zones": ["zone-a", "zone-b", "zone-c"],
+                "trafficTargets": ["192.0.2.1"],
+                "capacity": {"perZone": 1, "kubernetesDeployments": deployments},
+            }
+        )
+
+    driver = await drivers.for_site("capacity/web", site("member"))
+    assert isinstance(driver, DeploymentsCapacity) and driver.api is not cluster
+    assert driver.namespace == NAMESPACE  # the app's own
+    assert len((await driver.observe()).zones) == 3
+    assert await drivers.for_site("capacity/web", site("member")) is driver  # cached
+    with pytest.raises(ProviderUnavailable, match="Secret capacity/gone not found") as refused:
+        await drivers.for_site("capacity/other", site("gone"))
+    assert refused.value.reason == "SecretNotFound"
+    elsewhere = CapacityDrivers(registry.tenant("other"), kube, cluster, NAMESPACE)
+    with pytest.raises(ProviderUnavailable) as refused:
+        await elsewhere.for_site("other/web", site("member"))
+    assert refused.value.reason == "ProviderNotPermitted"
 
 
 async def test_the_operator_service_account_may_observe_and_scale(

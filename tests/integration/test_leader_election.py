@@ -9,8 +9,8 @@ from contextlib import ExitStack
 import pytest
 
 from controller.operator.runner import OperatorConfig, in_background
-from controller.sandbox.procs import free_loopback_port
-from controller.sandbox.world import Sandbox
+from sandbox.procs import free_loopback_port
+from sandbox.world import Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
             namespace, name = app_harness.create()
             app_harness.wait_serving(namespace, name)
             for endpoint in sandbox.zones.site_endpoints("use1"):
-                endpoint.stop()
+                endpoint.down()
             wait_for(
                 lambda: app_harness.status(namespace, name).get("traffic", {}).get("epoch") == 2,
                 30,

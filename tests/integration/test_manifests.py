@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.sandbox.world import Sandbox, manifests_dir
+from sandbox.world import Sandbox, manifests_dir
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox.kube import KubeControlPlane
-from controller.sandbox.world import CONTROLLER_NAMESPACE, manifests_dir
+from sandbox.kube import KubeControlPlane
+from sandbox.world import CONTROLLER_NAMESPACE, manifests_dir
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from controller.sandbox.faults import FaultSpec
-from controller.sandbox.openstack import COMPUTE, OpenStackWorld
-from controller.sandbox.world import OPENSTACK_EXAMPLES, Sandbox
+from sandbox.faults import FaultSpec
+from sandbox.openstack.cloud import COMPUTE, OpenStackWorld
+from sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.openstack]
@@ -110,7 +110,7 @@ def test_app_publishes_the_active_site_in_designate_and_fails_over(
     assert openstack_sandbox.designate_values(record) == ("192.0.2.110",)
 
     for endpoint in openstack_sandbox.zones.site_endpoints("os1"):
-        endpoint.stop()
+        endpoint.down()
     status = wait_for(
         lambda: (s := apps.status(ns, name)).get("traffic", {}).get("epoch") == 2 and s,
         60,

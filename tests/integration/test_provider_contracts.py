@@ -39,10 +39,10 @@ from typing import Any, Final, Protocol
 import boto3
 import botocore.exceptions
 import pytest
-from pydantic import SecretStr
 
-from controller.api.models import CloudProviderSpec
+from controller.api.models import CloudProviderSpec, Site
 from controller.core.apiplane import ApiPlaneState, CallOutcome
+from controller.providers import registry
 from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
 from controller.providers.aws.capacity import AutoScalingGroupCapacity
 from controller.providers.aws.connector import AwsConnector, AwsCredentials
@@ -51,6 +51,7 @@ from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
 from controller.providers.aws.volumes import EbsSnapshots
 from controller.providers.calls import CloudCalls, RegionImpaired
+from controller.providers.errors import DnsFenced, DnsOwnedByOther, DnsZoneNotFound
 from controller.providers.integrity import IntegrityError
 from controller.providers.openstack.apiplane import NovaApiPlaneProbe
 from controller.providers.openstack.capacity import (
@@ -72,6 +73,8 @@ from controller.providers.outcomes import Classified
 from controller.providers.protocols import (
     ApiPlaneProbe,
     CapacityDriver,
+    DnsOwner,
+    DnsReading,
     DnsRecord,
     InstanceHealth,
     ObjectStore,
@@ -82,10 +85,10 @@ from controller.providers.protocols import (
     ZoneInstances,
 )
 from controller.providers.retry import RetryPolicy
-from controller.sandbox.faults import Fault, FaultProxy, FaultSpec
-from controller.sandbox.moto_server import MotoServer
-from controller.sandbox.openstack import CLOUD_NAME, REGIONAL_SERVICES, OpenStackWorld
-from controller.sandbox.openstack_emulators import IMAGES
+from sandbox.faults import Fault, FaultProxy, FaultSpec
+from sandbox.moto_server import MotoServer
+from sandbox.openstack.cloud import CLOUD_NAME, REGIONAL_SERVICES, OpenStackWorld
+from sandbox.openstack.nova import IMAGES
 from tests.fixtures.cloud import MakeFaultProxy
 
 pytestmark = pytest.mark.integration
@@ -161,6 +164,10 @@ class Backend(Protocol):
     """Where the DNS service's proxy is (a region, or "global")."""
     calls: CloudCalls
     """The gates of the connector the implementations use."""
+    spec: CloudProviderSpec
+    """The CloudProvider that connector was made for."""
+    secret: Mapping[str, str]
+    """Its credentials Secret's data."""
     outcomes: list[Outcome]
     """Every call's outcome, as that connector reported it."""
     errors: tuple[type[BaseException], ...]
@@ -246,6 +253,10 @@ class Backend(Protocol):
         """The zones the group may place instances in now."""
         ...
 
+    def site_capacity(self, group: Group) -> dict[str, Any]:
+        """A site's ``capacity`` (wire form) naming the group."""
+        ...
+
     def stop_instance(self, group: Group, zone: str) -> str:
         """Stop one instance of the zone; its ID."""
         ...
@@ -323,10 +334,15 @@ class AwsBackend:
                 ],
             }
         )
+        self.spec = spec
+        self.secret: Mapping[str, str] = {
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
         self.connector = AwsConnector(
             "aws-test",
             spec,
-            AwsCredentials("testing", SecretStr("testing")),
+            AwsCredentials.from_secret_data(self.secret),
             timeout_seconds=self.timeout_seconds,
             retry_policy=replace(FAST_RETRIES, attempts=self.attempts),
             on_outcome=self._seen,
@@ -483,6 +499,10 @@ class AwsBackend:
         described = self._direct("ec2", group.region).describe_subnets(SubnetIds=subnets)
         return {subnet["AvailabilityZone"] for subnet in described["Subnets"]}
 
+    def site_capacity(self, group: Group) -> dict[str, Any]:
+        named = {"name": group.name, "targetGroupArn": group.target_group}
+        return {"perZone": 1, "autoScalingGroup": named}
+
     def _instance_in(self, group: Group, zone: str) -> str:
         return str(
             next(
@@ -627,9 +647,9 @@ class OpenStackBackend:
                 "openstack": {"cloud": CLOUD_NAME},
             }
         )
-        credentials = OpenStackCredentials.from_secret_data(
-            {"clouds.yaml": self.world.clouds_yaml()}, CLOUD_NAME
-        )
+        self.spec = spec
+        self.secret: Mapping[str, str] = {"clouds.yaml": self.world.clouds_yaml()}
+        credentials = OpenStackCredentials.from_secret_data(self.secret, CLOUD_NAME)
         self.connector = OpenStackConnector(
             "openstack-test",
             spec,
@@ -794,6 +814,10 @@ class OpenStackBackend:
 
     def group_zones(self, group: Group) -> set[str]:
         return {server.availability_zone for server in self._servers(group)}
+
+    def site_capacity(self, group: Group) -> dict[str, Any]:
+        template = {"namePrefix": group.name, "flavor": FLAVOR, "image": IMAGE}
+        return {"perZone": 1, "openstackServers": template}
 
     def _running_in(self, group: Group, zone: str) -> str:
         return str(
@@ -975,6 +999,128 @@ async def test_weighted_traffic_moves_atomically_and_drops_orphans(backend: Back
         }
 
 
+def owned(base: TrafficPlan, owner: str, epoch: int) -> TrafficPlan:
+    """``base`` written on behalf of ``owner`` at ``epoch``."""
+    active = max(base.records, key=lambda r: r.weight).site
+    return replace(base, owner=DnsOwner(owner, epoch, active, f"fp-{epoch}"))
+
+
+async def test_a_name_has_one_owner_and_an_older_epoch_is_refused(backend: Backend) -> None:
+    backend.dns_zone("lifeboat.test")
+    record = DnsRecord(None, "lifeboat.test", "owned.lifeboat.test", "A", 30)
+    traffic = backend.traffic()
+    base = plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None))
+    assert await traffic.read(base) == DnsReading(None)
+
+    await traffic.apply(owned(base, "shop/web", 1))
+    assert await traffic.read(base) == DnsReading(DnsOwner("shop/web", 1, "use1", "fp-1"))
+    moved = plan(record, "Weighted", ("use1", 0, None), ("usw2", 100, None))
+    await traffic.apply(owned(moved, "shop/web", 2))
+    assert (await traffic.read(base)).owner == DnsOwner("shop/web", 2, "usw2", "fp-2")
+
+    with pytest.raises(DnsFenced) as fenced:  # a deposed writer, late
+        await traffic.apply(owned(base, "shop/web", 1))
+    assert (fenced.value.stored, fenced.value.mine) == (2, 1)
+    with pytest.raises(DnsOwnedByOther) as taken:  # another app, same name
+        await traffic.apply(owned(base, "other/app", 9))
+    assert taken.value.owner == "shop/web"
+    assert backend.dns_answer(record) == (ADDRESSES["usw2"],)  # neither changed anything
+    assert (await traffic.read(base)).owner == DnsOwner("shop/web", 2, "usw2", "fp-2")
+
+
+async def test_a_change_dns_already_holds_is_not_sent_again(backend: Backend) -> None:
+    """After a crash between a DNS change and its record in status, the same change is
+    asked for again: it is found in place, and no mutating call goes out."""
+    backend.dns_zone("lifeboat.test")
+    record = DnsRecord(None, "lifeboat.test", "again.lifeboat.test", "A", 30)
+    traffic = backend.traffic()
+    change = owned(plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None)), "a/b", 3)
+    await traffic.apply(change)
+    proxy = backend.proxy(backend.dns_region)
+    before = proxy.count(mutating=True)
+    again = await traffic.apply(change)
+    assert again.in_sync
+    assert proxy.count(mutating=True) == before
+
+
+async def test_records_lifeboat_did_not_write_are_someone_elses(backend: Backend) -> None:
+    backend.dns_zone("lifeboat.test")
+    record = DnsRecord(None, "lifeboat.test", "theirs.lifeboat.test", "A", 30)
+    traffic = backend.traffic()
+    theirs = plan(record, "Weighted", ("euc1", 100, None))
+    await traffic.apply(theirs)  # written without an owner record (not by Lifeboat)
+    mine = plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None))
+    reading = await traffic.read(mine)
+    assert reading.owner is None and reading.foreign is not None
+    with pytest.raises(DnsOwnedByOther):
+        await traffic.apply(owned(mine, "shop/web", 1))
+    assert backend.dns_answer(record) == (ADDRESSES["euc1"],)
+    # Records of this app's own sites only (a Lifeboat from before owner records): taken over.
+    legacy = DnsRecord(None, "lifeboat.test", "legacy.lifeboat.test", "A", 30)
+    await traffic.apply(plan(legacy, "Weighted", ("use1", 100, None), ("usw2", 0, None)))
+    adopted = plan(legacy, "Weighted", ("use1", 0, None), ("usw2", 100, None))
+    assert await traffic.read(adopted) == DnsReading(None)
+    await traffic.apply(owned(adopted, "shop/web", 2))
+    assert backend.dns_answer(legacy) == (ADDRESSES["usw2"],)
+
+
+async def test_route53_refuses_a_change_whose_owner_record_moved_meanwhile(
+    aws_backend: AwsBackend,
+) -> None:
+    """The race a read-check-write cannot close: the owner record changes between this
+    writer's read and its change. Route 53 itself refuses the batch (DELETE of the exact
+    record read no longer matches) and nothing of it is applied."""
+    aws_backend.dns_zone("lifeboat.test")
+    record = DnsRecord(None, "lifeboat.test", "race.lifeboat.test", "A", 30)
+    traffic = aws_backend.traffic()
+    base = plan(record, "Weighted", ("use1", 100, None), ("usw2", 0, None))
+    await traffic.apply(owned(base, "shop/web", 1))
+    look = traffic._look
+    stale = await look(await traffic.hosted_zone_id(record), record)
+    moved = plan(record, "Weighted", ("use1", 0, None), ("usw2", 100, None))
+    await traffic.apply(owned(moved, "shop/web", 2))  # the new leader, meanwhile
+
+    async def as_read_before(zone_id: str, name: DnsRecord) -> Any:
+        traffic._look = look  # type: ignore[method-assign]  # only the first look is stale
+        return stale
+
+    traffic._look = as_read_before  # type: ignore[method-assign,assignment]
+    late = plan(record, "Weighted", ("use1", 100, None), ("euc1", 0, None))
+    with pytest.raises(DnsFenced) as fenced:  # what it read allows it; Route 53 does not
+        await traffic.apply(owned(late, "shop/web", 1))
+    assert fenced.value.stored == 2
+    assert aws_backend.dns_answer(record) == (ADDRESSES["usw2"],)
+
+
+def test_the_sandbox_applies_route53_batches_all_or_nothing(aws_backend: AwsBackend) -> None:
+    """moto alone would accept these; Route 53 (and the sandbox) refuses them whole."""
+    route53 = aws_backend._direct("route53")
+    zone = aws_backend.dns_zone("lifeboat.test")
+    name = "strict.lifeboat.test."
+
+    def txt(value: str) -> dict[str, Any]:
+        return {"Name": name, "Type": "TXT", "TTL": 30, "ResourceRecords": [{"Value": value}]}
+
+    def change(*changes: tuple[str, dict[str, Any]]) -> None:
+        route53.change_resource_record_sets(
+            HostedZoneId=zone,
+            ChangeBatch={"Changes": [{"Action": a, "ResourceRecordSet": r} for a, r in changes]},
+        )
+
+    change(("CREATE", txt('"one"')))
+    with pytest.raises(botocore.exceptions.ClientError, match="already exists"):
+        change(("CREATE", txt('"two"')))
+    change(("DELETE", txt('"one"')), ("CREATE", txt('"two"')))
+    with pytest.raises(botocore.exceptions.ClientError, match="do not match"):
+        # deleting what the record held before: refused, and the CREATE before it undone
+        change(("CREATE", {**txt('"x"'), "Name": "other." + name}), ("DELETE", txt('"one"')))
+    listed = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    texts = {
+        r["Name"]: [v["Value"] for v in r["ResourceRecords"]] for r in listed if r["Type"] == "TXT"
+    }
+    assert texts.get(name) == ['"two"'] and "other." + name not in texts
+
+
 async def test_failover_traffic_with_health_checks(backend: Backend) -> None:
     backend.dns_zone("lifeboat.test")
     record = DnsRecord(None, "lifeboat.test", "app.lifeboat.test", "A", 30)
@@ -1137,6 +1283,54 @@ async def test_instance_health_per_zone(backend: Backend) -> None:
     assert counts(zones.values()) == {first: (2, 1), second: (1, 0), third: (0, 0)}
     assert stopped in zones[first].detail and "stopped" in zones[first].detail
     assert drained in zones[second].detail
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+async def test_the_registry_connects_a_provider_whose_capabilities_reach_its_cloud(
+    backend: Backend,
+) -> None:
+    """What the operator uses: the CloudProvider connected through its type's backend
+    (controller.providers.registry), every capability built from it and called once."""
+    east = backend.regions[0]
+    zone = backend.zones(east)[0]
+    cloud = registry.connect("registry-test", backend.spec, backend.secret)
+    try:
+        assert (await cloud.probe.probe(east)).outcome is CallOutcome.OK
+        assert await cloud.identity.whoami()
+
+        group = backend.group(east, {zone: 1}, target_group=True)
+        site = Site.model_validate(
+            {
+                "name": group.name,
+                "provider": "registry-test",
+                "region": east,
+                "zones": [zone],
+                "trafficTargets": ["192.0.2.1"],
+                "capacity": backend.site_capacity(group),
+            }
+        )
+        observed = await cloud.capacity(site).observe()
+        assert (observed.zone(zone).desired, observed.zone(zone).running) == (1, 1)
+        instances = {z.zone: (z.total, z.healthy) for z in await cloud.instances(site).zones()}
+        assert instances[zone] == (1, 1)
+
+        store = cloud.object_store(east, backend.bucket(east))
+        data = b"through the registry"
+        await store.put("registry/key", chunked(data, 8), len(data), {}, md5_hex=md5(data))
+        headed = await store.head("registry/key")
+        assert headed is not None and headed.size == len(data)
+
+        tags = {"lifeboat.dev/test": uuid.uuid4().hex}
+        assert await cloud.volume_snapshots(east).list(tags) == []
+
+        missing = DnsRecord(None, f"missing-{uuid.uuid4().hex[:8]}.test.", "www", "A", 60)
+        traffic = cloud.traffic(east)
+        with pytest.raises(DnsZoneNotFound, match="missing-"):
+            await traffic.apply(plan(missing, "Weighted", ("use1", 100, None)))
+    finally:
+        cloud.close()
 
 
 # ----------------------------------------------------------------------------- objects

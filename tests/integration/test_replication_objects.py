@@ -17,7 +17,9 @@ objects included, with nothing read again once in step.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import os
 import signal
 import time
@@ -29,16 +31,18 @@ from typing import Any
 import pytest
 
 from controller import metrics
+from controller.api.annotations import TailAction
+from controller.cli import commands
 from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.openstack.objects import SwiftObjectStore
 from controller.providers.protocols import ObjectInfo, ObjectStore, OpenedObject, read_through
 from controller.replication.manifest import manifest_key
 from controller.replication.objects import FlowSettings, Location, ObjectFlow
 from controller.replication.plan import STAMP_EPOCH, STAMP_SOURCE_ETAG, STAMP_SOURCE_SITE
-from controller.sandbox.faults import Fault, FaultSpec
-from controller.sandbox.moto_server import MotoServer
-from controller.sandbox.openstack import OpenStackWorld
-from controller.sandbox.world import OPENSTACK_EXAMPLES, Sandbox
+from sandbox.faults import Fault, FaultSpec
+from sandbox.moto_server import MotoServer
+from sandbox.openstack.cloud import OpenStackWorld
+from sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.cloud import MakeFaultProxy
 from tests.fixtures.process import OperatorProcess
 from tests.fixtures.world import Apps, wait_for
@@ -305,7 +309,7 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
     wait_for(lambda: buckets.get("usw2", "doc"), 20, "doc at the standby")
 
     for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.stop()
+        endpoint.down()
     status = wait_for(
         when(apps, ns, name, lambda s: s.get("epoch") == 2),
         30,
@@ -373,6 +377,60 @@ def test_a_failover_reverses_replication_and_failback_waits_for_it(
         20,
         "the epoch-2 doc to reach usw2",
     )
+
+
+def test_after_a_failover_the_old_primarys_tail_is_kept_reported_and_merged_on_request(
+    apps: Apps, sandbox: Sandbox
+) -> None:
+    """Propagate: the reversed flow keeps what use1 took and never sent; the status, the
+    metrics and an Event report it; ``lifeboat replication unreplicated --merge`` copies it
+    to the new primary."""
+    buckets = Buckets(sandbox)
+    buckets.put("use1", "orders/1", b"replicated")
+    ns, name = apps.create(
+        combine(
+            # One scan when the flow starts, the next an hour later: what is written at
+            # use1 after the first is never sent (the app's unreplicated tail).
+            replication(buckets.names, deletePolicy="Propagate", scanIntervalSeconds=3600),
+            failover_policy(minDwellSeconds=0),
+        )
+    )
+    apps.wait_serving(ns, name)
+    wait_for(lambda: buckets.get("usw2", "orders/1"), 20, "orders/1 at the standby")
+    buckets.put("use1", "orders/2", b"the tail: taken by use1, never replicated")
+    time.sleep(1.5)  # object times have a one-second resolution
+    for endpoint in sandbox.zones.site_endpoints("use1"):
+        endpoint.down()
+    status = wait_for(
+        when(apps, ns, name, lambda s: entry(s, "use1").get("unreplicatedObjects") == 1),
+        40,
+        "the failover to usw2 and the tail reported",
+    )
+    for endpoint in sandbox.zones.site_endpoints("use1"):
+        endpoint.serve()
+    back = entry(status, "use1")
+    assert (status["epoch"], back["source"]) == (2, "usw2")
+    assert back["unreplicatedBytes"] == len(b"the tail: taken by use1, never replicated")
+    assert back["unreplicatedKeys"] == ["orders/2"]
+    assert buckets.get("use1", "orders/2") == b"the tail: taken by use1, never replicated"
+    assert metric("lifeboat_replication_unreplicated_objects", ns, name, "use1") == 1
+    events = apps.events(ns, name)
+    reported = [m for t, r, m in events if (t, r) == ("Warning", "UnreplicatedObjects")]
+    assert reported and "orders/2" in reported[0]
+
+    cluster = commands.Cluster(sandbox.kube.api_client(), ns)
+    listing = io.StringIO()
+    assert commands.unreplicated(cluster, ns, name, None, None, wait=0, out=listing) == 0
+    assert "orders/2" in listing.getvalue()
+    out = io.StringIO()
+    code = commands.unreplicated(cluster, ns, name, "merge", None, wait=60, out=out)
+    assert code == 0, out.getvalue()
+    assert "succeeded: 1 object(s)" in out.getvalue()
+    assert buckets.get("usw2", "orders/2") == b"the tail: taken by use1, never replicated"
+    assert buckets.get("use1", "orders/2") == b"the tail: taken by use1, never replicated"
+    answer = apps.status(ns, name)["unreplicatedRequest"]
+    assert (answer["phase"], answer["objects"], answer["action"]) == ("Succeeded", 1, "merge")
+    assert "UnreplicatedResolved" in [r for _, r, _ in apps.events(ns, name)]
 
 
 def test_a_restarted_operator_resumes_an_interrupted_copy(apps: Apps, sandbox: Sandbox) -> None:
@@ -700,7 +758,7 @@ def test_swift_containers_replicate_and_reverse_across_a_failover(
     assert meta.get(STAMP_EPOCH) == "1" and meta.get(STAMP_SOURCE_SITE) == "os1"
 
     for endpoint in openstack_sandbox.zones.site_endpoints("os1"):
-        endpoint.stop()
+        endpoint.down()
     wait_for(lambda: apps.status(ns, name).get("epoch") == 2, 60, "the failover to os2")
     stores["os2"].upload_object(containers["os2"], "albums/2.jpg", data=b"from os2")
     wait_for(lambda: get("os1", "albums/2.jpg") == b"from os2", 30, "the object back at os1")
@@ -712,3 +770,72 @@ def test_swift_containers_replicate_and_reverse_across_a_failover(
     back = entry(status, "os1")
     assert (back["source"], back["epoch"], back["kind"]) == ("os2", 2, "Objects")
     assert entry(status, "os2") == {}  # os2 is the source now
+
+
+# ------------------------------------------------------------------------- the unreplicated tail
+
+
+@pytest.mark.parametrize("cloud", ["s3", pytest.param("swift", marks=pytest.mark.openstack)])
+async def test_propagate_keeps_the_unreplicated_tail_of_the_old_primary(
+    request: pytest.FixtureRequest, cloud: str
+) -> None:
+    """After a failover, objects the old primary took that never reached the new one are
+    not deleted by the reversed flow (delete policy Propagate): they are kept, counted and
+    listed; an object the app deleted at the new primary under the new epoch still is."""
+    if cloud == "s3":
+        aws: AwsBackend = request.getfixturevalue("s3")
+        old: ObjectStore = aws.objects(EAST, aws.bucket(EAST))
+        new: ObjectStore = aws.objects(WEST, aws.bucket(WEST))
+    else:
+        openstack: OpenStackBackend = request.getfixturevalue("swift")
+        old = openstack.objects(ONE, openstack.bucket(ONE))
+        new = openstack.objects(TWO, openstack.bucket(TWO))
+    await write(old, "orders/1", b"replicated before the failover")
+    await write(old, "orders/2", b"replicated, then deleted at the new primary")
+    forward = ObjectFlow(
+        settings(1, propagate_deletes=True), Location("use1", old), Location("usw2", new)
+    )
+    assert await forward.scan()
+    assert await read(new, "orders/2") == b"replicated, then deleted at the new primary"
+    # The old primary takes writes that the failover cuts off (the flow is stopped).
+    await write(old, "orders/3", b"the tail: written, never replicated")
+    await asyncio.sleep(1.1)  # the stores' modification times have a one-second resolution
+    decided = time.time()
+    await asyncio.sleep(1.1)
+    await new.delete("orders/2")  # the app deletes it at the new primary, epoch 2
+
+    back = ObjectFlow(
+        settings(2, propagate_deletes=True, epoch_since=decided),
+        Location("usw2", new),
+        Location("use1", old),
+    )
+    await back.scan()
+    assert await read(old, "orders/3") == b"the tail: written, never replicated"
+    assert await old.head("orders/2") is None  # deleted at the new primary: propagated
+    assert await read(old, "orders/1") == b"replicated before the failover"
+    assert back.figures.totals.deletes == 1
+    tail = back.unreplicated()
+    assert [u.key for u in tail] == ["orders/3"]
+    assert tail[0].size == len(b"the tail: written, never replicated")
+    assert tail[0].epoch == 1
+    status = back.figures.status(time.time())
+    assert (status.unreplicated_objects, status.unreplicated_bytes) == (1, tail[0].size)
+
+    again = ObjectFlow(  # a restarted operator still knows, and still keeps them
+        settings(2, propagate_deletes=True, epoch_since=decided),
+        Location("usw2", new),
+        Location("use1", old),
+    )
+    assert await again.scan()
+    assert await read(old, "orders/3") == b"the tail: written, never replicated"
+    assert [u.key for u in again.unreplicated()] == ["orders/3"]
+
+    # `lifeboat replication unreplicated --merge`: copied to the new primary, stamped.
+    merged = await again.resolve(TailAction.MERGE)
+    assert (merged.objects, merged.failed, merged.skipped) == (1, 0, 0)
+    assert await read(new, "orders/3") == b"the tail: written, never replicated"
+    stamp = await new.head("orders/3")
+    assert stamp is not None and stamp.metadata[STAMP_SOURCE_SITE] == "use1"
+    assert await again.scan()
+    assert again.unreplicated() == [] and again.figures.totals.copied_objects == 0
+    assert await read(old, "orders/3") == b"the tail: written, never replicated"

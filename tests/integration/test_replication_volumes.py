@@ -24,9 +24,9 @@ import pytest
 from controller import metrics
 from controller.operator.runner import in_background
 from controller.replication import volumes as rv
-from controller.sandbox.faults import FaultSpec
-from controller.sandbox.openstack import OpenStackWorld
-from controller.sandbox.world import OPENSTACK_EXAMPLES, Sandbox
+from sandbox.faults import FaultSpec
+from sandbox.openstack.cloud import OpenStackWorld
+from sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def sample(name: str, ns: str, app: str, destination: str) -> float | None:
 
 def stop_site(sandbox: Sandbox, site: str) -> None:
     for endpoint in sandbox.zones.site_endpoints(site):
-        endpoint.stop()
+        endpoint.down()
 
 
 def restore_of(apps: Apps, ns: str, name: str, site: str, epoch: int) -> dict[str, Any] | None:
@@ -334,7 +334,7 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
     cinder_two = openstack_world.cinder(TWO)
     monkeypatch.setattr(cinder_two, "create_seconds", 4 * INTERVAL)
     for endpoint in openstack_sandbox.zones.site_endpoints("os1"):
-        endpoint.stop()
+        endpoint.down()
     restore = wait_for(
         lambda: restore_of(apps, ns, name, "os2", 2), 90, "the volume restore in os2"
     )

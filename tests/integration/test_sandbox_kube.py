@@ -15,8 +15,8 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 
-from controller.sandbox.assets import K8S_VERSION, Assets
-from controller.sandbox.kube import ADMIN_GROUP, ADMIN_USER, KubeControlPlane
+from sandbox.assets import K8S_VERSION, Assets
+from sandbox.kube import ADMIN_GROUP, ADMIN_USER, KubeControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,8 @@ spec:
 CHILD_SCRIPT = """\
 import sys, time
 from pathlib import Path
-from controller.sandbox.assets import Assets
-from controller.sandbox.kube import KubeControlPlane
+from sandbox.assets import Assets
+from sandbox.kube import KubeControlPlane
 apiserver, etcd, kubectl = map(Path, sys.argv[1:4])
 kube = KubeControlPlane(Assets(apiserver, etcd, kubectl, source="test")).start()
 print(kube.workdir, flush=True)

@@ -30,8 +30,8 @@ from mypy_boto3_s3 import S3Client
 from mypy_boto3_s3.type_defs import CompletedMultipartUploadTypeDef
 from mypy_boto3_sts import STSClient
 
-from controller.sandbox.faults import MOTO_UNVERSIONED_BUCKETS, Fault, FaultProxy, FaultSpec
-from controller.sandbox.moto_server import MotoError, MotoServer
+from sandbox.faults import MOTO_UNVERSIONED_BUCKETS, Fault, FaultProxy, FaultSpec
+from sandbox.moto_server import MotoError, MotoServer
 from tests.fixtures.cloud import MakeFaultProxy
 
 pytestmark = pytest.mark.integration
@@ -281,7 +281,7 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
     parent_script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from controller.sandbox.procs import ChildProcess\n"
+        "from sandbox.procs import ChildProcess\n"
         "child = ChildProcess([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
         f"                     log_path=Path({str(tmp_path / 'child.log')!r}), name='sleeper')\n"
         "child.start()\n"

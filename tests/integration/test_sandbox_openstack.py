@@ -21,8 +21,9 @@ from openstack import exceptions as sdk_exceptions
 from openstack import resource as sdk_resource
 from yarl import URL
 
-from controller.sandbox.faults import Fault, FaultSpec
-from controller.sandbox.openstack import (
+from sandbox.faults import Fault, FaultSpec
+from sandbox.openstack.base import KeystoneTokenValidator, ServiceCredentials
+from sandbox.openstack.cloud import (
     COMPUTE,
     DNS,
     IDENTITY,
@@ -32,15 +33,9 @@ from controller.sandbox.openstack import (
     OpenStackWorld,
     OpenStackWorldError,
 )
-from controller.sandbox.openstack_emulators import (
-    IMAGES,
-    NO_VALID_HOST,
-    KeystoneTokenValidator,
-    NovaEmulator,
-    ServiceCredentials,
-)
-from controller.sandbox.openstack_env import OpenStackEnv
-from controller.sandbox.procs import free_loopback_port
+from sandbox.openstack.env import OpenStackEnv
+from sandbox.openstack.nova import IMAGES, NO_VALID_HOST, NovaEmulator
+from sandbox.procs import free_loopback_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,16 @@ from hypothesis import strategies as st
 from controller.core.apiplane import (
     ApiPlaneHealth,
     ApiPlaneState,
+    ApiPlaneThresholds,
     CallOutcome,
     CallRecord,
-    Thresholds,
     assess,
     figures,
 )
 
-T = Thresholds()  # window 120 s, min 4 calls, degraded 5 %/5 %/2 s, impaired 30 %/30 %/10 s
+T = (
+    ApiPlaneThresholds.of()
+)  # the API's defaults: window 120 s, min 4 calls, degraded 5 %/5 %/2 s, impaired 30 %/30 %/10 s
 OK, THROTTLED, ERROR = CallOutcome.OK, CallOutcome.THROTTLED, CallOutcome.SERVER_ERROR
 
 
@@ -73,6 +75,21 @@ def test_silence_is_not_recovery() -> None:
     impaired = verdict(calls(*[THROTTLED] * 10))
     later = assess(impaired, calls(OK), T, 100.0)  # one call: not enough evidence
     assert later.state is ApiPlaneState.IMPAIRED
+
+
+def test_a_verdict_with_no_evidence_for_two_windows_decays_to_unknown() -> None:
+    """Reproduced: an Impaired gate that nothing probes refuses every call, so no evidence
+    ever came to lift it (the global DNS gate stayed Impaired for a day)."""
+    impaired = verdict(calls(*[THROTTLED] * 10))
+    assert impaired.state is ApiPlaneState.IMPAIRED and impaired.since == 100.0
+    quiet = assess(impaired, [], T, 100.0 + 2 * T.window - 1)
+    assert quiet.state is ApiPlaneState.IMPAIRED  # not yet
+    decayed = assess(impaired, [], T, 100.0 + 2 * T.window)
+    assert decayed.state is ApiPlaneState.UNKNOWN
+    assert "no longer stands" in decayed.reason
+    # Healthy never decays (it is no reason to refuse anything).
+    healthy = verdict(calls(*[OK] * 10))
+    assert assess(healthy, [], T, 10_000.0).state is ApiPlaneState.HEALTHY
 
 
 def test_percentiles_nearest_rank() -> None:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.api.models import ReplicationStatus, ResilientAppSpec
-from controller.operator.app import AppContext, AppWorker, _material
+from controller.operator.app import AppContext, AppWorker
+from controller.operator.status_writer import _material
 from tests.factories import app_spec
-from tests.unit.test_app_worker import (
+from tests.fixtures.worker import (
     REF,
     FakeKube,
     FakeProber,

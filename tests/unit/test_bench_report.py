@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.objects import END_MARK, TITLE, Run, render, summary, write_section
+from bench.objects import TITLE, Run, render, summary, write_section
+from bench.report import END_MARK
 
 
 def test_a_run_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -62,4 +63,28 @@ def test_a_pass_is_summed_up_on_one_line() -> None:
     line = summary(_run("lifeboat"))
     assert line == (
         "2.0s, 5.0 objects/s, 0.00 MiB/s, peak RSS 50 MiB, 3.00 requests/object, exit 0"
+    )
+
+
+def test_the_probe_benchmark_reports_each_setting_with_its_spread_and_ratio() -> None:
+    from bench.probes import Run as ProbeRun
+    from bench.probes import schedule_table, throughput_table
+
+    runs = [
+        ProbeRun("lifeboat", "throughput", 512, 10.0, 40_000 + 1000 * i, 0, 3.0, repeat=i)
+        for i in range(3)
+    ] + [
+        ProbeRun("blackbox_exporter", "throughput", 512, 10.0, 20_000, 2, 12.0, 2.0, repeat=i)
+        for i in range(3)
+    ]
+    table = throughput_table(runs)
+    assert "| 512 | lifeboat | 4,100 (4,000-4,200) | 0.073 (0.071-0.075) | - | 0 " in table
+    assert "| 2.05 (2.00-2.10)x |" in table
+    assert "| 512 | blackbox_exporter | 2,000 (2,000-2,000) | 0.600 (0.600-0.600) | 0.100" in table
+    lag = {"p50": 0.001, "p99": 0.05, "max": 0.08}
+    scheduled = [
+        ProbeRun("lifeboat", "schedule", 3000, 10.0, 30_000, 0, 2.0, offered=3000.0, lag=lag)
+    ]
+    assert "| 3,000 (500 x 6) | 3,000 | 3,000 | 1.0 | 50.0 | 80.0 | 0.067 | 0 |" in (
+        schedule_table(scheduled)
     )

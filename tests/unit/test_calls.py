@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.apiplane import ApiPlaneState, CallOutcome, CallRecord, Thresholds
+from controller.api.models import ApiPlanePolicy, RetryBudget
+from controller.core.apiplane import ApiPlaneState, ApiPlaneThresholds, CallOutcome, CallRecord
 from controller.providers.calls import (
     EAGER_JUDGE_CALLS,
     JUDGE_INTERVAL,
     CloudCalls,
     RegionGate,
     RegionImpaired,
-    RetryBudget,
+    TokenBucket,
 )
 from controller.providers.outcomes import classify
 from controller.providers.retry import RetryPolicy
@@ -20,13 +21,12 @@ from tests.factories import client_error
 FAST = RetryPolicy(attempts=5, deadline_seconds=5, base_seconds=0.001, max_backoff_seconds=0.002)
 
 
-def calls(tokens: float = 10.0, refill: float = 0.0) -> CloudCalls:
+def calls(tokens: int = 10, refill_per_minute: float = 0.0) -> CloudCalls:
+    budget = RetryBudget(tokens=tokens, refill_per_minute=refill_per_minute)
     return CloudCalls(
         "aws-test",
         classify,
-        thresholds=Thresholds(window=60, min_calls=4),
-        budget_tokens=tokens,
-        budget_refill_per_second=refill,
+        api_plane=ApiPlanePolicy(window_seconds=60, min_calls=4, retry_budget=budget),
         retry_policy=FAST,
     )
 
@@ -36,7 +36,7 @@ def state_of(gate: RegionGate) -> ApiPlaneState:
 
 
 def test_budget_refills_up_to_its_scaled_capacity() -> None:
-    budget = RetryBudget(capacity=4, refill_per_second=1.0)
+    budget = TokenBucket(capacity=4, refill_per_second=1.0)
     budget.stamp = 0.0
     assert [budget.take(0.0) for _ in range(5)] == [True] * 4 + [False]
     assert budget.level(2.0) == 2.0
@@ -108,7 +108,10 @@ def test_a_busy_region_is_judged_at_most_every_interval() -> None:
     JUDGE_INTERVAL, so a call never pays for a large window, and it still turns."""
     now = [1000.0]
     gate = RegionGate(
-        "aws-test", "us-east-1", Thresholds(window=60, min_calls=4), clock=lambda: now[0]
+        "aws-test",
+        "us-east-1",
+        ApiPlaneThresholds.of(ApiPlanePolicy(window_seconds=60, min_calls=4)),
+        clock=lambda: now[0],
     )
     for _ in range(4):
         gate.record(CallRecord(now[0], CallOutcome.SERVER_ERROR, 0.01))
@@ -125,3 +128,16 @@ def test_a_busy_region_is_judged_at_most_every_interval() -> None:
     gate.record(CallRecord(now[0], CallOutcome.THROTTLED, 0.01))
     assert state_of(gate) is ApiPlaneState.IMPAIRED
     assert gate.health.figures.calls == 2 * EAGER_JUDGE_CALLS + 2
+
+
+def test_a_bucket_and_thresholds_follow_the_providers_policy() -> None:
+    """The API's defaults are the only ones: the bucket and thresholds read the policy."""
+    assert TokenBucket.of().capacity == RetryBudget().tokens
+    bucket = TokenBucket.of(RetryBudget(tokens=6, refill_per_minute=90))
+    assert (bucket.capacity, bucket.refill_per_second, bucket.tokens) == (6.0, 1.5, 6.0)
+    default = ApiPlaneThresholds.of()
+    assert (default.window, default.min_calls) == (120.0, 4)
+    assert default.impaired.error_share == ApiPlanePolicy().impaired.error_share
+    gate = calls(tokens=3, refill_per_minute=60).gate("us-east-1")
+    assert (gate.budget.capacity, gate.budget.refill_per_second) == (3.0, 1.0)
+    assert gate.thresholds.window == 60.0

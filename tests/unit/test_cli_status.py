@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.api.annotations import ManualOperations, TailAction, UnreplicatedRequest
 from controller.cli import commands
 from controller.cli.main import parser, program_name
 
@@ -239,7 +241,16 @@ def test_the_plugin_help_lists_the_cluster_commands_only() -> None:
     text = parser("kubectl lifeboat").format_help()
     assert text.startswith("usage: kubectl lifeboat")
     listed = {line.split()[0] for line in text.splitlines() if line.startswith("    ")}
-    assert {"status", "explain", "failover", "failback", "approve", "pin", "unpin"} <= listed
+    assert {
+        "status",
+        "explain",
+        "failover",
+        "failback",
+        "approve",
+        "pin",
+        "unpin",
+        "replication",
+    } <= listed
     assert not listed & {"run", "demo", "sandbox", "dev", "simulate"}
     assert "run" in parser("lifeboat").format_help()
 
@@ -258,3 +269,176 @@ def test_default_namespace_follows_the_kubeconfig_context(tmp_path: Path) -> Non
     assert commands.default_namespace(str(config), None) == "shop"
     assert commands.default_namespace(str(config), "bare") == "default"
     assert commands.default_namespace(str(tmp_path / "missing"), None) == "default"
+
+
+class AnnotatingCluster(FakeCluster):
+    """Records the annotation patches the request commands send."""
+
+    def __init__(self, apps: list[dict[str, Any]]) -> None:
+        super().__init__(apps)
+        self.patches: list[dict[str, str | None]] = []
+
+    def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self.patches.append(annotations)
+
+
+def _annotated(**annotations: str) -> dict[str, Any]:
+    body = app(activeSite="use1", recommendation={"id": "region-failover/epoch-2/ab"})
+    body["spec"]["sites"] = [{"name": "use1"}, {"name": "usw2"}]
+    body["metadata"]["annotations"] = annotations
+    return body
+
+
+def test_pin_unpin_and_approve_write_their_annotations() -> None:
+    out = io.StringIO()
+    cluster = AnnotatingCluster([_annotated()])
+    commands.pin(cluster, "shop", "web", None, out=out)  # type: ignore[arg-type]
+    commands.approve(cluster, "shop", "web", None, out=out)  # type: ignore[arg-type]
+    pinned = AnnotatingCluster([_annotated(**{"lifeboat.dev/pin": "use1"})])
+    commands.pin(pinned, "shop", "web", "", out=out)  # type: ignore[arg-type]
+    assert cluster.patches == [
+        {"lifeboat.dev/pin": "use1"},
+        {"lifeboat.dev/approve": "region-failover/epoch-2/ab"},
+    ]
+    assert pinned.patches == [{"lifeboat.dev/pin": None}]
+
+
+def test_a_request_is_written_as_the_operator_reads_it() -> None:
+    cluster = AnnotatingCluster([_annotated(**{"lifeboat.dev/pin": "use1"})])
+    code = commands.request(
+        cluster,  # type: ignore[arg-type]
+        "shop",
+        "web",
+        "failover",
+        "usw2",
+        force=True,
+        wait=0,
+        out=io.StringIO(),
+    )
+    assert code == commands.EXIT_TIMEOUT  # no operator here to answer
+    (patch,) = cluster.patches
+    assert list(patch) == ["lifeboat.dev/request"]  # the pin is left alone
+    body = json.loads(patch["lifeboat.dev/request"] or "")
+    assert body == {"id": body["id"], "op": "failover", "force": True, "site": "usw2"}
+
+
+def test_run_refuses_a_secret_recheck_too_short(capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli.main import main
+
+    assert main(["run", "--secret-recheck-seconds", "1"]) == 2
+    assert "--secret-recheck-seconds must be at least 5" in capsys.readouterr().err
+    args = parser().parse_args(["run"])
+    assert args.secret_recheck_seconds == 60.0
+
+
+class AnsweringCluster(AnnotatingCluster):
+    """Answers an unreplicated-objects request as the operator would, in the status."""
+
+    def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        super().annotate(namespace, name, annotations)
+        asked = json.loads(annotations["lifeboat.dev/unreplicated"] or "")
+        self._apps[0]["status"]["unreplicatedRequest"] = {
+            "id": asked["id"],
+            "action": asked["action"],
+            "phase": "Succeeded",
+            "objects": 2,
+            "message": "2 object(s) (39 bytes) merged into the active site, 0 skipped, 0 failed",
+            "time": "2026-01-01T00:00:00Z",
+        }
+
+
+def _with_tail() -> dict[str, Any]:
+    body = _annotated()
+    body["spec"]["replication"] = {
+        "objects": [
+            {
+                "name": "photos",
+                "locations": [
+                    {"site": "use1", "bucket": "photos-use1", "prefix": "p/"},
+                    {"site": "usw2", "bucket": "photos-usw2"},
+                ],
+            }
+        ]
+    }
+    body["status"].update(
+        activeSite="usw2",
+        epoch=2,
+        replication=[
+            {
+                "dataset": "photos",
+                "destination": "use1",
+                "kind": "Objects",
+                "source": "usw2",
+                "epoch": 2,
+                "unreplicatedObjects": 12,
+                "unreplicatedBytes": 3400,
+                "unreplicatedKeys": ["orders/1", "orders/2"],
+            }
+        ],
+    )
+    return body
+
+
+def test_unreplicated_objects_are_listed_with_where_to_find_them_all() -> None:
+    out = io.StringIO()
+    code = commands.unreplicated(
+        FakeCluster([_with_tail()]),  # type: ignore[arg-type]
+        "shop",
+        "web",
+        None,
+        None,
+        wait=0,
+        out=out,
+    )
+    assert code == commands.EXIT_OK
+    text = out.getvalue()
+    assert "DATASET   SITE   OBJECTS   BYTES\nphotos    use1   12        3400\n" in text
+    assert "  orders/1\n  orders/2\n  ... and 10 more\n" in text
+    assert "photos-use1/p/.lifeboat/replication/shop/web/photos.json" in text
+    nothing = io.StringIO()
+    commands.unreplicated(
+        FakeCluster([_annotated()]),  # type: ignore[arg-type]
+        "shop",
+        "web",
+        None,
+        None,
+        wait=0,
+        out=nothing,
+    )
+    assert "no objects of an older epoch wait" in nothing.getvalue()
+
+
+def test_merge_and_discard_are_asked_by_annotation_and_answered_in_the_status() -> None:
+    cluster = AnsweringCluster([_with_tail()])
+    out = io.StringIO()
+    code = commands.unreplicated(
+        cluster,  # type: ignore[arg-type]
+        "shop",
+        "web",
+        "merge",
+        "photos",
+        wait=5,
+        out=out,
+    )
+    assert code == commands.EXIT_OK
+    (patch,) = cluster.patches
+    body = json.loads(patch["lifeboat.dev/unreplicated"] or "")
+    assert body == {"id": body["id"], "action": "merge", "dataset": "photos"}
+    written = {k: v for k, v in patch.items() if v is not None}
+    assert ManualOperations.from_annotations(written).unreplicated == UnreplicatedRequest(
+        body["id"], TailAction.MERGE, "photos"
+    )
+    assert "succeeded: 2 object(s)" in out.getvalue()
+    with pytest.raises(commands.CommandError) as refused:
+        commands.unreplicated(
+            cluster,  # type: ignore[arg-type]
+            "shop",
+            "web",
+            "discard",
+            "nope",
+            wait=0,
+        )
+    assert refused.value.code == commands.EXIT_USAGE
+    assert ManualOperations.from_annotations({"lifeboat.dev/unreplicated": "{bad"}).unreadable == (
+        "lifeboat.dev/unreplicated",
+    )

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.api.annotations import Request, RequestOp
 from controller.api.models import ApiPlanePolicy, ResilientAppSpec, ResilientAppStatus
 from controller.core import decide as core
 from controller.core import model as m
@@ -59,13 +60,14 @@ class Run:
     def __post_init__(self) -> None:
         self.state = core.initial_state(self.spec)
 
-    def round(
+    def obs_of(
         self,
         down: Iterable[str] = (),
         api: Mapping[tuple[str, str], ApiPlaneState] | None = None,
         traffic_plane: ApiPlaneState = H,
         **extra: Any,
-    ) -> m.Decision:
+    ) -> m.Observations:
+        """A round's observations: every zone probed, those in ``down`` failing."""
         down = set(down)
         probes = tuple(
             ProbeResult(
@@ -77,7 +79,18 @@ class Run:
             for k in ZONES
         )
         planes = {EAST: H, WEST: H} if api is None else {EAST: H, WEST: H, **api}
-        obs = m.Observations(probes=probes, api_planes=planes, traffic_plane=traffic_plane, **extra)
+        return m.Observations(
+            probes=probes, api_planes=planes, traffic_plane=traffic_plane, **extra
+        )
+
+    def round(
+        self,
+        down: Iterable[str] = (),
+        api: Mapping[tuple[str, str], ApiPlaneState] | None = None,
+        traffic_plane: ApiPlaneState = H,
+        **extra: Any,
+    ) -> m.Decision:
+        obs = self.obs_of(down, api, traffic_plane, **extra)
         decision = core.decide(self.state, obs, self.spec, self.t)
         self.state = decision.state
         if self.apply:
@@ -139,7 +152,7 @@ def test_lone_zone_failure_is_evacuated_inside_the_region() -> None:
     run = Run()
     run.round()
     decision = run.rounds(3, down={"use1/us-east-1b"})
-    assert decision.trace.rule == "lone-zone-failure"
+    assert str(decision.trace.rule) == "lone-zone-failure"
     assert run.state.active_site == "use1"
     assert run.state.epoch == 1  # no failover
     assert ZoneKey("use1", "us-east-1b") in run.state.evacuated
@@ -177,7 +190,7 @@ def test_failures_beyond_one_zone_move_the_app(
     run = Run()
     run.round()
     decision = run.rounds(3, down=down, api=api)
-    failover = next(d for d in run.decisions if d.trace.rule == rule)
+    failover = next(d for d in run.decisions if str(d.trace.rule) == rule)
     assert run.state.active_site == "usw2"
     assert run.state.epoch == 2
     shift = next(a for a in failover.actions if isinstance(a, m.ShiftTraffic))
@@ -200,7 +213,7 @@ def test_api_plane_impairment_alone_freezes_and_keeps_serving() -> None:
     run = Run()
     run.round()
     decision = run.rounds(5, api={EAST: IMP})
-    assert decision.trace.rule == "api-plane-impairment"
+    assert str(decision.trace.rule) == "api-plane-impairment"
     assert decision.phase is m.Phase.FROZEN
     assert run.state.active_site == "use1"
     assert len(run.notes(m.NoteKind.FROZEN)) == 1
@@ -224,14 +237,14 @@ def test_noisy_probes_do_nothing() -> None:
         run.round(down={"use1/us-east-1a"} if i % 3 == 0 else set())
     assert run.state.epoch == 1
     assert not run.state.evacuated
-    assert {d.trace.rule for d in run.decisions[1:]} <= {"steady", "healthy-but-noisy"}
+    assert {str(d.trace.rule) for d in run.decisions[1:]} <= {"steady", "healthy-but-noisy"}
 
 
 def test_no_target_holds_and_says_so_once() -> None:
     run = Run()
     run.round()
     decision = run.rounds(6, down={"use1", "usw2"})
-    assert decision.trace.rule == "site-down-held"
+    assert str(decision.trace.rule) == "site-down-held"
     assert run.state.active_site == "use1"
     assert len(run.notes(m.NoteKind.NO_TARGET)) == 1
     assert decision.phase is m.Phase.DOWN
@@ -263,12 +276,131 @@ def test_dwell_and_budget_limit_failovers() -> None:
     assert run.state.epoch == 2
     run.rounds(3, down={"usw2"})  # the new site fails right away: dwell holds it
     assert run.state.epoch == 2
-    assert "minimum dwell" in run.decisions[-1].trace.summary
+    assert run.decisions[-1].trace.summary == (
+        "every probed zone of active site usw2 is Down; failover held: dwell: 3 s of 20 s"
+    )
     run.rounds(20, down={"usw2"})
     assert run.state.epoch == 3  # dwell passed
     run.rounds(25, down={"use1"})
     assert run.state.epoch == 3  # budget: 2 per hour
-    assert "failover budget" in run.decisions[-1].trace.summary
+    assert run.decisions[-1].trace.summary.endswith(
+        "failover held: budget: 2 failovers in the last hour (max 2)"
+    )
+
+
+def test_a_change_of_causes_is_announced_again_and_a_countdown_is_not() -> None:
+    run = Run(spec=spec_of(minDwellSeconds=20, maxFailoversPerHour=2))
+    run.round()
+    run.rounds(3, down={"use1"})
+    run.rounds(25, down={"usw2"})  # dwell, then the second failover
+    assert run.state.epoch == 3
+    run.rounds(30, down={"use1"})  # dwell and budget, then the budget alone
+    held = [m.split("failover held: ")[1] for m in run.notes(m.NoteKind.HELD)]
+    assert held[0].startswith("dwell: ") and "budget" not in held[0]
+    assert held[1].startswith("dwell: ") and held[1].endswith(
+        "; budget: 2 failovers in the last hour (max 2)"
+    )
+    assert held[2:] == ["budget: 2 failovers in the last hour (max 2)"]
+
+
+def test_a_hold_names_every_blocking_cause_with_its_figure() -> None:
+    run = Run(spec=spec_of(minDwellSeconds=600, maxFailoversPerHour=1))
+    run.round()
+    run.rounds(3, down={"use1"})
+    assert run.state.active_site == "usw2"
+    reasons = {WEST: "throttle share 40% >= 30%", EAST: "error share 60% >= 50%"}
+    decision = run.rounds(
+        3, down={"usw2", "use1"}, api={EAST: IMP}, pinned="usw2", api_plane_reasons=reasons
+    )
+    assert decision.trace.rule == m.Verdict(m.Rule.SITE_DOWN, held=True)
+    assert decision.trace.summary == (
+        "every probed zone of active site usw2 is Down; failover held: pinned to usw2; "
+        "dwell: 3 s of 600 s; budget: 1 failover in the last hour (max 1); "
+        "use1: API plane of us-east-1 Impaired: error share 60% >= 50%"
+    )
+    held = run.round(down={"usw2", "use1"}, pinned="usw2")
+    assert held.trace.summary.endswith("use1: 0/3 zones Healthy (needs 1)")
+
+
+def test_a_refused_request_names_the_target_s_zones() -> None:
+    run = Run()
+    run.round()
+    run.rounds(3, down={"usw2"})
+    run.round(down={"usw2"}, request=Request("r1", RequestOp.FAILOVER, "usw2"))
+    assert run.state.last_request is not None
+    assert run.state.last_request.reason == (
+        "requested by a user (failover); failover held: usw2: 0/2 zones Healthy (needs 1)"
+    )
+    assert run.notes(m.NoteKind.REQUEST_REFUSED) == [
+        "failover request r1: " + run.state.last_request.reason
+    ]
+
+
+def test_held_actions_name_the_api_plane_figure() -> None:
+    run = Run()
+    decision = run.round(api={WEST: IMP}, api_plane_reasons={WEST: "throttle share 40% >= 30%"})
+    assert [h.reason for h in decision.held] == [
+        "API plane of us-west-2 Impaired: throttle share 40% >= 30% (static stability)"
+    ]
+
+
+# --------------------------------------------------------------------------- forced moves
+
+
+def test_a_forced_move_onto_a_failing_site_does_not_block_the_rescue() -> None:
+    """Regression: a forced failover to a site that is down started a dwell, and the
+    automatic move away from that site waited for the whole dwell."""
+    run = Run(spec=spec_of(minDwellSeconds=600, maxFailoversPerHour=1))
+    run.round()
+    run.rounds(3, down={"usw2"})
+    forced = Request("r1", RequestOp.FAILOVER, "usw2", force=True)
+    run.round(down={"usw2"}, request=forced)
+    assert (run.state.active_site, run.state.epoch) == ("usw2", 2)
+    assert run.state.last_failover is not None and run.state.last_failover.forced
+    assert run.state.failover_times == ()  # no budget spent
+    decision = run.round(down={"usw2"})
+    assert (run.state.active_site, run.state.epoch) == ("use1", 3)
+    assert decision.trace.rule == m.Verdict(m.Rule.SITE_DOWN)
+    # The rescue was automatic: from now on dwell and budget hold again.
+    run.rounds(3, down={"use1"})
+    assert run.state.active_site == "use1"
+    assert "dwell: " in run.decisions[-1].trace.summary
+
+
+def test_a_forced_move_off_the_path_of_a_dwell_is_not_counted_either() -> None:
+    run = Run(spec=spec_of(minDwellSeconds=600, maxFailoversPerHour=1))
+    run.round()
+    run.rounds(3, down={"use1"})  # automatic: use1 -> usw2 (dwell and budget spent)
+    run.round(request=Request("r1", RequestOp.FAILOVER, "use1", force=True))
+    assert run.state.active_site == "use1"
+    run.rounds(3, down={"use1"})  # the forced site fails: left at once
+    assert run.state.active_site == "usw2"
+
+
+def test_capacity_of_the_old_site_falls_only_after_the_new_one_has_its_own() -> None:
+    """Regression: a forced failover towards an Impaired region scaled the old site down
+    while the new site's scale-up was held (serving capacity fell)."""
+    run = Run()
+    run.rounds(2)
+    forced = Request("r1", RequestOp.FAILOVER, "usw2", force=True)
+    decision = run.round(request=forced, api={WEST: IMP})
+    assert run.state.active_site == "usw2"
+    shrink = [a for a in decision.actions if isinstance(a, m.SetCapacity) and a.site == "use1"]
+    assert shrink == []
+    held = {h.action.site: h.reason for h in decision.held if isinstance(h.action, m.SetCapacity)}
+    assert held["usw2"].startswith("API plane of us-west-2 Impaired")
+    assert held["use1"] == "waits for usw2 to reach its capacity before use1 shrinks"
+    assert run.state.capacity["use1"].zones == (
+        ("us-east-1a", 2),
+        ("us-east-1b", 2),
+        ("us-east-1c", 2),
+    )
+    decision = run.round()  # the region recovers: usw2 grows first, then use1 shrinks
+    kinds = [(a.kind, getattr(a, "site", "")) for a in decision.actions]
+    assert ("SetCapacity", "usw2") in kinds
+    assert ("SetCapacity", "use1") not in kinds
+    decision = run.round()
+    assert [a.site for a in decision.actions if isinstance(a, m.SetCapacity)] == ["use1"]
 
 
 def test_pinned_app_does_not_move() -> None:
@@ -341,7 +473,7 @@ def test_an_approval_is_used_once_and_never_approves_a_later_recommendation() ->
 def test_manual_failover_request_is_checked_then_carried_out_once() -> None:
     run = Run()
     run.round()
-    request = m.Request("r1", m.RequestOp.FAILOVER, "usw2")
+    request = Request("r1", RequestOp.FAILOVER, "usw2")
     run.round(request=request)
     assert run.state.active_site == "usw2"
     assert run.state.last_request is not None and run.state.last_request.accepted
@@ -354,24 +486,24 @@ def test_unsafe_request_is_refused_with_a_reason_unless_forced() -> None:
     run = Run()
     run.round()
     run.rounds(3, down={"usw2"})
-    run.round(down={"usw2"}, request=m.Request("r1", m.RequestOp.FAILOVER, "usw2"))
+    run.round(down={"usw2"}, request=Request("r1", RequestOp.FAILOVER, "usw2"))
     assert run.state.active_site == "use1"
     assert run.state.last_request is not None
     assert not run.state.last_request.accepted
-    assert "no site qualifies" in run.state.last_request.reason
-    run.round(down={"usw2"}, request=m.Request("r2", m.RequestOp.FAILOVER, "usw2", force=True))
+    assert run.state.last_request.reason.endswith("usw2: 0/2 zones Healthy (needs 1)")
+    run.round(down={"usw2"}, request=Request("r2", RequestOp.FAILOVER, "usw2", force=True))
     assert run.state.active_site == "usw2"
 
 
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        (m.Request("r", m.RequestOp.FAILOVER, "nowhere"), "no site named 'nowhere'"),
-        (m.Request("r", m.RequestOp.FAILOVER, "use1"), "already the active site"),
-        (m.Request("r", m.RequestOp.FAILBACK), "already the active site"),
+        (Request("r", RequestOp.FAILOVER, "nowhere"), "no site named 'nowhere'"),
+        (Request("r", RequestOp.FAILOVER, "use1"), "already the active site"),
+        (Request("r", RequestOp.FAILBACK), "already the active site"),
     ],
 )
-def test_requests_that_make_no_sense_are_refused(request_: m.Request, reason: str) -> None:
+def test_requests_that_make_no_sense_are_refused(request_: Request, reason: str) -> None:
     run = Run()
     run.round()
     run.round(request=request_)
@@ -388,7 +520,7 @@ def test_manual_failback_policy_never_fails_back_by_itself() -> None:
     run.rounds(3, down={"use1"})
     run.rounds(40)
     assert run.state.active_site == "usw2"
-    run.round(request=m.Request("back", m.RequestOp.FAILBACK))
+    run.round(request=Request("back", RequestOp.FAILBACK))
     assert run.state.active_site == "use1"
     assert run.notes(m.NoteKind.FAILBACK)
 
@@ -424,8 +556,27 @@ def test_state_survives_a_round_trip_through_status() -> None:
         now=run.t,
     )
     restored = state_from_status(ResilientAppStatus.model_validate(status.to_wire()), run.spec)
-    for attribute in ("active_site", "epoch", "zones", "evacuated", "traffic", "capacity"):
+    for attribute in ("active_site", "epoch", "evacuated", "traffic", "capacity"):
         assert getattr(restored, attribute) == getattr(run.state, attribute), attribute
+    # Streak counters are kept up to the thresholds they are compared with.
+    health = run.spec.health
+    assert restored.zones == {
+        key: replace(
+            zone,
+            consecutive_failures=min(zone.consecutive_failures, health.failure_threshold),
+            consecutive_successes=min(zone.consecutive_successes, health.success_threshold),
+        )
+        for key, zone in run.state.zones.items()
+    }
+    # ... which changes no decision: the restored state goes on as the original does.
+    for down in ({"use1"}, set(), set(), set()):
+        observations, now = run.obs_of(down), run.t
+        before = run.round(down=down)
+        after = core.decide(restored, observations, run.spec, now)
+        restored = after.state
+        for action in after.actions:  # carried out as the run carries out its own
+            restored = core.complete(restored, action, now + 0.5, "C")
+        assert (after.trace.rule, after.actions) == (before.trace.rule, before.actions)
     assert restored.last_failover == run.state.last_failover
     assert restored.failover_times == run.state.failover_times
 
@@ -467,6 +618,7 @@ round_strategy = st.fixed_dictionaries(
         "dns": st.sampled_from([H, IMP]),
         "apply": st.booleans(),
         "request": st.sampled_from([None, "use1", "usw2"]),
+        "force": st.booleans(),
     }
 )
 
@@ -482,6 +634,7 @@ def test_invariants(rounds: list[dict[str, Any]], mode: str, dwell: int, budget:
     spec = spec_of(mode=mode, minDwellSeconds=dwell, maxFailoversPerHour=budget)
     state, t = core.initial_state(spec), 0.0
     decided: list[tuple[float, bool]] = []
+    rescues: set[float] = set()
     for i, r in enumerate(rounds):
         probes = tuple(
             ProbeResult(
@@ -494,7 +647,11 @@ def test_invariants(rounds: list[dict[str, Any]], mode: str, dwell: int, budget:
             )
             for k in ZONES
         )
-        request = m.Request(f"q{i}", m.RequestOp.FAILOVER, r["request"]) if r["request"] else None
+        request = (
+            Request(f"q{i}", RequestOp.FAILOVER, r["request"], force=r["force"])
+            if r["request"]
+            else None
+        )
         planes = {EAST: r["east"], WEST: r["west"]}
         obs = m.Observations(probes, planes, r["dns"], request)
         first = core.decide(state, obs, spec, t)
@@ -509,7 +666,12 @@ def test_invariants(rounds: list[dict[str, Any]], mode: str, dwell: int, budget:
                 assert planes[action.region] is not IMP  # static stability
         assert first.state.epoch >= state.epoch
         if first.state.epoch > state.epoch and first.state.last_failover is not None:
-            decided.append((t, first.state.last_failover.manual))
+            record = first.state.last_failover
+            if record.forced:
+                assert record.manual and first.state.failover_times[-1:] != (t,)
+            elif core.rescue_allowed(state):
+                rescues.add(t)  # leaving a site a forced move put the app on
+            decided.append((t, record.manual))
         state = first.state
         if r["apply"]:
             for action in first.actions:
@@ -517,7 +679,7 @@ def test_invariants(rounds: list[dict[str, Any]], mode: str, dwell: int, budget:
         t += 1.0
     automatic = [at for at, manual in decided if not manual]
     for earlier, later in itertools.pairwise(automatic):
-        assert later - earlier >= dwell  # dwell never broken by the rules
+        assert later - earlier >= dwell or later in rescues  # dwell never broken by the rules
     for at in automatic:
         assert sum(1 for x, _ in decided if at - 3600 < x <= at) <= budget or any(
             manual for _, manual in decided

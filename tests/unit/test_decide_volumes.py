@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from controller.api.annotations import Request, RequestOp
 from controller.api.models import ResilientAppSpec, ResilientAppStatus
 from controller.core import decide as core
 from controller.core import model as m
@@ -114,7 +115,7 @@ def test_failback_restores_at_the_old_primary_under_the_new_epoch() -> None:
     run = Run(spec=SPEC)
     fail_over(run)
     run.rounds(40)
-    run.round(request=m.Request("back", m.RequestOp.FAILBACK))
+    run.round(request=Request("back", RequestOp.FAILBACK))
     assert (run.state.active_site, run.state.epoch) == ("use1", 3)
     assert [(r.site, r.epoch, r.from_site) for r in restores(run)] == [
         ("usw2", 2, "use1"),

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.api.crd import KINDS, Kind
-from controller.cli import generate
+from hack import generate
+from hack.crd import KINDS, Kind
 
 ROOT = generate.repo_root()
 

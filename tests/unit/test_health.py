@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from controller.core.health import (
     ProbeOutcome,
     ProbeResult,
-    Thresholds,
     ZoneHealth,
     ZoneKey,
     ZoneState,
+    ZoneThresholds,
     aggregate_round,
     observe,
 )
@@ -21,10 +21,10 @@ KEY = ZoneKey("use1", "us-east-1a")
 OK, FAIL, TIMEOUT = ProbeOutcome.OK, ProbeOutcome.FAIL, ProbeOutcome.TIMEOUT
 
 
-DEFAULT = Thresholds(3, 2)
+DEFAULT = ZoneThresholds(3, 2)
 
 
-def run(outcomes: list[ProbeOutcome], thresholds: Thresholds = DEFAULT) -> list[ZoneState]:
+def run(outcomes: list[ProbeOutcome], thresholds: ZoneThresholds = DEFAULT) -> list[ZoneState]:
     health, states = ZoneHealth(), []
     for i, outcome in enumerate(outcomes):
         health = observe(health, ProbeResult(KEY, outcome, float(i), 0.01), thresholds)
@@ -55,7 +55,7 @@ def test_transitions(outcomes: list[ProbeOutcome], expected: list[ZoneState]) ->
 def test_failing_since_marks_the_first_failure_of_the_streak() -> None:
     health = ZoneHealth()
     for t, outcome in [(0.0, OK), (1.0, FAIL), (2.0, FAIL), (3.0, FAIL)]:
-        health = observe(health, ProbeResult(KEY, outcome, t, 0.0), Thresholds(3, 2))
+        health = observe(health, ProbeResult(KEY, outcome, t, 0.0), ZoneThresholds(3, 2))
     assert health.state is D
     assert health.failing_since == 1.0
     assert health.since == 3.0
@@ -78,11 +78,11 @@ def test_zone_times_out_only_when_every_endpoint_did() -> None:
 
 
 outcomes = st.lists(st.sampled_from(list(ProbeOutcome)), max_size=60)
-thresholds = st.builds(Thresholds, st.integers(1, 6), st.integers(1, 6))
+thresholds = st.builds(ZoneThresholds, st.integers(1, 6), st.integers(1, 6))
 
 
 @given(outcomes, thresholds)
-def test_down_needs_threshold_failures_in_a_row(seq: list[ProbeOutcome], t: Thresholds) -> None:
+def test_down_needs_threshold_failures_in_a_row(seq: list[ProbeOutcome], t: ZoneThresholds) -> None:
     health, streak = ZoneHealth(), 0
     for i, outcome in enumerate(seq):
         before = health.state
@@ -94,7 +94,7 @@ def test_down_needs_threshold_failures_in_a_row(seq: list[ProbeOutcome], t: Thre
 
 @given(outcomes, thresholds)
 def test_healthy_after_down_needs_threshold_successes(
-    seq: list[ProbeOutcome], t: Thresholds
+    seq: list[ProbeOutcome], t: ZoneThresholds
 ) -> None:
     health, streak, was_down = ZoneHealth(), 0, False
     for i, outcome in enumerate(seq):
@@ -107,7 +107,9 @@ def test_healthy_after_down_needs_threshold_successes(
 
 
 @given(outcomes, thresholds)
-def test_counters_match_the_tail_of_the_sequence(seq: list[ProbeOutcome], t: Thresholds) -> None:
+def test_counters_match_the_tail_of_the_sequence(
+    seq: list[ProbeOutcome], t: ZoneThresholds
+) -> None:
     health = ZoneHealth()
     for i, outcome in enumerate(seq):
         health = observe(health, ProbeResult(KEY, outcome, float(i), 0.0), t)

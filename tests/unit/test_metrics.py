@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from controller import metrics
+from controller.api.annotations import Request, RequestOp
 from controller.api.models import ResilientAppSpec
 from controller.core import decide as core
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
+from controller.core.decide import qualified_standbys
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 from tests.factories import app_spec
 
@@ -140,7 +142,7 @@ def test_observe_mode_records_recommendations() -> None:
 def test_a_refused_request_counts_as_refused() -> None:
     driver = Driver(spec_of())
     driver.settle()
-    request = m.Request(id="r1", op=m.RequestOp.FAILOVER, site="nowhere")
+    request = Request(id="r1", op=RequestOp.FAILOVER, site="nowhere")
     assert metrics.decision_outcome(driver.round(request=request)) == ("request-refused", "refused")
 
 
@@ -258,7 +260,7 @@ def test_qualified_standbys_follow_the_target_test(
     for _ in range(3):
         driver.round(down=down)
     planes = {EAST: ApiPlaneState.HEALTHY, WEST: ApiPlaneState.HEALTHY, **api}
-    assert metrics.qualified_standbys(driver.state, driver.spec, planes) == expected
+    assert qualified_standbys(driver.state, driver.spec, planes) == expected
 
 
 def test_qualified_standbys_never_count_the_active_site() -> None:
@@ -268,4 +270,32 @@ def test_qualified_standbys_never_count_the_active_site() -> None:
         driver.round(down=["use1"])
     assert driver.state.active_site == "usw2"
     planes = {EAST: ApiPlaneState.HEALTHY, WEST: ApiPlaneState.HEALTHY}
-    assert metrics.qualified_standbys(driver.state, driver.spec, planes) == 0
+    assert qualified_standbys(driver.state, driver.spec, planes) == 0
+
+
+@pytest.mark.parametrize("rule", list(m.Rule))
+@pytest.mark.parametrize("held", [False, True])
+def test_a_verdict_reads_back_as_written(rule: m.Rule, held: bool) -> None:
+    verdict = m.Verdict(rule, held)
+    assert m.Verdict.parse(str(verdict)) == verdict
+
+
+@pytest.mark.parametrize("text", [None, "", "some-rule-of-a-newer-lifeboat", "-held"])
+def test_an_unknown_verdict_reads_as_steady(text: str | None) -> None:
+    assert m.Verdict.parse(text) == m.STEADY
+
+
+def test_forgetting_an_app_drops_every_series_labelled_with_it_and_nothing_else() -> None:
+    """Scopes, not lists: every labelled metric with namespace and app labels is covered,
+    including one declared after this test was written."""
+    scoped = [g for g in metrics._ALL if {"namespace", "app"} <= set(g._labelnames)]
+    assert metrics.ZONE_STATE in scoped and metrics.REPLICATION_RPO_TARGET in scoped
+    for metric in scoped:
+        for ns in ("forget-me", "keep-me"):
+            values = dict.fromkeys(metric._labelnames, "x") | {"namespace": ns}
+            metric.labels(**values)
+    metrics.forget_app("forget-me", "x")
+    for metric in scoped:
+        left = {labels[metric._labelnames.index("namespace")] for labels in metric._metrics}
+        assert "forget-me" not in left and "keep-me" in left, metric._name
+    metrics.forget_app("keep-me", "x")

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 
 from controller import metrics
-from controller.cli import monitoring
+from hack import monitoring
 from tests.monitoring import (
     PROMTOOL_TESTS,
     ROOT,
@@ -67,6 +67,7 @@ def test_alert_names_are_unique_and_stable() -> None:
         "LifeboatRPOBreached",
         "LifeboatRPOUnknown",
         "LifeboatReplicationStalled",
+        "LifeboatUnreplicatedObjects",
         "LifeboatControllerDown",
         "LifeboatNotReconciling",
     } <= set(ALERTS)
@@ -144,11 +145,40 @@ def test_dashboard_has_a_stable_identity_and_templated_datasource() -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("job", "instance", "namespace", "app", "provider"):
+    for name in ("cluster", "job", "instance", "namespace", "app", "provider"):
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"]["uid"] == "${datasource}"
-    assert variables["namespace"]["multi"] is False
-    assert variables["app"]["multi"] is False
+    # All on namespace and app (the fleet table lists every app); every query matches them
+    # with =~, so a multi-value selection works everywhere.
+    for name in ("cluster", "namespace", "app"):
+        assert variables[name]["multi"] is True and variables[name]["includeAll"] is True
+    assert variables["cluster"]["allValue"] == ".*"  # also series without a cluster label
+    names = list(variables)
+    assert names.index("cluster") < names.index("job")
+
+
+def test_the_fleet_row_lists_every_app_first() -> None:
+    board = dashboard()
+    row, table = board["panels"][0], board["panels"][1]
+    assert (row["type"], row["title"]) == ("row", "Fleet")
+    assert table["type"] == "table" and table["gridPos"]["y"] == 1
+    metrics = " ".join(t["expr"] for t in table["targets"])
+    for metric in (
+        "lifeboat_app_phase",
+        "lifeboat_app_active_site",
+        "lifeboat_zone_healthy",
+        "lifeboat_replication_rpo_seconds",
+        "lifeboat_last_failover_timestamp_seconds",
+    ):
+        assert metric in metrics, metric
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    renamed = table["transformations"][1]["options"]["renameByName"]
+    assert {"Phase", "Active site", "Healthy zones", "Zones", "RPO"} <= set(renamed.values())
+    for panel in panels(board):
+        for target in panel.get("targets", ()):
+            assert 'namespace="$namespace"' not in target["expr"], panel["title"]
+            assert 'app="$app"' not in target["expr"], panel["title"]
+            assert 'cluster=~"$cluster"' in target["expr"], panel["title"]
 
 
 def test_every_panel_is_described_and_uses_the_templated_datasource() -> None:

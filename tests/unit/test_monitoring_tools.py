@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli.main import main
-from controller.sandbox import tools
+from sandbox import tools
+from sandbox.cli import main
 
 FAKE_GO = r"""#!/bin/sh
 # Record each call (args, and go.sum when resolving); "build -o OUT" makes a runnable OUT.
@@ -150,7 +150,7 @@ def test_debian_candidate_version(policy: str, version: str | None) -> None:
 def test_lifeboat_sandbox_tools_prints_where_they_are(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["sandbox", "tools"]) == 0
+    assert main(["tools"]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
     assert set(printed) == {"promtool", "dashboard-linter"}
     assert all(os.access(p, os.X_OK) for p in printed.values())

@@ -5,6 +5,7 @@ metric series come and go with the flows."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,10 +15,12 @@ import pytest
 from controller import metrics
 from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneState
-from controller.operator.providers import ProviderUnavailable
 from controller.operator.replication import ObjectReplication, ReplicationOptions
+from controller.providers.backend import Capability
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
+from controller.replication.figures import replication_conditions
 from tests.factories import app_spec
-from tests.unit.test_app_worker import REF, FakeKube
+from tests.fixtures.worker import REF, FakeKube
 from tests.unit.test_replication_engine import FakeFeed, MemoryStore
 
 OPTIONS = ReplicationOptions(retry_seconds=0.2, checkpoint_seconds=0.0, poll_min_seconds=0.05)
@@ -30,6 +33,14 @@ class FakeStores:
         self.unavailable: set[str] = set()
         self.feeds: dict[str, FakeFeed] = {}
         self.without_events: set[str] = set()
+        self.refusals: dict[str, str] = {}
+        self.connection = 1
+        """The revision of the providers' connection (:meth:`rotate` makes a new one)."""
+
+    async def revision(self, provider: str) -> int:
+        if provider in self.unavailable:
+            raise ProviderUnavailable("ProviderNotFound", f"CloudProvider {provider} not found")
+        return self.connection
 
     def store(self, region: str, bucket: str) -> MemoryStore:
         return self.stores.setdefault((region, bucket), MemoryStore(region=region))
@@ -41,11 +52,14 @@ class FakeStores:
 
     async def change_feed(self, provider: str, region: str, queue: str) -> FakeFeed:
         if provider in self.without_events:
-            raise ProviderUnavailable("EventsUnsupported", f"{provider} needs an aws provider")
+            raise CapabilityUnsupported(Capability.CHANGE_FEED, f"{provider} sends no notices")
         return self.feeds.setdefault(queue, FakeFeed(region=region))
 
     def region_state(self, provider: str, region: str) -> ApiPlaneState:
         return self.states.get(region, ApiPlaneState.HEALTHY)
+
+    def refused(self, provider: str) -> str | None:
+        return self.refusals.get(provider)
 
     def explain(self, name: str, error: BaseException) -> str:
         return f"{type(error).__name__}: {error}"
@@ -204,6 +218,35 @@ async def test_an_impaired_region_holds_its_flows(
     await runner.close()
 
 
+async def test_a_provider_that_stops_admitting_the_app_holds_its_running_flows(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    """A grant revoked (or a namespace relabelled) while a flow runs: nothing more is read
+    from the queue or copied until the CloudProvider admits the app again."""
+    from controller.providers.protocols import ChangeMessage, ObjectChange
+
+    _, stores, kube = replication
+    quick = dataclasses.replace(OPTIONS, poll_max_seconds=0.1)  # a held listener looks again
+    runner = ObjectReplication(REF, kube, stores, options=quick)
+    raw = spec(scanIntervalSeconds=3600).model_dump(by_alias=True)
+    raw["replication"]["objects"][0]["locations"][0]["eventQueue"] = "events"
+    await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
+    west = stores.store("us-west-2", "west0")
+    await eventually(lambda: west.count("list") == 1, "the first scan")
+    stores.refusals["aws-sandbox"] = "CloudProvider aws-sandbox does not admit namespace shop"
+    stores.store("us-east-1", "east0").write("new", b"noticed")
+    stores.feeds["events"].waiting.append(
+        ChangeMessage("m1", (ObjectChange("east0", "new", False, time.time()),))
+    )
+    calls = len(west.calls)
+    await asyncio.sleep(0.5)
+    assert "new" not in west.objects and len(west.calls) == calls
+    assert stores.feeds["events"].acked == []  # the notice waits in the queue
+    del stores.refusals["aws-sandbox"]  # admitted again
+    await eventually(lambda: "new" in west.objects, "the copy once admitted again")
+    await runner.close()
+
+
 async def test_notices_from_the_source_queue_reach_every_flow(
     replication: tuple[ObjectReplication, FakeStores, FakeKube],
 ) -> None:
@@ -286,4 +329,90 @@ async def test_at_a_reversal_the_old_flows_stop_together_before_new_ones_start(
     assert sorted(events[2:4]) == [("cancelled", "k0"), ("cancelled", "k1")]  # together
     assert sorted(events[4:]) == [("ended", "k0"), ("ended", "k1")]  # both before sync ends
     assert {(e.source, e.epoch) for e in runner.figures()} == {("usw2", 2)}
+    await runner.close()
+
+
+class Connected:
+    """A store as one connection reaches it: once the connection is replaced, every call
+    fails the way a closed connector's does."""
+
+    def __init__(self, inner: MemoryStore, stores: RotatingStores, connection: int) -> None:
+        self.inner, self.stores, self.connection = inner, stores, connection
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.stores.connection != self.connection:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            return found(*args, **kwargs)
+
+        return call
+
+
+class RotatingStores(FakeStores):
+    async def object_store(self, provider: str, region: str, bucket: str) -> Any:
+        return Connected(
+            await super().object_store(provider, region, bucket), self, self.connection
+        )
+
+    def rotate(self) -> None:
+        """The credentials Secret rotated: a new connection, the old one closed."""
+        self.connection += 1
+
+
+async def test_a_new_connection_restarts_the_flows_on_it() -> None:
+    """Regression: a running flow kept the stores of the connection it started with after
+    a Secret rotation or a CloudProvider edit; once that connection was closed (or its
+    credentials revoked, its CA bundle gone) nothing more was copied."""
+    stores, kube = RotatingStores(), FakeKube()
+    runner = ObjectReplication(REF, kube, stores, options=OPTIONS)
+    east, west = stores.store("us-east-1", "east0"), stores.store("us-west-2", "west0")
+    east.write("a", b"before the rotation")
+    app = spec()
+    await runner.sync(app, "use1", 1, None)
+    await eventually(lambda: "a" in west.objects, "the first copy")
+    stores.rotate()
+    east.write("b", b"after the rotation")
+    await runner.sync(app, "use1", 1, None)
+    await eventually(lambda: "b" in west.objects, "a copy over the new connection")
+    (entry,) = runner.figures()
+    assert not entry.stopped
+    assert not [e for e in kube.events if e[1] == "ReplicationStopped"]
+    await runner.close()
+    metrics.forget_app("shop", "web")
+
+
+async def test_a_deleted_cloudprovider_stops_the_flows_and_says_so(
+    replication: tuple[ObjectReplication, FakeStores, FakeKube],
+) -> None:
+    """Regression: deleting a CloudProvider left its flows running on a closed connection,
+    failing pass after pass, with nothing saying that replication had stopped."""
+    runner, stores, kube = replication
+    east, west = stores.store("us-east-1", "east0"), stores.store("us-west-2", "west0")
+    app = spec()
+    await runner.sync(app, "use1", 1, None)
+    await eventually(lambda: runner.figures()[0].rpo_seconds is not None, "a measured RPO")
+    stores.unavailable.add("aws-sandbox")
+    await runner.sync(app, "use1", 1, None)
+    (entry,) = runner.figures()
+    assert entry.stopped and "CloudProvider aws-sandbox not found" in entry.last_error
+    assert entry.rpo_seconds is not None  # what it knew still counts: the RPO grows
+    east.write("c", b"written while stopped")
+    for _ in range(3):  # not retried while the CloudProvider is gone, nor announced again
+        await asyncio.sleep(0.25)
+        await runner.sync(app, "use1", 1, None)
+    assert "c" not in west.objects
+    await asyncio.sleep(0)  # the Event is posted in the background
+    stopped = [e for e in kube.events if e[1] == "ReplicationStopped"]
+    assert len(stopped) == 1 and stopped[0][0] == "Warning"
+    replicating, _ = replication_conditions(runner.figures(), 60)
+    assert replicating[:2] == ("False", "ReplicationStopped")
+
+    stores.unavailable.clear()  # made again: the flows start again by themselves
+    await runner.sync(app, "use1", 1, None)
+    await eventually(lambda: "c" in west.objects, "the copy once it is back")
+    assert not runner.figures()[0].stopped
     await runner.close()

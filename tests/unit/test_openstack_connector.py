@@ -11,13 +11,14 @@ import requests
 
 from controller.api.models import CloudProviderSpec
 from controller.core.apiplane import CallOutcome
+from controller.providers.errors import CredentialsError
 from controller.providers.openstack.connector import (
     CapacityError,
-    CredentialsError,
     OpenStackConnector,
     OpenStackCredentials,
     classify,
 )
+from controller.providers.secrets import is_secret_key, redact, secret_values
 
 PLANTED = "s3cr3t-planted-value"
 CLOUDS = f"""
@@ -156,3 +157,84 @@ def test_tls_settings_and_the_ca_bundle_file() -> None:
     assert with_ca._tls() == settings  # written once
     with_ca.close()
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "application_credential_secret", "client_secret", "token", "access_token"],
+)
+def test_every_secret_bearing_clouds_yaml_key_is_hidden(key: str) -> None:
+    """Regression: only ``password`` and ``application_credential_secret`` were kept out of
+    the auth settings and redacted; ``client_secret`` (OIDC) and ``token`` were not."""
+    document = f"""
+clouds:
+  lifeboat:
+    auth_type: v3oidcpassword
+    auth:
+      auth_url: http://127.0.0.1:5000/v3
+      application_credential_id: not-a-secret-id
+      {key}: {PLANTED}-{key}
+    interface: public
+"""
+    creds = OpenStackCredentials.from_secret_data({"clouds.yaml": document}, "lifeboat")
+    assert key not in creds.auth
+    assert creds.auth["application_credential_id"] == "not-a-secret-id"
+    assert creds.sdk_auth()[key] == f"{PLANTED}-{key}"
+    assert PLANTED not in repr(creds)
+    spec = CloudProviderSpec.model_validate(
+        {
+            "type": "openstack",
+            "regions": ["RegionOne"],
+            "credentials": {"source": "Secret", "secretRef": {"name": "os"}},
+        }
+    )
+    connector = OpenStackConnector("os", spec, creds)
+    assert PLANTED not in connector.redact(f"Keystone said: bad {key} {PLANTED}-{key}!")
+    assert "not-a-secret-id" in connector.redact("id not-a-secret-id")
+
+
+def test_secret_settings_outside_auth_are_hidden_and_still_used() -> None:
+    document = f"""
+clouds:
+  lifeboat:
+    auth:
+      auth_url: http://127.0.0.1:5000/v3
+      username: u
+      password: {PLANTED}
+      project_name: p
+    api_key: {PLANTED}-api
+    interface: internal
+"""
+    creds = OpenStackCredentials.from_secret_data({"clouds.yaml": document}, "lifeboat")
+    assert creds.sdk_extra() == {"interface": "internal", "api_key": f"{PLANTED}-api"}
+    assert PLANTED not in repr(creds)
+    assert f"{PLANTED}-api" in creds.secret_values()
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("password", True),
+        ("application_credential_secret", True),
+        ("client_secret", True),
+        ("token", True),
+        ("aws_secret_access_key", True),
+        ("AWS_SESSION_TOKEN", True),
+        ("private-key", True),
+        ("access_key_id", False),
+        ("application_credential_id", False),
+        ("username", False),
+        ("auth_url", False),
+        ("project_name", False),
+    ],
+)
+def test_one_rule_names_secret_keys(key: str, secret: bool) -> None:
+    assert is_secret_key(key) is secret
+
+
+def test_redaction_stars_longest_values_first_and_ignores_tiny_ones() -> None:
+    assert redact("a abcd abcdef", ["abcd", "abcdef", "a"]) == "a ********** **********"
+    assert secret_values({"auth": {"password": "pw12", "user": "u"}, "token": ["t1234"]}) == [
+        "pw12",
+        "t1234",
+    ]

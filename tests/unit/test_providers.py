@@ -7,8 +7,9 @@ import pytest
 
 from controller.api.models import EndpointOverride
 from controller.core.apiplane import CallOutcome
-from controller.providers.aws.connector import AwsCredentials, CredentialsError
+from controller.providers.aws.connector import AwsCredentials
 from controller.providers.calls import resolve_endpoint
+from controller.providers.errors import CredentialsError
 from controller.providers.outcomes import classify
 from tests.factories import client_error
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.api.annotations import TailAction
 from controller.providers.integrity import check_digest, check_size
 from controller.providers.protocols import (
     ChangeMessage,
@@ -36,6 +37,7 @@ from controller.replication.plan import (
     STAMP_SOURCE_SITE,
     Conflict,
     Entry,
+    Unreplicated,
 )
 
 APP = "shop/web"
@@ -187,6 +189,7 @@ class Reporter:
         self.deletes = 0
         self.failures: list[str] = []
         self.conflicts: list[Conflict] = []
+        self.tail: list[str] = []
 
     def copied(self, size: int) -> None:
         self.copies.append(size)
@@ -202,6 +205,9 @@ class Reporter:
 
     def conflicted(self, conflicts: Sequence[Conflict]) -> None:
         self.conflicts.extend(conflicts)
+
+    def unreplicated(self, found: Sequence[Unreplicated]) -> None:
+        self.tail.extend(u.key for u in found)
 
 
 def flow(
@@ -437,6 +443,99 @@ async def test_an_older_epoch_never_overwrites_a_newer_object_and_it_is_reported
         (1, 0.0, "use1"),
         (2, 1000.0, "usw2"),
     ]
+
+
+def failed_over() -> tuple[MemoryStore, MemoryStore, Reporter, ObjectFlow]:
+    """Epoch 1: use1 -> usw2 (Propagate). The old primary takes writes that never reach
+    usw2; a failover to usw2 (epoch 2, t=1000); the app deletes an object at usw2."""
+    use1, usw2 = MemoryStore(now=500.0), MemoryStore(now=500.0)
+    use1.write("synced", b"at both")
+    use1.write("deleted-later", b"at both, then deleted at the new primary")
+    reporter = Reporter()
+    return use1, usw2, reporter, flow(use1, usw2, epoch=1, propagate_deletes=True)
+
+
+async def test_after_a_failover_propagate_keeps_the_old_primarys_unreplicated_tail() -> None:
+    use1, usw2, reporter, forward = failed_over()
+    assert await forward.scan()
+    use1.write("tail/a", b"never replicated", mtime=900.0)
+    use1.write("tail/b", b"never replicated either", mtime=950.0)
+    del usw2.objects["deleted-later"]  # by the app, at the new primary, under epoch 2
+
+    def back() -> ObjectFlow:
+        return flow(
+            usw2,
+            use1,
+            epoch=2,
+            since=1000.0,
+            source_site="usw2",
+            target_site="use1",
+            reporter=reporter,
+            propagate_deletes=True,
+        )
+
+    first = back()
+    assert await first.scan()
+    assert user_keys(use1) == ["synced", "tail/a", "tail/b"]  # the delete propagated
+    assert reporter.tail == ["tail/a", "tail/b"]
+    assert [(u.key, u.size, u.epoch) for u in first.unreplicated()] == [
+        ("tail/a", 16, 1),
+        ("tail/b", 23, 1),
+    ]
+    status = first.figures.status(2000.0)
+    assert (status.unreplicated_objects, status.unreplicated_bytes) == (2, 39)
+    assert status.unreplicated_keys == ("tail/a", "tail/b")
+    assert status.pending_objects == 0  # not changes of the source: no RPO
+    assert await first.scan()
+    assert reporter.tail == ["tail/a", "tail/b"]  # reported once
+    heads = use1.count("head")
+
+    restarted = back()  # from the manifest: no HEAD, same figures, not reported again
+    assert await restarted.scan()
+    assert use1.count("head") == heads
+    assert [u.key for u in restarted.unreplicated()] == ["tail/a", "tail/b"]
+    assert reporter.tail == ["tail/a", "tail/b"]
+
+    # Merge: copied to the new primary, stamped, never over what the app wrote there since.
+    usw2.write("tail/b", b"written anew at the new primary", mtime=1500.0)
+    outcome = await restarted.resolve(TailAction.MERGE)
+    assert (outcome.objects, outcome.bytes, outcome.skipped, outcome.failed) == (1, 16, 1, 0)
+    assert usw2.objects["tail/a"].data == b"never replicated"
+    assert usw2.objects["tail/a"].metadata[STAMP_EPOCH] == "1"
+    assert usw2.objects["tail/a"].metadata[STAMP_SOURCE_SITE] == "use1"
+    assert usw2.objects["tail/b"].data == b"written anew at the new primary"
+    assert restarted.unreplicated() == []
+    assert restarted.figures.status(2000.0).unreplicated_objects == 0
+    before = (len(use1.calls), len(usw2.calls))
+    assert await restarted.scan()  # in step: tail/a is not copied back
+    assert restarted.unreplicated() == []
+    assert use1.objects["tail/b"].data == b"written anew at the new primary"  # epoch 2 wins
+    puts = [k for op, k in use1.calls[before[0] :] + usw2.calls[before[1] :] if op == "put"]
+    assert puts == ["tail/b", manifest_key("", APP, "photos")]
+    # Deleted at the new primary after the merge: that delete propagates.
+    del usw2.objects["tail/a"]
+    assert await restarted.scan()
+    assert "tail/a" not in use1.objects
+
+
+async def test_discarding_the_unreplicated_tail_deletes_it_at_the_old_primary_only() -> None:
+    use1, usw2, _, forward = failed_over()
+    assert await forward.scan()
+    use1.write("tail/a", b"never replicated", mtime=900.0)
+    use1.write("tail/b", b"never replicated either", mtime=950.0)
+    back = flow(usw2, use1, epoch=2, since=1000.0, source_site="usw2", target_site="use1")
+    assert await back.scan()  # Keep: reported all the same
+    assert [u.key for u in back.unreplicated()] == ["tail/a", "tail/b"]
+    use1.write("tail/b", b"changed since it was reported", mtime=990.0)
+    outcome = await back.resolve(TailAction.DISCARD)
+    assert (outcome.objects, outcome.skipped) == (1, 1)  # a changed object is left alone
+    assert "tail/a" not in use1.objects and "tail/b" in use1.objects
+    assert "tail/a" not in usw2.objects
+    assert await back.scan()  # the next pass judges tail/b afresh
+    assert [u.key for u in back.unreplicated()] == ["tail/b"]
+    stale = flow(usw2, use1, epoch=2, since=1000.0, current=False)
+    stopped = await stale.resolve(TailAction.DISCARD)
+    assert stopped.stopped and "tail/b" in use1.objects  # not current: nothing done
 
 
 async def test_a_flow_whose_epoch_is_no_longer_current_writes_nothing() -> None:

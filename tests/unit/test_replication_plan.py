@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,10 @@ from controller.replication.plan import (
     Policy,
     Record,
     Side,
+    Unreplicated,
+    held_at_source,
     ordered,
+    origin,
     pair_listings,
     plan_key,
     relative,
@@ -124,12 +128,16 @@ def test_missing_at_the_destination_is_copied_since_the_source_changed() -> None
 )
 def test_the_same_content_moves_nothing(source: Side, target: Side, why: str) -> None:
     step = plan_key("k", source, target, KEEP)
+    # Nothing moves; the destination's entry records that the source held that version
+    # under this epoch (once: recorded, the next plan has nothing to say).
+    assert isinstance(step, Record), why
+    assert step.entry.held == 2
+    assert step.entry.etag == target.info.etag  # type: ignore[union-attr]
     if target.entry is not None and target.entry.matches(target.info):  # type: ignore[arg-type]
-        assert step is None, why
+        assert step.entry == replace(target.entry, held=2)
     else:
-        assert isinstance(step, Record), why
-        assert step.entry.etag == target.info.etag  # type: ignore[union-attr]
         assert step.entry.source_etag == source.info.etag  # type: ignore[union-attr]
+    assert plan_key("k", source, replace(target, entry=step.entry), KEEP) is None, why
 
 
 def test_a_different_size_is_never_the_same_content() -> None:
@@ -164,19 +172,45 @@ def test_an_older_epoch_never_overwrites_a_newer_one() -> None:
 
 
 def test_deletes_follow_the_policy() -> None:
-    copy = Side(obj(etag="y"), Entry("y", 10, 1, "x"))
-    assert plan_key("k", Side(None), copy, KEEP) is None
-    assert isinstance(plan_key("k", Side(None), copy, PROPAGATE), Delete)
-    # Unknown provenance: read it first.
-    unknown = plan_key("k", Side(None), Side(obj(etag="y")), PROPAGATE)
+    # Held at the source under this epoch (found there by this flow), gone since: the app
+    # deleted it there.
+    seen = Side(obj(etag="y"), Entry("y", 10, 1, "x", held=2))
+    assert plan_key("k", Side(None), seen, KEEP) is None
+    assert isinstance(plan_key("k", Side(None), seen, PROPAGATE), Delete)
+    # The source's manifest (written while it was a destination) lists that very version.
+    listed = Side(None, Entry("x", 10, 1, "y"))
+    step = plan_key("k", listed, Side(obj(etag="y", mtime=10.0)), PROPAGATE)
+    assert isinstance(step, Delete) and step.resolved
+    # A copy made under this epoch: its source version was written under this epoch.
+    fresh_copy = Side(stamped(2, "x", etag="y", mtime=1200.0), headed=True)
+    assert isinstance(plan_key("k", Side(None), fresh_copy, PROPAGATE), Delete)
+    # Unknown provenance, written here during this epoch: read it first.
+    unknown = plan_key("k", Side(None), Side(obj(etag="y", mtime=1200.0)), PROPAGATE)
     assert isinstance(unknown, Delete) and not unknown.resolved
-    # Written by the app before this epoch: deleted; during it (split brain): kept.
-    old = Side(obj(etag="y", mtime=10.0), headed=True)
-    assert isinstance(plan_key("k", Side(None), old, PROPAGATE), Delete)
+    # Written by the app here during this epoch (split brain): kept.
     fresh = Side(obj(etag="y", mtime=1200.0), headed=True)
     refused = plan_key("k", Side(None), fresh, PROPAGATE)
     assert isinstance(refused, Conflict) and refused.source_etag == ""
     assert plan_key("k", Side(None), Side(None), PROPAGATE) is None
+
+
+@pytest.mark.parametrize("policy", [KEEP, PROPAGATE], ids=["Keep", "Propagate"])
+def test_the_old_primarys_unreplicated_tail_is_kept_and_reported(policy: Policy) -> None:
+    """Written before the failover (epoch 1) and never at the new primary: never deleted,
+    whatever the delete policy; no HEAD needed to know it is older than the epoch."""
+    for target in (
+        Side(obj(etag="y", mtime=10.0)),  # by its modification time
+        Side(obj(etag="y", mtime=10.0), headed=True),  # read: no stamp
+        Side(obj(etag="y"), Entry("y", 10, 1, None)),  # by its entry
+        Side(obj(etag="y"), Entry("y", 10, 1, "x", held=1)),  # a copy held under epoch 1
+        Side(stamped(1, "x", etag="y", mtime=1200.0), headed=True),  # another site's copy
+    ):
+        step = plan_key("k", Side(None), target, policy)
+        assert isinstance(step, Unreplicated), target
+        assert (step.key, step.epoch, step.target) == ("k", 1, target.info)
+    # Another version than the one the source's manifest lists: a rewrite never sent.
+    rewritten = plan_key("k", Side(None, Entry("x", 10, 1)), Side(obj(etag="y")), policy)
+    assert isinstance(rewritten, Unreplicated)
 
 
 sides = st.builds(
@@ -207,6 +241,8 @@ sides = st.builds(
             st.sampled_from([1, 2]),
             st.one_of(st.none(), st.integers(1, 2)),
             st.one_of(st.none(), st.sampled_from(["a", "b", "c"])),
+            st.none(),
+            st.one_of(st.none(), st.integers(1, 2)),
         ),
     ),
     st.booleans(),
@@ -220,6 +256,14 @@ def test_plans_keep_the_rules(source: Side, target: Side, propagate: bool) -> No
     step = plan_key("k", source, target, policy)
     if isinstance(step, Delete):
         assert propagate and source.info is None
+        if step.resolved and not held_at_source(source, target, policy):
+            # Never an object of an older epoch that the source is not known to have had.
+            assert target.info is not None
+            copy, epoch = origin(target, HISTORY)
+            assert copy is True and epoch is not None and epoch >= 2
+    if isinstance(step, Unreplicated):
+        assert source.info is None and step.epoch < 2
+        assert not held_at_source(source, target, policy)
     if isinstance(step, Copy):
         assert source.info is not None
         if step.resolved and target.info is not None and target.headed:
@@ -277,16 +321,18 @@ async def test_listings_are_made_relative_and_checked_for_order() -> None:
 def test_manifest_round_trips() -> None:
     manifest = Manifest(
         site="usw2",
-        entries={"a": Entry("e", 3, 1, "s", "m"), "b/ü": Entry("f", 0)},
+        entries={"a": Entry("e", 3, 1, "s", "m", 2), "b/ü": Entry("f", 0)},
         history=HISTORY,
         conflicts={"c": ("x", "y")},
+        unreplicated={"d": ("g", 5, 1)},
         totals=Totals(copied_objects=2, copied_bytes=3, deletes=1, errors=4, conflicts=1),
     )
     again = Manifest.decode(manifest.encode(now=123.0))
     assert again.entries == manifest.entries
-    assert (again.history, again.conflicts, again.totals) == (
+    assert (again.history, again.conflicts, again.unreplicated, again.totals) == (
         HISTORY,
         {"c": ("x", "y")},
+        {"d": ("g", 5, 1)},
         manifest.totals,
     )
     assert (again.site, again.saved_at) == ("usw2", 123.0)

@@ -10,9 +10,10 @@ import pytest
 
 from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneState
-from controller.operator.providers import ProviderInfo, ProviderRegistry, ProviderUnavailable
+from controller.operator.providers import ProviderInfo, ProviderRegistry
 from controller.providers.aws.events import SqsChangeFeed, parse_notice
 from controller.providers.aws.objects import S3ObjectStore
+from controller.providers.errors import CapabilityUnsupported
 from controller.providers.openstack.objects import SwiftObjectStore
 from controller.providers.protocols import ObjectChange
 from tests.factories import app_spec
@@ -43,14 +44,16 @@ async def test_the_registry_builds_stores_and_feeds_per_cloud() -> None:
 
     swift = await providers.object_store("os", "RegionOne", "photos")
     assert isinstance(swift, SwiftObjectStore) and swift.container == "photos"
-    with pytest.raises(ProviderUnavailable, match="need an aws provider"):
+    with pytest.raises(CapabilityUnsupported, match="offers no change notices") as refused:
         await providers.change_feed("os", "RegionOne", "queue")
+    assert refused.value.reason == "EventsUnsupported"
 
     providers.forget("aws")  # a changed provider: its stores are built anew
     assert await providers.object_store("aws", "us-west-2", "photos") is not s3
 
 
-def test_an_event_queue_at_an_openstack_site_is_a_configuration_problem() -> None:
+def event_queues_at_openstack() -> dict[str, Any]:
+    """An app (wire form) whose dataset has an eventQueue at an aws and an openstack site."""
     raw = app_spec()
     raw["sites"][1].update(provider="os", region="RegionOne", zones=["nova"], endpoints=[])
     raw["replication"] = {
@@ -68,12 +71,17 @@ def test_an_event_queue_at_an_openstack_site_is_a_configuration_problem() -> Non
     raw["traffic"]["provider"] = "aws"
     for site in raw["sites"][:1]:
         site["provider"] = "aws"
-    problems = registry().check_references(ResilientAppSpec.model_validate(raw))
+    return raw
+
+
+def test_an_event_queue_at_an_openstack_site_is_a_configuration_problem() -> None:
+    spec = ResilientAppSpec.model_validate(event_queues_at_openstack())
+    problems = registry().check_references(spec)
     assert problems == [
         (
             "EventsUnsupported",
-            "dataset photos at site usw2: an eventQueue needs an aws provider, CloudProvider "
-            "os is openstack; its changes are found by the scan alone",
+            "dataset photos at site usw2: change notices (eventQueue) need a CloudProvider of "
+            "type aws, CloudProvider os is openstack; its changes are found by the scan alone",
         )
     ]
 

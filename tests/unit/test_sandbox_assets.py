@@ -1,4 +1,4 @@
-"""Unit tests of controller.sandbox.assets: no Go toolchain, no network."""
+"""Unit tests of sandbox.assets: no Go toolchain, no network."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import controller
-from controller.sandbox import assets
-from controller.sandbox.assets import (
+from sandbox import assets
+from sandbox.assets import (
     ETCD_VERSION,
     K8S_VERSION,
     AssetsError,

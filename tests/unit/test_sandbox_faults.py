@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 from multidict import CIMultiDict
 
-from controller.sandbox.faults import (
+from sandbox.faults import (
     Cloud,
     Fault,
     FaultProxy,
@@ -34,7 +34,7 @@ from controller.sandbox.faults import (
     WireProtocol,
     classify,
 )
-from controller.sandbox.procs import BackgroundHttpServer
+from sandbox.procs import BackgroundHttpServer
 from tests.fixtures.cloud import MakeFaultProxy
 
 EC2_AUTH = (
@@ -578,6 +578,16 @@ def test_timeout_is_bounded_by_max_hold(proxy: FaultProxy) -> None:
     with pytest.raises(http.client.RemoteDisconnected):
         request(proxy, "GET", "/held", timeout=10.0)
     assert 0.2 <= time.monotonic() - started < 5.0
+
+
+def test_a_lost_answer_is_carried_out_upstream_and_never_returned(proxy: FaultProxy) -> None:
+    """The write landed; its caller never learns it (the case fencing and read-back are
+    for)."""
+    proxy.set_faults(FaultSpec(lost=1.0, max_hold=0.3))
+    with pytest.raises(http.client.RemoteDisconnected):
+        request(proxy, "GET", "/teapot", timeout=10.0)
+    (record,) = proxy.records()
+    assert (record.fault, record.status, record.forwarded) == (Fault.LOST, 418, True)
 
 
 def test_reset_sends_a_tcp_rst(proxy: FaultProxy) -> None:

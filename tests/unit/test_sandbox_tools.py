@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox import tools
+from sandbox import tools
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from controller.sandbox.zones import ZoneCounts, ZoneEndpoint, ZoneFleet, ZoneMode
+from sandbox.procs import SourceCut
+from sandbox.zones import ZoneCounts, ZoneEndpoint, ZoneFleet, ZoneMode
 from tests.fixtures.cloud import MakeZoneFleet
 
 
@@ -47,10 +48,10 @@ def test_serves_root_and_health_with_site_and_zone(zone: ZoneEndpoint) -> None:
     assert zone.counts() == ZoneCounts()
 
 
-def test_stop_refuses_connections_and_serve_reopens_the_same_port(zone: ZoneEndpoint) -> None:
+def test_down_refuses_connections_and_serve_reopens_the_same_port(zone: ZoneEndpoint) -> None:
     port = zone.port
-    zone.stop()
-    assert zone.mode is ZoneMode.STOPPED
+    zone.down()
+    assert zone.mode is ZoneMode.DOWN
     with pytest.raises(ConnectionRefusedError):
         get(zone.health_url)
     zone.serve()
@@ -59,14 +60,14 @@ def test_stop_refuses_connections_and_serve_reopens_the_same_port(zone: ZoneEndp
 
 
 def test_every_other_mode_reopens_a_stopped_listener(zone: ZoneEndpoint) -> None:
-    zone.stop()
+    zone.down()
     zone.error(502)
     assert get(zone.health_url)[0] == 502
 
 
-def test_close_and_start_again(zone: ZoneEndpoint) -> None:
+def test_stop_and_start_again(zone: ZoneEndpoint) -> None:
     port = zone.port
-    zone.close()
+    zone.stop()
     zone.start()
     assert zone.port == port
     assert get(zone.health_url)[0] == 200
@@ -164,7 +165,7 @@ def test_close_releases_hung_requests_quickly() -> None:
     thread.start()
     _wait_until(lambda: endpoint.counts().total == 1)
     started = time.monotonic()
-    endpoint.close()
+    endpoint.stop()
     assert time.monotonic() - started < 3.0
     thread.join(5.0)
     assert not thread.is_alive()
@@ -220,19 +221,19 @@ def test_fleet_rejects_duplicate_zones() -> None:
         ZoneFleet([("s", "a"), ("s", "a")])
 
 
-def test_fleet_stop_all_and_close(make_zone_fleet: MakeZoneFleet) -> None:
+def test_fleet_down_all_and_stop(make_zone_fleet: MakeZoneFleet) -> None:
     fleet = make_zone_fleet(SITES)
-    fleet.stop_all()
+    fleet.down_all()
     for site, zone in SITES:
         with pytest.raises(ConnectionRefusedError):
             get(fleet.url(site, zone))
-    fleet.close()
-    fleet.close()  # idempotent
+    fleet.stop()
+    fleet.stop()  # idempotent
 
 
 def test_fleet_zones_fail_independently(make_zone_fleet: MakeZoneFleet) -> None:
     fleet = make_zone_fleet(SITES)
-    fleet.endpoint("primary", "a").stop()
+    fleet.endpoint("primary", "a").down()
     fleet.endpoint("primary", "b").error(503)
     assert get(fleet.url("standby", "a"))[0] == 200
     assert get(fleet.url("primary", "b"))[0] == 503
@@ -246,3 +247,99 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+# ----------------------------------------------------------------------------- source cuts
+
+
+def get_from(source: str, url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """``get`` over a connection bound to the local address ``source``."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", parts.path or "/")
+        response = connection.getresponse()
+        body: dict[str, Any] = json.loads(response.read())
+        return response.status, body
+    finally:
+        connection.close()
+
+
+def test_a_reset_cut_resets_one_source_and_serves_the_others(zone: ZoneEndpoint) -> None:
+    zone.cut("127.20.0.1")
+    assert zone.cuts == {"127.20.0.1": SourceCut.RESET}
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        get_from("127.20.0.1", zone.health_url)
+    assert get_from("127.20.0.2", zone.health_url)[0] == 200
+    assert zone.refused == 1
+    assert zone.counts().total == 1  # the cut-off request never reached the app
+    zone.heal("127.20.0.1")
+    assert zone.cuts == {}
+    assert get_from("127.20.0.1", zone.health_url)[0] == 200
+
+
+def test_a_blackhole_cut_holds_one_source_until_it_gives_up_or_is_healed(
+    zone: ZoneEndpoint,
+) -> None:
+    zone.cut("127.20.0.1", SourceCut.BLACKHOLE)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        get_from("127.20.0.1", zone.health_url, timeout=0.5)
+    assert 0.4 < time.monotonic() - started < 3.0
+    assert get_from("127.20.0.2", zone.health_url)[0] == 200
+
+    failures: list[BaseException] = []
+
+    def held() -> None:
+        try:
+            get_from("127.20.0.1", zone.health_url, timeout=20)
+        except BaseException as error:
+            failures.append(error)
+
+    waiter = threading.Thread(target=held)
+    waiter.start()
+    time.sleep(0.3)
+    zone.heal()  # the held connection breaks at once instead of hanging on
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert failures and isinstance(failures[0], (ConnectionError, http.client.HTTPException))
+    assert get_from("127.20.0.1", zone.health_url)[0] == 200
+
+
+def test_a_cut_drops_the_sources_open_connections(zone: ZoneEndpoint) -> None:
+    parts = urlsplit(zone.health_url)
+    assert parts.hostname is not None
+    keep_alive = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=5, source_address=("127.20.0.3", 0)
+    )
+    try:
+        keep_alive.request("GET", "/healthz")
+        assert keep_alive.getresponse().read()
+        zone.cut("127.20.0.3")
+
+        def again() -> None:
+            keep_alive.request("GET", "/healthz")
+            keep_alive.getresponse().read()
+
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            again()
+    finally:
+        keep_alive.close()
+
+
+def test_cuts_survive_a_zone_going_down_and_back(zone: ZoneEndpoint) -> None:
+    zone.cut("127.20.0.1")
+    zone.down()
+    zone.serve()
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        get_from("127.20.0.1", zone.health_url)
+    assert get_from("127.20.0.2", zone.health_url)[0] == 200
+
+
+def test_cuts_are_by_loopback_address_only(zone: ZoneEndpoint) -> None:
+    with pytest.raises(ValueError, match=r"outside 127\.0\.0\.0/8"):
+        zone.cut("10.0.0.1")

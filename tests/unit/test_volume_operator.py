@@ -16,9 +16,16 @@ from controller.core import decide as core
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
 from controller.operator.kube import EventType, ObjectRef
-from controller.operator.volumes import CopyPending, VolumeReplication, VolumeRestorer
+from controller.operator.volumes import (
+    CopyPending,
+    NoVolumeRestorer,
+    VolumeReplication,
+    VolumeRestorer,
+)
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
 from controller.providers.protocols import Snapshot, VolumeInfo
 from controller.replication import volumes as rv
+from controller.replication.figures import replication_conditions
 from tests.factories import app_spec
 
 REF = ObjectRef("ResilientApp", "resilientapps", "web", "shop", "uid-1")
@@ -115,12 +122,21 @@ class Cloud:
     now: float = 1000.0
     regions: dict[str, Region] = field(default_factory=dict)
     planes: dict[str, ApiPlaneState] = field(default_factory=dict)
+    withdrawn: dict[str, str] = field(default_factory=dict)
+    """Provider -> reason: its CloudProvider is deleted or its credentials withdrawn."""
 
     def region(self, name: str) -> Region:
         return self.regions.setdefault(name, Region(name, self))
 
     async def volume_snapshots(self, provider: str, region: str) -> Region:
+        await self.revision(provider)
         return self.region(region)
+
+    async def revision(self, provider: str) -> int:
+        if provider in self.withdrawn:
+            reason = self.withdrawn[provider]
+            raise ProviderUnavailable(reason, f"CloudProvider {provider}: {reason}")
+        return 1
 
     async def api_plane(self, provider: str, region: str) -> ApiPlaneState:
         return self.planes.get(region, ApiPlaneState.HEALTHY)
@@ -557,6 +573,15 @@ async def test_a_restore_uses_the_newest_copies_spread_over_the_zones() -> None:
     assert cloud.region(EAST).calls == []  # static stability
 
 
+async def test_an_operator_without_a_restorer_refuses_restores_as_unsupported() -> None:
+    state = failed_over()
+    action = core.desired_restore(state, SPEC)
+    assert action is not None
+    with pytest.raises(CapabilityUnsupported, match="restores no volumes") as refused:
+        await NoVolumeRestorer().restore(APP, action, SPEC, state.restores)
+    assert refused.value.reason == "VolumesUnsupported"
+
+
 async def test_a_repeated_restore_finds_what_it_made() -> None:
     cloud = Cloud()
     seeded(cloud)
@@ -626,3 +651,36 @@ async def test_a_failback_restores_the_volumes_the_last_restore_made() -> None:
         "vol-a": "c-vol-a",
         "vol-b": "c-vol-b",
     }
+
+
+async def test_a_deleted_cloudprovider_stops_its_flows_and_says_so() -> None:
+    """Regression: deleting a CloudProvider left its volume flows failing pass after pass
+    with no word that replication had stopped."""
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state = m.AppState(active_site="use1")
+    await keep_up(replication, state)
+    await replication.pass_once()
+    await replication.pass_once()
+    east, west = cloud.region(EAST), cloud.region(WEST)
+    calls = len(east.calls) + len(west.calls)
+    cloud.withdrawn["aws-sandbox"] = "ProviderNotFound"
+    for _ in range(3):
+        cloud.now += 61
+        await replication.pass_once()
+    assert len(east.calls) + len(west.calls) == calls  # nothing more is called
+    (entry,) = replication.figures()
+    assert entry.stopped and "replication stopped" in entry.last_error
+    assert "ProviderNotFound" in entry.last_error
+    stopped = [e for e in events.events if e[1] == "ReplicationStopped"]
+    assert len(stopped) == 1 and stopped[0][0] == "Warning"  # once, not every pass
+    replicating, _ = replication_conditions(replication.figures(), 600)
+    assert replicating[:2] == ("False", "ReplicationStopped")
+
+    del cloud.withdrawn["aws-sandbox"]  # made again: it starts again by itself
+    cloud.now += 61
+    await replication.pass_once()
+    await replication.pass_once()
+    (entry,) = replication.figures()
+    assert not entry.stopped and "stopped" not in entry.last_error
+    assert len(east.calls) + len(west.calls) > calls

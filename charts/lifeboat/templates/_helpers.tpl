@@ -64,4 +64,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without the Lease every replica would act" -}}
 {{- end -}}
+{{- if .Values.peers.name -}}
+{{- if not .Values.leaderElection.enabled -}}
+{{- fail "peers.name needs leaderElection.enabled: a peer acts only on a majority of the peer clusters' Leases" -}}
+{{- end -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- fail "peers.name runs one replica per peer cluster (the other peers are its standbys): set replicaCount to 1" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -1,4 +1,5 @@
-"""EC2 DescribeAvailabilityZones as an :class:`~controller.providers.protocols.ApiPlaneProbe`.
+"""EC2 DescribeAvailabilityZones as an :class:`~controller.providers.protocols.ApiPlaneProbe`
+(and Route 53 ListHostedZones for the ``global`` gate DNS changes go through).
 
 The cheapest read of a region's management API that still goes through its front door,
 sent as a *probe*: the region's gate admits it even when the region is Impaired, because
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from controller.core.apiplane import CallOutcome
-from controller.providers.aws.connector import AwsConnector
+from controller.providers.aws.connector import GLOBAL, AwsConnector
 from controller.providers.outcomes import classify, describe
 from controller.providers.protocols import ProbeReport
 
@@ -33,6 +34,8 @@ class Ec2ApiPlaneProbe:
     connector: AwsConnector
 
     async def probe(self, region: str) -> ProbeReport:
+        if region == GLOBAL:
+            return await self._probe_route53()
         client: EC2Client = self.connector.client("ec2", region)
         started = time.monotonic()
         try:
@@ -64,3 +67,28 @@ class Ec2ApiPlaneProbe:
             f", not available: {', '.join(unavailable)}" if unavailable else ""
         )
         return ProbeReport(region, CallOutcome.OK, latency, zones, detail)
+
+    async def _probe_route53(self) -> ProbeReport:
+        """Route 53's control plane (global, served from us-east-1): the cheapest read."""
+        client = self.connector.route53()
+        started = time.monotonic()
+        try:
+            answer = await self.connector.call(
+                GLOBAL,
+                "route53",
+                "ListHostedZones",
+                lambda: client.list_hosted_zones(MaxItems="1"),
+                mutating=False,
+                probe=True,
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
+            return ProbeReport(
+                GLOBAL,
+                classify(e).outcome,
+                time.monotonic() - started,
+                detail=self.connector.redact(describe(e)),
+            )
+        zones = len(answer.get("HostedZones", ()))
+        return ProbeReport(
+            GLOBAL, CallOutcome.OK, time.monotonic() - started, (), f"DNS: {zones} zone(s) seen"
+        )

@@ -26,8 +26,10 @@ from controller.providers.calls import (
     OutcomeHook,
     resolve_endpoint,
 )
+from controller.providers.errors import CredentialsError
 from controller.providers.outcomes import classify, describe
 from controller.providers.retry import DEFAULT_POLICY, RetryPolicy
+from controller.providers.secrets import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client
@@ -46,10 +48,6 @@ _KEY_ALIASES = {
     "secret_access_key": ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     "session_token": ("aws_session_token", "AWS_SESSION_TOKEN"),
 }
-
-
-class CredentialsError(ValueError):
-    """The credentials Secret is missing keys; the message never contains secret values."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,8 @@ class AwsConnector:
         """``text`` with every secret this connector holds replaced by stars."""
         if self._credentials is None:
             return text
-        for secret in (self._credentials.secret_access_key, self._credentials.session_token):
-            if secret is not None and secret.get_secret_value():
-                text = text.replace(secret.get_secret_value(), "**********")
-        return text
+        held = (self._credentials.secret_access_key, self._credentials.session_token)
+        return redact(text, [s.get_secret_value() for s in held if s is not None])
 
     def explain(self, error: BaseException) -> str:
         """A failed call in words (the provider's message included), with no secret."""

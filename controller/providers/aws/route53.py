@@ -40,8 +40,17 @@ import botocore.exceptions
 
 from controller.providers.aws.connector import GLOBAL, AwsConnector
 from controller.providers.calls import RegionImpaired
+from controller.providers.errors import DnsFenced, DnsOwnedByOther, DnsZoneNotFound
 from controller.providers.outcomes import describe
-from controller.providers.protocols import DnsRecord, SiteRecord, TrafficChange, TrafficPlan
+from controller.providers.protocols import (
+    DnsOwner,
+    DnsReading,
+    DnsRecord,
+    SiteRecord,
+    TrafficChange,
+    TrafficPlan,
+    owner_name,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_route53.type_defs import (
@@ -56,10 +65,6 @@ log = logging.getLogger(__name__)
 
 FailoverRole = Literal["PRIMARY", "SECONDARY"]
 _CALLER_REFERENCE_PREFIX = "lifeboat"
-
-
-class HostedZoneError(LookupError):
-    """The hosted zone cannot be determined (missing, or several of that name)."""
 
 
 def _fqdn(name: str) -> str:
@@ -98,45 +103,65 @@ class Route53Traffic:
             )
             zones = [z for z in answer["HostedZones"] if z["Name"].lower() == name]
             if not zones:
-                raise HostedZoneError(f"no Route 53 hosted zone named {name}")
+                raise DnsZoneNotFound(f"no Route 53 hosted zone named {name}")
             if len(zones) > 1:
-                raise HostedZoneError(
+                raise DnsZoneNotFound(
                     f"{len(zones)} Route 53 hosted zones are named {name} (public and "
                     "private?); set traffic.hostedZoneId"
                 )
             self._zone_ids[name] = zones[0]["Id"].removeprefix("/hostedzone/")
         return self._zone_ids[name]
 
-    async def _record_sets(
-        self, zone_id: str, record: DnsRecord
-    ) -> list[ResourceRecordSetOutputTypeDef]:
-        """The record sets of ``record`` (name and type) that carry a SetIdentifier."""
+    async def _list(self, zone_id: str, start: str) -> tuple[list[Any], bool]:
+        """Record sets from ``start`` on, in Route 53's order (one page); whether more follow."""
         client = self.connector.route53()
-        name = _fqdn(record.name).lower()
         answer = await self.connector.call(
             GLOBAL,
             "route53",
             "ListResourceRecordSets",
             lambda: client.list_resource_record_sets(
-                HostedZoneId=zone_id,
-                StartRecordName=name,
-                StartRecordType=record.type,  # type: ignore[arg-type]
-                MaxItems="300",
+                HostedZoneId=zone_id, StartRecordName=start, MaxItems="300"
             ),
         )
-        return [
-            rrset
-            for rrset in answer["ResourceRecordSets"]
-            if rrset["Name"].lower() == name
-            and rrset["Type"] == record.type
-            and "SetIdentifier" in rrset
-        ]
+        return list(answer["ResourceRecordSets"]), bool(answer.get("IsTruncated"))
+
+    async def _look(self, zone_id: str, record: DnsRecord) -> _Name:
+        """What ``record``'s name holds: its record sets of the record's type and its owner
+        record. One listing when the owner record (a child name, listed right after the
+        name in Route 53's order) is on the same page, two otherwise."""
+        name, owner = _fqdn(record.name).lower(), owner_name(record.name).lower()
+        listed, truncated = await self._list(zone_id, name)
+        names = {rrset["Name"].lower() for rrset in listed}
+        if truncated and owner not in names:
+            listed += (await self._list(zone_id, owner))[0]
+        sets = [r for r in listed if r["Name"].lower() == name and r["Type"] == record.type]
+        owner_sets = [r for r in listed if r["Name"].lower() == owner and r["Type"] == "TXT"]
+        return _Name(
+            sites=[r for r in sets if "SetIdentifier" in r],
+            simple=[r for r in sets if "SetIdentifier" not in r],
+            owner=owner_sets[0] if owner_sets else None,
+        )
+
+    async def read(self, plan: TrafficPlan) -> DnsReading:
+        zone_id = await self.hosted_zone_id(plan.record)
+        look = await self._look(zone_id, plan.record)
+        owner, foreign = _ownership(plan, look)
+        return DnsReading(owner, foreign)
 
     async def apply(self, plan: TrafficPlan) -> TrafficChange:
         zone_id = await self.hosted_zone_id(plan.record)
-        existing = await self._record_sets(zone_id, plan.record)
+        look = await self._look(zone_id, plan.record)
+        existing = look.sites
+        owned = _owner_changes(plan, look)
         wanted = await self._wanted(plan, zone_id)
-        changes = _changes(existing, wanted)
+        held = DnsOwner.parse(_txt(look.owner) or "")
+        mine = plan.owner
+        if mine is not None and held == mine and not plan.retire and _in_place(existing, wanted):
+            # Already so (a change made before a crash, its completion never recorded):
+            # nothing to send again.
+            at = time.time()
+            return TrafficChange(f"in-place/epoch-{mine.epoch}", True, at, at)
+        changes = owned + _changes(existing, wanted)
         owners = [_record_key(zone_id, plan.record)]
         # Health checks are looked after only where they are or were in use, so weighted
         # routing makes exactly the calls it always made.
@@ -144,11 +169,19 @@ class Route53Traffic:
         later: list[tuple[str, list[ChangeTypeDef]]] = []
         if plan.retire is not None:
             retired_zone = await self.hosted_zone_id(plan.retire)
-            retired_sets = await self._record_sets(retired_zone, plan.retire)
+            retired_look = await self._look(retired_zone, plan.retire)
+            retired_sets = retired_look.sites
             retired: list[ChangeTypeDef] = [
                 {"Action": "DELETE", "ResourceRecordSet": _as_input(rrset)}
                 for rrset in retired_sets
             ]
+            previous = DnsOwner.parse(_txt(retired_look.owner) or "")
+            if retired_look.owner is not None and (
+                plan.owner is None or (previous is not None and previous.owner == plan.owner.owner)
+            ):
+                retired.append(
+                    {"Action": "DELETE", "ResourceRecordSet": _as_input(retired_look.owner)}
+                )
             owners.append(_record_key(retired_zone, plan.retire))
             checked = checked or _use_checks(retired_sets)
             if retired_zone == zone_id:
@@ -156,7 +189,20 @@ class Route53Traffic:
             elif retired:
                 later.append((retired_zone, retired))
         submitted = time.time()
-        change_id, status = await self._submit(zone_id, changes, plan.comment)
+        try:
+            change_id, status = await self._submit(zone_id, changes, plan.comment)
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if plan.owner is None or code != "InvalidChangeBatch":
+                raise
+            # The owner record changed between reading it and the conditional change:
+            # Route 53 refused the whole batch. Say who holds it now.
+            now = DnsOwner.parse(_txt((await self._look(zone_id, plan.record)).owner) or "")
+            if now is not None and now.owner != plan.owner.owner:
+                raise DnsOwnedByOther(plan.record.name, now.owner) from None
+            raise DnsFenced(
+                plan.record.name, now.epoch if now else None, plan.owner.epoch
+            ) from None
         synced = await self._wait_in_sync(change_id, status)
         for other_zone, other_changes in later:
             await self._submit(other_zone, other_changes, plan.comment)
@@ -304,8 +350,78 @@ class Route53Traffic:
         zone_id = await self.hosted_zone_id(plan.record)
         return {
             rrset["SetIdentifier"]: _weight_of(rrset)
-            for rrset in await self._record_sets(zone_id, plan.record)
+            for rrset in (await self._look(zone_id, plan.record)).sites
         }
+
+
+@dataclass(frozen=True)
+class _Name:
+    """What a DNS name holds: record sets per site (with a SetIdentifier), simple record
+    sets (without one: not Lifeboat's), and its owner record."""
+
+    sites: list[Any]
+    simple: list[Any]
+    owner: Any | None
+
+
+def _txt(rrset: Any | None) -> str | None:
+    """The text of a TXT record set (its values joined), None for no record set."""
+    if rrset is None:
+        return None
+    return "".join(str(r["Value"]).strip('"') for r in rrset.get("ResourceRecords", ()))
+
+
+def _ownership(plan: TrafficPlan, look: _Name) -> tuple[DnsOwner | None, str | None]:
+    """The name's owner record, or else what at the name is someone else's: an owner
+    record Lifeboat did not write, or — with no owner record — record sets of sites the
+    plan does not have or without a set identifier (a name never owned is taken over only
+    when all it holds are this app's sites' record sets, as a Lifeboat from before owner
+    records wrote them)."""
+    text = _txt(look.owner)
+    if text is not None:
+        owner = DnsOwner.parse(text)
+        if owner is None:
+            return None, f"an owner record Lifeboat did not write ({text[:80]!r})"
+        return owner, None
+    ours = {r.site for r in plan.records}
+    foreign = [r["SetIdentifier"] for r in look.sites if r["SetIdentifier"] not in ours]
+    if look.simple or foreign:
+        what = ", ".join(foreign) or "a record without a set identifier"
+        return None, f"record sets Lifeboat did not write ({what})"
+    return None, None
+
+
+def _owner_changes(plan: TrafficPlan, look: _Name) -> list[ChangeTypeDef]:
+    """The conditional replacement of the name's owner record, first in the batch: DELETE
+    of the exact record read + CREATE of the new one. Route 53 refuses the whole batch if
+    the record changed meanwhile, so a writer that lost the race changes nothing. Raises
+    when the name is someone else's, or holds a newer epoch than the plan's."""
+    mine = plan.owner
+    if mine is None:
+        return []
+    name = plan.record.name
+    current, foreign = _ownership(plan, look)
+    if foreign is not None:
+        raise DnsOwnedByOther(name, foreign)
+    if current is not None and current.owner != mine.owner:
+        raise DnsOwnedByOther(name, current.owner)
+    if current is not None and current.epoch > mine.epoch:
+        raise DnsFenced(name, current.epoch, mine.epoch)
+    changes: list[ChangeTypeDef] = []
+    if look.owner is not None:
+        changes.append({"Action": "DELETE", "ResourceRecordSet": _as_input(look.owner)})
+    changes.append(
+        {
+            "Action": "CREATE",
+            "ResourceRecordSet": {
+                "Name": owner_name(name),
+                "Type": "TXT",
+                "TTL": plan.record.ttl,
+                "ResourceRecords": [{"Value": f'"{mine.text()}"'}],
+            },
+        }
+    )
+    return changes
 
 
 def _changes(
@@ -334,6 +450,23 @@ def _changes(
         for rrset in wanted
     ]
     return changes
+
+
+def _in_place(existing: list[Any], wanted: list[dict[str, Any]]) -> bool:
+    """Whether the record sets listed are exactly those wanted (per site: routing, weight,
+    TTL, values and health check)."""
+
+    def shape(rrset: Any) -> tuple[Any, ...]:
+        return (
+            rrset.get("Weight"),
+            rrset.get("Failover"),
+            rrset.get("TTL"),
+            tuple(sorted(str(r["Value"]) for r in rrset.get("ResourceRecords", ()))),
+            rrset.get("HealthCheckId"),
+        )
+
+    have = {r["SetIdentifier"]: shape(r) for r in existing}
+    return have == {r["SetIdentifier"]: shape(r) for r in wanted}
 
 
 def _use_checks(rrsets: list[ResourceRecordSetOutputTypeDef]) -> bool:

@@ -4,15 +4,19 @@ Cross-region copies are made the way EBS makes them: CopySnapshot is called in t
 *destination* region with ``SourceRegion``, so a copy needs no call to the source
 region's API plane (which may be the impaired one). Snapshots carry their tags from the
 start (``TagSpecifications``), so a snapshot is never untagged, and a volume restored
-from one is tagged likewise; CreateVolume gets a ``ClientToken``, so a retried restore
-does not make two volumes.
+from one is tagged likewise; CreateVolume gets a ``ClientToken`` derived from the
+restore's key (app, dataset, volume, site and epoch), the snapshot and the zone
+(:func:`client_token`), so a retried restore — the same call again, or the same step
+again after an answer was lost or the operator restarted — does not make two volumes.
+EC2 offers no token for CreateSnapshot and CopySnapshot (their tags and the planner's
+listing keep them from being repeated).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +67,17 @@ def _snapshot(region: str, item: Mapping[str, Any]) -> Snapshot:
         size_gb=int(item.get("VolumeSize", 0)),
         tags={t["Key"]: t["Value"] for t in item.get("Tags", [])},
     )
+
+
+CLIENT_TOKEN_LENGTH = 64
+"""EC2 accepts ClientTokens of up to 64 ASCII characters."""
+
+
+def client_token(*parts: str) -> str:
+    """An EC2 ``ClientToken`` for one logical step named by ``parts``: the same parts give
+    the same token (EC2 then answers a repeated request with what the first one made)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"lifeboat-{digest}"[:CLIENT_TOKEN_LENGTH]
 
 
 def _not_found(error: botocore.exceptions.ClientError) -> bool:
@@ -220,9 +235,10 @@ class EbsSnapshots:
     async def restore(
         self, snapshot_id: str, zone: str, tags: Mapping[str, str], *, key: str
     ) -> str:
-        """EBS keeps a volume's tags: a volume made earlier is found by them (``key`` is not
-        needed)."""
-        token = str(uuid.uuid4())  # one per restore: retries of this call are the same request
+        """EBS keeps a volume's tags: a volume made earlier is found by them; ``key`` makes
+        the ClientToken, so a volume whose making was not answered (or not yet listed) is
+        not made twice."""
+        token = client_token(key, snapshot_id, zone)
         answer = await self.connector.call(
             self.region,
             "ec2",

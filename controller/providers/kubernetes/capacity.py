@@ -6,9 +6,10 @@ nodeSelector or affinity should use). ``observe`` reads desired (``spec.replicas
 ready (``status.readyReplicas``) replicas per zone; ``set_zones`` scales through the
 ``scale`` subresource, so nothing else in the Deployment is touched.
 
-The cluster is Lifeboat's own (the operator's connection) or a member cluster reached
-through a kubeconfig kept in a Secret in the controller namespace. Calls run off the event
-loop, at most a few at a time.
+The cluster is Lifeboat's own (the operator's connection) or a member cluster that the
+site's CloudProvider lists, reached through a kubeconfig kept in a Secret in the controller
+namespace. The namespace is the app's own unless that CloudProvider grants another
+(:mod:`controller.core.tenancy`). Calls run off the event loop, at most a few at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ import kubernetes.client
 import kubernetes.config
 import yaml
 
+from controller.api.events import EventReason
+from controller.api.models import MemberCluster, Site
+from controller.core import tenancy
+from controller.providers.backend import Capability, Cloud, Clusters
+from controller.providers.errors import CapabilityUnsupported, ProviderUnavailable
+from controller.providers.kubernetes.client import api_client_from_kubeconfig
 from controller.providers.protocols import CapacityState, ZoneCapacity
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -36,7 +43,9 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
     """An API client for the cluster a kubeconfig document describes."""
     try:
         document = yaml.safe_load(text)
-        return kubernetes.config.new_client_from_config_dict(document)  # type: ignore[no-untyped-call,no-any-return]
+        if not isinstance(document, dict):
+            raise TypeError("not a mapping")
+        return api_client_from_kubeconfig(document)
     except (yaml.YAMLError, kubernetes.config.ConfigException, TypeError, KeyError) as error:
         raise KubeconfigError(f"unusable kubeconfig: {type(error).__name__}") from None
 
@@ -117,3 +126,58 @@ def _spread(total: int, parts: int) -> list[int]:
     """``total`` split over ``parts`` as evenly as possible (the first ones get more)."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class DeploymentsBackend:
+    """Capacity of kind ``kubernetesDeployments``, whatever the site's CloudProvider's type,
+    within what that CloudProvider grants: in the app's own namespace or one of its
+    ``tenancy.capacityNamespaces``; in this cluster, or in a member cluster it lists in
+    ``spec.clusters`` (whose kubeconfig Secret, in the controller namespace, it names)."""
+
+    kind: str = "kubernetesDeployments"
+
+    async def driver(self, site: Site, cloud: Cloud, clusters: Clusters) -> DeploymentsCapacity:
+        deployments = site.capacity.kubernetes_deployments if site.capacity else None
+        if deployments is None:
+            raise CapabilityUnsupported(
+                Capability.CAPACITY, f"site {site.name} declares no kubernetesDeployments"
+            )
+        namespace = deployments.namespace or clusters.namespace
+        if not tenancy.scales_in(cloud.spec.tenancy, clusters.namespace, namespace):
+            raise ProviderUnavailable(
+                EventReason.NAMESPACE_NOT_PERMITTED,
+                tenancy.not_granted(cloud.name, site.name, clusters.namespace, namespace),
+            )
+        api = clusters.local
+        if deployments.cluster is not None:
+            member = cloud.spec.cluster(deployments.cluster)
+            if member is None:
+                raise ProviderUnavailable(
+                    EventReason.CLUSTER_NOT_FOUND,
+                    tenancy.no_cluster(cloud.name, site.name, deployments.cluster),
+                )
+            api = await _member(site, member, clusters)
+        return DeploymentsCapacity(
+            api, namespace, dict(deployments.selector), deployments.zone_label
+        )
+
+
+async def _member(
+    site: Site, member: MemberCluster, clusters: Clusters
+) -> kubernetes.client.ApiClient:
+    """A client for ``member`` from its kubeconfig Secret."""
+    ref = member.kubeconfig_secret_ref
+    where = f"site {site.name}, cluster {member.name}"
+    try:
+        data = await clusters.secret(ref.name)
+    except ProviderUnavailable as error:
+        raise ProviderUnavailable(error.reason, f"{where}: {error}") from None
+    if ref.key not in data:
+        raise ProviderUnavailable(
+            EventReason.SECRET_KEY_MISSING, f"{where}: Secret {ref.name} has no {ref.key}"
+        )
+    try:
+        return client_from_kubeconfig(data[ref.key])
+    except KubeconfigError as error:
+        raise ProviderUnavailable(EventReason.KUBECONFIG_INVALID, f"{where}: {error}") from None

@@ -383,14 +383,11 @@ class NovaServersCapacity:
 
 
 def capacity_for_site(
-    connector: object, region: str, site: str, spec: OpenStackServersTemplate
+    connector: OpenStackConnector, region: str, site: str, spec: OpenStackServersTemplate
 ) -> NovaServersCapacity:
     """The driver of a ResilientApp site's ``capacity.openstackServers``: the site's servers
     are named from ``namePrefix`` and carry ``lifeboat.dev/site=<site>``; no networks
-    given means Nova's ``auto``. Raises TypeError when the site's CloudProvider is not of
-    type openstack."""
-    if not isinstance(connector, OpenStackConnector):
-        raise TypeError(f"site {site}: openstackServers needs a CloudProvider of type openstack")
+    given means Nova's ``auto``."""
     template = ServerTemplate(
         name_prefix=spec.name_prefix,
         site=site,

@@ -41,8 +41,10 @@ from controller.providers.calls import (
     RegionImpaired,
     resolve_endpoint,
 )
+from controller.providers.errors import CredentialsError
 from controller.providers.outcomes import Classified
 from controller.providers.retry import DEFAULT_POLICY, RetryPolicy
+from controller.providers.secrets import is_secret_key, redact, secret_values
 
 T = TypeVar("T")
 
@@ -61,22 +63,23 @@ _THROTTLED_STATUSES = frozenset({429, 498})
 _SERVICE_TYPES = ("identity", "compute", "dns", "volumev3", "block-storage", "object-store")
 
 
-class CredentialsError(ValueError):
-    """The Secret does not hold usable OpenStack credentials (values are never quoted)."""
-
-
 class CapacityError(RuntimeError):
     """The cloud could not place what was asked for (Nova "No valid host", quotas)."""
 
 
 @dataclass(frozen=True)
 class OpenStackCredentials:
-    """Auth settings for openstacksdk; secret values are SecretStr (they print as stars)."""
+    """Auth settings for openstacksdk; secret values are SecretStr (they print as stars).
+
+    ``secrets``: the auth keys that hold secrets; ``extra``: the rest of a clouds.yaml
+    entry, its secret keys in ``extra_secrets`` (which keys are secret:
+    :func:`~controller.providers.secrets.is_secret_key`)."""
 
     auth_type: str
     auth: Mapping[str, str]
     secrets: Mapping[str, SecretStr] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    extra_secrets: Mapping[str, SecretStr] = field(default_factory=dict)
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str], cloud: str) -> OpenStackCredentials:
@@ -127,14 +130,24 @@ class OpenStackCredentials:
         except (yaml.YAMLError, KeyError, TypeError):
             raise CredentialsError(f"clouds.yaml in the Secret has no cloud {cloud!r}") from None
         auth = dict(entry.pop("auth", {}) or {})
-        secret_keys = [k for k in auth if k in ("password", "application_credential_secret")]
-        secrets = {k: SecretStr(str(auth.pop(k))) for k in secret_keys}
+        secrets = {k: SecretStr(str(auth.pop(k))) for k in list(auth) if is_secret_key(k)}
         auth_type = str(entry.pop("auth_type", "password"))
         entry.pop("region_name", None)  # Lifeboat chooses the region
-        return cls(auth_type, {k: str(v) for k, v in auth.items()}, secrets, entry)
+        hidden = {k: SecretStr(str(entry.pop(k))) for k in list(entry) if is_secret_key(k)}
+        return cls(auth_type, {k: str(v) for k, v in auth.items()}, secrets, entry, hidden)
 
     def sdk_auth(self) -> dict[str, str]:
         return {**self.auth, **{k: v.get_secret_value() for k, v in self.secrets.items()}}
+
+    def sdk_extra(self) -> dict[str, Any]:
+        """The clouds.yaml entry's settings besides ``auth``, secret ones included."""
+        hidden = {k: v.get_secret_value() for k, v in self.extra_secrets.items()}
+        return {**self.extra, **hidden}
+
+    def secret_values(self) -> list[str]:
+        """Every secret value these credentials hold (for redaction)."""
+        held = [*self.secrets.values(), *self.extra_secrets.values()]
+        return [s.get_secret_value() for s in held] + secret_values(self.extra)
 
 
 CALL_ERRORS: tuple[type[BaseException], ...] = (
@@ -247,11 +260,9 @@ class OpenStackConnector:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this connector holds replaced by stars."""
-        if self._credentials is not None:
-            for secret in self._credentials.secrets.values():
-                if secret.get_secret_value():
-                    text = text.replace(secret.get_secret_value(), "**********")
-        return text
+        if self._credentials is None:
+            return text
+        return redact(text, self._credentials.secret_values())
 
     def explain(self, error: BaseException) -> str:
         """A failed call in words (the service's message included), with no secret."""
@@ -329,7 +340,7 @@ class OpenStackConnector:
                 app_version=__version__,
                 auth_type=self._credentials.auth_type,
                 auth=auth,
-                **{**self._credentials.extra, **options},
+                **{**self._credentials.sdk_extra(), **options},
             )
         return openstack.connection.Connection(config=config)
 

@@ -9,6 +9,16 @@ place; the change is in sync once the new recordset is ``ACTIVE`` and the old on
 
 Designate is a regional service: the TrafficManager works in one region (``traffic.region``,
 default the provider's first region).
+
+Ownership and fencing: the name's owner record (TXT ``_lifeboat.<name>``, see
+:class:`~controller.providers.protocols.DnsOwner`) is read, checked (same owner, no newer
+epoch) and replaced *before* the address recordset changes, then read again after it. Designate
+offers no conditional or multi-recordset atomic change, so this is weaker than Route 53's:
+a writer holding an older epoch is refused if it reads the owner record after a newer
+writer replaced it, but two writers racing inside the few milliseconds between a read and
+the following write can both write; the loser's owner record then no longer holds its
+epoch when it reads it again (:class:`DnsFenced`), and the winner's read-back sets DNS
+again if the loser's addresses landed last.
 """
 
 from __future__ import annotations
@@ -20,12 +30,16 @@ from typing import Any
 
 import openstack.exceptions
 
+from controller.providers.errors import DnsFenced, DnsOwnedByOther, DnsZoneNotFound
 from controller.providers.openstack.connector import OpenStackConnector
-from controller.providers.protocols import DnsRecord, TrafficChange, TrafficPlan
-
-
-class ZoneNotFound(LookupError):
-    """No Designate zone by that name or ID is visible to the project."""
+from controller.providers.protocols import (
+    DnsOwner,
+    DnsReading,
+    DnsRecord,
+    TrafficChange,
+    TrafficPlan,
+    owner_name,
+)
 
 
 def _fqdn(name: str) -> str:
@@ -53,24 +67,101 @@ class DesignateTraffic:
                 "ListZones", lambda conn: list(conn.dns.zones(name=name)), mutating=False
             )
             if not zones:
-                raise ZoneNotFound(f"no Designate zone named {name} in {self.region}")
+                raise DnsZoneNotFound(f"no Designate zone named {name} in {self.region}")
             self._zones[name] = str(zones[0].id)
         return self._zones[name]
 
     async def _recordset(self, zone: str, record: DnsRecord) -> Any | None:
-        name = _fqdn(record.name)
+        return await self._find(zone, _fqdn(record.name), record.type)
+
+    async def _find(self, zone: str, name: str, type_: str) -> Any | None:
         found = await self._call(
             "ListRecordsets",
-            lambda conn: list(conn.dns.recordsets(zone, name=name, type=record.type)),
+            lambda conn: list(conn.dns.recordsets(zone, name=name, type=type_)),
             mutating=False,
         )
         return found[0] if found else None
+
+    async def _owner(self, zone: str, record: DnsRecord) -> tuple[Any | None, str | None]:
+        """The name's owner recordset and its text (None, None: there is none)."""
+        found = await self._find(zone, owner_name(record.name), "TXT")
+        if found is None:
+            return None, None
+        return found, "".join(str(v).strip('"') for v in found.records or ())
+
+    async def read(self, plan: TrafficPlan) -> DnsReading:
+        zone = await self.zone_id(plan.record)
+        _, text = await self._owner(zone, plan.record)
+        owner = DnsOwner.parse(text) if text is not None else None
+        if text is not None and owner is None:
+            return DnsReading(None, f"an owner record Lifeboat did not write ({text[:80]!r})")
+        if owner is None:
+            current = await self._recordset(zone, plan.record)
+            ours = {v for r in plan.records for v in r.values}
+            if current is not None and not set(current.records or ()) <= ours:
+                return DnsReading(None, "a recordset Lifeboat did not write")
+        return DnsReading(owner)
+
+    async def _claim(self, zone: str, plan: TrafficPlan, current: Any | None) -> None:
+        """Check the owner record and replace it with the plan's (raises when the name is
+        another owner's or holds a newer epoch)."""
+        mine, name = plan.owner, plan.record.name
+        if mine is None:
+            return
+        record, text = await self._owner(zone, plan.record)
+        held = DnsOwner.parse(text) if text is not None else None
+        if text is not None and held is None:
+            raise DnsOwnedByOther(name, f"an owner record Lifeboat did not write ({text[:80]!r})")
+        if held is not None and held.owner != mine.owner:
+            raise DnsOwnedByOther(name, held.owner)
+        if held is not None and held.epoch > mine.epoch:
+            raise DnsFenced(name, held.epoch, mine.epoch)
+        if held is None and current is not None and current.records:
+            ours = {v for r in plan.records for v in r.values}
+            if not set(current.records) <= ours:
+                raise DnsOwnedByOther(name, "a recordset Lifeboat did not write")
+        value = [f'"{mine.text()}"']
+        if held == mine:
+            return  # already this change's record
+        if record is None:
+            await self._call(
+                "CreateRecordset",
+                lambda conn: conn.dns.create_recordset(
+                    zone, name=owner_name(name), type="TXT", records=value, ttl=plan.record.ttl
+                ),
+                mutating=True,
+            )
+        else:
+            await self._call(
+                "UpdateRecordset",
+                lambda conn: conn.dns.update_recordset(record, records=value),
+                mutating=True,
+            )
+
+    async def _still_mine(self, zone: str, plan: TrafficPlan) -> None:
+        """After the change: the owner record must still hold the plan's epoch."""
+        if plan.owner is None:
+            return
+        _, text = await self._owner(zone, plan.record)
+        held = DnsOwner.parse(text or "")
+        if held is None or (held.owner, held.epoch) != (plan.owner.owner, plan.owner.epoch):
+            raise DnsFenced(plan.record.name, held.epoch if held else None, plan.owner.epoch)
 
     async def apply(self, plan: TrafficPlan) -> TrafficChange:
         zone = await self.zone_id(plan.record)
         values = sorted({v for r in plan.records if r.weight > 0 for v in r.values})
         current = await self._recordset(zone, plan.record)
+        await self._claim(zone, plan, current)
         submitted = time.time()
+        if (
+            current is not None
+            and plan.owner is not None
+            and plan.retire is None
+            and sorted(current.records or ()) == values
+            and current.ttl == plan.record.ttl
+        ):
+            # Already so (a change made before a crash, its completion never recorded).
+            return TrafficChange(f"{current.id}@in-place", True, submitted, submitted)
         if current is None:
             changed = await self._call(
                 "CreateRecordset",
@@ -93,8 +184,9 @@ class DesignateTraffic:
                 mutating=True,
             )
         synced = await self._wait_active(zone, str(changed.id))
+        await self._still_mine(zone, plan)
         if plan.retire is not None and synced is not None:
-            synced = await self._retire(plan.retire)
+            synced = await self._retire(plan.retire, plan.owner)
         # openstacksdk's Recordset does not carry Designate's "version": the change is
         # named by the record set and when Designate last updated it (or when it was sent).
         stamp = changed.updated_at or f"{submitted:.3f}"
@@ -121,9 +213,18 @@ class DesignateTraffic:
                 return None
             await asyncio.sleep(self.sync_poll_seconds)
 
-    async def _retire(self, record: DnsRecord) -> float | None:
-        """Delete the old name's record set and wait until it is gone from DNS."""
+    async def _retire(self, record: DnsRecord, owner: DnsOwner | None) -> float | None:
+        """Delete the old name's record set (and its owner record, when it is this
+        owner's) and wait until it is gone from DNS."""
         zone = await self.zone_id(record)
+        marker, text = await self._owner(zone, record)
+        held = DnsOwner.parse(text or "")
+        if marker is not None and (owner is None or (held and held.owner == owner.owner)):
+            await self._call(
+                "DeleteRecordset",
+                lambda conn: conn.dns.delete_recordset(marker, zone, ignore_missing=True),
+                mutating=True,
+            )
         old = await self._recordset(zone, record)
         if old is None:
             return time.time()

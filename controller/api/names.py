@@ -1,0 +1,54 @@
+"""The names Lifeboat is known by in a cluster: API group and version, its kinds, the
+finalizer, labels and the Events' reporter.
+
+These are part of the API: RBAC rules, ``kubectl`` commands, alerts and users' scripts
+name them, so each is written here once and never changed lightly. Pure constants: the
+CLI imports this module without pulling in the resource models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+GROUP: Final = "lifeboat.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind of the API and the names the API server serves it under."""
+
+    kind: str
+    plural: str
+    scope: Literal["Cluster", "Namespaced"]
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        """The name of its CustomResourceDefinition (``<plural>.<group>``)."""
+        return f"{self.plural}.{GROUP}"
+
+
+RESILIENT_APP: Final = Resource("ResilientApp", "resilientapps", "Namespaced", ("rapp",))
+CLOUD_PROVIDER: Final = Resource("CloudProvider", "cloudproviders", "Cluster", ("cprov",))
+LIFEBOAT_PEERS: Final = Resource("LifeboatPeers", "lifeboatpeers", "Cluster", ("lbpeers",))
+CATEGORY: Final = "lifeboat"
+"""``kubectl get lifeboat`` lists every kind in this category."""
+
+FINALIZER: Final = f"{GROUP}/finalizer"
+"""Put on every object kopf runs a daemon for, so the daemon stops before it goes away."""
+
+PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
+PART_OF: Final = "lifeboat"
+"""Value of :data:`PART_OF_LABEL` on everything Lifeboat installs (its CRDs, say)."""
+
+REPORTING_COMPONENT: Final = f"{GROUP}/operator"
+"""``reportingComponent`` of the Events Lifeboat posts."""
+EVENT_SOURCE: Final = "lifeboat"
+"""``source.component`` of the Events Lifeboat posts."""

@@ -1,0 +1,82 @@
+"""One app's Prometheus series: probes, zone states, phase, actions, failovers."""
+
+from __future__ import annotations
+
+from controller import metrics
+from controller.api.models import ResilientAppSpec
+from controller.api.names import RESILIENT_APP
+from controller.core import decide as core
+from controller.core import model as m
+from controller.core.health import ProbeResult, ZoneKey
+from controller.operator.kube import ObjectRef
+
+
+class AppExporter:
+    """Exports one app's state and forgets the series of zones and sites it no longer has."""
+
+    def __init__(self, ref: ObjectRef) -> None:
+        self.labels = (ref.namespace or "", ref.name)
+        self._exported: set[tuple[str, str]] = set()
+
+    def round_started(self, lag: float) -> None:
+        metrics.PROBE_ROUND_LAG.observe(max(lag, 0.0))
+
+    def round_done(self, now: float) -> None:
+        metrics.LAST_RECONCILE.labels(*self.labels).set(now)
+        metrics.RECONCILE_ROUNDS.labels(kind=RESILIENT_APP.kind).inc()
+
+    def round_failed(self) -> None:
+        metrics.RECONCILE_ERRORS.labels(kind=RESILIENT_APP.kind).inc()
+
+    def invalid(self) -> None:
+        metrics.set_app_phase(*self.labels, "Invalid")
+
+    def probes(self, probes: tuple[ProbeResult, ...]) -> None:
+        for probe in probes:
+            metrics.PROBE_DURATION.labels(
+                *self.labels, probe.key.site, probe.key.zone, probe.outcome.value
+            ).observe(probe.latency)
+
+    def decided(self, decision: m.Decision) -> None:
+        metrics.record_decision(*self.labels, decision)
+
+    def failover_started(self, record: m.FailoverRecord) -> None:
+        metrics.FAILOVERS.labels(*self.labels, record.from_site, record.to_site).inc()
+
+    def state(self, spec: ResilientAppSpec, state: m.AppState) -> None:
+        current = {(site.name, zone) for site in spec.sites for zone in site.zones}
+        for gone_site, gone_zone in self._exported - current:
+            metrics.forget_zone(*self.labels, gone_site, gone_zone)
+        for gone in {s for s, _ in self._exported} - {s.name for s in spec.sites}:
+            metrics.forget_site(*self.labels, gone)
+        self._exported = current
+        for site in spec.sites:
+            metrics.ACTIVE_SITE.labels(*self.labels, site.name).set(
+                1 if site.name == state.active_site else 0
+            )
+            for zone in site.zones:
+                health = state.zone(ZoneKey(site.name, zone))
+                metrics.set_zone_state(*self.labels, site.name, zone, health.state)
+        metrics.APP_EPOCH.labels(*self.labels).set(state.epoch)
+
+    def decision(
+        self, decision: m.Decision, spec: ResilientAppSpec, observations: m.Observations
+    ) -> None:
+        """Phase, outstanding actions, failover readiness and the latest failover."""
+        labels, state = self.labels, decision.state
+        metrics.start_app(*labels, (site.name for site in spec.sites))
+        metrics.set_app_phase(*labels, decision.phase.value)
+        metrics.ACTIONS_PENDING.labels(*labels).set(len(decision.actions))
+        metrics.ACTIONS_HELD.labels(*labels).set(len(decision.held))
+        metrics.STANDBY_SITES.labels(*labels).set(len(spec.sites) - 1)
+        metrics.HEALTHY_STANDBY_SITES.labels(*labels).set(
+            core.qualified_standbys(
+                core.judged_state(state, spec, observations.vantage), spec, observations.api_planes
+            )
+        )
+        metrics.PROBE_INTERVAL.labels(*labels).set(spec.health.interval_seconds)
+        record = state.last_failover
+        metrics.LAST_FAILOVER_TIMESTAMP.labels(*labels).set(record.decided_at if record else 0)
+        if record is not None and record.rto_seconds is not None:
+            metrics.LAST_FAILOVER_RTO.labels(*labels).set(record.rto_seconds)
+            metrics.LAST_FAILOVER_DETECTION.labels(*labels).set(record.detection_seconds or 0.0)

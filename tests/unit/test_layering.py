@@ -1,0 +1,102 @@
+"""Only ``controller/providers`` knows the clouds: no module outside it imports a cloud's
+subpackage or SDK, or asks whether a connector is of some cloud's type."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import controller
+
+PRODUCT = Path(controller.__file__).parent
+PROVIDERS = PRODUCT / "providers"
+CLOUDS = ("aws", "openstack")
+CLOUD_MODULES = tuple(f"controller.providers.{cloud}" for cloud in CLOUDS)
+SDKS = ("boto3", "botocore", "openstack", "keystoneauth1", "mypy_boto3_")
+TEST_WORLD = PRODUCT / "sandbox"
+"""The local test world (emulators, moto): it talks to the SDKs itself."""
+
+
+def _outside_providers() -> Iterator[Path]:
+    for path in sorted(PRODUCT.rglob("*.py")):
+        if not path.is_relative_to(PROVIDERS):
+            yield path
+
+
+def _imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, module) for every import, ``from a import b`` giving ``a.b`` too."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            yield node.lineno, node.module
+            yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+
+
+def _type_names(node: ast.expr) -> Iterator[str]:
+    """The names an isinstance's second argument checks against."""
+    if isinstance(node, ast.Tuple):
+        for element in node.elts:
+            yield from _type_names(element)
+    elif isinstance(node, ast.Name):
+        yield node.id
+    elif isinstance(node, ast.Attribute):
+        yield node.attr
+
+
+def _connector_checks(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "isinstance"
+            and len(node.args) == 2
+        ):
+            for name in _type_names(node.args[1]):
+                if name.endswith("Connector"):
+                    yield node.lineno, name
+
+
+def _findings(tree: ast.AST, *, sdks_allowed: bool = False) -> list[tuple[int, str]]:
+    """(line, what) for every way ``tree`` knows a cloud."""
+    found = [
+        (line, f"imports {module}")
+        for line, module in _imports(tree)
+        if module.startswith(CLOUD_MODULES)
+        or (not sdks_allowed and module.split(".")[0].startswith(SDKS))
+    ]
+    found += [(line, f"isinstance(..., {name})") for line, name in _connector_checks(tree)]
+    return sorted(set(found))
+
+
+def test_nothing_outside_providers_knows_a_cloud() -> None:
+    problems = [
+        f"{path.relative_to(PRODUCT.parent)}:{line}: {what}"
+        for path in _outside_providers()
+        for line, what in _findings(
+            ast.parse(path.read_text(), filename=str(path)),
+            sdks_allowed=path.is_relative_to(TEST_WORLD),
+        )
+    ]
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from controller.providers.aws.route53 import HostedZoneError", True),
+        ("from controller.providers import openstack", True),
+        ("import controller.providers.openstack.dns", True),
+        ("import botocore.exceptions", True),
+        ("if isinstance(c, (str, AwsConnector)): pass", True),
+        ("if isinstance(c, aws.OpenStackConnector): pass", True),
+        ("from controller.providers import registry", False),
+        ("from controller.providers.errors import DnsZoneNotFound", False),
+        ("if isinstance(e, aiohttp.ClientConnectorError): pass", False),
+    ],
+)
+def test_the_scan_finds_what_it_looks_for(source: str, found: bool) -> None:
+    assert bool(_findings(ast.parse(source))) is found
