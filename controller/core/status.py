@@ -247,7 +247,11 @@ def status_from_state(
     """The status to write after a decision round (``running``: the action in flight)."""
     state = decision.state
     keys = [ZoneKey(s.name, z) for s in spec.sites for z in s.zones]
-    zones = tuple(_zone_status(key, state, spec) for key in keys)
+    # The zones as decisions see them (every peer's view weighed; this peer's own counters
+    # and times): with peers, the status is the leader's, and its own view alone is one
+    # vantage of several (a zone only the leader cannot reach is not Down).
+    seen = judged_state(state, spec, observations.vantage)
+    zones = tuple(_zone_status(key, seen, spec) for key in keys)
     sites = tuple(_site_status(state, spec, s.name, observations) for s in spec.sites)
     healthy = sum(1 for z in zones if z.state == ZoneState.HEALTHY.value)
     conditions = _conditions(decision, spec, observations, previous.conditions, generation, now)

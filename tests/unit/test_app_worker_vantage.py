@@ -111,7 +111,7 @@ async def test_each_round_publishes_its_own_zone_states_and_spec_digest() -> Non
 
 
 async def test_a_zone_only_this_peer_cannot_reach_is_reported_never_evacuated() -> None:
-    worker, kube, traffic, prober, _, ref = make()
+    worker, kube, traffic, prober, peers, ref = make()
     await rounds(worker, 2)
     prober.down = {str(A)}
     await rounds(worker, 8)
@@ -125,6 +125,12 @@ async def test_a_zone_only_this_peer_cannot_reach_is_reported_never_evacuated() 
     degraded = condition(kube, "Degraded")  # the zones as decisions see them
     assert degraded is not None and degraded["status"] == "False"
     assert kube.patches[-1]["phase"] == "Healthy"
+    # The zone's status is the zone as decisions see it (the leader's status is written to
+    # every peer cluster); this peer's own Down view is what it publishes.
+    written = [p["zones"] for p in kube.patches if "zones" in p][-1]
+    (entry,) = [z for z in written if (z["site"], z["zone"]) == (A.site, A.zone)]
+    assert entry["state"] == "Healthy"
+    assert peers.published[-1][2][A] is ZoneState.DOWN
     (said,) = events(kube, "VantageDisagreement")  # once, not round after round
     assert said[0] == "Warning" and said[2] == agreement["message"]
     zone = {"site": "use1", "zone": "us-east-1a"}
