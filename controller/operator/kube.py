@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
@@ -27,6 +30,12 @@ EventType = Literal["Normal", "Warning"]
 CLUSTER_EVENTS_NAMESPACE = "default"
 # A repeat of the same event within this window bumps its count instead of adding one.
 EVENT_AGGREGATION_SECONDS = 600.0
+
+REQUEST_SECONDS = 10.0
+"""The deadline of each call of :class:`KubeClient` (connect and read; the leader election
+keeps shorter ones of its own)."""
+
+_T = TypeVar("_T")
 
 
 class NotFound(LookupError):
@@ -86,6 +95,13 @@ class KubeClient:
 
     api: kubernetes.client.ApiClient
     instance: str = field(default_factory=socket.gethostname)
+    request_seconds: float = REQUEST_SECONDS
+    """The deadline of every call (the client's ``_request_timeout``): a blocking call to an
+    API server that stopped answering gives its thread back when it ends."""
+    executor: Executor | None = None
+    """The threads the blocking calls run on (None: the event loop's default pool). Each
+    peer cluster gets a pool of its own, so that calls to a lost cluster, each waiting out
+    its deadline, never queue the calls to the others."""
 
     def __post_init__(self) -> None:
         self._core = kubernetes.client.CoreV1Api(self.api)
@@ -95,10 +111,15 @@ class KubeClient:
         """Per object UID: the resourceVersion of our last fenced status write and the
         epoch it wrote (so that the next write needs no GET while nothing changed)."""
 
+    async def _call(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)`` on the client's threads, with the request deadline."""
+        bound = functools.partial(call, *args, _request_timeout=self.request_seconds)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, bound)
+
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         """A Secret's decoded data and its resourceVersion."""
         try:
-            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
         except ApiException as error:
             if error.status == 404:
                 raise NotFound(f"Secret {namespace}/{name} not found") from None
@@ -112,7 +133,7 @@ class KubeClient:
     async def read_config_map(self, namespace: str, name: str) -> dict[str, str]:
         """A ConfigMap's data (:class:`NotFound` when there is none)."""
         try:
-            found = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+            found = await self._call(self._core.read_namespaced_config_map, name, namespace)
         except ApiException as error:
             if error.status == 404:
                 raise NotFound(f"ConfigMap {namespace}/{name} not found") from None
@@ -168,7 +189,7 @@ class KubeClient:
     async def _get(self, ref: ObjectRef) -> dict[str, Any]:
         try:
             if ref.namespace:
-                found = await asyncio.to_thread(
+                found = await self._call(
                     self._custom.get_namespaced_custom_object,
                     GROUP,
                     VERSION,
@@ -177,7 +198,7 @@ class KubeClient:
                     ref.name,
                 )
             else:
-                found = await asyncio.to_thread(
+                found = await self._call(
                     self._custom.get_cluster_custom_object, GROUP, VERSION, ref.plural, ref.name
                 )
         except ApiException as error:
@@ -192,7 +213,7 @@ class KubeClient:
         """The object as written."""
         try:
             if ref.namespace:
-                written = await asyncio.to_thread(
+                written = await self._call(
                     self._custom.patch_namespaced_custom_object_status,
                     GROUP,
                     VERSION,
@@ -202,7 +223,7 @@ class KubeClient:
                     body,
                 )
             else:
-                written = await asyncio.to_thread(
+                written = await self._call(
                     self._custom.patch_cluster_custom_object_status,
                     GROUP,
                     VERSION,
@@ -230,15 +251,11 @@ class KubeClient:
             if series and now - series.last < EVENT_AGGREGATION_SECONDS:
                 series.count += 1
                 series.last = now
-                await asyncio.to_thread(self._bump_event, series)
+                await self._call(self._bump_event, series)
                 return
             name = f"{ref.name}.{time.time_ns():x}"
             body = self._event_body(ref, name, namespace, type_, reason, message, action, now)
-            await asyncio.to_thread(
-                self._core.create_namespaced_event,
-                namespace,
-                body,  # type: ignore[arg-type]  # the client accepts plain dicts
-            )
+            await self._call(self._core.create_namespaced_event, namespace, body)
             self._series[key] = _EventSeries(name, namespace, 1, now, now)
         except Exception as error:
             # Events are best effort: losing one must never stop a failover.
@@ -249,11 +266,12 @@ class KubeClient:
         for key in stale:
             del self._series[key]
 
-    def _bump_event(self, series: _EventSeries) -> None:
+    def _bump_event(self, series: _EventSeries, _request_timeout: float) -> None:
         self._core.patch_namespaced_event(
             series.name,
             series.namespace,
             {"count": series.count, "lastTimestamp": rfc3339(series.last)},
+            _request_timeout=_request_timeout,
         )
 
     def _event_body(

@@ -31,13 +31,16 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _now() -> datetime:
@@ -130,6 +133,11 @@ class LeaseElector:
     expired Lease, and how long to leave a free one before taking it (peers stagger their
     candidates by rank with it, so that they rarely split the Leases; 0 in single-cluster
     mode)."""
+    executor: Executor | None = None
+    """The threads the blocking calls run on (None: the event loop's default pool). The
+    peers' elector gives each cluster's Lease threads of its own: the default pool is
+    shared with every other blocking call of the process, and calls to a lost cluster,
+    each waiting out its deadline, would otherwise queue the renewals behind them."""
     _observed: _Record | None = field(default=None, init=False)
     _observed_at: float = field(default=0.0, init=False)
     _renewed_at: float = field(default=0.0, init=False)
@@ -227,7 +235,12 @@ class LeaseElector:
         per-request timeout of the API client ends as well.
         """
         budget = self.timings.request_seconds
-        return await asyncio.wait_for(asyncio.to_thread(self._try_acquire, budget), budget + 0.5)
+        return await asyncio.wait_for(self._in_thread(self._try_acquire, budget), budget + 0.5)
+
+    async def _in_thread(self, call: Callable[[float], _T], request_seconds: float) -> _T:
+        """``call(request_seconds)`` on the elector's threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, call, request_seconds)
 
     def _try_acquire(self, timeout: float) -> str:
         now = _now()
@@ -311,7 +324,7 @@ class LeaseElector:
         """Give the Lease up (a clean shutdown): the next candidate need not wait."""
         try:
             await asyncio.wait_for(
-                asyncio.to_thread(self._release_blocking, self.timings.request_seconds),
+                self._in_thread(self._release_blocking, self.timings.request_seconds),
                 self.timings.request_seconds * 2 + 0.5,
             )
         except Exception as error:

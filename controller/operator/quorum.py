@@ -51,6 +51,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import kubernetes.client
@@ -168,6 +169,7 @@ class QuorumElector:
     rng: random.Random = field(default_factory=random.Random)
     _seats: Seats = field(init=False)
     _electors: dict[str, LeaseElector] = field(init=False)
+    _pools: dict[str, ThreadPoolExecutor] = field(init=False)
     _term: int = field(default=0, init=False)
     _was_leading: bool = field(default=False, init=False)
     _stopped: bool = field(default=False, init=False)
@@ -183,6 +185,13 @@ class QuorumElector:
             tuple(names), self.own, self.identity, self.timings, allow_solo=self.allow_solo
         )
         rank = sorted(names).index(self.own)
+        # Threads of its own per cluster (an attempt and a release may overlap): renewals
+        # never wait behind the process's other blocking calls, nor one cluster's behind
+        # another's that hang until their deadline.
+        self._pools = {
+            name: ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"lifeboat-lease-{name}")
+            for name in names
+        }
         self._electors = {
             name: LeaseElector(
                 api,
@@ -192,6 +201,7 @@ class QuorumElector:
                 timings=self.timings,
                 clock=self.clock,
                 defer_seconds=rank * self.timings.retry_seconds,
+                executor=self._pools[name],
             )
             for name, api in self.clusters
         }
@@ -260,6 +270,8 @@ class QuorumElector:
                 task.cancel()
             await asyncio.gather(*seats, return_exceptions=True)
             await self._release(self._seats.clusters)
+            for pool in self._pools.values():
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def _seat(self, cluster: str, stopping: asyncio.Event) -> None:
         """Take or renew one cluster's Lease once a period."""

@@ -29,6 +29,7 @@ import signal
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -212,7 +213,15 @@ async def _quorum_session(
         timings=LeaseTimings.for_lease(config.lease_seconds),
         allow_solo=clusters.spec.allow_solo,
     )
-    statuses = PeerStatusWriter([(c.name, KubeClient(c.api)) for c in clusters.clusters])
+    # Each peer cluster's status calls on threads of their own: a lost cluster's calls,
+    # each waiting out its deadline, hold only its own threads.
+    pools = {
+        c.name: ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"lifeboat-status-{c.name}")
+        for c in clusters.clusters
+    }
+    statuses = PeerStatusWriter(
+        [(c.name, KubeClient(c.api, executor=pools[c.name])) for c in clusters.clusters]
+    )
     log.info(
         "peer %s acts only while holding the lifeboat Lease in %d of %d peer clusters",
         clusters.me,
@@ -228,6 +237,8 @@ async def _quorum_session(
     finally:
         stop.set()
         await election  # gives the Leases up
+        for pool in pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _set_up_anew(

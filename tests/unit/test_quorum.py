@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -234,6 +235,28 @@ async def test_peers_that_split_the_leases_settle_on_one_leader() -> None:
         await until(lambda: sum(e.leading for e in peers) == 1, 15)
 
     await running(peers, body)
+
+
+async def test_leadership_holds_while_the_default_thread_pool_is_held_by_other_calls() -> None:
+    """Calls to a lost cluster (status writes, reads) that each wait out their deadline can
+    fill the event loop's default thread pool; the Leases are renewed on threads of their
+    own, so leadership neither stalls nor lapses behind them."""
+    stores = {name: Leases() for name in NAMES}
+    elector, _ = peer("a", stores)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    held = [loop.run_in_executor(None, release.wait, 30.0) for _ in range(64)]
+
+    async def body() -> None:
+        try:
+            await until(lambda: elector.leading, 3)
+            await asyncio.sleep(FAST.lease_seconds * 2)  # renewals go on, term unchanged
+            assert elector.leading and elector.term == 1
+        finally:
+            release.set()
+
+    await running([elector], body)
+    await asyncio.gather(*held)
 
 
 # ---------------------------------------------------------------------- the command line
