@@ -14,7 +14,7 @@ SOURCES := controller sandbox hack tests bench
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
+.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
 
 help:
 	@echo "make demo    - start the local sandbox and run the failover demo"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-cli - how long \`kubectl lifeboat status\` takes (BEFORE=<checkout> to compare)"
 	@echo "make manifests - regenerate CRDs and install bundles from the Python models"
 	@echo "make fuzz    - 10,000 mutated specs and statuses through the per-app worker (FUZZ_SEED=n)"
+	@echo "make chaos-quorum - 1,000 seeded random fault runs of the peers' leadership (CHAOS_SEED=n)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -76,6 +77,14 @@ test: lint typecheck pytest
 FUZZ_CASES ?= 10000
 fuzz: $(VENV)/.synced
 	$(BIN)/python -m tests.worker_fuzz --cases $(FUZZ_CASES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+
+# The peers' leadership under seeded random faults (tests/quorum_chaos.py: peer kills,
+# clusters down or paused, cuts, then a region loss; 1 s Leases, 8 runs at once, about 25 s
+# per batch). Prints runs, violations and the seed; CHAOS_SEED=n repeats a run.
+CHAOS_RUNS ?= 1000
+CHAOS_PEERS ?= 3
+chaos-quorum: $(VENV)/.synced
+	$(BIN)/python -m tests.quorum_chaos --runs $(CHAOS_RUNS) --peers $(CHAOS_PEERS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Object replication against rclone (100,000 objects; about an hour on 2 cores): not a test.
 bench: $(VENV)/.synced
