@@ -206,6 +206,39 @@ class PeerCluster:
         finally:
             api.api_client.close()
 
+    def apps_summary(self) -> str:
+        """One line per ResilientApp this cluster holds: what its status says it does and
+        why (for failure messages; '(no answer)' for a dead or frozen cluster)."""
+        api = self.custom()
+        try:
+            found = api.list_cluster_custom_object(
+                GROUP, VERSION, "resilientapps", _request_timeout=5
+            )
+        except Exception:  # a dead or frozen cluster: no answer
+            return "(no answer)"
+        finally:
+            api.api_client.close()
+        lines = []
+        for item in found.get("items", []) if isinstance(found, dict) else []:
+            meta, status = item.get("metadata", {}), item.get("status") or {}
+            conditions = "; ".join(
+                f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}"
+                for c in status.get("conditions") or []
+                if c.get("status") != "True" or c.get("type") != "Ready"
+            )
+            zones = " ".join(
+                f"{z.get('site')}/{z.get('zone')}={z.get('state')}"
+                for z in status.get("zones") or []
+            )
+            lines.append(
+                f"{meta.get('namespace')}/{meta.get('name')}: zones {zones}; phase "
+                f"{status.get('phase')}, "
+                f"active {status.get('activeSite')}, epoch {status.get('epoch')}, traffic "
+                f"{status.get('traffic')}, actions {status.get('actions')}, last decision "
+                f"{status.get('lastDecision')}; {conditions}"
+            )
+        return "\n".join(lines) or "(no apps)"
+
     def peers_status(self) -> dict[str, Any]:
         """The status this cluster's ``LifeboatPeers/lifeboat`` holds (what its peer
         published), or {}."""
@@ -469,8 +502,10 @@ class PeerWorld(Service):
             f"{p.operator.leadership()}\n--- {p.name}: last lines ---\n{p.operator.tail(20)}"
             for p in self.peers.values()
         )
+        apps = "".join(f"\n--- {p.name}: apps ---\n{p.apps_summary()}" for p in self.living())
         raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){logs}"
+            f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}); "
+            f"leading now: {', '.join(self.leaders()) or 'none'}{apps}{logs}"
         )
 
     def leaders(self) -> list[str]:
