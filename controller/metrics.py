@@ -374,6 +374,28 @@ LEADERSHIP_LOSSES = Counter(
     "by another instance) and stopped acting.",
     registry=REGISTRY,
 )
+PEER_LEASE_HELD = Gauge(
+    "lifeboat_peer_lease_held",
+    "Multi-peer mode: 1 while this peer holds the lifeboat Lease of that peer cluster (as it "
+    "counts it: renewed within the renew deadline), else 0. A peer leads while it holds "
+    "lifeboat_peer_leases_needed of them.",
+    ["cluster"],
+    registry=REGISTRY,
+)
+PEER_LEASES_NEEDED = Gauge(
+    "lifeboat_peer_leases_needed",
+    "Multi-peer mode: how many peer clusters' Leases a peer must hold to lead (a majority "
+    "of the peers).",
+    registry=REGISTRY,
+)
+ACTIONS_NO_MAJORITY = Gauge(
+    "lifeboat_actions_no_majority",
+    "Multi-peer mode: 1 while the app's next action (a failover, an evacuation, a capacity "
+    "step) waits because its decision could not be recorded in a majority of the peer "
+    "clusters (NoMajority), else 0.",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
 PEER_HEARD = Gauge(
     "lifeboat_peer_heard",
     "Multi-peer mode: 1 while this peer hears the other peer (its published sequence rose "

@@ -253,6 +253,8 @@ class AppWorker:
         self.ctx.peers.publish(self.name, digest, own_zones(self.state))
         self.metrics.probes(probes)
         if not leading:
+            self._held = None  # only the leader holds actions
+            self.metrics.no_majority(False)
             return float(spec.health.interval_seconds)
         self.metrics.decided(decision)
         await self.replication.sync(spec, self.state)  # a failover reverses replication at once
@@ -282,7 +284,11 @@ class AppWorker:
                 self.actions.start(decision.actions[0], spec, self.state.restores)
             elif self.status.no_majority is not None:
                 await self._hold_no_majority(decision.actions[0], self.status.no_majority)
+            self.metrics.no_majority(self._held is not None)
             return float(spec.health.interval_seconds)
+        if not decision.actions:
+            self._held = None
+            self.metrics.no_majority(False)
         await self._write()
         return float(spec.health.interval_seconds)
 

@@ -59,6 +59,10 @@ class AppExporter:
                 metrics.set_zone_state(*self.labels, site.name, zone, health.state)
         metrics.APP_EPOCH.labels(*self.labels).set(state.epoch)
 
+    def no_majority(self, held: bool) -> None:
+        """Whether the app's next action waits for a majority of the peer clusters."""
+        metrics.ACTIONS_NO_MAJORITY.labels(*self.labels).set(1 if held else 0)
+
     def decision(
         self, decision: m.Decision, spec: ResilientAppSpec, observations: m.Observations
     ) -> None:

@@ -211,6 +211,17 @@ class Hearing:
         return self.rose_at is not None and now - self.rose_at <= HEARD_HEARTBEATS * heartbeat
 
 
+class LeaseHolding(Protocol):
+    """This peer's hold on the peer clusters' Leases (the quorum elector)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def held(self) -> tuple[str, ...]:
+        """The peer clusters whose ``lifeboat`` Lease this peer holds now."""
+        ...
+
+
 @dataclass(frozen=True)
 class Published:
     """One app as another peer published it."""
@@ -233,6 +244,8 @@ class _Other:
     """Its apps list as last parsed (as read: parsed again only when it differs)."""
     missing: dict[str, int] = field(default_factory=dict)
     """App this peer publishes -> the other's sequence when first seen without it."""
+    leading: bool = False
+    """Its last publication says it leads."""
     problem: str | None = None
     heard: bool | None = None
     """As last reported (log lines and the metric change on transitions only)."""
@@ -327,6 +340,7 @@ class Peers:
         self._written_conditions: tuple[Condition, ...] | None = None
         self._problem: str | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._leadership: LeaseHolding | None = None
 
     @classmethod
     def connect(
@@ -402,6 +416,23 @@ class Peers:
         self._views.pop(app, None)
         for other in self._others.values():
             other.missing.pop(app, None)
+
+    def follow(self, leadership: LeaseHolding) -> None:
+        """Publish, with every heartbeat, whether this peer leads and which Leases it holds."""
+        self._leadership = leadership
+
+    def leader(self) -> str | None:
+        """The peer this one sees leading: itself while it leads, else a heard peer whose
+        own publication says it leads (None: none that this peer knows of)."""
+        if self._leadership is not None and self._leadership.leading:
+            return self.me
+        now = self._clock()
+        leading = sorted(
+            o.name
+            for o in self._others.values()
+            if o.leading and o.hearing.heard(now, self.heartbeat)
+        )
+        return leading[0] if leading else None
 
     def heard(self) -> tuple[str, ...]:
         """The other peers heard now."""
@@ -520,7 +551,11 @@ class Peers:
             "peer": self.me,
             "sequence": self._sequence + 1,
             "publishedAt": rfc3339(wall),
+            "leader": self.leader(),
         }
+        if self._leadership is not None:
+            status["leading"] = self._leadership.leading
+            status["leasesHeld"] = list(self._leadership.held())
         if apps != self._written_apps:
             status["apps"] = apps
         if complete != self._written_conditions:
@@ -630,6 +665,7 @@ class Peers:
             )
             return
         other.problem = None
+        other.leading = status.leading
         before = other.hearing.sequence
         other.hearing.observe(status.sequence, at)
         if status.sequence == before:

@@ -255,13 +255,20 @@ class QuorumElector:
 
     # ------------------------------------------------------------------ the loops
 
+    def _export(self) -> None:
+        held = set(self.held())
+        for name in self._seats.clusters:
+            metrics.PEER_LEASE_HELD.labels(cluster=name).set(1 if name in held else 0)
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Take and renew the Leases until ``stopping`` is set, then give them up."""
         seats = [asyncio.create_task(self._seat(name, stopping)) for name, _ in self.clusters]
+        metrics.PEER_LEASES_NEEDED.set(self._seats.majority)
         try:
             while not stopping.is_set():
                 self._refresh()
                 self._resolve_split()
+                self._export()
                 await _wait(stopping, min(0.5, self.timings.retry_seconds / 2))
         finally:
             self._stopped = True
@@ -270,6 +277,7 @@ class QuorumElector:
                 task.cancel()
             await asyncio.gather(*seats, return_exceptions=True)
             await self._release(self._seats.clusters)
+            self._export()
             for pool in self._pools.values():
                 pool.shutdown(wait=False, cancel_futures=True)
 

@@ -201,7 +201,7 @@ async def _quorum_session(
     clusters: peer_setup.PeerClusters,
     halt: asyncio.Event,
     ready_flag: threading.Event | None,
-    peers: PeerLink,
+    peers: Peers,
 ) -> None:
     """Operate until ``halt`` is set: handlers from the start (every peer probes, decides
     and publishes), acting only while the quorum elector holds the ``lifeboat`` Lease in a
@@ -228,6 +228,7 @@ async def _quorum_session(
         clusters.majority,
         len(clusters.clusters),
     )
+    peers.follow(elector)
     stop = asyncio.Event()
     election = asyncio.create_task(elector.run(stop))
     try:

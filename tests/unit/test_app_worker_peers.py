@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controller import metrics
 from controller.operator.app import AppContext, AppWorker
 from controller.operator.kube import NotFound, ObjectRef, StaleEpoch
 from controller.operator.peer_status import NoMajority, PeerStatusWriter
@@ -126,11 +127,19 @@ async def test_a_decision_that_reaches_no_majority_is_held_and_said_once() -> No
     assert published(traffic) == [{"use1": 100, "usw2": 0}]  # the failover waits
     held = [m for _, reason, m in kube.events if reason == "NoMajority"]
     assert len(held) == 1 and "ShiftTraffic held" in held[0] and "1 of 3" in held[0]
+    assert no_majority() == 1.0  # what LifeboatNoMajority watches
     clusters["euc1"].down = False  # a majority again: it goes ahead
     await worker.round(body())
     await settle(worker)
     assert published(traffic)[-1] == {"use1": 0, "usw2": 100}
     assert clusters["euc1"].status["epoch"] == 2 and clusters["use1"].status["epoch"] == 2
+    assert no_majority() == 0.0
+
+
+def no_majority() -> float | None:
+    return metrics.REGISTRY.get_sample_value(
+        "lifeboat_actions_no_majority", {"namespace": REF.namespace or "", "app": REF.name}
+    )
 
 
 async def test_one_peer_cluster_down_does_not_hold_anything() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -563,3 +564,48 @@ async def test_an_invalid_apps_list_is_a_problem_not_an_error(
         await world.peers["a"].read_once("b")
     assert any("its publication is invalid" in r.getMessage() for r in caplog.records)
     assert world.peers["a"].heard() == ()
+
+
+# ------------------------------------------------------------------ who leads
+
+
+@dataclass
+class Holding:
+    """A LeaseHolding whose answer a test sets."""
+
+    leading: bool = False
+    clusters: tuple[str, ...] = ()
+
+    def held(self) -> tuple[str, ...]:
+        return self.clusters
+
+
+async def test_each_peer_publishes_whether_it_leads_and_who_it_sees_leading() -> None:
+    world = World("a", "b", "c")
+    holdings = {"a": Holding(), "b": Holding(True, ("b", "c")), "c": Holding(False, ("a",))}
+    for name, holding in holdings.items():
+        world.peers[name].follow(holding)
+    for _ in range(2):  # the first sequence read is only a baseline
+        await world.heartbeat()
+    await world.heartbeat()  # now every peer has read the others' leading flags
+    status = {n: world.objects[n].object["status"] for n in world.names}  # type: ignore[index]
+    assert status["b"]["leading"] and status["b"]["leasesHeld"] == ["b", "c"]
+    assert not status["c"]["leading"] and status["c"]["leasesHeld"] == ["a"]
+    assert {n: s["leader"] for n, s in status.items()} == {"a": "b", "b": "b", "c": "b"}
+
+    holdings["b"].leading, holdings["b"].clusters = False, ()  # b loses its majority
+    await world.heartbeat()
+    await world.heartbeat()
+    assert world.peers["a"].leader() is None
+    assert world.objects["b"].object["status"].get("leader") is None  # type: ignore[index]
+
+
+async def test_a_leader_not_heard_is_not_named() -> None:
+    world = World("a", "b")
+    world.peers["b"].follow(Holding(True, ("a", "b")))
+    for _ in range(2):
+        await world.heartbeat()
+    assert world.peers["a"].leader() == "b"
+    for _ in range(4):  # b goes silent: after three heartbeats it is not heard
+        await world.heartbeat("a")
+    assert world.peers["a"].leader() is None

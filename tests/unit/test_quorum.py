@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from controller import metrics
 from controller.operator.leader import LeaseTimings
 from controller.operator.quorum import QuorumElector, Seats
 from tests.unit.test_leader import Leases
@@ -136,6 +137,13 @@ def peer(
     return elector, views
 
 
+def lease_held() -> dict[str, float | None]:
+    return {
+        name: metrics.REGISTRY.get_sample_value("lifeboat_peer_lease_held", {"cluster": name})
+        for name in NAMES
+    }
+
+
 async def until(check: Callable[[], bool], seconds: float) -> float:
     started = time.monotonic()
     while not check():
@@ -166,9 +174,13 @@ async def test_one_peer_leads_on_a_majority_and_through_one_cluster_down() -> No
         await asyncio.sleep(FAST.lease_seconds * 2)
         assert elector.leading and elector.term == 1
         assert set(elector.held()) == {"a", "b"}
+        await asyncio.sleep(FAST.retry_seconds)  # exported every half period at most
+        assert lease_held() == {"a": 1.0, "b": 1.0, "c": 0.0}
+        assert metrics.REGISTRY.get_sample_value("lifeboat_peer_leases_needed") == 2.0
 
     await running([elector], body)
     assert not elector.leading and elector.term == 2
+    assert lease_held() == {"a": 0.0, "b": 0.0, "c": 0.0}  # given up on stop
     assert all(
         s.lease is None or s.lease.spec is None or not s.lease.spec.holder_identity
         for s in stores.values()

@@ -110,8 +110,21 @@ class LifeboatPeersStatus(Model):
         "on their own clock, never by comparing timestamps across hosts.",
     )
     published_at: Timestamp | None = Field(default=None, description="Last publication.")
-    leader: str | None = Field(
-        default=None, description="The peer this peer last saw leading (informative)."
+    leader: PeerName | None = Field(
+        default=None,
+        description="The peer this peer sees leading: itself while it leads, else the heard "
+        "peer whose own publication says it leads (informative: leadership is the Leases).",
+    )
+    leading: bool = Field(
+        default=False,
+        description="Whether this peer acts now: it holds the lifeboat Lease in a majority "
+        "of the peer clusters (or alone, with allowSolo).",
+    )
+    leases_held: tuple[PeerName, ...] = Field(
+        default=(),
+        max_length=64,
+        description="The peer clusters whose lifeboat Lease this peer holds now, by peer.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     apps: tuple[AppVantage, ...] = Field(
         default=(),
