@@ -9,8 +9,11 @@
   repository, such as CustomResourceDefinitions.
 
 Both use the Go toolchain and its module proxy, never the repository: nothing they fetch or
-build lands in the source tree. Concurrent callers (pytest workers, a demo next to a test
-run) serialise on a file lock per item: the first one builds, the others wait and reuse.
+build lands in the source tree. Prometheus, promtool and Alertmanager come from Debian's
+packages instead (:func:`ensure_pinned_debian_package`): one pinned version of each, its
+``.deb`` checked against a pinned SHA-256 before it is unpacked into the cache.
+Concurrent callers (pytest workers, a demo next to a test run) serialise on a file lock
+per item: the first one builds, the others wait and reuse.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.assets import (
@@ -221,7 +225,8 @@ DASHBOARD_LINTER_SUMS = (
     "h1:aeONzEz1tWGxQvxYm5DFxxaJ90JINhRT50TrZ0oXuJM=",
 )
 PROMTOOL_ENV = "PROMTOOL"
-PROMETHEUS_DEB = "prometheus"
+PROMETHEUS_ENV = "PROMETHEUS"
+ALERTMANAGER_ENV = "ALERTMANAGER"
 BLACKBOX_EXPORTER_ENV = "BLACKBOX_EXPORTER"
 BLACKBOX_EXPORTER_DEB = "prometheus-blackbox-exporter"
 
@@ -238,10 +243,148 @@ def ensure_dashboard_linter(log: Log = _logger.info) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class DebianPin:
+    """One version of one of Debian's packages, and the SHA-256 of its ``.deb`` for each
+    architecture (``dpkg --print-architecture``) it is pinned for."""
+
+    package: str
+    version: str
+    sha256: Mapping[str, str]
+
+    @property
+    def folder(self) -> str:
+        """The cache folder's name: ``<package>-<version>`` (an epoch's ``:`` as ``_``)."""
+        return f"{self.package}-{self.version.replace(':', '_')}"
+
+
+# Prometheus and promtool (one package: the rules are checked by the promtool of the
+# Prometheus that evaluates them) and Alertmanager, from Debian 12 (bookworm). A new pin
+# needs both figures: `apt-get download prometheus=<version>` and `sha256sum` the .deb.
+PROMETHEUS_PIN = DebianPin(
+    "prometheus",
+    "2.42.0+ds-5+deb12u1",
+    {"amd64": "81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55"},
+)
+ALERTMANAGER_PIN = DebianPin(
+    "prometheus-alertmanager",
+    "0.25.0-1+b4",
+    {"amd64": "4fb9aed15cfe8e0c32408e643ab32a1e41ee87d2cc26f18aeba928b1b0b98ae7"},
+)
+# Debian's Alertmanager ships its web UI unbuilt (ui/ is empty): this page stands in for it.
+ALERTMANAGER_NO_UI = "usr/share/prometheus/alertmanager/no-ui"
+
+
 def ensure_promtool(log: Log = _logger.info) -> Path:
-    """Prometheus' ``promtool``: ``$PROMTOOL`` when set, else taken from Debian's
-    ``prometheus`` package (see :func:`ensure_debian_tool`)."""
-    return ensure_debian_tool(PROMETHEUS_DEB, "promtool", PROMTOOL_ENV, log=log)
+    """Prometheus' ``promtool``: ``$PROMTOOL`` when set, else from Debian's ``prometheus``
+    package at :data:`PROMETHEUS_PIN` (see :func:`ensure_pinned_debian_package`)."""
+    return _pinned_binary(PROMETHEUS_PIN, "usr/bin/promtool", PROMTOOL_ENV, log)
+
+
+def ensure_prometheus(log: Log = _logger.info) -> Path:
+    """The Prometheus server: ``$PROMETHEUS`` when set, else from Debian's ``prometheus``
+    package at :data:`PROMETHEUS_PIN`."""
+    return _pinned_binary(PROMETHEUS_PIN, "usr/bin/prometheus", PROMETHEUS_ENV, log)
+
+
+def ensure_alertmanager(log: Log = _logger.info) -> Path:
+    """Alertmanager: ``$ALERTMANAGER`` when set, else from Debian's
+    ``prometheus-alertmanager`` package at :data:`ALERTMANAGER_PIN`."""
+    return _pinned_binary(
+        ALERTMANAGER_PIN, "usr/bin/prometheus-alertmanager", ALERTMANAGER_ENV, log
+    )
+
+
+def _pinned_binary(pin: DebianPin, binary: str, env: str, log: Log) -> Path:
+    given = os.environ.get(env)
+    if given:
+        if not _executable(Path(given)):
+            raise ToolError(f"${env} is {given}, which is not an executable file")
+        return Path(given)
+    return ensure_pinned_debian_package(pin, (binary,), log=log) / binary
+
+
+def ensure_pinned_debian_package(
+    pin: DebianPin, executables: Sequence[str], *, log: Log = _logger.info
+) -> Path:
+    """The folder holding Debian's ``pin.package`` at ``pin.version``, unpacked: fetched
+    with ``apt-get download`` (nothing installed on the system), its ``.deb`` checked
+    against the pinned SHA-256, unpacked with ``dpkg-deb -x`` into
+    ``tools_dir()/<package>-<version>/`` once per machine, under a file lock shared by
+    concurrent runs. ``executables`` (paths inside the package) must be there and run
+    with ``--version``. A version Debian no longer serves, or a ``.deb`` of another
+    checksum, is an error: the pin is updated in the source, never silently."""
+    root = tools_dir() / pin.folder
+    if all(_executable(root / e) for e in executables):
+        return root
+    for command in ("apt-get", "dpkg", "dpkg-deb"):
+        if shutil.which(command) is None:
+            raise ToolError(
+                f"{command} not found: {pin.package} {pin.version} comes from Debian's "
+                "packages (apt-get download, dpkg-deb -x)"
+            )
+    architecture = _run(["dpkg", "--print-architecture"]).stdout.strip()
+    expected = pin.sha256.get(architecture)
+    if expected is None:
+        raise ToolError(
+            f"{pin.package} {pin.version} is pinned for {', '.join(sorted(pin.sha256))} only, "
+            f"not {architecture}: add its .deb's SHA-256 to the pin in {__name__}"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root.parent / f".{root.name}.lock", log, pin.package):
+        if all(_executable(root / e) for e in executables):
+            return root
+        log(f"fetching Debian's {pin.package} {pin.version} into {root} (once per machine)")
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as scratch:
+            deb = _download_pinned(pin, Path(scratch), log)
+            actual = hashlib.sha256(deb.read_bytes()).hexdigest()
+            if actual != expected:
+                raise ToolError(
+                    f"{deb.name} has SHA-256 {actual}, not the pinned {expected}: refusing it"
+                )
+            staged = Path(scratch) / "root"
+            _run(["dpkg-deb", "-x", str(deb), str(staged)])
+            for executable in executables:
+                found = staged / executable
+                if not _executable(found):
+                    raise ToolError(f"{pin.package} {pin.version} has no {executable}")
+                check = subprocess.run(
+                    [str(found), "--version"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=60,
+                )
+                if check.returncode != 0:
+                    raise ToolError(f"{executable} of {pin.package} {pin.version} does not run")
+            if root.exists():
+                shutil.rmtree(root)  # an older, incomplete unpacking; we hold the lock
+            staged.rename(root)
+    log(f"{pin.package} {pin.version} ready in {root}")
+    return root
+
+
+def _download_pinned(pin: DebianPin, into: Path, log: Log) -> Path:
+    wanted = f"{pin.package}={pin.version}"
+    for attempt in range(2):
+        result = subprocess.run(
+            ["apt-get", "download", wanted],
+            cwd=into,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        debs = list(into.glob("*.deb"))
+        if result.returncode == 0 and len(debs) == 1:
+            return debs[0]
+        if attempt == 0:  # a fresh machine may have no package lists yet
+            log(f"apt-get download {wanted} failed; running apt-get update")
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+    raise ToolError(
+        f"`apt-get download {wanted}` failed: {result.stderr.strip()} (Debian may no longer "
+        f"serve that version: update the pin in {__name__})"
+    )
 
 
 def ensure_blackbox_exporter(log: Log = _logger.info) -> Path:
