@@ -295,6 +295,13 @@ def ensure_alertmanager(log: Log = _logger.info) -> Path:
     )
 
 
+def ensure_amtool(log: Log = _logger.info) -> Path:
+    """Alertmanager's ``amtool`` (``check-config``), from the same package and version."""
+    return ensure_pinned_debian_package(ALERTMANAGER_PIN, ("usr/bin/amtool",), log=log) / (
+        "usr/bin/amtool"
+    )
+
+
 def _pinned_binary(pin: DebianPin, binary: str, env: str, log: Log) -> Path:
     given = os.environ.get(env)
     if given:
