@@ -64,8 +64,12 @@ _logger = logging.getLogger(__name__)
 
 def with_package_share(binary: Path, argv: Sequence[str]) -> list[str]:
     """``argv`` run in a private mount namespace where the ``usr/share`` unpacked next to
-    ``binary`` (``<root>/usr/bin/<binary>``) lies over ``/usr/share``."""
+    ``binary`` (``<root>/usr/bin/<binary>``) lies over ``/usr/share``; ``argv`` as it is
+    when there is no such folder (a build of another origin, ``$PROMETHEUS`` or
+    ``$ALERTMANAGER``: upstream's builds carry their assets inside)."""
     share = binary.parent.parent / "share"
+    if not share.is_dir():
+        return list(argv)
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.append("--map-root-user")

@@ -58,16 +58,20 @@ def test_only_loopback_targets(tmp_path: Path, target: str) -> None:
         PrometheusServer(targets=[target], alertmanager=None, workdir=tmp_path)
 
 
-def test_the_package_share_lies_over_usr_share_in_a_mount_namespace_of_its_own() -> None:
-    binary = Path("/cache/prometheus-2.42/usr/bin/prometheus")
+def test_the_package_share_lies_over_usr_share_in_a_mount_namespace_of_its_own(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "prometheus-2.42"
+    (root / "usr" / "share" / "prometheus").mkdir(parents=True)
+    binary = root / "usr" / "bin" / "prometheus"
     argv = with_package_share(binary, [str(binary), "--version"])
     assert argv[:4] == ["unshare", "--mount", "--propagation", "private"]
     separator = argv.index("--")
     assert argv[separator + 1 : separator + 3] == ["sh", "-c"]
     assert "lowerdir=$1:/usr/share" in argv[separator + 3]
-    assert argv[separator + 4 :] == [
-        "sh",
-        "/cache/prometheus-2.42/usr/share",
-        str(binary),
-        "--version",
-    ]
+    assert argv[separator + 4 :] == ["sh", str(root / "usr" / "share"), str(binary), "--version"]
+
+
+def test_a_binary_without_a_package_share_runs_as_it_is(tmp_path: Path) -> None:
+    binary = tmp_path / "bin" / "prometheus"  # e.g. $PROMETHEUS, an upstream build
+    assert with_package_share(binary, [str(binary), "--version"]) == [str(binary), "--version"]
