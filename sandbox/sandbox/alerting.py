@@ -15,10 +15,11 @@
 Nothing here is emulated. What differs from a production setup: static scrape targets on
 loopback instead of service discovery, one-second intervals, no clustering (Alertmanager's
 gossip port is off), storage in a temporary folder. Debian's builds read their web assets
-and notification templates from ``/usr/share/prometheus``, which is not installed: each
-runs in a private mount namespace (``unshare``) where the cache's unpacked
-``usr/share`` is laid over ``/usr/share`` (an overlay seen by that process only; nothing
-changes on the system). That needs root, or unprivileged user namespaces.
+and notification templates from ``/usr/share/prometheus`` (and Prometheus' pages their
+libraries from ``/usr/share/javascript``: Debian's libjs-* packages, pinned too), which are
+not installed: each runs in a private mount namespace (``unshare``) where the cache's
+unpacked ``usr/share`` folders are laid over ``/usr/share`` (an overlay seen by that process
+only; nothing changes on the system). That needs root, or unprivileged user namespaces.
 """
 
 from __future__ import annotations
@@ -52,28 +53,34 @@ from sandbox.procs import (
     free_loopback_port,
     require_loopback,
 )
-from sandbox.tools import ensure_alertmanager, ensure_prometheus
+from sandbox.tools import ensure_alertmanager, ensure_prometheus, ensure_prometheus_web
 
-_OVERLAY_SCRIPT = (
-    'mount -t overlay overlay -o "lowerdir=$1:/usr/share" /usr/share && shift && exec "$@"'
-)
+_OVERLAY_SCRIPT = 'mount -t overlay overlay -o "lowerdir=$1" /usr/share && shift && exec "$@"'
 _NO_UI = "/usr/share/prometheus/alertmanager/no-ui/"
 
 _logger = logging.getLogger(__name__)
 
 
-def with_package_share(binary: Path, argv: Sequence[str]) -> list[str]:
-    """``argv`` run in a private mount namespace where the ``usr/share`` unpacked next to
-    ``binary`` (``<root>/usr/bin/<binary>``) lies over ``/usr/share``; ``argv`` as it is
-    when there is no such folder (a build of another origin, ``$PROMETHEUS`` or
-    ``$ALERTMANAGER``: upstream's builds carry their assets inside)."""
+def package_share(binary: Path) -> Path | None:
+    """The ``usr/share`` unpacked next to ``binary`` (``<root>/usr/bin/<binary>``), if any:
+    None for a build of another origin (``$PROMETHEUS``, ``$ALERTMANAGER``; upstream's
+    builds carry their assets inside)."""
     share = binary.parent.parent / "share"
-    if not share.is_dir():
+    return share if share.is_dir() else None
+
+
+def with_package_share(binary: Path, argv: Sequence[str], also: Sequence[Path] = ()) -> list[str]:
+    """``argv`` run in a private mount namespace where the ``usr/share`` unpacked next to
+    ``binary``, then the ``also`` folders (packages it depends on), lie over
+    ``/usr/share``; ``argv`` as it is when ``binary`` has no such folder."""
+    share = package_share(binary)
+    if share is None:
         return list(argv)
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.append("--map-root-user")
-    return [*unshare, "--", "sh", "-c", _OVERLAY_SCRIPT, "sh", str(share), *argv]
+    layers = ":".join(str(p) for p in (share, *also, Path("/usr/share")))
+    return [*unshare, "--", "sh", "-c", _OVERLAY_SCRIPT, "sh", layers, *argv]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -340,6 +347,8 @@ class PrometheusServer(_Server):
         config = self.workdir / "prometheus.yml"
         document = self.config(self.rule_files())
         config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        # Debian's pages load jQuery, Bootstrap, ... from its libjs-* packages.
+        web = ensure_prometheus_web(self._log) if package_share(binary) is not None else []
         return with_package_share(
             binary,
             [
@@ -352,6 +361,7 @@ class PrometheusServer(_Server):
                 "--rules.alert.resend-delay=1s",
                 "--log.level=info",
             ],
+            web,
         )
 
 

@@ -246,7 +246,8 @@ def ensure_dashboard_linter(log: Log = _logger.info) -> Path:
 @dataclass(frozen=True)
 class DebianPin:
     """One version of one of Debian's packages, and the SHA-256 of its ``.deb`` for each
-    architecture (``dpkg --print-architecture``) it is pinned for."""
+    architecture (``dpkg --print-architecture``) it is pinned for (``all``: an
+    architecture-independent package)."""
 
     package: str
     version: str
@@ -270,6 +271,69 @@ ALERTMANAGER_PIN = DebianPin(
     "prometheus-alertmanager",
     "0.25.0-1+b4",
     {"amd64": "4fb9aed15cfe8e0c32408e643ab32a1e41ee87d2cc26f18aeba928b1b0b98ae7"},
+)
+# The libraries of Prometheus' (classic) web pages, which Debian's prometheus depends on
+# instead of shipping them: its usr/share/prometheus/web/static links into
+# /usr/share/javascript. Architecture-independent packages: one SHA-256 each ("all").
+PROMETHEUS_WEB_PINS = tuple(
+    DebianPin(package, version, {"all": sha256})
+    for package, version, sha256 in (
+        (
+            "libjs-jquery",
+            "3.6.1+dfsg+~3.5.14-1",
+            "a58c9ff6afe96c769cb6535754c909410760e4efa1e1540236194e489adcfb25",
+        ),
+        (
+            "libjs-jquery-hotkeys",
+            "0~20130707+git2d51e3a9+dfsg-2.1",
+            "4a1eccaad84f0208932d5574864d9975022d5edc192799104f06082adadb9d91",
+        ),
+        (
+            "libjs-popper.js",
+            "1.16.1+ds-6",
+            "4eac75024544eb50b93141586317671d20feb7c405adbe5ab426dfb8bccb1dbc",
+        ),
+        (
+            "libjs-bootstrap4",
+            "4.6.1+dfsg1-4+deb12u1",
+            "975b5761281c694676757aa48c5f9a5e4d093c8d661b885221eaccce811bc58b",
+        ),
+        (
+            "fonts-glyphicons-halflings",
+            "1.009~3.4.1+dfsg-3+deb12u2",
+            "5a570d64fab14243a277771c9d5493f2b0e0e15e77a04c57caf3f28274d194bf",
+        ),
+        (
+            "libjs-d3",
+            "3.5.17-4",
+            "08b73c423d0a3bb7b657eebf5f7ebac501931cbdcf6422da3a634f7baa263749",
+        ),
+        (
+            "libjs-rickshaw",
+            "1.5.1.dfsg-5",
+            "6e9328a86c2d4d8f84f8404467484dfe94f72d932d5a546771a7b10cd725ccc1",
+        ),
+        (
+            "libjs-moment",
+            "2.29.4+ds-1",
+            "1d77475a3db570ac3b8ab56cf612bd64271f4da367e8819ee59ecf43eb25c180",
+        ),
+        (
+            "libjs-moment-timezone",
+            "0.5.40+dfsg-1+2023c",
+            "6b4673458531f2ea331f130dd9e88dfaf684175dd2973d3911b6a2ff55a664f0",
+        ),
+        (
+            "libjs-eonasdan-bootstrap-datetimepicker",
+            "4.17.47-6",
+            "335cc1896e77b7664e611d50a78c373d03a064c31f379ccfdf7e660b6bc43dd2",
+        ),
+        (
+            "libjs-mustache",
+            "3.0.1-1",
+            "ab00ed3fa806a37de9399975ab1780786a160619eeb96abd8f9d09bfd864b22f",
+        ),
+    )
 )
 # Debian's Alertmanager ships its web UI unbuilt (ui/ is empty): this page stands in for it.
 ALERTMANAGER_NO_UI = "usr/share/prometheus/alertmanager/no-ui"
@@ -302,6 +366,14 @@ def ensure_amtool(log: Log = _logger.info) -> Path:
     )
 
 
+def ensure_prometheus_web(log: Log = _logger.info) -> list[Path]:
+    """The ``usr/share`` folders of :data:`PROMETHEUS_WEB_PINS`, unpacked (once)."""
+    return [
+        ensure_pinned_debian_package(pin, (), log=log) / "usr" / "share"
+        for pin in PROMETHEUS_WEB_PINS
+    ]
+
+
 def _pinned_binary(pin: DebianPin, binary: str, env: str, log: Log) -> Path:
     given = os.environ.get(env)
     if given:
@@ -322,7 +394,7 @@ def ensure_pinned_debian_package(
     with ``--version``. A version Debian no longer serves, or a ``.deb`` of another
     checksum, is an error: the pin is updated in the source, never silently."""
     root = tools_dir() / pin.folder
-    if all(_executable(root / e) for e in executables):
+    if root.is_dir() and all(_executable(root / e) for e in executables):
         return root
     for command in ("apt-get", "dpkg", "dpkg-deb"):
         if shutil.which(command) is None:
@@ -331,7 +403,7 @@ def ensure_pinned_debian_package(
                 "packages (apt-get download, dpkg-deb -x)"
             )
     architecture = _run(["dpkg", "--print-architecture"]).stdout.strip()
-    expected = pin.sha256.get(architecture)
+    expected = pin.sha256.get(architecture) or pin.sha256.get("all")
     if expected is None:
         raise ToolError(
             f"{pin.package} {pin.version} is pinned for {', '.join(sorted(pin.sha256))} only, "
@@ -339,7 +411,7 @@ def ensure_pinned_debian_package(
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root.parent / f".{root.name}.lock", log, pin.package):
-        if all(_executable(root / e) for e in executables):
+        if root.is_dir() and all(_executable(root / e) for e in executables):
             return root
         log(f"fetching Debian's {pin.package} {pin.version} into {root} (once per machine)")
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as scratch:

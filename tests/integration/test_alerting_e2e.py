@@ -13,6 +13,7 @@ app's LifeboatCascadeDetected, raised after it, is notified.
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,26 @@ def test_an_impaired_region_alerts_and_inhibits_the_zone_alerts_of_that_region(
         for endpoint in sandbox.zones.endpoints:
             endpoint.serve()
         app_harness.delete_all()  # while the operator runs, so its finalizer is released
+
+
+def test_prometheus_pages_load_every_asset_and_alertmanager_answers(
+    prometheus: Path, alertmanager: Path, tmp_path: Path
+) -> None:
+    """What `make sandbox` tells a person to open: Prometheus' pages with every script and
+    style sheet they load (Debian's libjs-* packages under the overlay), Alertmanager's."""
+    with Alerting(["127.0.0.1:1"], workdir=tmp_path / "alerting") as world:
+        base = world.prometheus.url
+        for page in ("/classic/alerts", "/classic/rules", "/classic/graph"):
+            html = fetch(f"{base}{page}")
+            assets = re.findall(r'(?:src|href)="(/classic/static/[^"?]+)', html)
+            assert len(assets) >= 8, page
+            for asset in assets:
+                assert fetch(f"{base}{asset}"), asset
+        assert "LifeboatZoneDown" in fetch(f"{base}/classic/alerts")
+        assert "<h1>Alertmanager</h1>" in fetch(world.alertmanager.url)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+        assert response.status == 200, url
+        return str(response.read().decode(errors="replace"))

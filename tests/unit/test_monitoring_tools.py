@@ -208,3 +208,25 @@ def test_lifeboat_sandbox_tools_prints_where_they_are(
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
     assert set(printed) == {"promtool", "prometheus", "alertmanager", "dashboard-linter"}
     assert all(os.access(p, os.X_OK) for p in printed.values())
+
+
+def test_an_architecture_independent_pin_serves_every_architecture(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCH", "arm64")
+    pin = tools.DebianPin("libjs-demo", "1.0-1", {"all": hashlib.sha256(b"deb").hexdigest()})
+    root = tools.ensure_pinned_debian_package(pin, ())
+    assert root == tools.tools_dir() / "libjs-demo-1.0-1"
+    assert "apt-get download libjs-demo=1.0-1" in calls_of(world)
+    assert tools.ensure_pinned_debian_package(pin, ()) == root
+    assert sum("download" in c for c in calls_of(world)) == 1
+
+
+def test_the_libraries_of_prometheus_pages_are_pinned_for_every_architecture() -> None:
+    names = [pin.package for pin in tools.PROMETHEUS_WEB_PINS]
+    assert len(names) == len(set(names))
+    assert {"libjs-jquery", "libjs-bootstrap4", "libjs-popper.js"} <= set(names)
+    for pin in (*tools.PROMETHEUS_WEB_PINS, tools.PROMETHEUS_PIN, tools.ALERTMANAGER_PIN):
+        assert pin.sha256, pin.package
+        assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in pin.sha256.values())
+    assert all(set(pin.sha256) == {"all"} for pin in tools.PROMETHEUS_WEB_PINS)

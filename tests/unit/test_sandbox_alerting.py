@@ -68,8 +68,11 @@ def test_the_package_share_lies_over_usr_share_in_a_mount_namespace_of_its_own(
     assert argv[:4] == ["unshare", "--mount", "--propagation", "private"]
     separator = argv.index("--")
     assert argv[separator + 1 : separator + 3] == ["sh", "-c"]
-    assert "lowerdir=$1:/usr/share" in argv[separator + 3]
-    assert argv[separator + 4 :] == ["sh", str(root / "usr" / "share"), str(binary), "--version"]
+    assert 'lowerdir=$1" /usr/share' in argv[separator + 3]
+    layers = f"{root / 'usr' / 'share'}:/usr/share"
+    assert argv[separator + 4 :] == ["sh", layers, str(binary), "--version"]
+    with_libraries = with_package_share(binary, [str(binary)], [Path("/js/a"), Path("/js/b")])
+    assert with_libraries[-2] == f"{root / 'usr' / 'share'}:/js/a:/js/b:/usr/share"
 
 
 def test_a_binary_without_a_package_share_runs_as_it_is(tmp_path: Path) -> None:
