@@ -221,7 +221,7 @@ def run_sandbox() -> int:
         print(f"admin kubeconfig: {sandbox.kube.kubeconfig_path}")
         print(f"operator kubeconfig (ServiceAccount lifeboat): {sandbox.operator_kubeconfig}")
         print(f"moto: {sandbox.moto.url}")
-        alerting = _start_alerting(stack, metrics_port)
+        alerting = start_alerting(stack, [f"127.0.0.1:{metrics_port}"])
         lifeboat = Path(sys.executable).with_name("lifeboat")
         print(
             "run the operator against it in another terminal:\n"
@@ -239,10 +239,11 @@ def run_sandbox() -> int:
     return 0
 
 
-def _start_alerting(stack: ExitStack, metrics_port: int) -> Alerting | None:
-    """Prometheus (scraping ``127.0.0.1:<metrics_port>``, the operator's /metrics once it
-    runs) and Alertmanager, with Lifeboat's rules; their URLs printed. None, said why, when
-    they cannot start here (the rest of the sandbox runs on)."""
+def start_alerting(stack: ExitStack, targets: list[str]) -> Alerting | None:
+    """Prometheus (scraping ``targets``, operators' /metrics on loopback, once they run)
+    and Alertmanager, with Lifeboat's rules, entered into ``stack``; their URLs printed, and
+    every notification as it comes. None, said why, when they cannot start here (the rest
+    of the sandbox runs on)."""
 
     def show(alert: Notification) -> None:
         where = ", ".join(
@@ -253,7 +254,7 @@ def _start_alerting(stack: ExitStack, metrics_port: int) -> Alerting | None:
     try:
         alerting = stack.enter_context(
             Alerting(
-                [f"127.0.0.1:{metrics_port}"],
+                targets,
                 on_alert=show,
                 log=lambda line: print(f"fetch: {line}", file=sys.stderr),
             )
@@ -264,7 +265,7 @@ def _start_alerting(stack: ExitStack, metrics_port: int) -> Alerting | None:
     prometheus, alertmanager = alerting.prometheus.url, alerting.alertmanager.url
     print(
         f"prometheus: {prometheus} (alerts: {prometheus}/classic/alerts, "
-        f"API: {prometheus}/api/v1/alerts; scrapes 127.0.0.1:{metrics_port})"
+        f"API: {prometheus}/api/v1/alerts; scrapes {', '.join(targets)})"
     )
     print(f"alertmanager: {alertmanager} (API: {alertmanager}/api/v2/alerts)")
     print(f"alert webhook (Alertmanager's receiver): {alerting.webhook.endpoint}")
