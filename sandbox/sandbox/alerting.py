@@ -105,6 +105,15 @@ class Notification:
     labels: dict[str, str]
     annotations: dict[str, str]
 
+    @classmethod
+    def of(cls, alert: dict[str, Any]) -> Notification:
+        """One entry of a webhook payload's ``alerts``."""
+        return cls(
+            str(alert.get("status", "")),
+            dict(alert.get("labels", {})),
+            dict(alert.get("annotations", {})),
+        )
+
     @property
     def name(self) -> str:
         return self.labels.get("alertname", "")
@@ -138,11 +147,7 @@ class AlertWebhook(HttpService):
     def notifications(self) -> list[Notification]:
         """Every alert of every notification received, oldest first."""
         return [
-            Notification(
-                alert.get("status", ""),
-                dict(alert.get("labels", {})),
-                dict(alert.get("annotations", {})),
-            )
+            Notification.of(alert)
             for payload in self.payloads()
             for alert in payload.get("alerts", ())
         ]
@@ -161,13 +166,7 @@ class AlertWebhook(HttpService):
             self._payloads.append(payload)
         if self._on_alert is not None:
             for alert in payload.get("alerts", ()):
-                self._on_alert(
-                    Notification(
-                        alert.get("status", ""),
-                        dict(alert.get("labels", {})),
-                        dict(alert.get("annotations", {})),
-                    )
-                )
+                self._on_alert(Notification.of(alert))
         return web.Response(text="ok")
 
 
@@ -270,7 +269,8 @@ class AlertmanagerServer(_Server):
                 f"--storage.path={self.workdir / 'alertmanager-data'}",
                 f"--web.listen-address={self.host}:{self.port}",
                 "--cluster.listen-address=",  # no gossip port: loopback only, one instance
-                f"--web.ui-path={_NO_UI}",
+                # Debian's flag: its package's page that stands in for the unbuilt UI.
+                *([f"--web.ui-path={_NO_UI}"] if package_share(binary) is not None else []),
                 "--log.level=info",
             ],
         )

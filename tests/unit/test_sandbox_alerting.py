@@ -3,13 +3,21 @@ running them: test_alerting_e2e runs them."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hack import monitoring
-from sandbox.alerting import AlertmanagerServer, PrometheusServer, with_package_share
+from sandbox.alerting import (
+    AlertmanagerServer,
+    AlertWebhook,
+    Notification,
+    PrometheusServer,
+    with_package_share,
+)
 from tests.monitoring import ROOT
 
 
@@ -78,3 +86,28 @@ def test_the_package_share_lies_over_usr_share_in_a_mount_namespace_of_its_own(
 def test_a_binary_without_a_package_share_runs_as_it_is(tmp_path: Path) -> None:
     binary = tmp_path / "bin" / "prometheus"  # e.g. $PROMETHEUS, an upstream build
     assert with_package_share(binary, [str(binary), "--version"]) == [str(binary), "--version"]
+
+
+def test_the_webhook_keeps_every_alert_it_is_sent_and_passes_each_on() -> None:
+    payload = {
+        "status": "firing",
+        "alerts": [
+            {"status": "firing", "labels": {"alertname": "LifeboatZoneDown", "zone": "a"}},
+            {"status": "resolved", "labels": {"alertname": "LifeboatZoneDown", "zone": "b"}},
+        ],
+    }
+    seen: list[Notification] = []
+    with AlertWebhook(on_alert=seen.append) as webhook:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            webhook.endpoint,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+            assert response.status == 200
+        assert webhook.payloads() == [payload]
+    assert [n.labels["zone"] for n in webhook.firing("LifeboatZoneDown")] == ["a"]
+    assert [(n.name, n.status) for n in seen] == [
+        ("LifeboatZoneDown", "firing"),
+        ("LifeboatZoneDown", "resolved"),
+    ]
