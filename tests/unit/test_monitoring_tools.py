@@ -230,3 +230,19 @@ def test_the_libraries_of_prometheus_pages_are_pinned_for_every_architecture() -
         assert pin.sha256, pin.package
         assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in pin.sha256.values())
     assert all(set(pin.sha256) == {"all"} for pin in tools.PROMETHEUS_WEB_PINS)
+
+
+def test_an_unpinned_debian_tool_takes_the_candidate_version_once(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ensure_debian_tool (the benchmarks' blackbox_exporter and rclone): apt's candidate,
+    package lists fetched first when there are none, the binary alone kept."""
+    monkeypatch.setenv("NEEDS_UPDATE", "1")
+    path = tools.ensure_debian_tool("prometheus", "promtool", "NO_SUCH_VARIABLE")
+    assert path == tools.tools_dir() / "promtool-2.42.0+ds-5" / "promtool"
+    assert list(path.parent.iterdir()) == [path]
+    assert "apt-get update -qq" in calls_of(world)
+    assert "apt-get download prometheus=2.42.0+ds-5" in calls_of(world)
+    downloads = sum("download" in c for c in calls_of(world))
+    assert tools.ensure_debian_tool("prometheus", "promtool", "NO_SUCH_VARIABLE") == path
+    assert sum("download" in c for c in calls_of(world)) == downloads
