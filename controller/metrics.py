@@ -58,6 +58,21 @@ PROBE_ROUND_LAG = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+SITE_INFO = Gauge(
+    "lifeboat_site_info",
+    "1 for each site of the app, with the CloudProvider and region it runs in (join it to "
+    "put provider and region on a site's or a zone's series).",
+    ["namespace", "app", "site", "provider", "region"],
+    registry=REGISTRY,
+)
+APP_CONFIGURATION_VALID = Gauge(
+    "lifeboat_app_configuration_valid",
+    "1 while the app's configuration is accepted, 0 while Lifeboat reports it invalid: its "
+    "spec refused (phase Invalid) or a reference it cannot resolve (condition "
+    "ConfigurationValid False: a CloudProvider or region missing, not permitted, ...).",
+    ["namespace", "app"],
+    registry=REGISTRY,
+)
 APP_EPOCH = Gauge(
     "lifeboat_app_epoch", "Fencing epoch of the app.", ["namespace", "app"], registry=REGISTRY
 )
@@ -106,7 +121,7 @@ CLOUD_CALL_DURATION = Histogram(
 )
 RECONCILE_ERRORS = Counter(
     "lifeboat_reconcile_errors_total",
-    "Rounds that ended in an unexpected error, by resource kind.",
+    "Rounds (and CloudProvider handler runs) that ended in an unexpected error, by resource kind.",
     ["kind"],
     registry=REGISTRY,
 )
@@ -149,6 +164,13 @@ CALLS_REFUSED = Gauge(
 PROVIDER_READY = Gauge(
     "lifeboat_provider_ready",
     "1 when the CloudProvider's credentials were verified, else 0.",
+    ["provider"],
+    registry=REGISTRY,
+)
+PROVIDER_CONFIGURATION_VALID = Gauge(
+    "lifeboat_provider_configuration_valid",
+    "1 while the CloudProvider's spec is accepted, 0 while Lifeboat reports it invalid (its "
+    "Ready condition: reason InvalidProvider).",
     ["provider"],
     registry=REGISTRY,
 )
@@ -457,6 +479,15 @@ def set_api_plane(
     API_PLANE_LATENCY_P99.labels(provider, region).set(health.figures.p99 or 0.0)
     RETRY_BUDGET.labels(provider, region).set(retry_tokens)
     CALLS_REFUSED.labels(provider, region).set(refused)
+
+
+def set_site_info(namespace: str, app: str, site: str, provider: str, region: str) -> None:
+    """Export where a site runs (a site moved to another provider or region loses its old
+    series)."""
+    for labels in _series_of(SITE_INFO, namespace, app):
+        if labels[2] == site and labels[3:] != (provider, region):
+            _remove(SITE_INFO, *labels)
+    SITE_INFO.labels(namespace, app, site, provider, region).set(1)
 
 
 def set_app_phase(namespace: str, app: str, phase: str) -> None:

@@ -1,5 +1,6 @@
 """Generated files of the repository: CRDs, the install bundle, the chart's CRDs and RBAC,
-the CRD reference.
+the CRD reference, the monitoring manifests and the chart's AlertmanagerConfig
+(:mod:`hack.monitoring`).
 
 ``python -m hack.generate`` (``make manifests``), run from the repository root, writes them;
 ``--check`` (and a unit test) fails when a committed file differs from what the sources

@@ -404,6 +404,7 @@ class AppWorker:
             )
         else:
             ok, reason, message = True, "Resolved", "all providers and regions resolved"
+        self.metrics.configuration(ok)
         previous = self.status.condition(ConditionType.CONFIGURATION_VALID)
         changed = previous is None or (previous.reason, previous.message) != (reason, message)
         self.status.set_condition(
@@ -448,6 +449,7 @@ class AppWorker:
         """Say why the spec is refused (in the status, until it says so, and in an Event,
         once per generation); leave everything Lifeboat remembers untouched."""
         epoch = self.state.epoch if self.state is not None else None
+        self.metrics.configuration(False)
         if await self.status.write_invalid(
             message,
             generation=self._generation,

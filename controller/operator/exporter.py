@@ -31,6 +31,9 @@ class AppExporter:
     def invalid(self) -> None:
         metrics.set_app_phase(*self.labels, "Invalid")
 
+    def configuration(self, valid: bool) -> None:
+        metrics.APP_CONFIGURATION_VALID.labels(*self.labels).set(1 if valid else 0)
+
     def probes(self, probes: tuple[ProbeResult, ...]) -> None:
         for probe in probes:
             metrics.PROBE_DURATION.labels(
@@ -51,6 +54,7 @@ class AppExporter:
             metrics.forget_site(*self.labels, gone)
         self._exported = current
         for site in spec.sites:
+            metrics.set_site_info(*self.labels, site.name, site.provider, site.region)
             metrics.ACTIVE_SITE.labels(*self.labels, site.name).set(
                 1 if site.name == state.active_site else 0
             )

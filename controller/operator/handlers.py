@@ -246,7 +246,11 @@ def build(
     async def provider_changed(name: str, **kwargs: Any) -> None:
         info = lookup_in(index_of(kwargs))(name)
         if info is not None:
-            await monitor.check(info, force_identity=True)
+            try:
+                await monitor.check(info, force_identity=True)
+            except Exception:  # kopf retries the handler; the failure counts as an error
+                metrics.RECONCILE_ERRORS.labels(kind=CLOUD_PROVIDER.kind).inc()
+                raise
 
     @kopf.on.delete(*PROVIDERS, id="provider-deleted", registry=registry, optional=True)
     def provider_deleted(name: str, **_: Any) -> None:

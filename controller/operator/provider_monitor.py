@@ -214,6 +214,9 @@ class ProviderMonitor:
         await self._announce_identity(ref, previous, identity)
         self._status[info.name] = status
         metrics.PROVIDER_READY.labels(info.name).set(1 if identity.ok else 0)
+        metrics.PROVIDER_CONFIGURATION_VALID.labels(info.name).set(
+            0 if identity.reason == EventReason.INVALID_PROVIDER else 1
+        )
         wire = status.to_merge_patch()
         last = self._written.get(info.name)
         if last and _material(last[0]) == _material(wire) and now - last[1] < HEARTBEAT_SECONDS:

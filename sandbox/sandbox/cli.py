@@ -6,7 +6,8 @@
 ``up``      start the sandbox with the examples applied and keep it running (``make sandbox``);
             ``--peers``: the three peer clusters, each with its own ``lifeboat run``
 ``assets``  build or locate kube-apiserver, etcd and kubectl; print their directory
-``tools``   fetch or build promtool and Grafana's dashboard linter; print their paths
+``tools``   fetch or build promtool, Prometheus, Alertmanager and Grafana's dashboard linter;
+            print their paths
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("assets", help="build or locate kube-apiserver, etcd and kubectl")
     commands.add_parser(
-        "tools", help="fetch or build promtool and Grafana's dashboard linter; print their paths"
+        "tools",
+        help="fetch or build promtool, Prometheus, Alertmanager and Grafana's dashboard "
+        "linter; print their paths",
     )
     return top
 
@@ -104,6 +107,8 @@ def _tools() -> int:
     try:
         found = {
             "promtool": tools.ensure_promtool(log=_log),
+            "prometheus": tools.ensure_prometheus(log=_log),
+            "alertmanager": tools.ensure_alertmanager(log=_log),
             "dashboard-linter": tools.ensure_dashboard_linter(log=_log),
         }
     except tools.ToolError as error:

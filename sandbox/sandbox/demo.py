@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ from typing import Any
 import kubernetes.client
 
 from controller.operator.runner import in_background
+from sandbox.alerting import Alerting, Notification
 from sandbox.assets import AssetsError, ensure_assets
+from sandbox.procs import StartupError, free_loopback_port
+from sandbox.tools import ToolError
 from sandbox.world import HOSTED_ZONE, Sandbox
 
 APP, NAMESPACE = "web", "shop"
@@ -203,27 +207,66 @@ def _outage(sandbox: Sandbox, narrator: Narrator, watcher: Watcher) -> int:
 
 
 def run_sandbox() -> int:
-    """``lifeboat-sandbox up``: the sandbox with the examples applied, until Ctrl-C."""
+    """``lifeboat-sandbox up``: the sandbox with the examples applied, Prometheus and
+    Alertmanager watching the operator's metrics port, until Ctrl-C."""
     try:
         assets = ensure_assets(log=lambda line: print(f"build: {line}", file=sys.stderr))
     except AssetsError as error:
         print(f"lifeboat-sandbox up: {error}", file=sys.stderr)
         return 1
-    with Sandbox(assets) as sandbox:
+    metrics_port = free_loopback_port()
+    with Sandbox(assets) as sandbox, ExitStack() as stack:
         print(sandbox.apply_examples())
         print(f"kube-apiserver: {sandbox.kube.server_url}")
         print(f"admin kubeconfig: {sandbox.kube.kubeconfig_path}")
         print(f"operator kubeconfig (ServiceAccount lifeboat): {sandbox.operator_kubeconfig}")
         print(f"moto: {sandbox.moto.url}")
+        alerting = start_alerting(stack, [f"127.0.0.1:{metrics_port}"])
         lifeboat = Path(sys.executable).with_name("lifeboat")
         print(
             "run the operator against it in another terminal:\n"
             f"  {lifeboat} run --kubeconfig {sandbox.operator_kubeconfig} "
-            "--controller-namespace lifeboat-system --metrics-port 0 --health-endpoint ''"
+            "--controller-namespace lifeboat-system --metrics-address 127.0.0.1 "
+            f"--metrics-port {metrics_port} --health-endpoint ''"
         )
+        if alerting is not None:
+            print("alerts notified by Alertmanager are printed here as they come.")
         print("Ctrl-C stops the sandbox.")
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("stopping")
     return 0
+
+
+def start_alerting(stack: ExitStack, targets: list[str]) -> Alerting | None:
+    """Prometheus (scraping ``targets``, operators' /metrics on loopback, once they run)
+    and Alertmanager, with Lifeboat's rules, entered into ``stack``; their URLs printed, and
+    every notification as it comes. None, said why, when they cannot start here (the rest
+    of the sandbox runs on)."""
+
+    def show(alert: Notification) -> None:
+        where = ", ".join(
+            f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in ("alertname",)
+        )
+        print(f"alert {alert.status}: {alert.name} ({where})", flush=True)
+
+    try:
+        alerting = stack.enter_context(
+            Alerting(
+                targets,
+                on_alert=show,
+                log=lambda line: print(f"fetch: {line}", file=sys.stderr),
+            )
+        )
+    except (ToolError, StartupError, OSError) as error:
+        print(f"Prometheus and Alertmanager not started: {error}", file=sys.stderr)
+        return None
+    prometheus, alertmanager = alerting.prometheus.url, alerting.alertmanager.url
+    print(
+        f"prometheus: {prometheus} (alerts: {prometheus}/classic/alerts, "
+        f"API: {prometheus}/api/v1/alerts; scrapes {', '.join(targets)})"
+    )
+    print(f"alertmanager: {alertmanager} (API: {alertmanager}/api/v2/alerts)")
+    print(f"alert webhook (Alertmanager's receiver): {alerting.webhook.endpoint}")
+    return alerting

@@ -16,10 +16,11 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from sandbox.assets import AssetsError, ensure_assets
-from sandbox.demo import APP, NAMESPACE, REPORTER, Narrator
+from sandbox.demo import APP, NAMESPACE, REPORTER, Narrator, start_alerting
 from sandbox.peers import PeerCluster, PeerWorld
 from sandbox.world import HOSTED_ZONE
 
@@ -206,7 +207,7 @@ def run_peers_sandbox() -> int:
     except AssetsError as error:
         print(f"lifeboat-sandbox up --peers: {error}", file=sys.stderr)
         return 1
-    with PeerWorld(assets) as world:
+    with PeerWorld(assets) as world, ExitStack() as stack:
         for peer in world.peers.values():
             site = f"site {peer.layout.site}" if peer.layout.site else "no site"
             print(f"peer {peer.name} ({peer.region}, {site}):")
@@ -216,6 +217,9 @@ def run_peers_sandbox() -> int:
             print(f"  operator:         pid {peer.operator.pid}, log {peer.operator.log_path}")
             print(f"  metrics:          {peer.operator.metrics_url}")
         print(f"moto: {world.sandbox.moto.url}")
+        targets = [f"127.0.0.1:{peer.operator.metrics_port}" for peer in world.peers.values()]
+        if start_alerting(stack, targets) is not None:
+            print("alerts notified by Alertmanager are printed here as they come.")
         print("Ctrl-C stops the world.")
         try:
             threading.Event().wait()

@@ -514,8 +514,26 @@ class KubeControlPlane(Service):
             for name in applied.stdout.split()
             if name.startswith("customresourcedefinition.apiextensions.k8s.io/")
         ]
-        if crds:
-            self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *crds)
+        if not crds:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            # A CRD created a moment ago may have no status.conditions yet: kubectl wait then
+            # fails at once ("accessor error") instead of waiting. Ask again until it has.
+            waited = self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                f"--timeout={max(1.0, deadline - time.monotonic()):.0f}s",
+                *crds,
+                check=False,
+            )
+            if waited.returncode == 0:
+                return
+            if "accessor error" not in waited.stderr or time.monotonic() > deadline:
+                raise KubectlError(
+                    waited.returncode, list(waited.args), waited.stdout, waited.stderr
+                )
+            time.sleep(0.2)
 
     def service_account_kubeconfig(
         self, namespace: str, name: str, path: Path, *, expiration_seconds: int = 3600

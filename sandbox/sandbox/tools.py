@@ -9,8 +9,11 @@
   repository, such as CustomResourceDefinitions.
 
 Both use the Go toolchain and its module proxy, never the repository: nothing they fetch or
-build lands in the source tree. Concurrent callers (pytest workers, a demo next to a test
-run) serialise on a file lock per item: the first one builds, the others wait and reuse.
+build lands in the source tree. Prometheus, promtool and Alertmanager come from Debian's
+packages instead (:func:`ensure_pinned_debian_package`): one pinned version of each, its
+``.deb`` checked against a pinned SHA-256 before it is unpacked into the cache.
+Concurrent callers (pytest workers, a demo next to a test run) serialise on a file lock
+per item: the first one builds, the others wait and reuse.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.assets import (
@@ -221,7 +225,8 @@ DASHBOARD_LINTER_SUMS = (
     "h1:aeONzEz1tWGxQvxYm5DFxxaJ90JINhRT50TrZ0oXuJM=",
 )
 PROMTOOL_ENV = "PROMTOOL"
-PROMETHEUS_DEB = "prometheus"
+PROMETHEUS_ENV = "PROMETHEUS"
+ALERTMANAGER_ENV = "ALERTMANAGER"
 BLACKBOX_EXPORTER_ENV = "BLACKBOX_EXPORTER"
 BLACKBOX_EXPORTER_DEB = "prometheus-blackbox-exporter"
 
@@ -238,10 +243,227 @@ def ensure_dashboard_linter(log: Log = _logger.info) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class DebianPin:
+    """One version of one of Debian's packages, and the SHA-256 of its ``.deb`` for each
+    architecture (``dpkg --print-architecture``) it is pinned for (``all``: an
+    architecture-independent package)."""
+
+    package: str
+    version: str
+    sha256: Mapping[str, str]
+
+    @property
+    def folder(self) -> str:
+        """The cache folder's name: ``<package>-<version>`` (an epoch's ``:`` as ``_``)."""
+        return f"{self.package}-{self.version.replace(':', '_')}"
+
+
+# Prometheus and promtool (one package: the rules are checked by the promtool of the
+# Prometheus that evaluates them) and Alertmanager, from Debian 12 (bookworm). A new pin
+# needs both figures: `apt-get download prometheus=<version>` and `sha256sum` the .deb.
+PROMETHEUS_PIN = DebianPin(
+    "prometheus",
+    "2.42.0+ds-5+deb12u1",
+    {"amd64": "81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55"},
+)
+ALERTMANAGER_PIN = DebianPin(
+    "prometheus-alertmanager",
+    "0.25.0-1+b4",
+    {"amd64": "4fb9aed15cfe8e0c32408e643ab32a1e41ee87d2cc26f18aeba928b1b0b98ae7"},
+)
+# The libraries of Prometheus' (classic) web pages, which Debian's prometheus depends on
+# instead of shipping them: its usr/share/prometheus/web/static links into
+# /usr/share/javascript. Architecture-independent packages: one SHA-256 each ("all").
+PROMETHEUS_WEB_PINS = tuple(
+    DebianPin(package, version, {"all": sha256})
+    for package, version, sha256 in (
+        (
+            "libjs-jquery",
+            "3.6.1+dfsg+~3.5.14-1",
+            "a58c9ff6afe96c769cb6535754c909410760e4efa1e1540236194e489adcfb25",
+        ),
+        (
+            "libjs-jquery-hotkeys",
+            "0~20130707+git2d51e3a9+dfsg-2.1",
+            "4a1eccaad84f0208932d5574864d9975022d5edc192799104f06082adadb9d91",
+        ),
+        (
+            "libjs-popper.js",
+            "1.16.1+ds-6",
+            "4eac75024544eb50b93141586317671d20feb7c405adbe5ab426dfb8bccb1dbc",
+        ),
+        (
+            "libjs-bootstrap4",
+            "4.6.1+dfsg1-4+deb12u1",
+            "975b5761281c694676757aa48c5f9a5e4d093c8d661b885221eaccce811bc58b",
+        ),
+        (
+            "fonts-glyphicons-halflings",
+            "1.009~3.4.1+dfsg-3+deb12u2",
+            "5a570d64fab14243a277771c9d5493f2b0e0e15e77a04c57caf3f28274d194bf",
+        ),
+        (
+            "libjs-d3",
+            "3.5.17-4",
+            "08b73c423d0a3bb7b657eebf5f7ebac501931cbdcf6422da3a634f7baa263749",
+        ),
+        (
+            "libjs-rickshaw",
+            "1.5.1.dfsg-5",
+            "6e9328a86c2d4d8f84f8404467484dfe94f72d932d5a546771a7b10cd725ccc1",
+        ),
+        (
+            "libjs-moment",
+            "2.29.4+ds-1",
+            "1d77475a3db570ac3b8ab56cf612bd64271f4da367e8819ee59ecf43eb25c180",
+        ),
+        (
+            "libjs-moment-timezone",
+            "0.5.40+dfsg-1+2023c",
+            "6b4673458531f2ea331f130dd9e88dfaf684175dd2973d3911b6a2ff55a664f0",
+        ),
+        (
+            "libjs-eonasdan-bootstrap-datetimepicker",
+            "4.17.47-6",
+            "335cc1896e77b7664e611d50a78c373d03a064c31f379ccfdf7e660b6bc43dd2",
+        ),
+        (
+            "libjs-mustache",
+            "3.0.1-1",
+            "ab00ed3fa806a37de9399975ab1780786a160619eeb96abd8f9d09bfd864b22f",
+        ),
+    )
+)
+# Debian's Alertmanager ships its web UI unbuilt (ui/ is empty): this page stands in for it.
+ALERTMANAGER_NO_UI = "usr/share/prometheus/alertmanager/no-ui"
+
+
 def ensure_promtool(log: Log = _logger.info) -> Path:
-    """Prometheus' ``promtool``: ``$PROMTOOL`` when set, else taken from Debian's
-    ``prometheus`` package (see :func:`ensure_debian_tool`)."""
-    return ensure_debian_tool(PROMETHEUS_DEB, "promtool", PROMTOOL_ENV, log=log)
+    """Prometheus' ``promtool``: ``$PROMTOOL`` when set, else from Debian's ``prometheus``
+    package at :data:`PROMETHEUS_PIN` (see :func:`ensure_pinned_debian_package`)."""
+    return _pinned_binary(PROMETHEUS_PIN, "usr/bin/promtool", PROMTOOL_ENV, log)
+
+
+def ensure_prometheus(log: Log = _logger.info) -> Path:
+    """The Prometheus server: ``$PROMETHEUS`` when set, else from Debian's ``prometheus``
+    package at :data:`PROMETHEUS_PIN`."""
+    return _pinned_binary(PROMETHEUS_PIN, "usr/bin/prometheus", PROMETHEUS_ENV, log)
+
+
+def ensure_alertmanager(log: Log = _logger.info) -> Path:
+    """Alertmanager: ``$ALERTMANAGER`` when set, else from Debian's
+    ``prometheus-alertmanager`` package at :data:`ALERTMANAGER_PIN`."""
+    return _pinned_binary(
+        ALERTMANAGER_PIN, "usr/bin/prometheus-alertmanager", ALERTMANAGER_ENV, log
+    )
+
+
+def ensure_amtool(log: Log = _logger.info) -> Path:
+    """Alertmanager's ``amtool`` (``check-config``), from the same package and version."""
+    return ensure_pinned_debian_package(ALERTMANAGER_PIN, ("usr/bin/amtool",), log=log) / (
+        "usr/bin/amtool"
+    )
+
+
+def ensure_prometheus_web(log: Log = _logger.info) -> list[Path]:
+    """The ``usr/share`` folders of :data:`PROMETHEUS_WEB_PINS`, unpacked (once)."""
+    return [
+        ensure_pinned_debian_package(pin, (), log=log) / "usr" / "share"
+        for pin in PROMETHEUS_WEB_PINS
+    ]
+
+
+def _pinned_binary(pin: DebianPin, binary: str, env: str, log: Log) -> Path:
+    given = os.environ.get(env)
+    if given:
+        if not _executable(Path(given)):
+            raise ToolError(f"${env} is {given}, which is not an executable file")
+        return Path(given)
+    return ensure_pinned_debian_package(pin, (binary,), log=log) / binary
+
+
+def ensure_pinned_debian_package(
+    pin: DebianPin, executables: Sequence[str], *, log: Log = _logger.info
+) -> Path:
+    """The folder holding Debian's ``pin.package`` at ``pin.version``, unpacked: fetched
+    with ``apt-get download`` (nothing installed on the system), its ``.deb`` checked
+    against the pinned SHA-256, unpacked with ``dpkg-deb -x`` into
+    ``tools_dir()/<package>-<version>/`` once per machine, under a file lock shared by
+    concurrent runs. ``executables`` (paths inside the package) must be there and run
+    with ``--version``. A version Debian no longer serves, or a ``.deb`` of another
+    checksum, is an error: the pin is updated in the source, never silently."""
+    root = tools_dir() / pin.folder
+    if root.is_dir() and all(_executable(root / e) for e in executables):
+        return root
+    for command in ("apt-get", "dpkg", "dpkg-deb"):
+        if shutil.which(command) is None:
+            raise ToolError(
+                f"{command} not found: {pin.package} {pin.version} comes from Debian's "
+                "packages (apt-get download, dpkg-deb -x)"
+            )
+    architecture = _run(["dpkg", "--print-architecture"]).stdout.strip()
+    expected = pin.sha256.get(architecture) or pin.sha256.get("all")
+    if expected is None:
+        raise ToolError(
+            f"{pin.package} {pin.version} is pinned for {', '.join(sorted(pin.sha256))} only, "
+            f"not {architecture}: add its .deb's SHA-256 to the pin in {__name__}"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root.parent / f".{root.name}.lock", log, pin.package):
+        if root.is_dir() and all(_executable(root / e) for e in executables):
+            return root
+        log(f"fetching Debian's {pin.package} {pin.version} into {root} (once per machine)")
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as scratch:
+            deb = _download_pinned(pin, Path(scratch), log)
+            actual = hashlib.sha256(deb.read_bytes()).hexdigest()
+            if actual != expected:
+                raise ToolError(
+                    f"{deb.name} has SHA-256 {actual}, not the pinned {expected}: refusing it"
+                )
+            staged = Path(scratch) / "root"
+            _run(["dpkg-deb", "-x", str(deb), str(staged)])
+            for executable in executables:
+                found = staged / executable
+                if not _executable(found):
+                    raise ToolError(f"{pin.package} {pin.version} has no {executable}")
+                check = subprocess.run(
+                    [str(found), "--version"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=60,
+                )
+                if check.returncode != 0:
+                    raise ToolError(f"{executable} of {pin.package} {pin.version} does not run")
+            if root.exists():
+                shutil.rmtree(root)  # an older, incomplete unpacking; we hold the lock
+            staged.rename(root)
+    log(f"{pin.package} {pin.version} ready in {root}")
+    return root
+
+
+def _download_pinned(pin: DebianPin, into: Path, log: Log) -> Path:
+    wanted = f"{pin.package}={pin.version}"
+    for attempt in range(2):
+        result = subprocess.run(
+            ["apt-get", "download", wanted],
+            cwd=into,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        debs = list(into.glob("*.deb"))
+        if result.returncode == 0 and len(debs) == 1:
+            return debs[0]
+        if attempt == 0:  # a fresh machine may have no package lists yet
+            log(f"apt-get download {wanted} failed; running apt-get update")
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+    raise ToolError(
+        f"`apt-get download {wanted}` failed: {result.stderr.strip()} (Debian may no longer "
+        f"serve that version: update the pin in {__name__})"
+    )
 
 
 def ensure_blackbox_exporter(log: Log = _logger.info) -> Path:

@@ -2,7 +2,8 @@
 installation into the real test API server (server-side dry run, then a real install).
 
 helm is built from its Go module once per machine (tests/fixtures/helm.py); the
-ServiceMonitor and PrometheusRule CRDs come from the pinned prometheus-operator module.
+ServiceMonitor, PrometheusRule and AlertmanagerConfig CRDs come from the pinned
+prometheus-operator module.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hack import monitoring
 from hack.generate import repo_root
 from sandbox.assets import Assets
 from sandbox.kube import KubeControlPlane
@@ -52,7 +54,20 @@ NON_DEFAULT: dict[str, Any] = {
         "labels": {"release": "kube-prometheus-stack"},
         "interval": "15s",
     },
-    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "kube-prometheus-stack"},
+        "alerts": {
+            "disabled": ["LifeboatPeerUnheard", "LifeboatFailoverStarted"],
+            "labels": {"team": "sre", "severity": "page"},
+            "runbookUrlBase": "https://wiki.example/lifeboat/runbooks/",
+        },
+    },
+    "alertmanagerConfig": {
+        "enabled": True,
+        "namespace": MONITORING_NAMESPACE,
+        "labels": {"alertmanagerConfig": "lifeboat"},
+    },
     "dashboards": {
         "enabled": True,
         "namespace": MONITORING_NAMESPACE,
@@ -333,18 +348,33 @@ def test_non_default_values_render_everything_asked_for(
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
 
-    # Every rules file becomes one PrometheusRule with the file's groups, unchanged.
+    # Every rules file becomes one PrometheusRule with the file's groups, the alerts
+    # settings applied exactly as hack/monitoring.py's alert_groups applies them.
     rules = [d for d in documents if d["kind"] == "PrometheusRule"]
     files = rule_files(chart_with_extras)
     assert len(rules) == len(files)
     by_groups = {json.dumps(r["spec"]["groups"], sort_keys=True) for r in rules}
     for path in files:
         groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
-        assert json.dumps(groups, sort_keys=True) in by_groups, path.name
+        expected = monitoring.alert_groups(groups, alert_settings(NON_DEFAULT))
+        assert json.dumps(expected, sort_keys=True) in by_groups, path.name
+    shipped = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-lifeboat-alerts")
+    alerts = {r["alert"]: r for g in shipped["spec"]["groups"] for r in g["rules"]}
+    assert "LifeboatPeerUnheard" not in alerts and "LifeboatFailoverStarted" not in alerts
+    assert alerts["LifeboatZoneDown"]["labels"] == {"severity": "warning", "team": "sre"}
+    assert alerts["LifeboatZoneDown"]["annotations"]["runbook_url"] == (
+        "https://wiki.example/lifeboat/runbooks/LifeboatZoneDown.md"
+    )
     synthetic = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-synthetic-alerts")
     assert synthetic["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     summary = synthetic["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
     assert summary == "Zone {{ $labels.zone }} of {{ $labels.namespace }}/{{ $labels.app }} is down"
+
+    # The inhibition rules, as an AlertmanagerConfig.
+    inhibit = one(documents, "AlertmanagerConfig")
+    assert inhibit["metadata"]["namespace"] == MONITORING_NAMESPACE
+    assert inhibit["metadata"]["labels"]["alertmanagerConfig"] == "lifeboat"
+    assert inhibit["spec"] == {"inhibitRules": monitoring.alertmanager_config_rules(repo_root())}
 
     # Every dashboard becomes one labelled ConfigMap holding the JSON, unchanged.
     maps = [d for d in documents if d["kind"] == "ConfigMap"]
@@ -373,8 +403,51 @@ def test_the_shipped_rules_and_dashboards_are_wrapped(helm: Path, helm_env: dict
     )
     assert kinds(documents).count("PrometheusRule") == len(rule_files())
     assert kinds(documents).count("ConfigMap") == len(dashboard_files())
+    assert "AlertmanagerConfig" not in kinds(documents)  # opt-in
     for rule in (d for d in documents if d["kind"] == "PrometheusRule"):
         assert rule["spec"]["groups"], rule["metadata"]["name"]
+    # By default the shipped groups are rendered as they are (runbook URLs included).
+    shipped = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-lifeboat-alerts")
+    path = CHART / "rules" / "lifeboat-alerts.yaml"
+    assert shipped["spec"]["groups"] == yaml.safe_load(path.read_text("utf-8"))["groups"]
+
+
+def alert_settings(values: dict[str, Any]) -> monitoring.AlertSettings:
+    """The chart's prometheusRule.alerts values as hack/monitoring.py takes them."""
+    alerts = values["prometheusRule"].get("alerts", {})
+    return monitoring.AlertSettings(
+        enabled=alerts.get("enabled", True),
+        disabled=tuple(alerts.get("disabled", ())),
+        labels=alerts.get("labels", {}),
+        runbook_url_base=alerts.get("runbookUrlBase", monitoring.RUNBOOK_BASE),
+    )
+
+
+def test_alerts_can_be_switched_off_all_at_once_or_by_name(
+    helm: Path, helm_env: dict[str, str], tmp_path: Path, chart_with_extras: Path
+) -> None:
+    off = render(
+        helm,
+        helm_env,
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.alerts.enabled=false",
+        chart=chart_with_extras,
+    )
+    assert "PrometheusRule" not in kinds(off)  # the files hold alerts only: nothing is left
+    shipped_groups = yaml.safe_load((CHART / "rules" / "lifeboat-alerts.yaml").read_text("utf-8"))
+    group = shipped_groups["groups"][0]
+    names = [r["alert"] for r in group["rules"]]
+    values = values_file(
+        tmp_path, {"prometheusRule": {"enabled": True, "alerts": {"disabled": names}}}
+    )
+    some = render(helm, helm_env, "-f", str(values), chart=chart_with_extras)
+    shipped = one(some, "PrometheusRule", f"{RELEASE}-lifeboat-lifeboat-alerts")
+    assert group["name"] not in [g["name"] for g in shipped["spec"]["groups"]]  # left empty
+    left = {r["alert"] for g in shipped["spec"]["groups"] for r in g["rules"]}
+    assert left and not left & set(names)
+    assert one(some, "PrometheusRule", f"{RELEASE}-lifeboat-synthetic-alerts")
 
 
 def test_no_leader_election_means_one_replica_recreated(
@@ -433,6 +506,19 @@ def test_a_peer_name_runs_one_replica_as_that_peer(helm: Path, helm_env: dict[st
         pytest.param("serviceMonitor.interval=soon", "/serviceMonitor/interval", id="interval"),
         pytest.param("resources.limits.memory=lots", "/resources/limits/memory", id="quantity"),
         pytest.param("serviceAccount.annotations.a=null", "/serviceAccount/annotations", id="anno"),
+        pytest.param(
+            "prometheusRule.alerts.runbookUrlBase=https://wiki.example/runbooks",
+            "/prometheusRule/alerts/runbookUrlBase",
+            id="runbook-base",
+        ),
+        pytest.param(
+            "prometheusRule.alerts.disabled[0]=Not An Alert",
+            "/prometheusRule/alerts/disabled/0",
+            id="alert-name",
+        ),
+        pytest.param(
+            "alertmanagerConfig.route=x", "additional properties 'route'", id="amconfig-key"
+        ),
     ],
 )
 def test_the_schema_refuses_bad_values(
@@ -546,7 +632,13 @@ def test_rendered_chart_passes_server_side_dry_run(
     )
     assert crds == LIFEBOAT_CRDS and "lifeboatpeers.lifeboat.dev" in crds
     if settings == "non-default":
-        for kind in ("ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "ConfigMap"):
+        for kind in (
+            "ServiceMonitor",
+            "PrometheusRule",
+            "AlertmanagerConfig",
+            "PodDisruptionBudget",
+            "ConfigMap",
+        ):
             assert any(
                 line.startswith((f"{kind.lower()}.", f"{kind.lower()}/")) for line in applied
             ), kind

@@ -16,6 +16,8 @@ from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
 from controller.core.decide import qualified_standbys
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
+from controller.operator.exporter import AppExporter
+from controller.operator.kube import ObjectRef
 from tests.factories import app_spec
 
 EAST = ("aws-sandbox", "us-east-1")
@@ -299,3 +301,46 @@ def test_forgetting_an_app_drops_every_series_labelled_with_it_and_nothing_else(
         left = {labels[metric._labelnames.index("namespace")] for labels in metric._metrics}
         assert "forget-me" not in left and "keep-me" in left, metric._name
     metrics.forget_app("keep-me", "x")
+
+
+# --------------------------------------------------------------------------- where and valid
+
+
+def test_site_info_puts_provider_and_region_on_a_site_and_follows_a_move() -> None:
+    namespace, app = labels()
+    metrics.set_site_info(namespace, app, "use1", "aws-sandbox", "us-east-1")
+    metrics.set_site_info(namespace, app, "usw2", "aws-sandbox", "us-west-2")
+    where = {"namespace": namespace, "app": app}
+    assert (
+        value(
+            "lifeboat_site_info", **where, site="use1", provider="aws-sandbox", region="us-east-1"
+        )
+        == 1
+    )
+    metrics.set_site_info(namespace, app, "use1", "aws-other", "us-east-2")
+    sites = {
+        (s.labels["site"], s.labels["provider"], s.labels["region"])
+        for family in metrics.REGISTRY.collect()
+        if family.name == "lifeboat_site_info"
+        for s in family.samples
+        if s.labels["app"] == app
+    }
+    assert sites == {("use1", "aws-other", "us-east-2"), ("usw2", "aws-sandbox", "us-west-2")}
+    metrics.forget_site(namespace, app, "usw2")
+    assert (
+        value(
+            "lifeboat_site_info", **where, site="usw2", provider="aws-sandbox", region="us-west-2"
+        )
+        is None
+    )
+
+
+def test_the_exporter_says_whether_the_app_configuration_is_valid() -> None:
+    namespace, app = labels()
+    exporter = AppExporter(ObjectRef("ResilientApp", "resilientapps", app, namespace, "uid-1"))
+    exporter.configuration(False)
+    assert value("lifeboat_app_configuration_valid", namespace=namespace, app=app) == 0
+    exporter.configuration(True)
+    assert value("lifeboat_app_configuration_valid", namespace=namespace, app=app) == 1
+    metrics.forget_app(namespace, app)
+    assert value("lifeboat_app_configuration_valid", namespace=namespace, app=app) is None

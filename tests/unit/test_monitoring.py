@@ -103,7 +103,7 @@ def test_every_runbook_belongs_to_an_alert_and_is_indexed() -> None:
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
     tests = yaml.safe_load(PROMTOOL_TESTS.read_text(encoding="utf-8"))
     assert tests["rule_files"] == ["../../charts/lifeboat/rules/lifeboat-alerts.yaml"]
-    cases = [case for group in tests["tests"] for case in group["alert_rule_test"]]
+    cases = [case for group in tests["tests"] for case in group.get("alert_rule_test", ())]
     for alert in ALERTS:
         mine = [case for case in cases if case["alertname"] == alert]
         assert any(case["exp_alerts"] for case in mine), f"{alert} never tested firing"
@@ -258,3 +258,146 @@ def test_generated_dashboard_configmap_holds_the_dashboard_for_the_sidecar() -> 
     assert configmap["kind"] == "ConfigMap"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["lifeboat.json"]) == dashboard()
+
+
+# --------------------------------------------------------------------------- alert settings
+
+
+def test_default_alert_settings_leave_the_shipped_groups_unchanged() -> None:
+    assert monitoring.alert_groups(rule_groups(), monitoring.AlertSettings()) == rule_groups()
+    assert monitoring.RUNBOOK_BASE == RUNBOOK_BASE
+
+
+def test_alert_settings_leave_out_label_and_rebase_every_alert() -> None:
+    settings = monitoring.AlertSettings(
+        disabled=("LifeboatZoneDown", "LifeboatPeerUnheard"),
+        labels={"team": "sre", "severity": "page"},
+        runbook_url_base="https://wiki.example/runbooks/",
+    )
+    rules = [r for g in monitoring.alert_groups(rule_groups(), settings) for r in g["rules"]]
+    assert {r["alert"] for r in rules} == set(ALERTS) - {"LifeboatZoneDown", "LifeboatPeerUnheard"}
+    for rule in rules:
+        original = next(r for r in alert_rules() if r["alert"] == rule["alert"])
+        assert rule["labels"] == {"team": "sre", "severity": original["labels"]["severity"]}
+        assert rule["annotations"]["runbook_url"] == (
+            f"https://wiki.example/runbooks/{rule['alert']}.md"
+        )
+        assert rule["expr"] == original["expr"] and rule.get("for") == original.get("for")
+    assert alert_rules()[0]["labels"] == {"severity": "warning"}  # the source is not touched
+
+
+def test_alerts_off_drops_every_alert_and_groups_left_empty_but_keeps_recording_rules() -> None:
+    groups = [
+        {"name": "alerts", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]},
+        {"name": "mixed", "rules": [{"record": "r:up", "expr": "up"}, {"alert": "B", "expr": "1"}]},
+    ]
+    off = monitoring.alert_groups(groups, monitoring.AlertSettings(enabled=False))
+    assert off == [{"name": "mixed", "rules": [{"record": "r:up", "expr": "up"}]}]
+
+
+def test_pending_for_shortens_every_for_and_adds_none() -> None:
+    settings = monitoring.AlertSettings(pending_for="2s")
+    rules = [r for g in monitoring.alert_groups(rule_groups(), settings) for r in g["rules"]]
+    for rule in rules:
+        original = next(r for r in alert_rules() if r["alert"] == rule["alert"])
+        assert rule.get("for") == ("2s" if "for" in original else None), rule["alert"]
+    assert any("for" not in r for r in rules)  # LifeboatCascadeDetected has none
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"runbook_url_base": "https://wiki.example/runbooks"}, {"pending_for": "soon"}],
+)
+def test_alert_settings_refuse_what_the_chart_schema_refuses(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"must end with /|not a Prometheus duration"):
+        monitoring.AlertSettings(**settings)
+
+
+def test_rules_document_is_what_prometheus_loads() -> None:
+    document = yaml.safe_load(
+        monitoring.rules_document(
+            ROOT / "charts" / "lifeboat" / "rules" / "lifeboat-alerts.yaml",
+            monitoring.AlertSettings(pending_for="1s"),
+        )
+    )
+    assert [g["name"] for g in document["groups"]] == [g["name"] for g in rule_groups()]
+    assert {r["for"] for g in document["groups"] for r in g["rules"] if "for" in r} == {"1s"}
+
+
+# --------------------------------------------------------------------------- inhibition
+
+
+def _labels_of_alerts() -> dict[str, set[str]]:
+    """Every label each alert is expected to carry in its promtool tests."""
+    tests = yaml.safe_load(PROMTOOL_TESTS.read_text(encoding="utf-8"))
+    seen: dict[str, set[str]] = {}
+    for group in tests["tests"]:
+        for case in group.get("alert_rule_test", ()):
+            for expected in case["exp_alerts"]:
+                seen.setdefault(case["alertname"], set()).update(expected["exp_labels"])
+    return seen
+
+
+def _matching(matchers: list[dict[str, str]]) -> set[str]:
+    names = set(ALERTS)
+    for matcher in matchers:
+        if matcher["name"] != "alertname":
+            continue
+        hits = {n for n in ALERTS if re.fullmatch(matcher["value"], n)}
+        names &= {
+            "=": {matcher["value"]},
+            "!=": set(ALERTS) - {matcher["value"]},
+            "=~": hits,
+            "!~": set(ALERTS) - hits,
+        }[matcher["matchType"]]
+    return names
+
+
+def test_inhibition_rules_join_alerts_that_exist_on_labels_they_carry() -> None:
+    carried = _labels_of_alerts()
+    rules = monitoring.alertmanager_config_rules(ROOT)
+    assert len(rules) == len(monitoring.inhibit_rules(ROOT)) >= 4
+    for rule in rules:
+        sources, targets = _matching(rule["sourceMatch"]), _matching(rule["targetMatch"])
+        assert sources and targets, rule
+        assert not sources & targets, f"an alert would inhibit itself: {rule}"
+        assert rule["equal"][0] == "cluster"
+        for alert in sources | targets:
+            assert set(rule["equal"][1:]) <= carried[alert], (alert, rule["equal"])
+        for side, alerts in (("sourceMatch", sources), ("targetMatch", targets)):
+            for matcher in rule[side]:
+                if matcher["name"] != "alertname":
+                    assert all(matcher["name"] in carried[a] for a in alerts), matcher
+    controller = next(r for r in rules if _matching(r["sourceMatch"]) == {"LifeboatControllerDown"})
+    assert _matching(controller["targetMatch"]) == set(ALERTS) - {"LifeboatControllerDown"}
+    zones = next(r for r in rules if _matching(r["targetMatch"]) == {"LifeboatZoneDown"})
+    assert _matching(zones["sourceMatch"]) == {"LifeboatApiPlaneImpaired"}
+    assert zones["equal"] == ["cluster", "provider", "region"]
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ('alertname="LifeboatZoneDown"', ("alertname", "=", "LifeboatZoneDown")),
+        ('alertname=~"Lifeboat.+"', ("alertname", "=~", "Lifeboat.+")),
+        (' kind != "Cloud\\"Provider" ', ("kind", "!=", 'Cloud"Provider')),
+        ('severity!~"warning|info"', ("severity", "!~", "warning|info")),
+    ],
+)
+def test_matchers_parse_into_the_operator_form(text: str, parsed: tuple[str, str, str]) -> None:
+    matcher = monitoring.parse_matcher(text)
+    assert (matcher["name"], matcher["matchType"], matcher["value"]) == parsed
+
+
+@pytest.mark.parametrize("text", ["alertname=LifeboatZoneDown", '="x"', 'a=="x"', ""])
+def test_a_matcher_of_another_form_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a matcher"):
+        monitoring.parse_matcher(text)
+
+
+def test_the_chart_alertmanager_config_template_is_generated_from_the_rules_file() -> None:
+    template = (ROOT / "charts" / "lifeboat" / "templates" / "alertmanagerconfig.yaml").read_text(
+        encoding="utf-8"
+    )
+    assert template == monitoring.alertmanager_config_template(ROOT)
+    assert "{{- if .Values.alertmanagerConfig.enabled }}" in template

@@ -1,8 +1,10 @@
-"""promtool from Debian's package and the dashboard linter from its Go module, with stand-in
-``go``, ``apt-get``, ``apt-cache`` and ``dpkg-deb`` commands that record what they are asked."""
+"""promtool, Prometheus and Alertmanager from Debian's packages (pinned, checksummed) and the
+dashboard linter from its Go module, with stand-in ``go``, ``apt-get``, ``apt-cache``,
+``dpkg`` and ``dpkg-deb`` commands that record what they are asked."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -38,16 +40,29 @@ FAKE_APT_GET = r"""#!/bin/sh
 printf 'apt-get %s\n' "$*" >> "$CALLS"
 case "$1" in
   update) touch "$STATE/updated" ;;
-  download) printf 'deb' > prometheus_2.42.0+ds-5_amd64.deb ;;
+  download)
+    if [ -n "$NEEDS_UPDATE" ] && [ ! -f "$STATE/updated" ]; then
+      echo "E: Can't find a source to download version" >&2; exit 100
+    fi
+    name=$(printf '%s' "$2" | sed 's/=/_/')
+    printf '%s' "${DEB_CONTENT:-deb}" > "${name}_amd64.deb" ;;
 esac
+"""
+
+FAKE_DPKG = r"""#!/bin/sh
+printf 'dpkg %s\n' "$*" >> "$CALLS"
+echo "${ARCH:-amd64}"
 """
 
 FAKE_DPKG_DEB = r"""#!/bin/sh
 printf 'dpkg-deb %s\n' "$*" >> "$CALLS"
-mkdir -p "$3/usr/bin"
-printf '#!/bin/sh\necho "promtool, version 2.42.0+ds"\n' > "$3/usr/bin/promtool"
-chmod +x "$3/usr/bin/promtool"
+mkdir -p "$3/usr/bin" "$3/usr/share/doc"
+for tool in promtool prometheus prometheus-alertmanager; do
+  printf '#!/bin/sh\necho "%s, version 2.42.0+ds"\n' "$tool" > "$3/usr/bin/$tool"
+  chmod +x "$3/usr/bin/$tool"
+done
 """
+PIN = tools.DebianPin("prometheus", "2.42.0+ds-5", {"amd64": hashlib.sha256(b"deb").hexdigest()})
 
 
 @pytest.fixture
@@ -60,6 +75,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ("go", FAKE_GO),
         ("apt-cache", FAKE_APT_CACHE),
         ("apt-get", FAKE_APT_GET),
+        ("dpkg", FAKE_DPKG),
         ("dpkg-deb", FAKE_DPKG_DEB),
     ):
         (bin_dir / name).write_text(script)
@@ -69,8 +85,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CALLS", str(calls))
     monkeypatch.setenv("STATE", str(state))
     monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("PROMTOOL", raising=False)
-    monkeypatch.delenv("NEEDS_UPDATE", raising=False)
+    for variable in ("PROMTOOL", "PROMETHEUS", "ALERTMANAGER", "NEEDS_UPDATE", "DEB_CONTENT"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(tools, "PROMETHEUS_PIN", PIN)
     return calls
 
 
@@ -98,15 +115,47 @@ def test_the_dashboard_linter_is_built_once_from_its_pinned_module(world: Path) 
     assert len(calls_of(world)) == built  # cached: go is not run again
 
 
-def test_promtool_is_extracted_from_the_debian_package_once(world: Path) -> None:
+def test_promtool_and_prometheus_come_from_the_pinned_package_once(world: Path) -> None:
     path = tools.ensure_promtool()
-    assert path == tools.tools_dir() / "promtool-2.42.0+ds-5" / "promtool"
+    root = tools.tools_dir() / "prometheus-2.42.0+ds-5"
+    assert path == root / "usr" / "bin" / "promtool"
     assert os.access(path, os.X_OK)
     assert "apt-get download prometheus=2.42.0+ds-5" in calls_of(world)
-    assert list(path.parent.iterdir()) == [path]  # the binary only, not the whole package
     downloads = sum("download" in c for c in calls_of(world))
     assert tools.ensure_promtool() == path
-    assert sum("download" in c for c in calls_of(world)) == downloads
+    assert tools.ensure_prometheus() == root / "usr" / "bin" / "prometheus"
+    assert sum("download" in c for c in calls_of(world)) == downloads  # one package, once
+
+
+def test_a_deb_of_another_checksum_is_refused(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEB_CONTENT", "tampered")
+    with pytest.raises(tools.ToolError, match="not the pinned"):
+        tools.ensure_prometheus()
+    assert not (tools.tools_dir() / PIN.folder).exists()
+    assert not any("dpkg-deb" in c for c in calls_of(world))  # never unpacked
+
+
+def test_an_architecture_without_a_pin_is_refused(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCH", "arm64")
+    with pytest.raises(tools.ToolError, match="not arm64"):
+        tools.ensure_promtool()
+    assert not any("download" in c for c in calls_of(world))
+
+
+def test_alertmanager_is_pinned_like_prometheus(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tools.ALERTMANAGER_PIN.package == "prometheus-alertmanager"
+    assert set(tools.ALERTMANAGER_PIN.sha256) == set(tools.PROMETHEUS_PIN.sha256) == {"amd64"}
+    pin = tools.DebianPin(
+        "prometheus-alertmanager", "0.25.0-1", {"amd64": hashlib.sha256(b"deb").hexdigest()}
+    )
+    monkeypatch.setattr(tools, "ALERTMANAGER_PIN", pin)
+    path = tools.ensure_alertmanager()
+    assert path == tools.tools_dir() / pin.folder / "usr" / "bin" / "prometheus-alertmanager"
+    assert "apt-get download prometheus-alertmanager=0.25.0-1" in calls_of(world)
 
 
 def test_without_package_lists_apt_is_updated_first(
@@ -148,9 +197,52 @@ def test_debian_candidate_version(policy: str, version: str | None) -> None:
 
 
 def test_lifeboat_sandbox_tools_prints_where_they_are(
-    world: Path, capsys: pytest.CaptureFixture[str]
+    world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(
+        tools,
+        "ALERTMANAGER_PIN",
+        tools.DebianPin("prometheus-alertmanager", "0.25.0-1", PIN.sha256),
+    )
     assert main(["tools"]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
-    assert set(printed) == {"promtool", "dashboard-linter"}
+    assert set(printed) == {"promtool", "prometheus", "alertmanager", "dashboard-linter"}
     assert all(os.access(p, os.X_OK) for p in printed.values())
+
+
+def test_an_architecture_independent_pin_serves_every_architecture(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCH", "arm64")
+    pin = tools.DebianPin("libjs-demo", "1.0-1", {"all": hashlib.sha256(b"deb").hexdigest()})
+    root = tools.ensure_pinned_debian_package(pin, ())
+    assert root == tools.tools_dir() / "libjs-demo-1.0-1"
+    assert "apt-get download libjs-demo=1.0-1" in calls_of(world)
+    assert tools.ensure_pinned_debian_package(pin, ()) == root
+    assert sum("download" in c for c in calls_of(world)) == 1
+
+
+def test_the_libraries_of_prometheus_pages_are_pinned_for_every_architecture() -> None:
+    names = [pin.package for pin in tools.PROMETHEUS_WEB_PINS]
+    assert len(names) == len(set(names))
+    assert {"libjs-jquery", "libjs-bootstrap4", "libjs-popper.js"} <= set(names)
+    for pin in (*tools.PROMETHEUS_WEB_PINS, tools.PROMETHEUS_PIN, tools.ALERTMANAGER_PIN):
+        assert pin.sha256, pin.package
+        assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in pin.sha256.values())
+    assert all(set(pin.sha256) == {"all"} for pin in tools.PROMETHEUS_WEB_PINS)
+
+
+def test_an_unpinned_debian_tool_takes_the_candidate_version_once(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ensure_debian_tool (the benchmarks' blackbox_exporter and rclone): apt's candidate,
+    package lists fetched first when there are none, the binary alone kept."""
+    monkeypatch.setenv("NEEDS_UPDATE", "1")
+    path = tools.ensure_debian_tool("prometheus", "promtool", "NO_SUCH_VARIABLE")
+    assert path == tools.tools_dir() / "promtool-2.42.0+ds-5" / "promtool"
+    assert list(path.parent.iterdir()) == [path]
+    assert "apt-get update -qq" in calls_of(world)
+    assert "apt-get download prometheus=2.42.0+ds-5" in calls_of(world)
+    downloads = sum("download" in c for c in calls_of(world))
+    assert tools.ensure_debian_tool("prometheus", "promtool", "NO_SUCH_VARIABLE") == path
+    assert sum("download" in c for c in calls_of(world)) == downloads
