@@ -14,7 +14,7 @@ SOURCES := controller sandbox hack tests bench
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
+.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum chaos-peers assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
 
 help:
 	@echo "make demo    - start the local sandbox and run the failover demo"
@@ -31,6 +31,7 @@ help:
 	@echo "make manifests - regenerate CRDs and install bundles from the Python models"
 	@echo "make fuzz    - 10,000 mutated specs and statuses through the per-app worker (FUZZ_SEED=n)"
 	@echo "make chaos-quorum - 1,000 seeded random fault runs of the peers' leadership (CHAOS_SEED=n)"
+	@echo "make chaos-peers  - seeded random fault runs of the peers whole: DNS fencing, quorum evidence (CHAOS_RUNS=n)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -85,6 +86,13 @@ CHAOS_RUNS ?= 1000
 CHAOS_PEERS ?= 3
 chaos-quorum: $(VENV)/.synced
 	$(BIN)/python -m tests.quorum_chaos --runs $(CHAOS_RUNS) --peers $(CHAOS_PEERS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
+# The peers whole (tests/peers_chaos.py: electors, peer links, status writers and app
+# workers over in-memory clusters, DNS and probes) under seeded random faults, then a region
+# loss; 6 runs at once, about 45 s per batch. Checks DNS fencing, one leader, and no move
+# without a majority's evidence; prints runs, violations, moves and the seed.
+chaos-peers: $(VENV)/.synced
+	$(BIN)/python -m tests.peers_chaos --runs $(CHAOS_RUNS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Object replication against rclone (100,000 objects; about an hour on 2 cores): not a test.
 bench: $(VENV)/.synced
