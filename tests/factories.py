@@ -45,6 +45,10 @@ def app_spec(**overrides: Any) -> dict[str, Any]:
             "recordName": "web.example.test.",
         },
     }
+    # Tests exercise the acting operator: Automatic unless they say otherwise (the CRD's
+    # default is Observe), also when they override other failover fields.
+    failover = overrides.pop("failover", {})
+    spec["failover"] = {"mode": "Automatic", **failover}
     spec.update(overrides)
     return spec
 
@@ -246,6 +250,10 @@ def provider_spec(**overrides: Any) -> dict[str, Any]:
         "credentials": {"source": "Environment"},
         "tenancy": {"namespaces": ["shop"]},
     }
+    # Tests exercise the acting operator: Automatic unless they say otherwise (the CRD's
+    # default is Observe), also when they override other failover fields.
+    failover = overrides.pop("failover", {})
+    spec["failover"] = {"mode": "Automatic", **failover}
     spec.update(overrides)
     return spec
 

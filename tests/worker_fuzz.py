@@ -339,7 +339,7 @@ SPEC_HOT: tuple[tuple[str | int, ...], ...] = (
 
 def _spec(variant: str) -> dict[str, Any]:
     spec = app_spec()
-    spec["failover"] = {"minDwellSeconds": 0}
+    spec["failover"] = {"mode": "Automatic", "minDwellSeconds": 0}
     if variant == "capacity":
         for index, site in enumerate(spec["sites"]):
             site["capacity"] = {"perZone": 2, "autoScalingGroup": {"name": f"web-{index}"}}

@@ -162,7 +162,7 @@ async def test_a_failover_does_not_wait_behind_a_slow_capacity_change() -> None:
         ]
         site["trafficTargets"] = []
         site["capacity"] = {"perZone": 2, "autoScalingGroup": {"name": f"web-{site['name']}"}}
-    raw["failover"] = {"minDwellSeconds": 0}
+    raw["failover"] = {"mode": "Automatic", "minDwellSeconds": 0}
     kube, prober, traffic, capacity = FakeKube(), FakeProber(), FakeTraffic(), HangingCapacity()
     context = AppContext(
         kube=kube, providers=FakeProviders(traffic), prober=prober, capacity=capacity

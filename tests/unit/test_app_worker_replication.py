@@ -81,7 +81,7 @@ def replicated(**failover: Any) -> dict[str, Any]:
             }
         ],
     }
-    spec["failover"] = {"minDwellSeconds": 0, **failover}
+    spec["failover"] = {"mode": "Automatic", "minDwellSeconds": 0, **failover}
     return spec
 
 

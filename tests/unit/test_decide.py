@@ -39,7 +39,7 @@ def spec_of(**failover: Any) -> ResilientAppSpec:
             "standbyPerZone": 1,
             "autoScalingGroup": {"name": f"web-{site['name']}"},
         }
-    raw["failover"] = {"minDwellSeconds": 0, **failover}
+    raw["failover"] = {"mode": "Automatic", "minDwellSeconds": 0, **failover}
     return ResilientAppSpec.model_validate(raw)
 
 

@@ -36,7 +36,7 @@ def value(name: str, **labelset: str) -> float | None:
 
 def spec_of(**failover: Any) -> ResilientAppSpec:
     raw = app_spec()
-    raw["failover"] = {"minDwellSeconds": 0, **failover}
+    raw["failover"] = {"mode": "Automatic", "minDwellSeconds": 0, **failover}
     return ResilientAppSpec.model_validate(raw)
 
 

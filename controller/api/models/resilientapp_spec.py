@@ -533,10 +533,11 @@ class FailoverPolicy(Model):
     """When and how Lifeboat acts."""
 
     mode: Literal["Automatic", "Manual", "Observe"] = Field(
-        default="Automatic",
-        description="Automatic: act on decisions. Manual: decide and recommend; act once a "
-        "user approves (lifeboat approve). Observe: shadow mode, decide and record what "
-        "would be done, never act.",
+        default="Observe",
+        description="Observe (the default): shadow mode, decide and record what would be "
+        "done, never act. Automatic: act on decisions. Manual: decide and recommend; act "
+        "once a user approves (lifeboat approve). Set Automatic once the recorded decisions "
+        "look right.",
     )
     zonal_evacuation: ZonalEvacuation = Field(
         default=ZonalEvacuation(), description="Lone zone failures."
