@@ -7,7 +7,7 @@ is read every ``health.intervalSeconds``, at least :data:`FAST_SECONDS` apart, u
 Ready or ``capacityTimeoutSeconds`` have passed since it was set. The reads run as one
 background task beside the worker's loop (each bounded by :data:`READ_TIMEOUT`), so a slow
 cloud never delays probing; what they found is handed to the decision core as readings
-stamped with the time they were taken.
+stamped with the time each read began.
 
 A read goes through the provider's calls like any other, so its outcome is evidence about
 the region's API plane as any call's is (a timeout counts, a missing group does not);
@@ -112,6 +112,9 @@ class CapacityWatch:
 
     async def _read_site(self, site: Site) -> CapacityReading:
         redact = self.ctx.providers.cached_redactor(site.provider)
+        # Stamped with when the read began: a read under way while capacity is being set
+        # may show the site as it was, so it must not count as a reading taken after it.
+        started = self.ctx.clock()
         try:
             driver = await self.ctx.capacity.for_site(self.app, site)
             observed = await asyncio.wait_for(driver.observe(), READ_TIMEOUT)
@@ -123,7 +126,7 @@ class CapacityWatch:
             return self._failed(site, f"no answer within {READ_TIMEOUT:g} s")
         except Exception as error:
             return self._failed(site, self.ctx.providers.explain(site.provider, error))
-        return _reading(observed, self.ctx.clock(), redact)
+        return _reading(observed, started, redact)
 
     def _failed(self, site: Site, why: str) -> CapacityReading:
         self.log.info("capacity of %s not read: %s", site.name, why)
