@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol
 
 import boto3
 import botocore.exceptions
+import openstack.exceptions
 import pytest
 
 from controller.api.models import CloudProviderSpec, Site
@@ -1774,6 +1775,37 @@ async def test_a_boot_nova_cannot_place_is_a_capacity_error(
     # The server that found no host is gone again; the one that did boots.
     state = await driver.observe()
     assert {(z.zone, z.desired, z.running) for z in state.zones} == {(first, 2, 2), (second, 1, 1)}
+
+
+async def test_nova_reports_its_instance_quota_as_headroom_and_refuses_beyond_it(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """The project's instance quota (GET /limits) is the site's headroom; a boot beyond it
+    is refused as Nova refuses it ("Quota exceeded"), a capacity error of the region."""
+    backend = openstack_backend
+    first = backend.zones(ONE)[0]
+    group = backend.group(ONE, {first: 1})
+    driver = backend.capacity(group)
+    nova = backend.world.nova(ONE)
+    assert (await driver.observe()).headroom is None  # unlimited: the cloud sets no bound
+    try:
+        nova.set_instance_quota(1000)
+        headroom = (await driver.observe()).headroom
+        assert headroom is not None
+        used = 1000 - headroom  # the whole project's servers, other tests' included
+        nova.set_instance_quota(used + 1)
+        assert (await driver.observe()).headroom == 1
+
+        await driver.set_zones({first: 3})  # two more wanted, one allowed: Nova boots one
+        state = await driver.observe()
+        assert (state.zone(first).desired, state.headroom) == (2, 0)
+        before = [o for o in backend.outcomes if o.outcome is CallOutcome.CAPACITY_ERROR]
+        with pytest.raises(openstack.exceptions.HttpException, match="Quota exceeded for"):
+            await driver.set_zones({first: 3})
+        refused = [o for o in backend.outcomes if o.outcome is CallOutcome.CAPACITY_ERROR]
+        assert [(o.operation) for o in refused[len(before) :]] == ["CreateServer"]
+    finally:
+        nova.set_instance_quota(-1)
 
 
 async def test_swift_segments_go_with_the_large_object(

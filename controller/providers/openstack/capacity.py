@@ -30,7 +30,9 @@ so the region's gate records a ``capacity_error`` outcome; the failed servers, w
 nothing but a quota slot, are deleted and the error reaches the caller. Boots failing for
 other reasons stay (desired, not running) until a smaller count removes them.
 
-``observe`` reports the site's servers in ``ERROR`` with their faults
+``observe`` also reads the project's limits (``GET /limits``): where the instance quota
+is set, what it still allows is the site's headroom (``CapacityState.headroom``; unlimited
+or unreadable: None). It reports the site's servers in ``ERROR`` with their faults
 (``CapacityState.failures``); each one whose fault is a capacity fault that the boot watch
 did not count already (a boot Lifeboat did not watch to its end: a restart, a boot that
 outlived ``boot_timeout_seconds``) is counted once against the region's API plane.
@@ -52,6 +54,7 @@ from typing import Any, Literal
 from controller.api.models import OpenStackServersTemplate
 from controller.core.apiplane import CallOutcome
 from controller.providers.openstack.connector import (
+    CALL_ERRORS,
     CAPACITY_MARKERS,
     CLEANUP_ERRORS,
     CapacityError,
@@ -244,6 +247,7 @@ class NovaServersCapacity:
             tuple(ZoneCapacity(zone, desired[zone], running[zone]) for zone in sorted(desired)),
             minimum=0,
             maximum=sum(desired.values()),
+            headroom=await self._headroom(),
             failures=tuple(
                 f"server {server.id} in {zone_of(server)}: ERROR: "
                 + " ".join((fault_message(server) or "no fault given").split())[:300]
@@ -251,6 +255,25 @@ class NovaServersCapacity:
             ),
             unit="servers ACTIVE",
         )
+
+    async def _headroom(self) -> int | None:
+        """Servers more the project's instance quota allows (None: unlimited, or the cloud
+        does not say: a policy that hides the limits, an error)."""
+
+        def read(conn: Any) -> tuple[int | None, int | None]:
+            absolute = conn.compute.get_limits().absolute
+            return absolute.instances, absolute.instances_used
+
+        try:
+            quota, used = await self.connector.call(
+                self.region, "compute", "GetLimits", read, mutating=False
+            )
+        except CALL_ERRORS as error:
+            log.info("%s: limits not read: %s", self, type(error).__name__)
+            return None
+        if quota is None or quota < 0:
+            return None
+        return max(0, int(quota) - int(used or 0))
 
     async def set_zones(self, desired: Mapping[str, int]) -> None:
         if any(count < 0 for count in desired.values()):
