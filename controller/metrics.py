@@ -338,6 +338,59 @@ STANDBY_SITES = Gauge(
     ["namespace", "app"],
     registry=REGISTRY,
 )
+STANDBY_READY = Gauge(
+    "lifeboat_standby_ready",
+    "Per site that does not take the traffic: 1 when it could take it now (zones qualify, "
+    "capacity Ready as its driver reports it, no failed scale-up, quota headroom), 0 when "
+    "not; absent while its capacity has not been read.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+STANDBY_READY_INSTANCES = Gauge(
+    "lifeboat_standby_ready_instances",
+    "Instances a standby site's capacity driver reports Ready (InService, ACTIVE, ready replicas).",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+STANDBY_WANTED_INSTANCES = Gauge(
+    "lifeboat_standby_wanted_instances",
+    "Instances a standby site is asked to run (standbyPerZone x zones).",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+STANDBY_FAILOVER_INSTANCES = Gauge(
+    "lifeboat_standby_failover_instances",
+    "Instances a standby site runs once it takes the traffic (perZone x zones).",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+STANDBY_HEADROOM = Gauge(
+    "lifeboat_standby_headroom_instances",
+    "Instances more a standby site's cloud quota allows; absent where the cloud does not say.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+STANDBY_MAX_SIZE = Gauge(
+    "lifeboat_standby_max_size_instances",
+    "A standby site's own capacity bound (an Auto Scaling group's MaxSize, which Lifeboat "
+    "raises when a change needs more); absent where the capacity has none.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+CAPACITY_READY_SECONDS = Gauge(
+    "lifeboat_capacity_ready_seconds",
+    "For the capacity last set for a site: seconds from when it was asked for (the "
+    "failover's decision, when a failover asked for it) to its driver reporting it Ready.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
+CAPACITY_NOT_READY = Gauge(
+    "lifeboat_capacity_not_ready",
+    "1 while the capacity last set for a site is not Ready within "
+    "readiness.capacityTimeoutSeconds, else 0.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
 PROBE_INTERVAL = Gauge(
     "lifeboat_app_probe_interval_seconds",
     "The app's health.intervalSeconds: the period of its probe-decide-act rounds.",
@@ -582,6 +635,11 @@ def forget_replication_target(namespace: str, app: str, dataset: str) -> None:
 def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
     with contextlib.suppress(KeyError):  # never exported
         metric.remove(*labels)
+
+
+def remove_series(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    """Drop one series (nothing if it was never exported): a figure no longer known."""
+    _remove(metric, *labels)
 
 
 def forget_app(namespace: str, app: str) -> None:

@@ -52,6 +52,15 @@ class ConditionType(StrEnum):
     the peers are heard."""
     PEER_SPEC_DRIFT = "PeerSpecDrift"
     """With peers: True while some heard peer reads a different spec of the app."""
+    STANDBY_READY = "StandbyReady"
+    """True when every site that does not take the traffic could take it now (its zones
+    qualify as a failover target, its capacity is Ready as its driver reports it, no
+    scale-up failed, its quota leaves room for a failover's); False naming each site and
+    cause; Unknown while some site's capacity has not been read."""
+    CAPACITY_READY = "CapacityReady"
+    """True when the capacity last set for every site is Ready as its driver reports it;
+    False (CapacityNotReady) once some site's is not within
+    readiness.capacityTimeoutSeconds, with the figures; Unknown (Waiting) before."""
 
 
 def rfc3339(ts: float, *, precise: bool = False) -> str:

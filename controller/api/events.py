@@ -37,6 +37,10 @@ class EventReason(StrEnum):
     # --------------------------------------------------------------- actions carried out
     TRAFFIC_SHIFTED = "TrafficShifted"
     CAPACITY_SET = "CapacitySet"
+    CAPACITY_READY = "CapacityReady"
+    CAPACITY_NOT_READY = "CapacityNotReady"
+    STANDBY_READY = "StandbyReady"
+    STANDBY_NOT_READY = "StandbyNotReady"
     VOLUMES_RESTORED = "VolumesRestored"
 
     # --------------------------------------------------------------- actions that failed
@@ -62,7 +66,6 @@ class EventReason(StrEnum):
     VOLUMES_UNSUPPORTED = "VolumesUnsupported"
     CAPACITY_UNSUPPORTED = "CapacityUnsupported"
     TRAFFIC_UNSUPPORTED = "TrafficUnsupported"
-    INSTANCES_UNSUPPORTED = "InstancesUnsupported"
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 (a reason, not a secret)
     SECRET_UNREADABLE = "SecretUnreadable"  # noqa: S105 (a reason, not a secret)
     SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105 (a reason, not a secret)

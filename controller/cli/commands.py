@@ -438,6 +438,7 @@ def explain(
         )
     for restore in status.get("volumeRestores") or []:
         write(_restore_lines(restore))
+    write(_capacity_lines(status.get("sites") or []))
     request = status.get("lastRequest")
     if request:
         verdict = "accepted" if request["accepted"] else "refused"
@@ -449,6 +450,28 @@ def explain(
             when = event.last_timestamp or event.event_time
             write(f"  {when:%H:%M:%S} {event.type:7} {event.reason}: {event.message}\n")
     return EXIT_OK
+
+
+def _capacity_lines(sites: list[dict[str, Any]]) -> str:
+    """Each site's capacity as set and whether it is Ready; each standby's readiness."""
+    lines = []
+    for site in sites:
+        capacity, readiness = site.get("capacity"), site.get("readiness")
+        if capacity:
+            counts = ", ".join(f"{z['zone']}={z['count']}" for z in capacity.get("zones", []))
+            ready = (
+                f"Ready after {capacity['readySeconds']}s"
+                if capacity.get("readySeconds") is not None
+                else "not Ready yet"
+            )
+            lines.append(
+                f"  {site['name']}: {counts or 'nothing'}, set {capacity['appliedTime']}: {ready}"
+            )
+        if readiness:
+            verdict = {"True": "ready", "False": "not ready"}.get(readiness["ready"], "unknown")
+            why = "; ".join(readiness.get("reasons") or [])
+            lines.append(f"  {site['name']} as a standby: {verdict}" + (f": {why}" if why else ""))
+    return "\nCapacity:\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _restore_lines(restore: dict[str, Any]) -> str:

@@ -25,6 +25,14 @@ Timeline format (YAML)::
         pin: use1            # later: unpin: true
       - at: 60
         replicationLag: {use1: 12.5}
+      - at: 70
+        capacity: {usw2: 2}  # site: at most this many instances come up Ready | ready
+
+Capacity comes up Ready at once unless the timeline caps a site's (``capacity: {usw2: 2}``:
+at most 2 instances of it are ever Ready, as with a scale-up that fails; ``ready`` lifts the
+cap); every site's capacity is read every round, as the operator's drivers would be read,
+and the same rules judge standby readiness, capacity coming up, and the old site's shrink
+waiting for it.
 
 Zones and regions not mentioned answer ``ok``. ``status:<code>`` makes the zone's endpoints
 answer with that HTTP status, judged as the operator judges it: healthy when the endpoint's
@@ -61,11 +69,14 @@ from controller.core.apiplane import (
     CallRecord,
     assess,
 )
+from controller.core.capacity import CapacityReading, ZoneReading
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 
 MAX_SECONDS = 86400.0
 """The longest timeline (and the latest entry): a day of rounds."""
 MAX_SLOW_SECONDS = 3600.0
+MAX_INSTANCES = 160000
+"""perZone's bound (10,000) times a site's zones (16)."""
 
 
 class TimelineError(ValueError):
@@ -93,6 +104,17 @@ class Entry(BaseModel):
     pin: str | None = Field(default=None)
     unpin: bool = False
     replication_lag: dict[str, float | None] = Field(default_factory=dict, alias="replicationLag")
+    capacity: dict[str, int | Literal["ready"]] = Field(default_factory=dict)
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacities(cls, value: dict[str, int | Literal["ready"]]) -> dict[str, int | str]:
+        for site, cap in value.items():
+            if isinstance(cap, int) and not 0 <= cap <= MAX_INSTANCES:
+                raise ValueError(
+                    f"capacity of {site} must be between 0 and {MAX_INSTANCES} instances (or ready)"
+                )
+        return dict(value)
 
     @field_validator("zones")
     @classmethod
@@ -278,6 +300,15 @@ def _entry_problem(entry: Entry, spec: ResilientAppSpec) -> tuple[str, str] | No
     for key in entry.api:
         if key not in known:
             return f"api.{key}", f"not a provider/region of the app's sites ({', '.join(known)})"
+    for site_name in entry.capacity:
+        if spec.site(site_name) is None:
+            return (
+                f"capacity.{site_name}",
+                f"the app has no site {site_name!r} (sites: {', '.join(sites)})",
+            )
+        site = spec.site(site_name)
+        if site is not None and site.capacity is None:
+            return f"capacity.{site_name}", f"site {site_name} declares no capacity"
     for site_name in entry.replication_lag:
         if spec.site(site_name) is None:
             return (
@@ -325,8 +356,15 @@ class _World:
     api: dict[str, list[CallOutcome]] = field(default_factory=dict)
     pinned: str | None = None
     lag: dict[str, float | None] = field(default_factory=dict)
+    capacity: dict[str, int] = field(default_factory=dict)
+    """Sites whose Ready instances are capped."""
 
     def apply(self, entry: Entry) -> None:
+        for site, cap in entry.capacity.items():
+            if cap == "ready":
+                self.capacity.pop(site, None)
+            else:
+                self.capacity[site] = int(cap)
         self.zones.update(entry.zones)
         self.api.update(entry.api)
         if entry.pin is not None:
@@ -390,6 +428,8 @@ def simulate(
             approval=state.recommendation.id if approve and state.recommendation else None,
             pinned=world.pinned,
             replication_lag=world.lag,
+            capacity=_capacity(spec, state, world, t),
+            now=t,
         )
         decision = core.decide(state, observations, spec, t)
         state = decision.state
@@ -408,6 +448,30 @@ def simulate(
     return decisions
 
 
+def _capacity(
+    spec: ResilientAppSpec, state: m.AppState, world: _World, t: float
+) -> dict[str, CapacityReading]:
+    """Every site's capacity as its driver would report it at ``t``: what was last set for
+    it (before anything was set: what the spec asks of it now) Ready, zone by zone, up to
+    the timeline's cap."""
+    wanted = {change.site: change.zones for change in core.desired_capacity(state, spec)}
+    readings = {}
+    for site in spec.sites:
+        if site.capacity is None:
+            continue
+        applied = state.capacity.get(site.name)
+        zones = applied.zones if applied is not None else wanted.get(site.name, ())
+        left = world.capacity.get(site.name)
+        found = []
+        for zone, count in zones:
+            ready = count if left is None else min(count, left)
+            if left is not None:
+                left -= ready
+            found.append(ZoneReading(zone, ready, count))
+        readings[site.name] = CapacityReading(t, tuple(found))
+    return readings
+
+
 def _change_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes a round worth printing when it acts on nothing: figures that count up
     (the dwell's seconds) are not a change, a new cause is."""
@@ -420,6 +484,7 @@ def _change_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
         row["epoch"],
         held,
         tuple(sorted(row["apiPlanes"].items())),
+        tuple(sorted((site, s["ready"]) for site, s in row["standby"].items())),
     )
 
 
@@ -483,6 +548,9 @@ def _row(
             for s in spec.sites
         },
         "dns": [_dns_target(spec, target) for target in published],
+        "standby": {
+            r.site: {"ready": r.ready, "reasons": list(r.causes)} for r in decision.readiness
+        },
     }
 
 
@@ -580,6 +648,12 @@ def table(events: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> str:
                 f"{d['site']} {d['weight']} [{', '.join(d['zones'])}]" for d in item["dns"]
             )
             lines.append(f"{indent}DNS: {dns}")
+        if item["standby"] and (previous is None or previous["standby"] != item["standby"]):
+            standby = "; ".join(
+                f"{site} " + ("ready" if s["ready"] else "not ready: " + ", ".join(s["reasons"]))
+                for site, s in item["standby"].items()
+            )
+            lines.append(f"{indent}standby: {standby}")
         lines.extend(f"{indent}do: {a['target']}" for a in item["actions"])
         lines.extend(f"{indent}held: {h['target']}: {h['reason']}" for h in item["held"])
         lines.extend(f"{indent}{n['kind']}: {n['message']}" for n in item["notes"])

@@ -95,6 +95,10 @@ class CallRecord:
     transfer: bool = False
     """A call that carries an object's bytes: its latency measures the size of the body
     and the link, not the API plane, so it counts for errors and throttling only."""
+    observed: bool = False
+    """Not a call's own outcome but one the cloud reported later about work it took on (an
+    Auto Scaling activity that failed, a Nova boot that ended in "No valid host"): it counts
+    for errors only, it has no latency."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ def figures(calls: Iterable[CallRecord], now: float, window: float) -> Figures:
     recent = [c for c in calls if now - window <= c.at <= now]
     if not recent:
         return Figures()
-    latencies = sorted(c.latency for c in recent if not c.transfer)
+    latencies = sorted(c.latency for c in recent if not (c.transfer or c.observed))
     return Figures(
         calls=len(recent),
         errors=sum(1 for c in recent if c.outcome.error),

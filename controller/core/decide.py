@@ -65,6 +65,13 @@ from dataclasses import dataclass, replace
 from controller.api.annotations import Request, RequestOp
 from controller.api.models import MAX_EPOCH, ResilientAppSpec, Site
 from controller.core.apiplane import ApiPlaneState
+from controller.core.capacity import (
+    SiteReadiness,
+    capacity_timeout,
+    readiness_key,
+    standby_readiness,
+    verified,
+)
 from controller.core.health import (
     ProbeOutcome,
     ProbeResult,
@@ -177,6 +184,7 @@ def decide(
     _observe_probes(work)
     _weigh_vantages(work)
     _track_site_health(work)
+    _verify_capacity(work)
     verdict, summary = _decide(work)
     work.state = replace(
         work.state,
@@ -185,6 +193,7 @@ def decide(
         hold=work.state.hold if verdict.held else None,
     )
     actions, held = _reconcile(work)
+    readiness = _standby_readiness(work)
     facts = tuple(_facts(work)) + tuple(work.facts)
     return Decision(
         work.state,
@@ -195,6 +204,7 @@ def decide(
         phase_of(work.state, spec, observations),
         _outcome(verdict, work.notes, work.state),
         work.vantage,
+        readiness,
     )
 
 
@@ -474,6 +484,118 @@ def _track_site_health(work: _Round) -> None:
     work.state = replace(work.state, site_healthy_since=since)
 
 
+def _verify_capacity(work: _Round) -> None:
+    """Capacity set for a site is Ready once a reading of its driver taken after it was set
+    counts every instance asked for; said once (CapacityReady), with the time it took. Not
+    Ready within ``readiness.capacityTimeoutSeconds``: said once (CapacityNotReady), with
+    the figures and the failed scale-ups the driver reports."""
+    state, spec = work.state, work.spec
+    timeout = capacity_timeout(spec)
+    capacity = dict(state.capacity)
+    for name, applied in state.capacity.items():
+        site = spec.site(name)
+        if site is None or applied.ready_at is not None:
+            continue
+        reading = work.obs.capacity.get(name)
+        ready = verified(applied.zones, applied.applied_at, reading)
+        wanted = applied.total
+        if ready is not None and ready >= wanted and reading is not None:
+            since = capacity_asked_at(state, name, applied.applied_at)
+            took = max(0.0, reading.at - since)
+            capacity[name] = replace(applied, ready_at=reading.at)
+            work.note(
+                NoteKind.CAPACITY_READY,
+                f"capacity of {name} ({site.region}) Ready: {ready}/{wanted} "
+                f"{reading.unit} {took:.0f} s after it was asked for",
+            )
+        elif not applied.overdue and work.now - applied.applied_at >= timeout:
+            capacity[name] = replace(applied, overdue=True)
+            words = _not_ready_words(work, name, applied.applied_at, wanted)
+            waiting = _shrinks_waiting(work) if name == state.active_site else []
+            if waiting:
+                words += (
+                    f"; {', '.join(waiting)} no longer wait(s) for it and shrink(s) now "
+                    f"(readiness.capacityTimeoutSeconds {timeout:g})"
+                )
+            work.note(NoteKind.CAPACITY_NOT_READY, words, warning=True)
+    work.state = replace(state, capacity=capacity)
+
+
+def _shrinks_waiting(work: _Round) -> list[str]:
+    """Sites that no longer take the traffic and are to run less than they do."""
+    applied = work.state.capacity
+    return [
+        change.site
+        for change in desired_capacity(work.state, work.spec)
+        if change.site != work.state.active_site
+        and change.site in applied
+        and sum(n for _, n in change.zones) < applied[change.site].total
+    ]
+
+
+def capacity_asked_at(state: AppState, site: str, applied_at: float) -> float:
+    """When the capacity now set for ``site`` was asked for: the decision of the failover
+    that made it the active site (its scale-up is part of that failover), else when it was
+    set."""
+    record = state.last_failover
+    if (
+        record is not None
+        and record.epoch == state.epoch
+        and record.to_site == site
+        and record.decided_at <= applied_at
+    ):
+        return record.decided_at
+    return applied_at
+
+
+def _not_ready_words(work: _Round, name: str, applied_at: float, wanted: int) -> str:
+    """``usw2: 2/6 instances InService after 300 s`` (and the failed scale-ups)."""
+    applied = work.state.capacity[name]
+    reading = work.obs.capacity.get(name)
+    after = f"after {work.now - applied_at:.0f} s"
+    if reading is None:
+        text = f"{name}: capacity not read since it was set {after}"
+    elif reading.error is not None:
+        text = f"{name}: capacity unreadable {after}: {reading.error}"
+    else:
+        ready = verified(applied.zones, applied_at, reading)
+        count = ready if ready is not None else reading.ready
+        text = f"{name}: {count}/{wanted} {reading.unit} {after}"
+        text += "".join(f"; scale-up failed: {failure}" for failure in reading.failures)
+    return f"capacity not Ready: {text}"
+
+
+def _standby_readiness(work: _Round) -> tuple[SiteReadiness, ...]:
+    """Whether each site that does not take the traffic could take it now; a change is
+    announced (StandbyNotReady, StandbyReady) before any failover needs the site."""
+    seen = work.seen()
+    found: list[SiteReadiness] = []
+    announced = dict(work.state.standby_ready)
+    for site in work.spec.sites:
+        if site.name == work.state.active_site:
+            announced.pop(site.name, None)
+            continue
+        why = work.obs.api_plane_reasons.get((site.provider, site.region))
+        unfit = target_unfit(seen, site, work.api(site), work.spec, why)
+        readiness = standby_readiness(site, work.obs.capacity.get(site.name), unfit)
+        found.append(readiness)
+        key = readiness_key(readiness)
+        before = announced.get(site.name)
+        if before is None or before[0] is not readiness.ready or before[1] != key[1]:
+            if readiness.ready is False:
+                work.note(
+                    NoteKind.STANDBY_NOT_READY,
+                    f"standby {readiness.summary}",
+                    warning=True,
+                )
+            elif readiness.ready and before is not None and before[0] is not True:
+                work.note(NoteKind.STANDBY_READY, f"standby {readiness.summary}")
+        announced[site.name] = key
+    announced = {k: v for k, v in announced.items() if work.spec.site(k) is not None}
+    work.state = replace(work.state, standby_ready=announced)
+    return tuple(found)
+
+
 # --------------------------------------------------------------------------- classification
 
 
@@ -703,9 +825,24 @@ def _pick_target(
         else:
             verdict = "fit, lower preference"
         evaluation.append(
-            (f"target {site.name}", f"{healthy}/{len(site.zones)} healthy, API {api}: {verdict}")
+            (
+                f"target {site.name}",
+                f"{healthy}/{len(site.zones)} healthy, API {api}{_capacity_words(work, site)}: "
+                f"{verdict}",
+            )
         )
     return chosen, evaluation, causes
+
+
+def _capacity_words(work: _Round, site: Site) -> str:
+    """``, capacity 2/3 instances InService`` as the site's driver last reported it."""
+    reading = work.obs.capacity.get(site.name)
+    if site.capacity is None or reading is None:
+        return ""
+    if reading.error is not None:
+        return ", capacity unreadable"
+    failed = f", {len(reading.failures)} failed scale-up(s)" if reading.failures else ""
+    return f", capacity {reading.ready} {reading.unit}{failed}"
 
 
 def healthy_zones(state: AppState, site: Site) -> int:
@@ -1151,18 +1288,42 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
 def _waits_for_active(work: _Round, action: Action) -> str | None:
     """Why a capacity decrease of a site that no longer takes the traffic must wait: the
     active site has not reached the capacity it was asked for (its change is held, failed
-    or not carried out yet). Serving capacity never falls below what one site runs."""
+    or not carried out yet), or its driver has not reported that capacity Ready yet. Serving
+    capacity never falls below what one site runs; the wait for Ready is bounded by
+    ``readiness.capacityTimeoutSeconds`` (then the site shrinks anyway, and the trace and
+    the CapacityNotReady Event say why)."""
     state, spec = work.state, work.spec
     if not isinstance(action, SetCapacity) or action.site == state.active_site:
         return None
     applied = state.capacity.get(action.site)
-    if applied is None or sum(n for _, n in action.zones) >= sum(n for _, n in applied.zones):
+    if applied is None or sum(n for _, n in action.zones) >= applied.total:
         return None
     wanted = next((c for c in desired_capacity(state, spec) if c.site == state.active_site), None)
-    done = state.capacity.get(state.active_site)
-    if wanted is None or (done is not None and done.fingerprint == wanted.fingerprint):
+    if wanted is None:
         return None
-    return f"waits for {state.active_site} to reach its capacity before {action.site} shrinks"
+    done = state.capacity.get(state.active_site)
+    if done is None or done.fingerprint != wanted.fingerprint:
+        return f"waits for {state.active_site} to reach its capacity before {action.site} shrinks"
+    if done.ready_at is not None:
+        return None
+    timeout = capacity_timeout(spec)
+    waited = work.now - done.applied_at
+    if waited >= timeout:
+        work.facts.append(
+            (
+                "capacity",
+                f"{action.site} shrinks although the capacity of {state.active_site} is not "
+                f"Ready after {waited:.0f} s (capacityTimeoutSeconds {timeout:g})",
+            )
+        )
+        return None
+    reading = work.obs.capacity.get(state.active_site)
+    ready = verified(done.zones, done.applied_at, reading)
+    figure = f"{ready}/{done.total} Ready" if ready is not None else "not read since it was set"
+    return (
+        f"waits for the capacity of {state.active_site} to be Ready ({figure}) before "
+        f"{action.site} shrinks, at most {timeout:g} s after it was set"
+    )
 
 
 # --------------------------------------------------------------------------- reporting

@@ -11,7 +11,11 @@ from the same kinds of evidence, by one function, so that the two can never drif
   of refusals and holds;
 * the app's RPO target goes along with the replication lag, so that an automatic failback
   waits for replication to catch up to it;
-* the user's operations (request, approval, pin) are passed as they are.
+* the user's operations (request, approval, pin) are passed as they are;
+* each site's capacity reading (what its driver reported, when) goes along for the sites
+  the app has: standby readiness, capacity coming up after a failover or an evacuation,
+  and the old site's shrink waiting for the new site's capacity to be Ready all rest on
+  it. A reading stamped later than the round (a clock that went back) is not used.
 
 Pure: no I/O, no clock.
 """
@@ -24,6 +28,7 @@ from dataclasses import replace
 from controller.api.annotations import Request
 from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
+from controller.core.capacity import CapacityReading
 from controller.core.health import ProbeOutcome, ProbeResult
 from controller.core.model import DnsObservation, Observations, RegionKey
 from controller.core.vantage import Vantage
@@ -59,8 +64,10 @@ def observations(
     replication_lag: Mapping[str, float | None] | None = None,
     dns: DnsObservation | None = None,
     vantage: Vantage | None = None,
+    capacity: Mapping[str, CapacityReading] | None = None,
+    now: float | None = None,
 ) -> Observations:
-    """What the decision core is shown in one round."""
+    """What the decision core is shown in one round (``now``: the round's time)."""
     timeout = float(spec.health.timeout_seconds)
     health = {key: api_planes.get(key, ApiPlaneHealth()) for key in regions(spec)}
     replication = spec.replication
@@ -78,4 +85,9 @@ def observations(
         replication_target=float(replication.rpo_target_seconds) if replication else None,
         dns=dns,
         vantage=vantage,
+        capacity={
+            name: reading
+            for name, reading in (capacity or {}).items()
+            if spec.site(name) is not None and (now is None or reading.at <= now)
+        },
     )

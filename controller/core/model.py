@@ -14,6 +14,7 @@ from enum import StrEnum
 from controller.api.annotations import Request
 from controller.api.events import EventReason
 from controller.core.apiplane import ApiPlaneState
+from controller.core.capacity import CapacityReading, SiteReadiness
 from controller.core.health import ProbeResult, ZoneHealth, ZoneKey
 from controller.core.vantage import Consensus, Vantage
 
@@ -167,6 +168,9 @@ class Observations:
     """DNS as read back this round (None: not read this round)."""
     vantage: Vantage | None = None
     """Other peers' views of the app's zones (None: single-cluster mode, one vantage)."""
+    capacity: Mapping[str, CapacityReading] = field(default_factory=dict)
+    """Per site: its capacity as its driver last reported it (missing: not read yet, or the
+    site has no capacity driver). Each reading carries the time it was taken."""
 
 
 # --------------------------------------------------------------------------- state
@@ -235,6 +239,16 @@ class AppliedCapacity:
     fingerprint: str
     applied_at: float
     zones: tuple[tuple[str, int], ...] = ()
+    ready_at: float | None = None
+    """When a reading of the site's driver first counted this capacity Ready (None: not
+    yet)."""
+    overdue: bool = False
+    """Not Ready within ``readiness.capacityTimeoutSeconds`` (said once; not kept in the
+    status, so a restarted operator says it again)."""
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.zones)
 
 
 @dataclass(frozen=True)
@@ -312,6 +326,9 @@ class AppState:
     """The causes of the failover hold in force, figures aside (:func:`..decide.hold_key`):
     a change of causes is announced again. Not kept in the status (a restarted operator
     announces a hold once more)."""
+    standby_ready: Mapping[str, tuple[bool | None, str]] = field(default_factory=dict)
+    """Per standby site: its readiness as last announced (verdict, causes figures aside).
+    Not kept in the status (a restarted operator announces a standby not ready again)."""
     dns_read: bool = True
     """Whether DNS has been read back since this state was rebuilt from a status (the
     operator sets it to False when it loads a status: it changes no DNS before it has seen
@@ -470,6 +487,10 @@ class NoteKind(StrEnum):
     DNS_DIVERGED = EventReason.DNS_DIVERGED
     DNS_CONFLICT = EventReason.DNS_OWNERSHIP_CONFLICT
     DNS_RESOLVED = EventReason.DNS_OWNERSHIP_RESOLVED
+    CAPACITY_READY = EventReason.CAPACITY_READY
+    CAPACITY_NOT_READY = EventReason.CAPACITY_NOT_READY
+    STANDBY_READY = EventReason.STANDBY_READY
+    STANDBY_NOT_READY = EventReason.STANDBY_NOT_READY
 
 
 @dataclass(frozen=True)
@@ -492,6 +513,8 @@ class Decision:
     outcome: Outcome = Outcome.NONE
     vantage: Consensus | None = None
     """How the other peers' views were weighed (None: single-cluster mode)."""
+    readiness: tuple[SiteReadiness, ...] = ()
+    """Every site that does not take the traffic: whether it could take it now."""
 
 
 def _digest(value: object) -> str:

@@ -22,6 +22,7 @@ from controller.api.models import (
     Fact,
     FailoverStatus,
     PendingAction,
+    ReadinessStatus,
     RecommendationStatus,
     RequestStatus,
     ResilientAppSpec,
@@ -35,7 +36,13 @@ from controller.api.models import (
 )
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
-from controller.core.decide import initial_state, judged_state, traffic_in_place
+from controller.core.capacity import SiteReadiness, capacity_timeout, verified
+from controller.core.decide import (
+    capacity_asked_at,
+    initial_state,
+    judged_state,
+    traffic_in_place,
+)
 from controller.core.health import ZoneHealth, ZoneKey, ZoneState
 
 
@@ -119,6 +126,7 @@ def state_from_status(
             s.capacity.fingerprint,
             parse_rfc3339(s.capacity.applied_time),
             tuple((c.zone, c.count) for c in s.capacity.zones),
+            ready_at=_ts(s.capacity.ready_time),
         )
         for s in status.sites
         if s.capacity is not None
@@ -252,7 +260,10 @@ def status_from_state(
     # vantage of several (a zone only the leader cannot reach is not Down).
     seen = judged_state(state, spec, observations.vantage)
     zones = tuple(_zone_status(key, seen, spec) for key in keys)
-    sites = tuple(_site_status(state, spec, s.name, observations) for s in spec.sites)
+    readiness = {r.site: r for r in decision.readiness}
+    sites = tuple(
+        _site_status(state, spec, s.name, observations, readiness.get(s.name)) for s in spec.sites
+    )
     healthy = sum(1 for z in zones if z.state == ZoneState.HEALTHY.value)
     conditions = _conditions(decision, spec, observations, previous.conditions, generation, now)
     return ResilientAppStatus(
@@ -324,7 +335,11 @@ def _zone_status(key: ZoneKey, state: m.AppState, spec: ResilientAppSpec) -> Zon
 
 
 def _site_status(
-    state: m.AppState, spec: ResilientAppSpec, name: str, obs: m.Observations
+    state: m.AppState,
+    spec: ResilientAppSpec,
+    name: str,
+    obs: m.Observations,
+    readiness: SiteReadiness | None = None,
 ) -> SiteStatus:
     site = spec.site(name)
     assert site is not None
@@ -342,10 +357,15 @@ def _site_status(
     applied = state.capacity.get(name)
     capacity = None
     if applied is not None:
+        asked = capacity_asked_at(state, name, applied.applied_at)
         capacity = CapacityStatus(
             applied_time=rfc3339(applied.applied_at, precise=True),
             fingerprint=applied.fingerprint,
             zones=tuple(ZoneCount(zone=z, count=n) for z, n in applied.zones),
+            ready_time=_fmt(applied.ready_at),
+            ready_seconds=_round(max(0.0, applied.ready_at - asked))
+            if applied.ready_at is not None
+            else None,
         )
     since = state.site_healthy_since.get(name)
     api = obs.api_planes.get((site.provider, site.region), ApiPlaneState.UNKNOWN)
@@ -358,6 +378,23 @@ def _site_status(
         api_plane=api.value,
         healthy_since=_fmt(since, precise=False),
         capacity=capacity,
+        readiness=_readiness_status(readiness),
+    )
+
+
+def _readiness_status(readiness: SiteReadiness | None) -> ReadinessStatus | None:
+    if readiness is None:
+        return None
+    verdict = {True: "True", False: "False", None: "Unknown"}[readiness.ready]
+    return ReadinessStatus(
+        ready=verdict,
+        reasons=tuple(reason[:512] for reason in readiness.causes[:16]),
+        ready_instances=readiness.ready_instances,
+        standby_instances=readiness.wanted,
+        failover_instances=readiness.failover_needs,
+        max_size=readiness.maximum,
+        headroom=max(0, readiness.headroom) if readiness.headroom is not None else None,
+        checked_time=_fmt(readiness.checked_at, precise=False),
     )
 
 
@@ -522,7 +559,7 @@ def _conditions(
     )
     failing_over = phase is m.Phase.FAILING_OVER
     record = state.last_failover
-    return put(
+    conditions = put(
         conditions,
         ConditionType.FAILING_OVER,
         failing_over,
@@ -530,4 +567,83 @@ def _conditions(
         f"{record.from_site} -> {record.to_site}, epoch {record.epoch}"
         if failing_over and record
         else "no failover in progress",
+    )
+    conditions = _standby_condition(conditions, decision, generation, now)
+    return _capacity_condition(conditions, state, spec, obs, generation, now)
+
+
+def _standby_condition(
+    conditions: tuple[Condition, ...],
+    decision: m.Decision,
+    generation: int | None,
+    now: float,
+) -> tuple[Condition, ...]:
+    """StandbyReady: every site that does not take the traffic could take it now."""
+    found = decision.readiness
+    if not found:
+        status, reason, message = "True", "NoStandby", "no site other than the active one"
+    elif any(r.ready is False for r in found):
+        status, reason = "False", "StandbyNotReady"
+        message = "; ".join(r.summary for r in found if r.ready is not True)
+    elif any(r.ready is None for r in found):
+        status, reason = "Unknown", "CapacityNotRead"
+        message = "; ".join(r.summary for r in found if r.ready is None)
+    else:
+        status, reason = "True", "StandbyReady"
+        message = "; ".join(r.summary for r in found)
+    return set_condition(
+        conditions,
+        ConditionType.STANDBY_READY,
+        status,  # type: ignore[arg-type]  # one of the three words
+        reason,
+        message[:4096],
+        generation=generation,
+        now=now,
+    )
+
+
+def _capacity_condition(
+    conditions: tuple[Condition, ...],
+    state: m.AppState,
+    spec: ResilientAppSpec,
+    obs: m.Observations,
+    generation: int | None,
+    now: float,
+) -> tuple[Condition, ...]:
+    """CapacityReady: the capacity last set for every site is Ready, as its driver reports
+    it; False once some site's is not within ``readiness.capacityTimeoutSeconds``."""
+    timeout = capacity_timeout(spec)
+    late: list[str] = []
+    waiting: list[str] = []
+    for site in spec.sites:
+        applied = state.capacity.get(site.name)
+        if applied is None or applied.ready_at is not None:
+            continue
+        reading = obs.capacity.get(site.name)
+        ready = verified(applied.zones, applied.applied_at, reading)
+        unit = reading.unit if reading is not None else "instances Ready"
+        count = f"{ready}/{applied.total} {unit}" if ready is not None else "not read yet"
+        overdue = now - applied.applied_at >= timeout
+        # Figures that count up every round would make every round's status a new one.
+        text = f"{site.name}: {count}" + (
+            f" after {timeout:g} s" if overdue else f" (waiting up to {timeout:g} s)"
+        )
+        if reading is not None and reading.failures:
+            text += "".join(f"; scale-up failed: {failure}" for failure in reading.failures)
+        (late if overdue else waiting).append(text)
+    if late:
+        status, reason, message = "False", "CapacityNotReady", "; ".join(late + waiting)
+    elif waiting:
+        status, reason, message = "Unknown", "Waiting", "; ".join(waiting)
+    else:
+        status, reason = "True", "CapacityReady"
+        message = "the capacity set for every site is Ready"
+    return set_condition(
+        conditions,
+        ConditionType.CAPACITY_READY,
+        status,  # type: ignore[arg-type]  # one of the three words
+        reason,
+        message[:4096],
+        generation=generation,
+        now=now,
     )

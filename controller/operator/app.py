@@ -51,6 +51,7 @@ from controller.core.health import ProbeResult, ZoneKey, ZoneState
 from controller.core.status import state_from_status
 from controller.operator.actions import ActionRunner, traffic_plan
 from controller.operator.app_replication import AppReplication
+from controller.operator.capacity_watch import CapacityWatch
 from controller.operator.context import (
     AppContext,
     AppLog,
@@ -103,6 +104,7 @@ class AppWorker:
         self.metrics = AppExporter(ref)
         self.dns = DnsReadBack(ref, context.providers, context.kube, self.log)
         self.peers = VantageReport(ref, context.kube, self.log)
+        self.capacity = CapacityWatch(ref, context, self.log)
         self.name = f"{ref.namespace or ''}/{ref.name}"
         """``namespace/name``: what the app is published under to the other peers."""
         self._digest: tuple[int | None, str] | None = None
@@ -147,6 +149,7 @@ class AppWorker:
             self.ctx.prober.forget(self.ref.uid)
             self.ctx.peers.forget(self.name)
             await self.actions.stop()
+            await self.capacity.close()
             await self.replication.close()
 
     def _next_round(self, started: float, interval: float) -> float:
@@ -245,6 +248,7 @@ class AppWorker:
 
         if leading:
             await self.replication.sync(spec, self.state)
+            self.capacity.poll(spec, self.state)
         probes = await self.ctx.prober.probe_app(spec, self.ref.namespace or "", self.ref.uid)
         observations = await self._observe(spec, probes, body, leading)
         decision = core.decide(self.state, observations, spec, self.ctx.clock())
@@ -324,6 +328,7 @@ class AppWorker:
             replication_lag=self.replication.lag(spec),
             dns=await self.dns.observe(spec, self.state) if self.state and leading else None,
             vantage=self.ctx.peers.vantage(self.name),
+            capacity=self.capacity.readings() if leading else None,
         )
 
     def _spec_digest(self, spec: ResilientAppSpec) -> str:

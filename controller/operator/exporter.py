@@ -83,8 +83,42 @@ class AppExporter:
             )
         )
         metrics.PROBE_INTERVAL.labels(*labels).set(spec.health.interval_seconds)
+        self._readiness(decision, spec)
         record = state.last_failover
         metrics.LAST_FAILOVER_TIMESTAMP.labels(*labels).set(record.decided_at if record else 0)
         if record is not None and record.rto_seconds is not None:
             metrics.LAST_FAILOVER_RTO.labels(*labels).set(record.rto_seconds)
             metrics.LAST_FAILOVER_DETECTION.labels(*labels).set(record.detection_seconds or 0.0)
+
+    def _readiness(self, decision: m.Decision, spec: ResilientAppSpec) -> None:
+        """Standby readiness and capacity coming up, per site (a figure that is not known
+        is an absent series, not a stale one)."""
+        labels, state = self.labels, decision.state
+        found = {r.site: r for r in decision.readiness}
+        figures = (
+            (metrics.STANDBY_READY, lambda r: None if r.ready is None else float(r.ready)),
+            (metrics.STANDBY_READY_INSTANCES, lambda r: r.ready_instances),
+            (metrics.STANDBY_WANTED_INSTANCES, lambda r: r.wanted),
+            (metrics.STANDBY_FAILOVER_INSTANCES, lambda r: r.failover_needs),
+            (metrics.STANDBY_HEADROOM, lambda r: r.headroom),
+            (metrics.STANDBY_MAX_SIZE, lambda r: r.maximum),
+        )
+        for site in spec.sites:
+            readiness = found.get(site.name)
+            for gauge, figure in figures:
+                value = figure(readiness) if readiness is not None else None
+                if value is None:
+                    metrics.remove_series(gauge, *labels, site.name)
+                else:
+                    gauge.labels(*labels, site.name).set(value)
+            applied = state.capacity.get(site.name)
+            if applied is None:
+                continue
+            metrics.CAPACITY_NOT_READY.labels(*labels, site.name).set(
+                1 if applied.ready_at is None and applied.overdue else 0
+            )
+            if applied.ready_at is not None:
+                asked = core.capacity_asked_at(state, site.name, applied.applied_at)
+                metrics.CAPACITY_READY_SECONDS.labels(*labels, site.name).set(
+                    max(0.0, applied.ready_at - asked)
+                )

@@ -6,8 +6,8 @@ A :class:`Backend` stands for one ``CloudProvider.spec.type`` (``aws``, ``openst
 CloudProvider (spec and credentials) into a :class:`Cloud`: its connector (region gates,
 retry budgets, outcome accounting, redaction), API-plane probe and identity check (which
 every cloud has), and factories for the optional capabilities, each a
-:class:`Capability`: DNS traffic, object stores, change feeds, volume snapshots, capacity
-drivers and instance health. A capability a cloud lacks raises
+:class:`Capability`: DNS traffic, object stores, change feeds, volume snapshots and
+capacity drivers. A capability a cloud lacks raises
 :class:`~controller.providers.errors.CapabilityUnsupported`, whose reason (e.g.
 ``EventsUnsupported``) and message reach the app's status and Events like any other
 reason for not acting.
@@ -37,7 +37,6 @@ from controller.providers.protocols import (
     ApiPlaneProbe,
     CapacityDriver,
     IdentityChecker,
-    InstanceHealth,
     ObjectChangeFeed,
     ObjectStore,
     TrafficManager,
@@ -57,7 +56,6 @@ class Capability(Enum):
     CHANGE_FEED = ("change notices (eventQueue)", EventReason.EVENTS_UNSUPPORTED)
     VOLUME_SNAPSHOTS = ("volume snapshots", EventReason.VOLUMES_UNSUPPORTED)
     CAPACITY = ("capacity drivers", EventReason.CAPACITY_UNSUPPORTED)
-    INSTANCE_HEALTH = ("instance health", EventReason.INSTANCES_UNSUPPORTED)
 
     def __init__(self, words: str, unsupported_reason: EventReason) -> None:
         self.words = words
@@ -143,10 +141,6 @@ class Cloud:
     def capacity(self, site: Site) -> CapacityDriver:
         """The driver of a site's capacity, of one of this cloud's kinds."""
         raise self.unsupported(Capability.CAPACITY, self._kind_of(site))
-
-    def instances(self, site: Site) -> InstanceHealth:
-        """What the cloud says of the site's instances (those its capacity runs)."""
-        raise self.unsupported(Capability.INSTANCE_HEALTH, self._kind_of(site))
 
     def close(self) -> None:
         self.connector.close()

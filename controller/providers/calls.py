@@ -307,6 +307,15 @@ class CloudCalls:
 
         return await with_retries(once, self._policy, retryable)
 
+    def evidence(self, region: str, service: str, operation: str, verdict: Classified) -> None:
+        """Count an outcome the cloud reported after the fact (a scaling activity that
+        failed for capacity, a server Nova could not place) as evidence about the region's
+        API plane, as if a call had ended so now (with no latency of its own)."""
+        gate = self.gate(region)
+        gate.record(CallRecord(self._clock(), verdict.outcome, 0.0, observed=True))
+        if self._on_outcome is not None:
+            self._on_outcome(region, service, operation, verdict, 0.0)
+
 
 def resolve_endpoint(
     overrides: tuple[EndpointOverride, ...], service: str, region: str

@@ -201,6 +201,16 @@ class CapacityState:
     zones: tuple[ZoneCapacity, ...]
     minimum: int = 0
     maximum: int = 0
+    failures: tuple[str, ...] = ()
+    """Recent scale-ups of the site that failed, in the cloud's words (failed Auto Scaling
+    activities, Nova servers in ERROR): each newly seen one that failed for capacity is also
+    counted against the region's API plane."""
+    headroom: int | None = None
+    """Instances more the cloud's quota allows (None: the cloud does not say)."""
+    max_size: int | None = None
+    """The capacity's own bound where it has one (an Auto Scaling group's MaxSize)."""
+    unit: str = "instances Ready"
+    """What ``running`` counts, in words (``instances InService``, ``servers ACTIVE``)."""
 
     @property
     def desired(self) -> int:
@@ -227,26 +237,6 @@ class CapacityDriver(Protocol):
         count and ask for the total.
         """
         ...
-
-
-# --------------------------------------------------------------------------- instances
-
-
-@dataclass(frozen=True)
-class ZoneInstances:
-    zone: str
-    total: int
-    healthy: int
-    detail: str = ""
-
-
-class InstanceHealth(Protocol):
-    """What the provider says about a site's instances, per zone (EC2 instance status and
-    ELB target health; Nova server status)."""
-
-    region: str
-
-    async def zones(self) -> tuple[ZoneInstances, ...]: ...
 
 
 # --------------------------------------------------------------------------- objects

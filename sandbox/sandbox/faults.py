@@ -70,6 +70,7 @@ class Fault(StrEnum):
     AUTH = "auth"
     CORRUPT = "corrupt"  # forwarded, one bit of the answer's body flipped
     LOST = "lost"  # forwarded and carried out, its answer never sent (held, then dropped)
+    ANSWERED = "answered"  # answered by the proxy with a canned answer, never forwarded
 
 
 ERROR_FAULTS = frozenset({Fault.THROTTLE, Fault.SERVER_ERROR, Fault.UNAVAILABLE, Fault.AUTH})
@@ -133,6 +134,17 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class CannedAnswer:
+    """An answer the proxy gives itself, without forwarding the request: what the cloud says
+    of work it failed to carry out where the emulator behind the proxy cannot fail it (moto
+    launches every instance an Auto Scaling group asks for)."""
+
+    status: int
+    body: str
+    content_type: str = "text/xml"
+
+
+@dataclass(frozen=True)
 class FaultSpec:
     """One fault rule.
 
@@ -172,6 +184,8 @@ class FaultSpec:
     max_hold: float = 30.0
     seed: int | None = None
     times: int | None = None
+    answer: CannedAnswer | None = None
+    """Answer every matching request with this (the outcome shares do not apply)."""
 
     def __post_init__(self) -> None:
         if self.times is not None and self.times < 1:
@@ -512,6 +526,65 @@ def _openstack_error(fault: Fault) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
+# --- what an emulator cannot fail ----------------------------------------------------------
+
+_AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+
+
+def failed_scale_up(group: str, message: str, *, cause: str = "") -> tuple[FaultSpec, FaultSpec]:
+    """Auto Scaling failing to launch, as AWS shows it, in front of moto (which launches every
+    instance a group asks for and keeps no scaling activities): rules for a region's proxy.
+
+    * ``UpdateAutoScalingGroup`` is answered OK and not forwarded: no instance is launched.
+      (AWS would record the new desired capacity and fail the launches; moto's group keeps
+      its old desired capacity, so DescribeAutoScalingGroups shows fewer wanted than AWS
+      would. What Lifeboat compares, the instances InService against what it asked for, is
+      the same either way.)
+    * ``DescribeScalingActivities`` answers one activity of ``group`` with ``StatusCode``
+      ``Failed`` and ``message`` as its ``StatusMessage``, as AWS words it (e.g.
+      "We currently do not have sufficient capacity ... InsufficientInstanceCapacity").
+    """
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    activity = (
+        "<member>"
+        f"<ActivityId>{uuid.uuid4()}</ActivityId>"
+        f"<AutoScalingGroupName>{escape(group)}</AutoScalingGroupName>"
+        "<Description>Launching a new EC2 instance.  Status Reason: "
+        f"{escape(message)}</Description>"
+        f"<Cause>{escape(cause or 'a user request update of AutoScalingGroup constraints')}"
+        "</Cause>"
+        f"<StartTime>{now}</StartTime><EndTime>{now}</EndTime>"
+        "<StatusCode>Failed</StatusCode>"
+        f"<StatusMessage>{escape(message)}</StatusMessage>"
+        "<Progress>100</Progress>"
+        "</member>"
+    )
+    activities = (
+        f'<DescribeScalingActivitiesResponse xmlns="{_AUTOSCALING_NS}">'
+        f"<DescribeScalingActivitiesResult><Activities>{activity}</Activities>"
+        "</DescribeScalingActivitiesResult>"
+        f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
+        "</DescribeScalingActivitiesResponse>"
+    )
+    updated = (
+        f'<UpdateAutoScalingGroupResponse xmlns="{_AUTOSCALING_NS}">'
+        f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
+        "</UpdateAutoScalingGroupResponse>"
+    )
+    return (
+        FaultSpec(
+            service="autoscaling",
+            action="UpdateAutoScalingGroup",
+            answer=CannedAnswer(200, updated),
+        ),
+        FaultSpec(
+            service="autoscaling",
+            action="DescribeScalingActivities",
+            answer=CannedAnswer(200, activities),
+        ),
+    )
+
+
 # --- decisions and records -----------------------------------------------------------------
 
 
@@ -520,6 +593,7 @@ class _Decision:
     fault: Fault | None
     delay: float = 0.0
     max_hold: float = 0.0
+    answer: CannedAnswer | None = None
 
 
 _UNTOUCHED = _Decision(fault=None)
@@ -539,6 +613,8 @@ class _Rule:
             return None
         self.matched += 1
         delay = spec.latency + (self.rng.uniform(0.0, spec.jitter) if spec.jitter else 0.0)
+        if spec.answer is not None:
+            return _Decision(Fault.ANSWERED, delay, spec.max_hold, spec.answer)
         draw = self.rng.random()
         threshold = 0.0
         for fault, share in spec.shares():
@@ -849,6 +925,12 @@ class FaultProxy(HttpService):
             await asyncio.sleep(decision.max_hold)  # cancelled as soon as the client leaves
             _drop_connection(request, reset=False)
             return web.Response()  # never sent: the connection is gone
+        if fault is Fault.ANSWERED and decision.answer is not None:
+            canned = decision.answer
+            self._log.set_status(entry, canned.status)
+            return web.Response(
+                status=canned.status, text=canned.body, content_type=canned.content_type
+            )
         if fault is None or fault is Fault.LATENCY or fault is Fault.CORRUPT:
             return await self._forward(request, form_body, entry, corrupt=fault is Fault.CORRUPT)
         response = error_response(info, fault, request_content_type=request.content_type)

@@ -145,3 +145,46 @@ async def test_the_operator_service_account_may_observe_and_scale(
     await driver.set_zones(moved)
     assert {z.zone: z.desired for z in (await driver.observe()).zones} == moved
     await driver.set_zones(before)
+
+
+async def test_ready_replicas_and_failed_scale_ups_as_the_deployment_controller_says(
+    cluster: kubernetes.client.ApiClient,
+) -> None:
+    """No controller-manager runs in the test cluster, so the test writes each Deployment's
+    status as the deployment controller would: ready replicas count as Ready, and a
+    ReplicaFailure (pods refused, here by a ResourceQuota) is a failed scale-up."""
+    apps = kubernetes.client.AppsV1Api(cluster)
+    names = ("web-ready-a", "web-ready-b")
+    for name, zone in zip(names, ("zone-a", "zone-b"), strict=True):
+        body = deployment(zone, 2, name=name)
+        body["metadata"]["labels"]["app"] = "ready"
+        apps.create_namespaced_deployment(NAMESPACE, body)
+    refused = (
+        'pods "web-ready-b-1" is forbidden: exceeded quota: compute, requested: cpu=1, '
+        "used: cpu=4, limited: cpu=4"
+    )
+    statuses: dict[str, dict[str, Any]] = {
+        "web-ready-a": {"replicas": 2, "readyReplicas": 2},
+        "web-ready-b": {
+            "replicas": 1,
+            "readyReplicas": 1,
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": refused,
+                }
+            ],
+        },
+    }
+    for name, status in statuses.items():
+        apps.patch_namespaced_deployment_status(name, NAMESPACE, {"status": status})
+
+    state = await DeploymentsCapacity(cluster, NAMESPACE, {"app": "ready"}).observe()
+    assert [(z.zone, z.desired, z.running) for z in state.zones] == [
+        ("zone-a", 2, 2),
+        ("zone-b", 2, 1),
+    ]
+    assert state.unit == "replicas ready"
+    assert state.failures == (f"Deployment web-ready-b: FailedCreate: {refused}",)

@@ -17,8 +17,10 @@ from typing import Any
 import kubernetes.client
 import pytest
 
+from controller import metrics
 from sandbox.faults import FaultSpec
 from sandbox.openstack.cloud import COMPUTE, OpenStackWorld
+from sandbox.openstack.nova import IMAGES
 from sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.world import Apps, wait_for
 
@@ -165,3 +167,70 @@ def test_throttled_compute_makes_its_region_impaired(
 
     messages = wait_for(warned, 30, "the ApiPlaneImpaired event")
     assert any(f"region {ONE} API plane" in m and "only probes" in m for m in messages)
+
+
+def test_a_standby_nova_cannot_place_is_reported_not_ready_and_counted_against_its_region(
+    os_apps: Apps, openstack_world: OpenStackWorld
+) -> None:
+    """The 2012 symptom on OpenStack, before any failover: the standby's servers in one
+    zone find no valid host. The standby is said not ready (status, condition, Event), and
+    the failed boots count as capacity errors against RegionTwo's API plane."""
+    apps = os_apps
+    image = IMAGES[0].id
+
+    def with_servers(body: dict[str, Any]) -> None:
+        body["spec"]["traffic"].update(hostedZoneName=apps.zone)
+        body["spec"]["failover"] = {"mode": "Automatic", "readiness": {"intervalSeconds": 5}}
+        prefix = f"e2e-{uuid.uuid4().hex[:6]}"
+        for site in body["spec"]["sites"]:
+            site["capacity"] = {
+                "perZone": 1,
+                "openstackServers": {
+                    "namePrefix": f"{prefix}-{site['name']}",
+                    "flavor": "1",
+                    "image": image,
+                },
+            }
+
+    labels = {
+        "provider": PROVIDER,
+        "region": TWO,
+        "service": "compute",
+        "outcome": "capacity_error",
+    }
+    before = metrics.REGISTRY.get_sample_value("lifeboat_cloud_api_calls_total", labels) or 0.0
+    nova = openstack_world.nova(TWO)
+    nova.set_zone_capacity("az-2b", 0)
+    try:
+        ns, name = apps.create(with_servers)
+        # (Its region's API plane may be judged Impaired meanwhile, a cause said first.)
+        short = "2/3 servers ACTIVE (standby runs 1 per zone)"
+
+        def standby_short() -> dict[str, Any] | None:
+            found = apps.condition(ns, name, "StandbyReady") or {}
+            ok = found.get("status") == "False" and short in found.get("message", "")
+            return found if ok else None
+
+        standby = wait_for(standby_short, 90, "the standby reported short of one server")
+        assert standby["reason"] == "StandbyNotReady"
+        assert "os2: not ready: " in standby["message"]
+        status = apps.status(ns, name)
+        assert (status["activeSite"], status["epoch"]) == ("os1", 1)
+        readiness = next(s for s in status["sites"] if s["name"] == "os2")["readiness"]
+        assert readiness["ready"] == "False"
+        assert (readiness["readyInstances"], readiness["standbyInstances"]) == (2, 3)
+        said = [m for _, r, m in apps.events(ns, name) if r == "StandbyNotReady"]
+        assert said and "os2: not ready" in said[0]
+
+        def errors() -> float | None:
+            now = metrics.REGISTRY.get_sample_value("lifeboat_cloud_api_calls_total", labels)
+            return ((now or 0.0) - before) or None
+
+        counted = wait_for(
+            errors,
+            30,
+            "No valid host counted against RegionTwo",
+        )
+        assert counted >= 1
+    finally:
+        nova.set_zone_capacity("az-2b", None)

@@ -32,12 +32,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 import boto3
 import botocore.exceptions
+import openstack.exceptions
 import pytest
 
 from controller.api.models import CloudProviderSpec, Site
@@ -46,7 +47,6 @@ from controller.providers import registry
 from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
 from controller.providers.aws.capacity import AutoScalingGroupCapacity
 from controller.providers.aws.connector import AwsConnector, AwsCredentials
-from controller.providers.aws.instances import Ec2InstanceHealth
 from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
 from controller.providers.aws.volumes import EbsSnapshots
@@ -65,9 +65,8 @@ from controller.providers.openstack.connector import (
     OpenStackCredentials,
 )
 from controller.providers.openstack.dns import DesignateTraffic
-from controller.providers.openstack.instances import NovaInstanceHealth
 from controller.providers.openstack.objects import SwiftObjectStore
-from controller.providers.openstack.servers import SITE_KEY, ServerMatch
+from controller.providers.openstack.servers import SITE_KEY
 from controller.providers.openstack.volumes import CinderBackups
 from controller.providers.outcomes import Classified
 from controller.providers.protocols import (
@@ -76,16 +75,14 @@ from controller.providers.protocols import (
     DnsOwner,
     DnsReading,
     DnsRecord,
-    InstanceHealth,
     ObjectStore,
     SiteRecord,
     TrafficManager,
     TrafficPlan,
     VolumeSnapshots,
-    ZoneInstances,
 )
 from controller.providers.retry import RetryPolicy
-from sandbox.faults import Fault, FaultProxy, FaultSpec
+from sandbox.faults import Fault, FaultProxy, FaultSpec, failed_scale_up
 from sandbox.moto_server import MotoServer
 from sandbox.openstack.cloud import CLOUD_NAME, REGIONAL_SERVICES, OpenStackWorld
 from sandbox.openstack.nova import IMAGES
@@ -134,7 +131,6 @@ class Group:
     region: str
     name: str
     zones: tuple[str, ...]
-    target_group: str | None = None
 
 
 class RegionProxy(Protocol):
@@ -217,7 +213,6 @@ class Backend(Protocol):
     def traffic(self) -> TrafficManager: ...
     def probe(self) -> ApiPlaneProbe: ...
     def capacity(self, group: Group) -> CapacityDriver: ...
-    def instances(self, group: Group) -> InstanceHealth: ...
     def objects(self, region: str, bucket: str, **options: int) -> ObjectStore:
         """Options: multipart_threshold, part_size (bytes), chunk_size (of reads), page_size
         (of listings)."""
@@ -243,9 +238,7 @@ class Backend(Protocol):
         """Every DNS health check: ID -> URL it checks."""
         ...
 
-    def group(
-        self, region: str, per_zone: Mapping[str, int], *, target_group: bool = False
-    ) -> Group:
+    def group(self, region: str, per_zone: Mapping[str, int]) -> Group:
         """A group whose instances run ``per_zone``; it may use every zone named."""
         ...
 
@@ -257,14 +250,17 @@ class Backend(Protocol):
         """A site's ``capacity`` (wire form) naming the group."""
         ...
 
-    def stop_instance(self, group: Group, zone: str) -> str:
-        """Stop one instance of the zone; its ID."""
+    def unhealthy_instance(self, group: Group, zone: str) -> str:
+        """Make one instance of the zone unhealthy as the cloud itself would (AWS: the group
+        marks it Unhealthy, as a failed EC2 status check or, with health check type ELB, a
+        failed target group check does; OpenStack: Nova reports it SHUTOFF); its ID."""
         ...
 
-    def drain_target(self, group: Group, zone: str) -> str:
-        """Make one running instance of the zone unhealthy by the provider's other signal
-        (AWS: deregistered from the group's target group; OpenStack, which has no load
-        balancer here: Nova puts it in ERROR); its ID."""
+    def fail_scale_up(self, group: Group, zone: str) -> str:
+        """Make the cloud report a scale-up of the group that failed for capacity (AWS: a
+        failed scaling activity, answered by the region's fault proxy since moto keeps
+        none; OpenStack: a server of the zone in ERROR with Nova's "No valid host" fault);
+        words the failure is reported with."""
         ...
 
     def bucket(self, region: str) -> str: ...
@@ -388,9 +384,6 @@ class AwsBackend:
     def capacity(self, group: Group) -> AutoScalingGroupCapacity:
         return AutoScalingGroupCapacity(self.connector, group.region, group.name)
 
-    def instances(self, group: Group) -> Ec2InstanceHealth:
-        return Ec2InstanceHealth(self.connector, group.region, group.name, group.target_group)
-
     def objects(self, region: str, bucket: str, **options: int) -> S3ObjectStore:
         return S3ObjectStore(self.connector, region, bucket, **options)
 
@@ -445,9 +438,7 @@ class AwsBackend:
             found[check["Id"]] = url
         return found
 
-    def group(
-        self, region: str, per_zone: Mapping[str, int], *, target_group: bool = False
-    ) -> Group:
+    def group(self, region: str, per_zone: Mapping[str, int]) -> Group:
         """moto launches every instance in the group's first subnet, so the group is grown
         one zone at a time with that zone's subnet first, then given all of them."""
         ec2, scaling = self._direct("ec2", region), self._direct("autoscaling", region)
@@ -459,11 +450,6 @@ class AwsBackend:
             for i, zone in enumerate(per_zone)
         ]
         name = f"web-{time.time_ns()}"
-        arn = None
-        if target_group:
-            arn = self._direct("elbv2", region).create_target_group(
-                Name=name[:32], Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance"
-            )["TargetGroups"][0]["TargetGroupArn"]
         template = ec2.create_launch_template(
             LaunchTemplateName=name, LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"}
         )["LaunchTemplate"]["LaunchTemplateId"]
@@ -475,7 +461,6 @@ class AwsBackend:
             MaxSize=max(total, 1),
             DesiredCapacity=0,
             VPCZoneIdentifier=subnets[0],
-            TargetGroupARNs=[arn] if arn else [],
         )
         running = 0
         for subnet, count in zip(subnets, per_zone.values(), strict=True):
@@ -486,7 +471,7 @@ class AwsBackend:
         scaling.update_auto_scaling_group(
             AutoScalingGroupName=name, VPCZoneIdentifier=",".join(subnets), MinSize=1
         )
-        return Group(region, name, tuple(per_zone), arn)
+        return Group(region, name, tuple(per_zone))
 
     def _group(self, group: Group) -> Any:
         scaling = self._direct("autoscaling", group.region)
@@ -500,8 +485,7 @@ class AwsBackend:
         return {subnet["AvailabilityZone"] for subnet in described["Subnets"]}
 
     def site_capacity(self, group: Group) -> dict[str, Any]:
-        named = {"name": group.name, "targetGroupArn": group.target_group}
-        return {"perZone": 1, "autoScalingGroup": named}
+        return {"perZone": 1, "autoScalingGroup": {"name": group.name}}
 
     def _instance_in(self, group: Group, zone: str) -> str:
         return str(
@@ -512,17 +496,21 @@ class AwsBackend:
             )
         )
 
-    def stop_instance(self, group: Group, zone: str) -> str:
+    def unhealthy_instance(self, group: Group, zone: str) -> str:
         instance = self._instance_in(group, zone)
-        self._direct("ec2", group.region).stop_instances(InstanceIds=[instance])
-        return instance
-
-    def drain_target(self, group: Group, zone: str) -> str:
-        instance = self._instance_in(group, zone)
-        self._direct("elbv2", group.region).deregister_targets(
-            TargetGroupArn=group.target_group, Targets=[{"Id": instance}]
+        self._direct("autoscaling", group.region).set_instance_health(
+            InstanceId=instance, HealthStatus="Unhealthy"
         )
         return instance
+
+    def fail_scale_up(self, group: Group, zone: str) -> str:
+        message = (
+            f"We currently do not have sufficient t3.micro capacity in the Availability Zone "
+            f"you requested ({zone}). Launching EC2 instance failed. "
+            "(InsufficientInstanceCapacity)"
+        )
+        self.proxies[group.region].set_faults(*failed_scale_up(group.name, message))
+        return "InsufficientInstanceCapacity"
 
     def bucket(self, region: str) -> str:
         name = f"lifeboat-{region}-{time.time_ns()}"
@@ -727,11 +715,6 @@ class OpenStackBackend:
             boot_timeout_seconds=60.0,
         )
 
-    def instances(self, group: Group) -> NovaInstanceHealth:
-        return NovaInstanceHealth(
-            self.connector, group.region, ServerMatch(group.name, group.name), group.zones
-        )
-
     def objects(self, region: str, bucket: str, **options: int) -> SwiftObjectStore:
         settings = {_OBJECT_OPTIONS[name]: value for name, value in options.items()}
         return SwiftObjectStore(self.connector, region, bucket, **settings)
@@ -773,9 +756,7 @@ class OpenStackBackend:
     def health_checks(self) -> dict[str, str]:
         return {}  # Designate has no DNS health checks
 
-    def group(
-        self, region: str, per_zone: Mapping[str, int], *, target_group: bool = False
-    ) -> Group:
+    def group(self, region: str, per_zone: Mapping[str, int]) -> Group:
         """Servers made as the driver makes them (name prefix and site metadata), booted
         straight at Nova, exactly ``per_zone``; there is no load balancer to register
         with."""
@@ -828,17 +809,17 @@ class OpenStackBackend:
             )
         )
 
-    def stop_instance(self, group: Group, zone: str) -> str:
+    def unhealthy_instance(self, group: Group, zone: str) -> str:
         server = self._running_in(group, zone)
         self.world.nova(group.region).set_server_status(server, "SHUTOFF")
         return server
 
-    def drain_target(self, group: Group, zone: str) -> str:
+    def fail_scale_up(self, group: Group, zone: str) -> str:
         server = self._running_in(group, zone)
         self.world.nova(group.region).set_server_status(
-            server, "ERROR", fault_message="hypervisor lost"
+            server, "ERROR", fault_message="No valid host was found. There are not enough hosts"
         )
-        return server
+        return "No valid host"
 
     def bucket(self, region: str) -> str:
         name = f"lifeboat-{region.lower()}-{uuid.uuid4().hex[:12]}"
@@ -1265,24 +1246,42 @@ async def test_capacity_evacuates_a_zone(backend: Backend) -> None:
     assert proxy.count(mutating=True) == 0
 
 
-async def test_instance_health_per_zone(backend: Backend) -> None:
+async def test_capacity_counts_ready_instances_and_reports_failed_scale_ups(
+    backend: Backend,
+) -> None:
+    """What readiness rests on: Ready counts only what the cloud itself calls healthy, and a
+    scale-up that failed for capacity is reported, and counted once against the region's
+    API plane however often it is read."""
     east = backend.regions[0]
-    first, second, third = backend.zones(east)[:3]
-    group = backend.group(east, {first: 2, second: 1, third: 0}, target_group=True)
-    health = backend.instances(group)
-    assert health.region == east
+    first, second = backend.zones(east)[:2]
+    group = backend.group(east, {first: 2, second: 1})
+    driver = backend.capacity(group)
 
-    def counts(zones: Iterable[ZoneInstances]) -> dict[str, tuple[int, int]]:
-        return {z.zone: (z.total, z.healthy) for z in zones}
+    state = await driver.observe()
+    assert {z.zone: z.running for z in state.zones if z.running} == {first: 2, second: 1}
+    assert state.failures == ()
+    assert state.unit in ("instances InService", "servers ACTIVE")
 
-    assert counts(await health.zones()) == {first: (2, 2), second: (1, 1), third: (0, 0)}
+    backend.unhealthy_instance(group, first)
+    state = await driver.observe()
+    assert (state.zone(first).running, state.zone(first).desired) == (1, 2)
 
-    stopped = backend.stop_instance(group, first)
-    drained = backend.drain_target(group, second)
-    zones = {z.zone: z for z in await health.zones()}
-    assert counts(zones.values()) == {first: (2, 1), second: (1, 0), third: (0, 0)}
-    assert stopped in zones[first].detail and "stopped" in zones[first].detail
-    assert drained in zones[second].detail
+    def capacity_errors() -> list[Outcome]:
+        return [
+            o
+            for o in backend.outcomes
+            if o.region == east and o.outcome is CallOutcome.CAPACITY_ERROR
+        ]
+
+    assert capacity_errors() == []
+    words = backend.fail_scale_up(group, second)
+    state = await driver.observe()
+    assert len(state.failures) == 1 and words in state.failures[0], state.failures
+    assert len(capacity_errors()) == 1
+    state = await driver.observe()
+    assert len(state.failures) == 1
+    assert len(capacity_errors()) == 1  # the same failure, read again, counts once
+    assert capacity_errors()[0].latency == 0.0
 
 
 # ----------------------------------------------------------------------------- registry
@@ -1300,7 +1299,7 @@ async def test_the_registry_connects_a_provider_whose_capabilities_reach_its_clo
         assert (await cloud.probe.probe(east)).outcome is CallOutcome.OK
         assert await cloud.identity.whoami()
 
-        group = backend.group(east, {zone: 1}, target_group=True)
+        group = backend.group(east, {zone: 1})
         site = Site.model_validate(
             {
                 "name": group.name,
@@ -1313,8 +1312,6 @@ async def test_the_registry_connects_a_provider_whose_capabilities_reach_its_clo
         )
         observed = await cloud.capacity(site).observe()
         assert (observed.zone(zone).desired, observed.zone(zone).running) == (1, 1)
-        instances = {z.zone: (z.total, z.healthy) for z in await cloud.instances(site).zones()}
-        assert instances[zone] == (1, 1)
 
         store = cloud.object_store(east, backend.bucket(east))
         data = b"through the registry"
@@ -1778,6 +1775,37 @@ async def test_a_boot_nova_cannot_place_is_a_capacity_error(
     # The server that found no host is gone again; the one that did boots.
     state = await driver.observe()
     assert {(z.zone, z.desired, z.running) for z in state.zones} == {(first, 2, 2), (second, 1, 1)}
+
+
+async def test_nova_reports_its_instance_quota_as_headroom_and_refuses_beyond_it(
+    openstack_backend: OpenStackBackend,
+) -> None:
+    """The project's instance quota (GET /limits) is the site's headroom; a boot beyond it
+    is refused as Nova refuses it ("Quota exceeded"), a capacity error of the region."""
+    backend = openstack_backend
+    first = backend.zones(ONE)[0]
+    group = backend.group(ONE, {first: 1})
+    driver = backend.capacity(group)
+    nova = backend.world.nova(ONE)
+    assert (await driver.observe()).headroom is None  # unlimited: the cloud sets no bound
+    try:
+        nova.set_instance_quota(1000)
+        headroom = (await driver.observe()).headroom
+        assert headroom is not None
+        used = 1000 - headroom  # the whole project's servers, other tests' included
+        nova.set_instance_quota(used + 1)
+        assert (await driver.observe()).headroom == 1
+
+        await driver.set_zones({first: 3})  # two more wanted, one allowed: Nova boots one
+        state = await driver.observe()
+        assert (state.zone(first).desired, state.headroom) == (2, 0)
+        before = [o for o in backend.outcomes if o.outcome is CallOutcome.CAPACITY_ERROR]
+        with pytest.raises(openstack.exceptions.HttpException, match="Quota exceeded for"):
+            await driver.set_zones({first: 3})
+        refused = [o for o in backend.outcomes if o.outcome is CallOutcome.CAPACITY_ERROR]
+        assert [(o.operation) for o in refused[len(before) :]] == ["CreateServer"]
+    finally:
+        nova.set_instance_quota(-1)
 
 
 async def test_swift_segments_go_with_the_large_object(

@@ -37,8 +37,15 @@ TIMELINE: list[dict[str, Any]] = [
     {"at": 30, "request": {"op": "failback"}},
 ]
 DURATION = 40
-ANNOUNCED = {k.value for k in NoteKind} - {NoteKind.ZONE_STATE.value}
-"""What the core announces, zone state changes aside (their timing is the probes')."""
+ANNOUNCED = {k.value for k in NoteKind} - {
+    NoteKind.ZONE_STATE.value,
+    NoteKind.CAPACITY_READY.value,
+    NoteKind.CAPACITY_NOT_READY.value,
+    NoteKind.STANDBY_READY.value,
+    NoteKind.STANDBY_NOT_READY.value,
+}
+"""What the core announces, zone state and capacity readiness changes aside (their timing
+is the probes' and the capacity drivers', which the simulator reads every round)."""
 
 
 def policy(body: dict[str, Any]) -> None:

@@ -65,6 +65,8 @@ def test_condition_types() -> None:
         "Complete",
         "VantageAgreement",
         "PeerSpecDrift",
+        "StandbyReady",
+        "CapacityReady",
     }
 
 
@@ -94,6 +96,10 @@ def test_event_reasons() -> None:
         # actions
         "TrafficShifted",
         "CapacitySet",
+        "CapacityReady",
+        "CapacityNotReady",
+        "StandbyReady",
+        "StandbyNotReady",
         "VolumesRestored",
         "ShiftTrafficFailed",
         "SetCapacityFailed",
@@ -116,7 +122,6 @@ def test_event_reasons() -> None:
         "VolumesUnsupported",
         "CapacityUnsupported",
         "TrafficUnsupported",
-        "InstancesUnsupported",
         "SecretNotFound",
         "SecretUnreadable",
         "SecretKeyMissing",

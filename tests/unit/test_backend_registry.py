@@ -40,7 +40,7 @@ SETTINGS: Mapping[str, dict[str, Any]] = {
     "external-dns": {"externalDNS": {"namespace": "dns"}},
 }
 CAPACITY: Mapping[str, dict[str, Any]] = {
-    "autoScalingGroup": {"name": "web-asg", "targetGroupArn": "arn:aws:tg/web"},
+    "autoScalingGroup": {"name": "web-asg"},
     "openstackServers": {"namePrefix": "web", "flavor": "m1.small", "image": "cirros"},
     "kubernetesDeployments": {"namespace": "shop", "selector": {"app": "web"}},
 }
@@ -50,7 +50,6 @@ PROTOCOLS: Mapping[Capability, type] = {
     Capability.CHANGE_FEED: protocols.ObjectChangeFeed,
     Capability.VOLUME_SNAPSHOTS: protocols.VolumeSnapshots,
     Capability.CAPACITY: protocols.CapacityDriver,
-    Capability.INSTANCE_HEALTH: protocols.InstanceHealth,
 }
 
 
@@ -93,7 +92,6 @@ def build(cloud: Cloud, capability: Capability, type_: str) -> object:
         Capability.CHANGE_FEED: lambda: cloud.change_feed(region, "queue"),
         Capability.VOLUME_SNAPSHOTS: lambda: cloud.volume_snapshots(region),
         Capability.CAPACITY: lambda: cloud.capacity(site(type_, kind)),
-        Capability.INSTANCE_HEALTH: lambda: cloud.instances(site(type_, kind)),
     }
     return builders[capability]()
 

@@ -442,3 +442,36 @@ def test_merge_and_discard_are_asked_by_annotation_and_answered_in_the_status() 
     assert ManualOperations.from_annotations({"lifeboat.dev/unreplicated": "{bad"}).unreadable == (
         "lifeboat.dev/unreplicated",
     )
+
+
+def test_explain_says_what_capacity_is_ready_and_which_standby_is_not() -> None:
+    sites = [
+        {
+            "name": "use1",
+            "capacity": {
+                "appliedTime": "2026-11-22T01:00:00Z",
+                "zones": [{"zone": "us-east-1a", "count": 2}, {"zone": "us-east-1b", "count": 2}],
+                "readySeconds": 41.5,
+            },
+        },
+        {
+            "name": "usw2",
+            "capacity": {
+                "appliedTime": "2026-11-22T01:00:01Z",
+                "zones": [{"zone": "us-west-2a", "count": 1}],
+            },
+            "readiness": {
+                "ready": "False",
+                "reasons": ["0/1 instances InService (standby runs 1 per zone)"],
+            },
+        },
+    ]
+    out = io.StringIO()
+    cluster = FakeCluster([app(activeSite="use1", epoch=1, sites=sites)])
+    assert commands.explain(cluster, "shop", "web", out=out) == commands.EXIT_OK  # type: ignore[arg-type]
+    assert (
+        "\nCapacity:\n"
+        "  use1: us-east-1a=2, us-east-1b=2, set 2026-11-22T01:00:00Z: Ready after 41.5s\n"
+        "  usw2: us-west-2a=1, set 2026-11-22T01:00:01Z: not Ready yet\n"
+        "  usw2 as a standby: not ready: 0/1 instances InService (standby runs 1 per zone)\n"
+    ) in out.getvalue()

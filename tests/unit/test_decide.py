@@ -16,6 +16,7 @@ from controller.api.models import ApiPlanePolicy, ResilientAppSpec, ResilientApp
 from controller.core import decide as core
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
+from controller.core.capacity import CapacityReading, ZoneReading
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey, ZoneState
 from controller.core.status import state_from_status, status_from_state
 from tests.factories import app_spec
@@ -56,6 +57,8 @@ class Run:
     t: float = 0.0
     state: m.AppState = field(default_factory=lambda: core.initial_state(SPEC))
     decisions: list[m.Decision] = field(default_factory=list)
+    cap: dict[str, int] = field(default_factory=dict)
+    """Sites whose capacity never comes up beyond this many instances Ready."""
 
     def __post_init__(self) -> None:
         self.state = core.initial_state(self.spec)
@@ -79,9 +82,24 @@ class Run:
             for k in ZONES
         )
         planes = {EAST: H, WEST: H} if api is None else {EAST: H, WEST: H, **api}
+        extra.setdefault("capacity", self.readings())
         return m.Observations(
             probes=probes, api_planes=planes, traffic_plane=traffic_plane, **extra
         )
+
+    def readings(self) -> dict[str, CapacityReading]:
+        """Every site's drivers report what was last set for it Ready (``cap``: at most
+        that many instances of a site come up)."""
+        found = {}
+        for name, applied in self.state.capacity.items():
+            left = self.cap.get(name)
+            zones = []
+            for zone, count in applied.zones:
+                ready = count if left is None else min(count, left)
+                left = None if left is None else left - ready
+                zones.append(ZoneReading(zone, ready, count))
+            found[name] = CapacityReading(self.t, tuple(zones))
+        return found
 
     def round(
         self,

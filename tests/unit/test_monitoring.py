@@ -64,6 +64,8 @@ def test_alert_names_are_unique_and_stable() -> None:
         "LifeboatFailoverFailed",
         "LifeboatFailoverStuck",
         "LifeboatNoHealthyStandby",
+        "LifeboatStandbyNotReady",
+        "LifeboatCapacityNotReady",
         "LifeboatRPOBreached",
         "LifeboatRPOUnknown",
         "LifeboatReplicationStalled",

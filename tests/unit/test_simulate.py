@@ -109,6 +109,9 @@ timeline:
         ("timeline: [{at: 5, api: {aws-prod/eu-west-1: [ok]}}]", "api.aws-prod/eu-west-1: not a"),
         ("timeline: [{at: 5, api: {aws-prod/us-east-1: [sideways]}}]", "api.aws-prod/us-east-1.0"),
         ("timeline: [{at: 5, pin: nowhere}]", "pin: the app has no site 'nowhere'"),
+        ("timeline: [{at: 5, capacity: {eu: 3}}]", "capacity.eu: the app has no site 'eu'"),
+        ("timeline: [{at: 5, capacity: {usw2: -1}}]", "capacity of usw2 must be between 0"),
+        ("timeline: [{at: 5, capacity: {usw2: lots}}]", "entry 1 (at 5): capacity.usw2"),
         ("timeline: [{at: 5, request: {op: failover}}]", "request.site: a failover request"),
         ("timeline: [{at: 5, request: {op: sideways}}]", "request.op: Input should be"),
         ("timeline: [{at: 5, request: {op: failover, site: x}}]", "request.site: the app has no"),
@@ -316,3 +319,49 @@ def test_the_forced_move_example_is_left_at_once() -> None:
     rescue = next(r for r in rows if r["epoch"] == 4)
     assert (forced["time"], forced["activeSite"]) == (90, "use1")
     assert (rescue["time"], rescue["rule"], rescue["activeSite"]) == (100, "site-down", "usw2")
+
+
+def test_a_stuck_scale_up_holds_the_old_sites_shrink_for_the_bounded_wait() -> None:
+    """The operator's rule, simulated: the old site shrinks only once the new site's
+    capacity is Ready, or once failover.readiness.capacityTimeoutSeconds have passed (and
+    then says so); the time capacity took to come up is reported."""
+    document, summary = run(DOCS / "app.yaml", DOCS / "stuck-scale-up.yaml")
+    rows = json.loads(document)["decisions"]
+    failover = next(r for r in rows if any(n["kind"] == "FailoverStarted" for n in r["notes"]))
+    after = [r for r in rows if r["time"] >= failover["time"]]
+    grown = next(
+        r for r in after if any(a["target"].startswith("capacity of usw2") for a in r["actions"])
+    )
+    shrunk = next(
+        r for r in after if any(a["target"].startswith("capacity of use1") for a in r["actions"])
+    )
+    assert shrunk["time"] - grown["time"] >= 300
+    waiting = [
+        h["reason"]
+        for r in rows
+        if grown["time"] < r["time"] < shrunk["time"]
+        for h in r["held"]
+        if h["target"].startswith("capacity of use1")
+    ]
+    assert waiting and all(
+        w == "waits for the capacity of usw2 to be Ready (6/12 Ready) before use1 shrinks, "
+        "at most 300 s after it was set"
+        for w in waiting
+    )
+    late = [n["message"] for r in rows for n in r["notes"] if n["kind"] == "CapacityNotReady"]
+    assert late == [
+        "capacity not Ready: usw2: 6/12 instances Ready after 300 s; use1 no longer wait(s) "
+        "for it and shrink(s) now (readiness.capacityTimeoutSeconds 300)"
+    ]
+    ready = [
+        (r["time"], n["message"])
+        for r in rows
+        for n in r["notes"]
+        if n["kind"] == "CapacityReady" and "usw2" in n["message"]
+    ]
+    assert ready[-1][0] >= 700
+    took = ready[-1][0] - failover["time"]
+    assert ready[-1][1].endswith(f"12/12 instances Ready {took:.0f} s after it was asked for")
+    assert "CapacityNotReady: capacity not Ready: usw2" in summary
+    standby = [r["standby"] for r in rows if r["time"] < failover["time"]]
+    assert standby and all(s == {"usw2": {"ready": True, "reasons": []}} for s in standby)

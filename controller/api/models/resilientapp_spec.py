@@ -229,9 +229,6 @@ class AutoScalingGroupRef(Model):
         description="Every subnet the group may use (evacuation removes a zone's subnets and "
         "restoring puts them back); default: the group's subnets when first seen.",
     )
-    target_group_arn: str | None = Field(
-        default=None, max_length=2048, description="ELBv2 target group, for instance health."
-    )
 
 
 class OpenStackServersTemplate(Model):
@@ -529,6 +526,30 @@ class FailbackPolicy(Model):
     )
 
 
+class ReadinessPolicy(Model):
+    """How Lifeboat checks that capacity is there: standby readiness, and the capacity a
+    failover or an evacuation asks for coming up."""
+
+    interval_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="How often every site's capacity is read from its driver (ready "
+        "instances, recent failed scale-ups, limits) for standby readiness. A site whose "
+        "capacity was just set is read every health interval (at least every 5 s) until it "
+        "is Ready or capacityTimeoutSeconds has passed.",
+    )
+    capacity_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="How long capacity that was set may take to be Ready. After it the "
+        "CapacityReady condition turns False (CapacityNotReady, with the figures), and a site "
+        "that no longer takes the traffic, waiting for the active site's capacity to be "
+        "Ready before it shrinks, shrinks anyway and says why.",
+    )
+
+
 class FailoverPolicy(Model):
     """When and how Lifeboat acts."""
 
@@ -559,6 +580,10 @@ class FailoverPolicy(Model):
         description="Healthy zones a site needs to be a failover target.",
     )
     failback: FailbackPolicy = Field(default=FailbackPolicy(), description="Failback.")
+    readiness: ReadinessPolicy = Field(
+        default=ReadinessPolicy(),
+        description="Standby readiness checks and capacity verification.",
+    )
 
 
 class TrafficPolicy(Model):

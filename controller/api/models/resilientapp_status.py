@@ -55,6 +55,48 @@ class CapacityStatus(Model):
     applied_time: Timestamp = Field(description="When it was set.")
     fingerprint: str = Field(max_length=64, description="Digest of what was set.")
     zones: tuple[ZoneCount, ...] = Field(default=(), max_length=16, description="Per zone.")
+    ready_time: Timestamp | None = Field(
+        default=None,
+        description="When the site's capacity driver first reported it Ready (empty: not yet).",
+    )
+    ready_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="From when it was asked for (the failover's decision, when a failover "
+        "asked for it) to Ready.",
+    )
+
+
+class ReadinessStatus(Model):
+    """Whether a site that does not take the traffic could take it now."""
+
+    ready: Literal["True", "False", "Unknown"] = Field(
+        description="True, False, or Unknown (its capacity not read yet, or unreadable)."
+    )
+    reasons: tuple[Annotated[str, Field(max_length=512)], ...] = Field(
+        default=(), max_length=16, description="Why not, each cause with its figure."
+    )
+    ready_instances: int | None = Field(
+        default=None, ge=0, description="Instances its capacity driver reports Ready."
+    )
+    standby_instances: int = Field(default=0, ge=0, description="Instances it runs as standby.")
+    failover_instances: int = Field(
+        default=0, ge=0, description="Instances it runs once it takes the traffic."
+    )
+    max_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="The capacity's own bound (an Auto Scaling group's MaxSize; raised by "
+        "Lifeboat when a change needs more).",
+    )
+    headroom: int | None = Field(
+        default=None,
+        ge=0,
+        description="Instances more the cloud's quota allows (empty: the cloud does not say).",
+    )
+    checked_time: Timestamp | None = Field(
+        default=None, description="When its capacity was last read."
+    )
 
 
 class SiteStatus(Model):
@@ -72,6 +114,10 @@ class SiteStatus(Model):
         default=None, description="Since when every probed zone has been Healthy."
     )
     capacity: CapacityStatus | None = Field(default=None, description="Capacity as set.")
+    readiness: ReadinessStatus | None = Field(
+        default=None,
+        description="A site that does not take the traffic: whether it could take it now.",
+    )
 
 
 class PendingAction(Model):

@@ -12,6 +12,16 @@ Bounds: ``MaxSize`` is raised when the total needs it, never lowered. ``MinSize`
 group owner's floor and is never changed: a total below it is asked for as ``MinSize``
 (so Lifeboat never scales a group below what its owner said it must keep).
 
+``observe`` also reads the group's latest scaling activities (DescribeScalingActivities,
+one page of :data:`ACTIVITIES_READ`): those that failed within :data:`FAILURE_WINDOW`
+seconds are reported (``CapacityState.failures``), and each one that failed for capacity
+(``InsufficientInstanceCapacity``, ``InstanceLimitExceeded``, ``VcpuLimitExceeded``, ...:
+the 2012 us-east-1 symptom) is counted once, when first seen, against the region's API
+plane (a launch that failed for a bad launch template or a missing image says nothing about
+the API plane and is only reported). Ready means ``InService`` and ``Healthy``: the group's
+own health, which takes in EC2 status checks and, for a group whose health check type is
+``ELB``, its target groups' health checks.
+
 Subnets: ``subnets`` is every subnet the group may use, in every zone it may ever be
 given. Without it, the group's subnets when this driver first sees the group are taken,
 which cannot bring back a zone that was already taken away before (after a restart, say):
@@ -21,20 +31,33 @@ give ``subnets`` explicitly in production.
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from controller.core.apiplane import CallOutcome
 from controller.providers.aws.connector import AwsConnector
+from controller.providers.outcomes import AWS_CAPACITY_CODES, Classified
 from controller.providers.protocols import CapacityState, ZoneCapacity
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_autoscaling.type_defs import (
+        ActivityTypeDef,
         AutoScalingGroupTypeDef,
         UpdateAutoScalingGroupTypeTypeDef,
     )
     from mypy_boto3_ec2 import EC2Client
+
+
+ACTIVITIES_READ = 20
+"""Scaling activities read per observation (the newest first)."""
+FAILURE_WINDOW = 3600.0
+"""Seconds a failed scaling activity is reported for."""
+FAILURES_REPORTED = 3
+_CAPACITY_WORDS = ("insufficient capacity", "instance limit", "vcpu limit")
 
 
 class AutoScalingGroupNotFound(LookupError):
@@ -87,6 +110,8 @@ class AutoScalingGroupCapacity:
         self.group_name = group_name
         self._subnets: tuple[str, ...] | None = tuple(subnets) if subnets is not None else None
         self._subnet_zones: dict[str, str] = {}
+        self._counted: set[str] = set()
+        """Failed activities already counted against the API plane (by ActivityId)."""
 
     def __repr__(self) -> str:
         return f"AutoScalingGroupCapacity({self.region}/{self.group_name})"
@@ -111,7 +136,44 @@ class AutoScalingGroupCapacity:
             tuple(ZoneCapacity(z, desired.get(z, 0), running.get(z, 0)) for z in zones),
             minimum=group["MinSize"],
             maximum=group["MaxSize"],
+            failures=await self._failures(),
+            max_size=group["MaxSize"],
+            unit="instances InService",
         )
+
+    async def _failures(self) -> tuple[str, ...]:
+        """The group's scaling activities that failed lately, newest first; each one that
+        failed for capacity counted once against the region's API plane."""
+        client: AutoScalingClient = self.connector.client("autoscaling", self.region)
+        answer = await self.connector.call(
+            self.region,
+            "autoscaling",
+            "DescribeScalingActivities",
+            functools.partial(
+                client.describe_scaling_activities,
+                AutoScalingGroupName=self.group_name,
+                MaxRecords=ACTIVITIES_READ,
+            ),
+            mutating=False,
+        )
+        now = time.time()
+        failed: list[str] = []
+        for activity in answer.get("Activities", []):
+            if activity.get("StatusCode") != "Failed" or _age(activity, now) > FAILURE_WINDOW:
+                continue
+            words = _activity_words(activity)
+            failed.append(words)
+            code = _capacity_code(words)
+            key = str(activity.get("ActivityId", words))
+            if code is not None and key not in self._counted:
+                self._counted.add(key)
+                self.connector.calls.evidence(
+                    self.region,
+                    "autoscaling",
+                    "ScalingActivity",
+                    Classified(CallOutcome.CAPACITY_ERROR, code),
+                )
+        return tuple(failed[:FAILURES_REPORTED])
 
     async def set_zones(self, desired: Mapping[str, int]) -> None:
         if any(count < 0 for count in desired.values()):
@@ -165,3 +227,26 @@ class AutoScalingGroupCapacity:
                 f"{', '.join(sorted(missing))} (usable subnets: {', '.join(usable) or 'none'})"
             )
         return chosen
+
+
+def _age(activity: ActivityTypeDef, now: float) -> float:
+    started = activity.get("EndTime") or activity.get("StartTime")
+    return now - started.timestamp() if isinstance(started, datetime) else 0.0
+
+
+def _activity_words(activity: ActivityTypeDef) -> str:
+    """A failed activity as one line: what it did and why it failed (AWS's own words)."""
+    what = str(activity.get("Description", "")).strip() or "a scaling activity"
+    why = str(activity.get("StatusMessage", "")).strip() or "no reason given"
+    return " ".join(f"{what}: {why}".split())[:400]
+
+
+def _capacity_code(words: str) -> str | None:
+    """The capacity error a failed activity names (None: it failed for another reason)."""
+    for code in sorted(AWS_CAPACITY_CODES):
+        if code in words:
+            return code
+    lowered = words.lower()
+    if any(marker in lowered for marker in _CAPACITY_WORDS):
+        return "InsufficientInstanceCapacity"
+    return None

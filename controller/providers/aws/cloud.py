@@ -11,7 +11,6 @@ from controller.providers.aws.capacity import AutoScalingGroupCapacity
 from controller.providers.aws.connector import AwsConnector, AwsCredentials
 from controller.providers.aws.events import SqsChangeFeed
 from controller.providers.aws.identity import StsIdentity
-from controller.providers.aws.instances import Ec2InstanceHealth
 from controller.providers.aws.objects import S3ObjectStore
 from controller.providers.aws.route53 import Route53Traffic
 from controller.providers.aws.volumes import EbsSnapshots
@@ -55,10 +54,6 @@ class AwsCloud(Cloud):
         return AutoScalingGroupCapacity(
             self.connector, site.region, group.name, list(group.subnets) or None
         )
-
-    def instances(self, site: Site) -> Ec2InstanceHealth:
-        group = self._group(site, Capability.INSTANCE_HEALTH)
-        return Ec2InstanceHealth(self.connector, site.region, group.name, group.target_group_arn)
 
     def _group(self, site: Site, capability: Capability) -> AutoScalingGroupRef:
         if site.capacity is None or site.capacity.auto_scaling_group is None:

@@ -85,13 +85,17 @@ class DeploymentsCapacity:
     async def observe(self) -> CapacityState:
         desired: dict[str, int] = defaultdict(int)
         ready: dict[str, int] = defaultdict(int)
+        failures: list[str] = []
         for deployment in await self._deployments():
             zone = deployment.metadata.labels[self.zone_label]
             desired[zone] += deployment.spec.replicas or 0
             ready[zone] += (deployment.status.ready_replicas or 0) if deployment.status else 0
+            failures.extend(_failed(deployment))
         zones = tuple(ZoneCapacity(z, desired[z], ready[z]) for z in sorted(desired))
         total = sum(desired.values())
-        return CapacityState(zones, minimum=0, maximum=total)
+        return CapacityState(
+            zones, minimum=0, maximum=total, failures=tuple(failures[:3]), unit="replicas ready"
+        )
 
     async def set_zones(self, desired: Mapping[str, int]) -> None:
         by_zone: dict[str, list[Any]] = defaultdict(list)
@@ -181,3 +185,20 @@ async def _member(
         return client_from_kubeconfig(data[ref.key])
     except KubeconfigError as error:
         raise ProviderUnavailable(EventReason.KUBECONFIG_INVALID, f"{where}: {error}") from None
+
+
+def _failed(deployment: Any) -> list[str]:
+    """Why a Deployment's scale-up failed, as its controller says: a ``ReplicaFailure``
+    (pods refused, e.g. by a ResourceQuota) or ``Progressing`` False with
+    ``ProgressDeadlineExceeded``. Not API-plane evidence: the cluster is no cloud region."""
+    found = []
+    for condition in (deployment.status.conditions if deployment.status else None) or []:
+        failed = (condition.type == "ReplicaFailure" and condition.status == "True") or (
+            condition.type == "Progressing"
+            and condition.status == "False"
+            and condition.reason == "ProgressDeadlineExceeded"
+        )
+        if failed:
+            words = " ".join(str(condition.message or "").split())[:300]
+            found.append(f"Deployment {deployment.metadata.name}: {condition.reason}: {words}")
+    return found

@@ -28,8 +28,14 @@ cascade symptom: the listing that sees it raises :class:`NoValidHost` (a
 :class:`~controller.providers.openstack.connector.CapacityError`) through the connector,
 so the region's gate records a ``capacity_error`` outcome; the failed servers, which hold
 nothing but a quota slot, are deleted and the error reaches the caller. Boots failing for
-other reasons stay (desired, not running; :class:`NovaInstanceHealth` shows their fault)
-until a smaller count removes them.
+other reasons stay (desired, not running) until a smaller count removes them.
+
+``observe`` also reads the project's limits (``GET /limits``): where the instance quota
+is set, what it still allows is the site's headroom (``CapacityState.headroom``; unlimited
+or unreadable: None). It reports the site's servers in ``ERROR`` with their faults
+(``CapacityState.failures``); each one whose fault is a capacity fault that the boot watch
+did not count already (a boot Lifeboat did not watch to its end: a restart, a boot that
+outlived ``boot_timeout_seconds``) is counted once against the region's API plane.
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.api.models import OpenStackServersTemplate
+from controller.core.apiplane import CallOutcome
 from controller.providers.openstack.connector import (
+    CALL_ERRORS,
     CAPACITY_MARKERS,
     CLEANUP_ERRORS,
     CapacityError,
@@ -62,11 +70,13 @@ from controller.providers.openstack.servers import (
     status_of,
     zone_of,
 )
+from controller.providers.outcomes import Classified
 from controller.providers.protocols import CapacityState, ZoneCapacity
 
 log = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"[^a-z0-9]+")
+_FAILURES_REPORTED = 3
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,8 @@ class NovaServersCapacity:
         self._zones: frozenset[str] = frozenset()
         self._resolved: _Resolved | None = None
         self._lock = asyncio.Lock()
+        self._counted: set[str] = set()
+        """Servers whose capacity fault was counted against the API plane already."""
 
     def __repr__(self) -> str:
         return f"NovaServersCapacity({self.region}/{self.template.name_prefix})"
@@ -221,11 +233,47 @@ class NovaServersCapacity:
         servers = await site_servers(self.connector, self.region, self.template.match)
         desired = Counter(zone_of(server) for server in servers)
         running = Counter(zone_of(server) for server in servers if status_of(server) == "ACTIVE")
+        failed = sorted((s for s in servers if status_of(s) == "ERROR"), key=lambda s: str(s.id))
+        for server in failed:
+            if _capacity_failure(server) and str(server.id) not in self._counted:
+                self._counted.add(str(server.id))
+                self.connector.calls.evidence(
+                    self.region,
+                    "compute",
+                    "ServerFault",
+                    Classified(CallOutcome.CAPACITY_ERROR, "NoValidHost"),
+                )
         return CapacityState(
             tuple(ZoneCapacity(zone, desired[zone], running[zone]) for zone in sorted(desired)),
             minimum=0,
             maximum=sum(desired.values()),
+            headroom=await self._headroom(),
+            failures=tuple(
+                f"server {server.id} in {zone_of(server)}: ERROR: "
+                + " ".join((fault_message(server) or "no fault given").split())[:300]
+                for server in failed[:_FAILURES_REPORTED]
+            ),
+            unit="servers ACTIVE",
         )
+
+    async def _headroom(self) -> int | None:
+        """Servers more the project's instance quota allows (None: unlimited, or the cloud
+        does not say: a policy that hides the limits, an error)."""
+
+        def read(conn: Any) -> tuple[int | None, int | None]:
+            absolute = conn.compute.get_limits().absolute
+            return absolute.instances, absolute.instances_used
+
+        try:
+            quota, used = await self.connector.call(
+                self.region, "compute", "GetLimits", read, mutating=False
+            )
+        except CALL_ERRORS as error:
+            log.info("%s: limits not read: %s", self, type(error).__name__)
+            return None
+        if quota is None or quota < 0:
+            return None
+        return max(0, int(quota) - int(used or 0))
 
     async def set_zones(self, desired: Mapping[str, int]) -> None:
         if any(count < 0 for count in desired.values()):
@@ -254,6 +302,7 @@ class NovaServersCapacity:
             try:
                 await self._watch(requests)
             except NoValidHost as error:
+                self._counted.update(error.server_ids)  # the watch's listing counted them
                 await asyncio.shield(self._remove_failed(error.server_ids))
                 raise
 

@@ -15,9 +15,7 @@ from controller.providers.openstack.capacity import NovaServersCapacity, capacit
 from controller.providers.openstack.connector import OpenStackConnector, OpenStackCredentials
 from controller.providers.openstack.dns import DesignateTraffic
 from controller.providers.openstack.identity import KeystoneIdentity
-from controller.providers.openstack.instances import NovaInstanceHealth
 from controller.providers.openstack.objects import SwiftObjectStore
-from controller.providers.openstack.servers import ServerMatch
 from controller.providers.openstack.volumes import CinderBackups
 
 
@@ -50,12 +48,6 @@ class OpenStackCloud(Cloud):
     def capacity(self, site: Site) -> NovaServersCapacity:
         template = self._servers(site, Capability.CAPACITY)
         return capacity_for_site(self.connector, site.region, site.name, template)
-
-    def instances(self, site: Site) -> NovaInstanceHealth:
-        """Nova's view of the site's servers; every zone of the site is reported."""
-        template = self._servers(site, Capability.INSTANCE_HEALTH)
-        match = ServerMatch(template.name_prefix, site.name)
-        return NovaInstanceHealth(self.connector, site.region, match, site.zones)
 
     def _servers(self, site: Site, capability: Capability) -> OpenStackServersTemplate:
         if site.capacity is None or site.capacity.openstack_servers is None:

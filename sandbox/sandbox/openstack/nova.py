@@ -258,6 +258,7 @@ class NovaEmulator(ZonalService[ComputeZone]):
         self._servers: dict[str, Server] = {}
         self._groups: dict[str, ServerGroup] = {}
         self._addresses = itertools.islice(_ADDRESS_POOL.hosts(), 1, None)
+        self._instance_quota = -1
 
     # --- test hooks and state
 
@@ -267,6 +268,15 @@ class NovaEmulator(ZonalService[ComputeZone]):
             raise ValueError(f"capacity must be >= 0 or None, got {servers}")
         with self._lock:
             self._zone(zone).capacity = servers
+
+    def set_instance_quota(self, instances: int) -> None:
+        """Every project's ``instances`` quota (-1: unlimited, the emulator's default; real
+        Nova's default is 10). Creating beyond it is refused as Nova refuses it, and
+        ``GET /limits`` reports it with the project's use."""
+        if instances < -1:
+            raise ValueError(f"quota must be >= -1, got {instances}")
+        with self._lock:
+            self._instance_quota = instances
 
     def set_server_status(
         self, server_id: str, status: str, *, fault_message: str | None = None
@@ -323,6 +333,7 @@ class NovaEmulator(ZonalService[ComputeZone]):
             web.get(f"{p}/images", self._list_images),
             web.get(f"{p}/images/detail", self._list_images),
             web.get(f"{p}/images/{{image_id}}", self._show_image),
+            web.get(f"{p}/limits", self._limits),
             web.get(f"{p}/servers", self._list_servers),
             web.post(f"{p}/servers", self._create_server),
             web.get(f"{p}/servers/detail", self._list_servers),
@@ -787,10 +798,12 @@ class NovaEmulator(ZonalService[ComputeZone]):
             )
         hints = body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}
         count = _int_value(spec.get("max_count", spec.get("min_count", 1)), "max_count")
+        least = _int_value(spec.get("min_count", 1), "min_count")
         security_groups = [
             str(group.get("name", "default")) for group in spec.get("security_groups", [])
         ] or ["default"]
         with self._lock:
+            count = self._within_quota(info, least, count)
             zone = self._requested_zone(spec.get("availability_zone"))
             group = self._hinted_group(hints, info)
             reservation = f"r-{uuid.uuid4().hex[:8]}"
@@ -832,6 +845,48 @@ class NovaEmulator(ZonalService[ComputeZone]):
             status=202,
             headers={"Location": links[0]["href"]},
         )
+
+    def _used(self, info: TokenInfo) -> list[Server]:
+        self._advance(self._clock())
+        return [s for s in self._servers.values() if s.project_id == info.project_id]
+
+    def _within_quota(self, info: TokenInfo, least: int, most: int) -> int:
+        """How many of ``least``..``most`` servers the project's quota allows (Nova boots as
+        many as it may, at least ``least``, or refuses the request)."""
+        quota = self._instance_quota
+        if quota < 0:
+            return most
+        used = len(self._used(info))
+        if used + least > quota:
+            raise ApiError(
+                403,
+                f"Quota exceeded for instances: Requested {least}, but already used {used} "
+                f"of {quota} instances",
+            )
+        return min(most, quota - used)
+
+    async def _limits(self, request: web.Request) -> web.Response:
+        """The project's absolute limits (instances, cores and RAM in use); only the
+        instance quota is ever set (:meth:`set_instance_quota`), the others are unlimited."""
+        info = request_token(request)
+        with self._lock:
+            servers = self._used(info)
+            groups = [g for g in self._groups.values() if g.project_id == info.project_id]
+            absolute: JSON = {
+                "maxTotalInstances": self._instance_quota,
+                "totalInstancesUsed": len(servers),
+                "maxTotalCores": -1,
+                "totalCoresUsed": sum(s.flavor.vcpus for s in servers),
+                "maxTotalRAMSize": -1,
+                "totalRAMUsed": sum(s.flavor.ram for s in servers),
+                "maxServerMeta": 128,
+                "maxImageMeta": 128,
+                "maxTotalKeypairs": 100,
+                "maxServerGroups": 10,
+                "maxServerGroupMembers": 10,
+                "totalServerGroupsUsed": len(groups),
+            }
+        return web.json_response({"limits": {"rate": [], "absolute": absolute}})
 
     def _requested_zone(self, requested: Any) -> str | None:
         if requested is None or requested == "":
