@@ -228,3 +228,47 @@ async def test_the_freshest_status_prefers_the_highest_epoch_then_the_latest_dec
     with pytest.raises(NoMajority) as raised:
         await writer.freshest(REF)
     assert raised.value.accepted == ("a",) and raised.value.needed == 2
+
+
+async def test_a_completion_only_a_minority_recorded_is_finished_by_the_next_leader_once() -> None:
+    """The leader's failover reached DNS, but the write saying so reached only its own
+    cluster before it lost its majority: the next leader starts from the majority's
+    status (the failover decided, its DNS change outstanding), finds it done in DNS, and
+    neither raises the epoch again nor moves traffic anywhere else."""
+    clusters = three()
+    traffic = FakeTraffic(delay=0.1)
+    old_lead = Lead(leading=True, term=1)
+    old, _, _, prober = peers(old_lead, clusters, traffic)
+    await old.round(body())
+    await settle(old)
+    prober.down = {"use1"}
+    for _ in range(5):
+        await old.round(body())
+        if old.actions.running is not None:
+            break
+    assert old.actions.running is not None  # the failover's DNS change, under way
+    assert clusters["usw2"].status["epoch"] == 2  # the decision: on a majority first
+    clusters["usw2"].down = clusters["euc1"].down = True
+    await settle(old)  # done in DNS; the completion reaches the old leader's cluster only
+    assert published(traffic)[-1] == {"use1": 0, "usw2": 100}
+    assert clusters["use1"].status["traffic"]["epoch"] == 2
+    assert clusters["usw2"].status["traffic"]["epoch"] == 1
+    old_lead.become(False)
+    clusters["use1"].down = True  # the old leader's region is lost
+    clusters["usw2"].down = clusters["euc1"].down = False
+    changes = len(traffic.plans)
+
+    order = {name: clusters[name] for name in ("usw2", "euc1", "use1")}
+    new, kube, _, new_prober = peers(Lead(leading=True, term=1), order, traffic)
+    new_prober.down = {"use1"}
+    for _ in range(3):
+        await new.round(body(status=dict(clusters["usw2"].status)))
+        await settle(new)
+    state = state_of(new)
+    assert state is not None and (state.active_site, state.epoch) == ("usw2", 2)
+    assert all(p == {"use1": 0, "usw2": 100} for p in published(traffic)[changes:])
+    assert traffic.owner is not None and traffic.owner.epoch == 2
+    for name in ("usw2", "euc1"):
+        assert clusters[name].status["epoch"] == 2
+        assert clusters[name].status["traffic"]["epoch"] == 2
+    assert not [r for _, r, _ in kube.events if r == "FailoverStarted"]  # not decided again
