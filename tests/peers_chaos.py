@@ -382,9 +382,13 @@ class Run:
         cut = {c: w.cut for c, w in peer.ways.items()}
         for way in peer.ways.values():
             way.cut = True
+        # Its loops are told to stop as well as cancelled: on Python 3.11 asyncio.wait_for
+        # can swallow a cancellation that lands as its inner call completes (fixed in
+        # 3.12), and a loop that swallowed one would run on.
+        peer.stop.set()
         for task in peer.tasks:
             task.cancel()
-        await asyncio.gather(*peer.tasks, return_exceptions=True)
+        await asyncio.wait(peer.tasks, timeout=10.0)
         peer.tasks, peer.elector = [], None
         for c, way in peer.ways.items():
             way.cut = cut[c]
