@@ -165,7 +165,7 @@ class _Dataset:
             earlier = known.get(flow.target.site)
             if earlier is not None:
                 flow.figures.listed_at = earlier.listed_at
-                flow.figures.pending = dict(earlier.pending)
+                flow.figures.pending = earlier.pending.copy()
 
 
 def _known(running: _Dataset, identity: _Identity) -> dict[str, FlowFigures]:
@@ -188,7 +188,7 @@ def _known(running: _Dataset, identity: _Identity) -> dict[str, FlowFigures]:
             site,
             figures.source,
             figures.epoch,
-            pending=dict(figures.pending),
+            pending=figures.pending.copy(),
             listed_at=looked,
             totals=dataclasses.replace(figures.totals),
         )
@@ -653,7 +653,7 @@ class ObjectReplication:
                 else:
                     earlier = group.known.get(destination)
                     figures = (
-                        dataclasses.replace(earlier, pending=dict(earlier.pending))
+                        dataclasses.replace(earlier, pending=earlier.pending.copy())
                         if earlier is not None
                         else FlowFigures(group.name, destination, group.source, group.epoch)
                     )

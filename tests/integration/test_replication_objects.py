@@ -814,7 +814,7 @@ async def test_propagate_keeps_the_unreplicated_tail_of_the_old_primary(
     assert await old.head("orders/2") is None  # deleted at the new primary: propagated
     assert await read(old, "orders/1") == b"replicated before the failover"
     assert back.figures.totals.deletes == 1
-    tail = back.unreplicated()
+    tail = await back.unreplicated()
     assert [u.key for u in tail] == ["orders/3"]
     assert tail[0].size == len(b"the tail: written, never replicated")
     assert tail[0].epoch == 1
@@ -828,7 +828,7 @@ async def test_propagate_keeps_the_unreplicated_tail_of_the_old_primary(
     )
     assert await again.scan()
     assert await read(old, "orders/3") == b"the tail: written, never replicated"
-    assert [u.key for u in again.unreplicated()] == ["orders/3"]
+    assert [u.key for u in (await again.unreplicated())] == ["orders/3"]
 
     # `lifeboat replication unreplicated --merge`: copied to the new primary, stamped.
     merged = await again.resolve(TailAction.MERGE)
@@ -837,5 +837,5 @@ async def test_propagate_keeps_the_unreplicated_tail_of_the_old_primary(
     stamp = await new.head("orders/3")
     assert stamp is not None and stamp.metadata[STAMP_SOURCE_SITE] == "use1"
     assert await again.scan()
-    assert again.unreplicated() == [] and again.figures.totals.copied_objects == 0
+    assert (await again.unreplicated()) == [] and again.figures.totals.copied_objects == 0
     assert await read(old, "orders/3") == b"the tail: written, never replicated"
