@@ -556,9 +556,15 @@ class ManifestStore:
     ) -> list[PageRef]:
         """``pages`` with ``changes`` (in key order; None: the key has no row any more)
         applied: only the pages whose key range a change falls in are read and written
-        again. A change past the last page goes to the last page."""
+        again; changes past the last page make pages of their own."""
         if not changes:
             return list(pages)
+        end = pages[-1].last if pages else None
+        beyond = [(k, row) for k, row in changes if end is None or k > end]
+        if beyond:
+            rows = [(k, row) for k, row in beyond if row is not None and not row.blank]
+            head = await self.patch(pages, changes[: len(changes) - len(beyond)])
+            return head + await self.write_pages(rows)
         lasts = [p.last for p in pages]
         touched: dict[int, list[tuple[str, Row | None]]] = {}
         for key, row in changes:
@@ -583,7 +589,9 @@ class ManifestStore:
         return result
 
     async def page_rows_of(self, ref: PageRef) -> list[tuple[str, Row]]:
-        return await self._page_or_nothing(ref)
+        """A page's rows, read without keeping it (nothing when it cannot be read)."""
+        cached = self._cache.get(ref.name)
+        return cached if cached is not None else await self._stream(ref)
 
     async def above(self, header: Header, cursor: str | None) -> list[PageRef]:
         """The manifest's rows above ``cursor`` as pages: those wholly above it as they
