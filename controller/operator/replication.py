@@ -673,6 +673,7 @@ class ObjectReplication:
         labels = self._labels(entry.dataset, entry.destination)
         metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
         metrics.REPLICATION_PENDING_BYTES.labels(*labels).set(entry.pending_bytes)
+        metrics.REPLICATION_PENDING_ESTIMATED.labels(*labels).set(int(entry.pending_estimated))
         metrics.REPLICATION_UNREPLICATED_OBJECTS.labels(*labels).set(entry.unreplicated_objects)
         metrics.REPLICATION_UNREPLICATED_BYTES.labels(*labels).set(entry.unreplicated_bytes)
         metrics.REPLICATION_RPO_TARGET.labels(*labels[:3]).set(self._target)
