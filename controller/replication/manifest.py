@@ -503,7 +503,11 @@ class ManifestStore:
             async def body() -> AsyncIterator[bytes]:
                 yield body_data
 
-            await self.store.put(self._page_key(name), body(), len(data), {}, md5_hex=name)
+            # A page's name is its content's MD5: none of that name is there to replace
+            # (Swift would look for a large object's segments to clean up otherwise).
+            await self.store.put(
+                self._page_key(name), body(), len(data), {}, md5_hex=name, replacing=False
+            )
             self.written.add(name)
         return page_ref(name, rows)
 
