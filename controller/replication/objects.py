@@ -104,10 +104,8 @@ UNREPLICATED_SHOWN = 10
 """Keys of unreplicated objects shown in the figures (the status); all are in the manifest."""
 
 SEGMENT_KEYS = 1000
-"""Keys a pass judges before carrying out what they need (then the next ones): what a
+"""Keys a pass judges ahead of the first one whose copy or delete is not done: the rows a
 pass holds at once, whatever the size of the bucket."""
-SEGMENT_STEPS = 64
-"""Copies and deletes per segment, at most (or four times ``max_concurrency``)."""
 MAX_OVERLAY = MAX_DIRTY
 """Rows changed between passes held before a save is forced."""
 REPORT_BATCH = 1000
@@ -254,11 +252,11 @@ class _Pass:
     pages: list[PageRef] = field(default_factory=list)
     """The new manifest's pages written so far."""
     buffer: list[tuple[str, Row]] = field(default_factory=list)
-    """Rows of finished segments not in a page yet (fewer than a page)."""
+    """Rows of keys done, not in a page yet (fewer than a page, between two releases)."""
     cursor: str | None = None
     """The last key listed."""
     low: str | None = None
-    """The last key of the last finished segment."""
+    """The last key handed on to ``buffer``."""
     shown: list[str] = field(default_factory=list)
     """The first unreplicated keys found."""
 
@@ -370,8 +368,8 @@ class ObjectFlow:
         self._overlay: dict[str, Row | None] = {}
         """Rows changed between passes and not saved yet (None: the row is gone)."""
         self._rows: dict[str, Row] = {}
-        """The rows of the keys being worked on: a pass's segment, a batch of notices or
-        of unreplicated objects."""
+        """The rows of the keys being worked on: those a pass judged and has not handed on
+        to its pages yet, a batch of notices or of unreplicated objects."""
         self._source_rows: dict[str, Entry] = {}
         """What the source's manifest says of those keys."""
         self._pass: _Pass | None = None
@@ -529,7 +527,9 @@ class ObjectFlow:
 
     async def _walk(self, walk: _Pass, earlier: Pending, started: float) -> bool:
         """List both ends in key order, merged with both manifests, and carry out what each
-        key needs, segment by segment; whether the listings were read to the end (and
+        key needs, with ``max_concurrency`` workers, never more than ``segment_keys`` keys
+        ahead of the first one not done; the rows of the keys done go on to the new
+        manifest's pages in key order. Whether the listings were read to the end (and
         nothing stopped the pass)."""
         assert self._header is not None
         source_rows = (
@@ -543,38 +543,100 @@ class ObjectFlow:
             ordered(self.source.store.list(self.source.prefix), self.source.prefix),
             ordered(self.target.store.list(self.target.prefix), self.target.prefix),
         )
-        steps: list[Copy | Delete] = []
-        conflicts: list[Conflict] = []
-        tails: list[Unreplicated] = []
-        steps_cap = max(SEGMENT_STEPS, 4 * self.settings.max_concurrency)
-        async for key, s, d in pairs:
-            # Rows of keys at neither end any more leave the manifest.
-            row = await targets.take(key, self._uncount)
-            was = await sources.take(key, _ignore)
-            source_entry = was.entry if was is not None else None
-            if source_entry is not None:
-                self._source_rows[key] = source_entry
-            row = row.copy() if row is not None else Row()
-            self._rows[key] = row
-            walk.cursor = key
-            if d is None and not row.blank:  # not at the destination: nothing of it stays
-                self._uncount(key, row)
-                row = self._rows[key] = Row()
-            step = self._judge(key, s, d, source_entry, row, earlier, started)
-            if isinstance(step, Copy | Delete):
-                steps.append(step)
-            elif isinstance(step, Conflict):
-                conflicts.append(step)
-            elif isinstance(step, Unreplicated):
-                tails.append(step)
-            if len(self._rows) >= self.settings.segment_keys or len(steps) >= steps_cap:
-                if not await self._segment(walk, steps, conflicts, tails):
-                    return False
-                steps, conflicts, tails = [], [], []
-        if not await self._segment(walk, steps, conflicts, tails):
+        queue: asyncio.Queue[Copy | Delete | None] = asyncio.Queue()
+        order: collections.deque[str] = collections.deque()
+        """The keys judged and not handed on yet (those of ``_rows``), in key order."""
+        busy: set[str] = set()
+        """Keys whose copy or delete is queued or under way."""
+        progress = asyncio.Event()
+        window = max(1, self.settings.segment_keys)
+
+        async def worker() -> None:
+            while (step := await queue.get()) is not None:
+                try:
+                    if self._stop is None:
+                        await self._carry_out(step)
+                finally:
+                    busy.discard(step.key)
+                    progress.set()
+
+        workers = max(1, self.settings.max_concurrency)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+            try:
+                async for key, s, d in pairs:
+                    # Rows of keys at neither end any more leave the manifest.
+                    row = await targets.take(key, self._uncount)
+                    was = await sources.take(key, _ignore)
+                    source_entry = was.entry if was is not None else None
+                    if source_entry is not None:
+                        self._source_rows[key] = source_entry
+                    row = row.copy() if row is not None else Row()
+                    self._rows[key] = row
+                    order.append(key)
+                    walk.cursor = key
+                    if d is None and not row.blank:  # not at the destination: nothing stays
+                        self._uncount(key, row)
+                        row = self._rows[key] = Row()
+                    step = self._judge(key, s, d, source_entry, row, earlier, started)
+                    if isinstance(step, Copy | Delete):
+                        busy.add(key)
+                        queue.put_nowait(step)
+                    elif isinstance(step, Conflict):
+                        self._conflicts([step])
+                    elif isinstance(step, Unreplicated):
+                        self._tail([step])
+                    await self._release(walk, order, busy)
+                    # At most ``window`` keys judged ahead of the first one not done.
+                    while len(order) >= window and self._stop is None:
+                        progress.clear()
+                        await progress.wait()
+                        await self._release(walk, order, busy)
+                    if self._stop is not None:
+                        break
+            finally:
+                for _ in range(workers):
+                    queue.put_nowait(None)
+        if self._stop is not None:
             return False
+        await self._release(walk, order, busy)
+        assert not order
         await targets.rest(self._uncount)
         return True
+
+    async def _release(self, walk: _Pass, order: collections.deque[str], busy: set[str]) -> None:
+        """Hand the rows of the keys judged and done, up to the first one not done, on to
+        the manifest's next pages (in key order)."""
+        done: set[str] = set()
+        while order and order[0] not in busy:
+            key = order.popleft()
+            row = self._rows.pop(key)
+            self._source_rows.pop(key, None)
+            done.add(key)
+            if not row.blank:
+                walk.buffer.append((key, row))
+                if row.tail is not None and len(walk.shown) < UNREPLICATED_SHOWN:
+                    walk.shown.append(key)
+        if not done:
+            return
+        low, high = walk.low, max(done)
+        walk.low = high
+        # Changes pending before, for keys that no end lists any more.
+        self.figures.pending.drop(
+            [
+                k
+                for k in self.figures.pending
+                if (low is None or k > low) and k <= high and k not in done
+            ]
+        )
+        rows = self._manifests.page_rows
+        while len(walk.buffer) >= rows:
+            ref = await self._manifests.write_page(walk.buffer[:rows])
+            walk.pages.append(ref)  # and out of the buffer at once: a save sees each row once
+            del walk.buffer[:rows]
+        if len(self._new_conflicts) + len(self._new_tail) >= REPORT_BATCH:
+            self._flush_reports()
 
     def _judge(
         self,
@@ -614,49 +676,6 @@ class ObjectFlow:
         elif isinstance(step, Delete):
             pending.add(key, started if before is None else min(started, before), 0)
         return step
-
-    async def _segment(
-        self,
-        walk: _Pass,
-        steps: Sequence[Copy | Delete],
-        conflicts: Sequence[Conflict],
-        tails: Sequence[Unreplicated],
-    ) -> bool:
-        """Carry out one segment of the pass (the keys in ``_rows``), then hand its rows on
-        to the manifest's next pages; whether the pass goes on."""
-        self._conflicts(conflicts)
-        self._tail(tails)
-        if steps:
-            await self._work(steps)
-        if self._stop is not None:
-            return False
-        low = walk.low
-        for key, row in self._rows.items():
-            if not row.blank:
-                walk.buffer.append((key, row))
-                if row.tail is not None and len(walk.shown) < UNREPLICATED_SHOWN:
-                    walk.shown.append(key)
-        if walk.cursor is not None:  # changes pending before, for keys no end lists now
-            high = walk.cursor
-            self.figures.pending.drop(
-                [
-                    k
-                    for k in self.figures.pending
-                    if (low is None or k > low) and k <= high and k not in self._rows
-                ]
-            )
-            walk.low = high
-        self._rows = {}
-        self._source_rows = {}
-        while len(walk.buffer) >= self._manifests.page_rows:
-            chunk, walk.buffer = (
-                walk.buffer[: self._manifests.page_rows],
-                walk.buffer[self._manifests.page_rows :],
-            )
-            walk.pages.append(await self._manifests.write_page(chunk))
-        self._flush_reports()
-        await self._checkpoint()
-        return True
 
     def _finish(self, walk: _Pass, started: float, started_mono: float) -> None:
         """The listings were read to the end: the figures that only a whole pass knows."""
@@ -719,7 +738,7 @@ class ObjectFlow:
 
     async def _pass_view(self, walk: _Pass) -> tuple[list[PageRef], list[tuple[str, Row | None]]]:
         """The manifest as the pass has it so far: the pages it wrote, then rows not in a
-        page yet (those of the segment under way copied as they are now), then what the
+        page yet (those whose copy is under way as they are now), then what the
         manifest it started from says above the last key it reached."""
         pages = list(walk.pages)
         changes: dict[str, Row | None] = {key: row.copy() for key, row in walk.buffer}
@@ -993,30 +1012,35 @@ class ObjectFlow:
             for item in queue:
                 if self._stop is not None:
                     return
-                key = item[0] if isinstance(item, tuple) else item.key
-                try:
-                    self._check()
-                    if isinstance(item, tuple):
-                        await self._settle(*item)
-                    elif isinstance(item, Copy):
-                        await self._copy(item)
-                    else:
-                        await self._delete(item)
-                except _Stop as stop:
-                    self._stop = str(stop)
-                    return
-                except RegionImpaired as error:
-                    self._stop = str(error)
-                    self._hold(str(error))
-                    return
-                except Exception as error:
-                    self._failed(key, error)
-                await self._checkpoint()
+                await self._carry_out(item)
 
         workers = max(1, min(self.settings.max_concurrency, len(items)))
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+
+    async def _carry_out(self, item: Copy | Delete | tuple[str, float]) -> None:
+        """One copy, delete or noticed key; a failure is counted, one that ends the work
+        (the epoch moved on, a region became Impaired) sets ``_stop``."""
+        key = item[0] if isinstance(item, tuple) else item.key
+        try:
+            self._check()
+            if isinstance(item, tuple):
+                await self._settle(*item)
+            elif isinstance(item, Copy):
+                await self._copy(item)
+            else:
+                await self._delete(item)
+        except _Stop as stop:
+            self._stop = str(stop)
+            return
+        except RegionImpaired as error:
+            self._stop = str(error)
+            self._hold(str(error))
+            return
+        except Exception as error:
+            self._failed(key, error)
+        await self._checkpoint()
 
     def _check(self) -> None:
         if not self._current():

@@ -566,3 +566,33 @@ def test_a_row_is_copied_not_shared() -> None:
     copy = row.copy()
     copy.tail = None
     assert row.tail == ("e", 1, 1)
+
+
+async def test_a_slow_copy_holds_back_no_more_than_the_window_behind_it() -> None:
+    """While one copy hangs, the other workers go on with the keys after it, up to
+    ``segment_keys`` keys judged from the first one not done: no more, whatever the
+    bucket (its row and those after it wait to go to a page), and no fewer."""
+    east, west = MemoryStore(), MemoryStore()
+    for n in range(200):
+        east.write(f"k{n:03}", b"x")
+    hang = asyncio.Event()
+
+    async def slow(key: str) -> None:
+        if key == "k025":
+            await hang.wait()
+
+    west.before_put = slow
+    f = ObjectFlow(
+        FlowSettings(app=APP, dataset="photos", epoch=1, segment_keys=50, max_concurrency=4),
+        Location("use1", east),
+        Location("usw2", west),
+    )
+    scan = asyncio.create_task(f.scan())
+    for _ in range(2000):
+        await asyncio.sleep(0)
+    # k000..k024 done and handed on; k025 hangs; k026..k074 done: 50 keys from k025 on.
+    assert user_keys(west) == [f"k{n:03}" for n in range(75) if n != 25]
+    assert len(f._rows) == 50
+    hang.set()
+    assert await scan
+    assert user_keys(west) == user_keys(east)
