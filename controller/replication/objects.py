@@ -259,6 +259,12 @@ class _Pass:
     """The last key handed on to ``buffer``."""
     shown: list[str] = field(default_factory=list)
     """The first unreplicated keys found."""
+    stale: list[str] = field(default_factory=list)
+    """The keys pending when the pass began (tracked ones), in key order: those the pass
+    does not find at either end are no longer pending once it is past them."""
+    stale_at: int = 0
+    judged: set[str] = field(default_factory=set)
+    """The keys of ``stale`` the pass found (and judged again)."""
 
 
 async def _nothing() -> AsyncIterator[tuple[str, Row]]:
@@ -501,6 +507,7 @@ class ObjectFlow:
         self._stop = None
         self._window = (self._monotonic(), 0)
         walk = _Pass(self._header, sorted(self._overlay.items(), key=lambda item: item[0]))
+        walk.stale = sorted(earlier.keys)
         self._pass = walk
         self._keep = frozenset(p.name for p in walk.old.pages)
         listed = False
@@ -575,6 +582,8 @@ class ObjectFlow:
                     row = row.copy() if row is not None else Row()
                     self._rows[key] = row
                     order.append(key)
+                    if key in earlier:
+                        walk.judged.add(key)
                     walk.cursor = key
                     if d is None and not row.blank:  # not at the destination: nothing stays
                         self._uncount(key, row)
@@ -608,35 +617,39 @@ class ObjectFlow:
     async def _release(self, walk: _Pass, order: collections.deque[str], busy: set[str]) -> None:
         """Hand the rows of the keys judged and done, up to the first one not done, on to
         the manifest's next pages (in key order)."""
-        done: set[str] = set()
+        if not order or order[0] in busy:
+            return
         while order and order[0] not in busy:
             key = order.popleft()
             row = self._rows.pop(key)
             self._source_rows.pop(key, None)
-            done.add(key)
+            walk.low = key
             if not row.blank:
                 walk.buffer.append((key, row))
                 if row.tail is not None and len(walk.shown) < UNREPLICATED_SHOWN:
                     walk.shown.append(key)
-        if not done:
-            return
-        low, high = walk.low, max(done)
-        walk.low = high
-        # Changes pending before, for keys that no end lists any more.
-        self.figures.pending.drop(
-            [
-                k
-                for k in self.figures.pending
-                if (low is None or k > low) and k <= high and k not in done
-            ]
-        )
+        self._unpend(walk, walk.low)
         rows = self._manifests.page_rows
-        while len(walk.buffer) >= rows:
-            ref = await self._manifests.write_page(walk.buffer[:rows])
-            walk.pages.append(ref)  # and out of the buffer at once: a save sees each row once
-            del walk.buffer[:rows]
+        if len(walk.buffer) >= rows:
+            # Under the save lock: a save in between would not know of the page (and
+            # delete it as one no index names).
+            async with self._save_lock:
+                while len(walk.buffer) >= rows:
+                    ref = await self._manifests.write_page(walk.buffer[:rows])
+                    walk.pages.append(ref)  # out of the buffer at once: saved once
+                    del walk.buffer[:rows]
         if len(self._new_conflicts) + len(self._new_tail) >= REPORT_BATCH:
             self._flush_reports()
+
+    def _unpend(self, walk: _Pass, upto: str | None) -> None:
+        """Keys pending when the pass began that it is past (all of them: ``upto`` None)
+        without finding them at either end: no longer pending."""
+        stale = walk.stale
+        while walk.stale_at < len(stale) and (upto is None or stale[walk.stale_at] <= upto):
+            key = stale[walk.stale_at]
+            walk.stale_at += 1
+            if key not in walk.judged:
+                self.figures.pending.pop(key)
 
     def _judge(
         self,
@@ -682,7 +695,7 @@ class ObjectFlow:
         self.figures.listed_at = started
         self.figures.blind = False
         pending = self.figures.pending
-        pending.drop([k for k in pending if walk.low is None or k > walk.low])
+        self._unpend(walk, None)
         pending.end_listing()
         # Notices older than this listing are covered by it.
         self._dirty = {k: v for k, v in self._dirty.items() if v[1] >= started_mono}

@@ -596,3 +596,32 @@ async def test_a_slow_copy_holds_back_no_more_than_the_window_behind_it() -> Non
     hang.set()
     assert await scan
     assert user_keys(west) == user_keys(east)
+
+
+async def test_pages_written_while_copies_save_checkpoints_are_all_named_and_kept() -> None:
+    """The pass writes pages while its workers save checkpoints, every write taking a few
+    turns of the event loop: the index saved last names only pages that are there, and
+    says what the whole-memory engine's manifest says."""
+    east, west = _world(None)
+
+    async def slow(key: str) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    west.before_put = slow
+    f = _crash_flow(east, west, concurrency=4)
+    assert await f.scan()
+    manifests = ManifestStore(west, "", APP, "photos")
+    header = await manifests.load()
+    assert header is not None
+    for ref in header.pages:
+        assert (await manifests.page(ref))[0][0] == ref.first  # there, readable
+    e2, w2 = _world(None)
+    whole = whole_objects.ObjectFlow(
+        whole_objects.FlowSettings(app=APP, dataset="photos", epoch=1, checkpoint_interval=0),
+        whole_objects.Location("use1", e2),
+        whole_objects.Location("usw2", w2),
+        clock=lambda: 200.0,
+    )
+    assert await whole.scan()
+    assert await paged_rows(west) == whole_rows(w2)
