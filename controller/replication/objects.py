@@ -711,7 +711,10 @@ class ObjectFlow:
             if walk.buffer:
                 walk.pages.append(await self._manifests.write_page(walk.buffer))
                 walk.buffer = []
-            if tuple(walk.pages) != walk.old.pages or walk.old.legacy is not None:
+            # Pages other than those the index saved last names (at the start, or by a
+            # checkpoint of this pass) make a change to save.
+            named = frozenset(p.name for p in walk.pages)
+            if named != self._manifests.published or walk.old.legacy is not None:
                 self._changed = True
             self._header = self._new_header(walk.pages)
             self._overlay = {}
