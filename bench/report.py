@@ -27,7 +27,8 @@ def write_section(path: Path, key: str, section: str, *, title: str) -> None:
         end = text.find(END_MARK, start)
         if end < 0:
             raise ValueError(f"{path}: the section {begin!r} has no {END_MARK!r}")
-        text = text[:start] + block + text[end + len(END_MARK) :].lstrip("\n")
+        rest = text[end + len(END_MARK) :].lstrip("\n")
+        text = text[:start] + block + ("\n" + rest if rest else "")
     path.write_text(text, encoding="utf-8")
 
 

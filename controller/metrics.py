@@ -191,6 +191,13 @@ REPLICATION_PENDING_BYTES = Gauge(
     _REPLICATION_LABELS,
     registry=REGISTRY,
 )
+REPLICATION_PENDING_ESTIMATED = Gauge(
+    "lifeboat_replication_pending_estimated",
+    "1 while more changes are pending than a flow tracks one by one (10,000): the pending "
+    "figures and the RPO are upper bounds until a pass lists both ends to the end.",
+    _REPLICATION_LABELS,
+    registry=REGISTRY,
+)
 REPLICATION_UNREPLICATED_OBJECTS = Gauge(
     "lifeboat_replication_unreplicated_objects",
     "Objects of an older epoch at the destination that never reached the active site (after "

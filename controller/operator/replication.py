@@ -165,7 +165,7 @@ class _Dataset:
             earlier = known.get(flow.target.site)
             if earlier is not None:
                 flow.figures.listed_at = earlier.listed_at
-                flow.figures.pending = dict(earlier.pending)
+                flow.figures.pending = earlier.pending.copy()
 
 
 def _known(running: _Dataset, identity: _Identity) -> dict[str, FlowFigures]:
@@ -188,7 +188,7 @@ def _known(running: _Dataset, identity: _Identity) -> dict[str, FlowFigures]:
             site,
             figures.source,
             figures.epoch,
-            pending=dict(figures.pending),
+            pending=figures.pending.copy(),
             listed_at=looked,
             totals=dataclasses.replace(figures.totals),
         )
@@ -653,7 +653,7 @@ class ObjectReplication:
                 else:
                     earlier = group.known.get(destination)
                     figures = (
-                        dataclasses.replace(earlier, pending=dict(earlier.pending))
+                        dataclasses.replace(earlier, pending=earlier.pending.copy())
                         if earlier is not None
                         else FlowFigures(group.name, destination, group.source, group.epoch)
                     )
@@ -673,6 +673,7 @@ class ObjectReplication:
         labels = self._labels(entry.dataset, entry.destination)
         metrics.REPLICATION_PENDING_OBJECTS.labels(*labels).set(entry.pending_objects)
         metrics.REPLICATION_PENDING_BYTES.labels(*labels).set(entry.pending_bytes)
+        metrics.REPLICATION_PENDING_ESTIMATED.labels(*labels).set(int(entry.pending_estimated))
         metrics.REPLICATION_UNREPLICATED_OBJECTS.labels(*labels).set(entry.unreplicated_objects)
         metrics.REPLICATION_UNREPLICATED_BYTES.labels(*labels).set(entry.unreplicated_bytes)
         metrics.REPLICATION_RPO_TARGET.labels(*labels[:3]).set(self._target)

@@ -25,8 +25,8 @@ growing from the predecessor's last look instead of turning unknown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from controller.api.conditions import rfc3339
@@ -35,6 +35,130 @@ from controller.api.models import ReplicationStatus
 from controller.replication.manifest import Totals
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+PENDING_TRACKED = 10_000
+"""Pending changes tracked key by key per flow, at most (about 200 bytes each)."""
+
+
+@dataclass(frozen=True)
+class Untracked:
+    """Pending changes beyond the tracked ones: how many, their bytes, the oldest."""
+
+    objects: int = 0
+    bytes: int = 0
+    oldest: float | None = None
+
+    def plus(self, other: Untracked) -> Untracked:
+        oldest = min((t for t in (self.oldest, other.oldest) if t is not None), default=None)
+        return Untracked(self.objects + other.objects, self.bytes + other.bytes, oldest)
+
+
+@dataclass
+class Pending:
+    """Changes not yet at the destination: key -> (when made at the source, bytes).
+
+    Bounded: at most ``limit`` keys are tracked one by one; past that, changes are only
+    counted (``untracked``: number, bytes, oldest). An untracked change cannot be taken off
+    when it is done, so the figures are then upper bounds (``estimated``): never fewer
+    objects or bytes, never a younger oldest change, than are really pending — the RPO
+    reads too high, never too low — until the next pass that lists both ends to the end
+    counts them afresh. ``carried`` holds what was untracked when the running pass began
+    (dropped when its listing completes)."""
+
+    keys: dict[str, tuple[float, int]] = field(default_factory=dict)
+    limit: int = PENDING_TRACKED
+    untracked: Untracked = field(default_factory=Untracked)
+    carried: Untracked = field(default_factory=Untracked)
+
+    @staticmethod
+    def of(items: dict[str, tuple[float, int]], limit: int = PENDING_TRACKED) -> Pending:
+        pending = Pending(limit=limit)
+        for key, (since, size) in items.items():
+            pending.add(key, since, size)
+        return pending
+
+    def copy(self) -> Pending:
+        return replace(self, keys=dict(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys) + self.untracked.objects + self.carried.objects
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+    def __getitem__(self, key: str) -> tuple[float, int]:
+        return self.keys[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, dict):  # a fully tracked set compares as its keys
+            return not self.estimated and self.keys == other
+        if isinstance(other, Pending):
+            return (self.keys, self.untracked, self.carried) == (
+                other.keys,
+                other.untracked,
+                other.carried,
+            )
+        return NotImplemented
+
+    @property
+    def estimated(self) -> bool:
+        """Some changes are counted without their keys: the figures are upper bounds."""
+        return bool(self.untracked.objects or self.carried.objects)
+
+    def bytes(self) -> int:
+        return (
+            sum(size for _, size in self.keys.values()) + self.untracked.bytes + self.carried.bytes
+        )
+
+    def oldest(self) -> float | None:
+        times = [since for since, _ in self.keys.values()]
+        times += [u.oldest for u in (self.untracked, self.carried) if u.oldest is not None]
+        return min(times, default=None)
+
+    def get(self, key: str) -> tuple[float, int] | None:
+        return self.keys.get(key)
+
+    def since(self, key: str) -> float | None:
+        """When ``key``'s oldest pending change was made, as far as is known: for a key not
+        tracked while some changes are untracked, the oldest of those (on the safe side)."""
+        known = self.keys.get(key)
+        if known is not None:
+            return known[0]
+        return self.untracked.plus(self.carried).oldest
+
+    def add(self, key: str, since: float, size: int) -> None:
+        """``key`` is pending since ``since`` with ``size`` bytes (replacing what was)."""
+        if key in self.keys or len(self.keys) < self.limit:
+            self.keys[key] = (since, size)
+        else:
+            self.untracked = self.untracked.plus(Untracked(1, size, since))
+
+    def setdefault(self, key: str, since: float, size: int) -> None:
+        if key not in self.keys:
+            self.add(key, since, size)
+
+    def pop(self, key: str) -> None:
+        """``key`` is no longer pending (an untracked one stays counted: see above)."""
+        self.keys.pop(key, None)
+
+    def drop(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.keys.pop(key, None)
+
+    def begin_pass(self) -> None:
+        """A pass starts listing: what is untracked is carried until its listing ends."""
+        self.carried = self.carried.plus(self.untracked)
+        self.untracked = Untracked()
+
+    def end_listing(self) -> None:
+        """The pass listed both ends to the end: whatever was carried was judged again."""
+        self.carried = Untracked()
 
 
 @dataclass
@@ -45,8 +169,8 @@ class FlowFigures:
     destination: str
     source: str
     epoch: int
-    pending: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Changes not yet at the destination: key -> (when made at the source, bytes)."""
+    pending: Pending = field(default_factory=Pending)
+    """Changes not yet at the destination (bounded; see :class:`Pending`)."""
     listed_at: float | None = None
     """When the last successful listing started."""
     synced_at: float | None = None
@@ -69,7 +193,7 @@ class FlowFigures:
     """The first of them, in key order."""
 
     def oldest(self) -> float | None:
-        return min((since for since, _ in self.pending.values()), default=None)
+        return self.pending.oldest()
 
     def looked_at(self) -> float | None:
         """Until when every change at the source is known (listed, or noticed)."""
@@ -97,7 +221,8 @@ class FlowFigures:
             source=self.source,
             epoch=self.epoch,
             pending_objects=len(self.pending),
-            pending_bytes=sum(size for _, size in self.pending.values()),
+            pending_bytes=self.pending.bytes(),
+            pending_estimated=self.pending.estimated,
             rpo_seconds=round(rpo, 1) if rpo is not None else None,
             oldest_pending_time=rfc3339(oldest) if oldest is not None else None,
             last_sync_time=rfc3339(self.synced_at) if self.synced_at is not None else None,

@@ -53,22 +53,23 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from controller.api.annotations import TailAction
 from controller.providers.calls import RegionImpaired
 from controller.providers.protocols import ObjectChangeFeed, ObjectInfo, ObjectStore, OpenedObject
 from controller.replication.epochs import EpochHistory
-from controller.replication.figures import FlowFigures
+from controller.replication.figures import FlowFigures, Pending
 from controller.replication.limits import BandwidthLimit
 from controller.replication.manifest import (
-    Manifest,
+    PAGE_ROWS,
+    Header,
     ManifestError,
+    ManifestStore,
+    PageRef,
+    Row,
     UnreplicatedObject,
-    load_manifest,
-    manifest_key,
-    save_manifest,
 )
 from controller.replication.plan import (
     STAMP_EPOCH,
@@ -101,6 +102,17 @@ that a scan replaces the notices."""
 
 UNREPLICATED_SHOWN = 10
 """Keys of unreplicated objects shown in the figures (the status); all are in the manifest."""
+
+SEGMENT_KEYS = 1000
+"""Keys a pass judges ahead of the first one whose copy or delete is not done: the rows a
+pass holds at once, whatever the size of the bucket."""
+MAX_OVERLAY = MAX_DIRTY
+"""Rows changed between passes held before a save is forced."""
+REPORT_BATCH = 1000
+"""Conflicts or unreplicated objects reported at once, at most (one report per pass
+below that)."""
+RESOLVE_BATCH = 500
+"""Unreplicated objects read from the manifest at once when merging or discarding them."""
 
 CHECKPOINT_SPACING = 20.0
 """While a flow works, checkpoints are at least this many times the last save's duration
@@ -139,6 +151,9 @@ class FlowSettings:
     retry_interval: float = 10.0
     """Seconds until the next scan after one that failed."""
     checkpoint_interval: float = 10.0
+    page_rows: int = PAGE_ROWS
+    """Rows per page of the destination's manifest."""
+    segment_keys: int = SEGMENT_KEYS
 
 
 class FlowReporter(Protocol):
@@ -227,6 +242,93 @@ def _relative(info: ObjectInfo, key: str) -> ObjectInfo:
     return ObjectInfo(key, info.size, info.etag, info.last_modified, info.metadata, info.md5)
 
 
+@dataclass
+class _Pass:
+    """A pass under way: the manifest it started from, and what it made of it so far."""
+
+    old: Header
+    carry: list[tuple[str, Row | None]]
+    """Rows changed between passes and not saved when it began, in key order."""
+    pages: list[PageRef] = field(default_factory=list)
+    """The new manifest's pages written so far."""
+    buffer: list[tuple[str, Row]] = field(default_factory=list)
+    """Rows of keys done, not in a page yet (fewer than a page, between two releases)."""
+    cursor: str | None = None
+    """The last key listed."""
+    low: str | None = None
+    """The last key handed on to ``buffer``."""
+    shown: list[str] = field(default_factory=list)
+    """The first unreplicated keys found."""
+    stale: list[str] = field(default_factory=list)
+    """The keys pending when the pass began (tracked ones), in key order: those the pass
+    does not find at either end are no longer pending once it is past them."""
+    stale_at: int = 0
+    judged: set[str] = field(default_factory=set)
+    """The keys of ``stale`` the pass found (and judged again)."""
+
+
+async def _nothing() -> AsyncIterator[tuple[str, Row]]:
+    return
+    yield
+
+
+async def _overlaid(
+    rows: AsyncIterator[tuple[str, Row]], changes: Sequence[tuple[str, Row | None]]
+) -> AsyncIterator[tuple[str, Row]]:
+    """``rows`` (in key order) with ``changes`` (in key order; None: no row) applied."""
+    i = 0
+    async for key, row in rows:
+        while i < len(changes) and changes[i][0] < key:
+            change = changes[i][1]
+            if change is not None and not change.blank:
+                yield changes[i][0], change
+            i += 1
+        if i < len(changes) and changes[i][0] == key:
+            change = changes[i][1]
+            i += 1
+            if change is not None and not change.blank:
+                yield key, change
+            continue
+        yield key, row
+    for key, change in changes[i:]:
+        if change is not None and not change.blank:
+            yield key, change
+
+
+def _ignore(key: str, row: Row) -> None:
+    pass
+
+
+class _Reader:
+    """A manifest's rows in key order, taken as a merge with the listings reaches them."""
+
+    def __init__(self, rows: AsyncIterator[tuple[str, Row]]) -> None:
+        self._rows = rows
+        self._next: tuple[str, Row] | None = None
+        self._done = False
+
+    async def _peek(self) -> tuple[str, Row] | None:
+        if self._next is None and not self._done:
+            self._next = await anext(self._rows, None)
+            self._done = self._next is None
+        return self._next
+
+    async def take(self, key: str, passed: Callable[[str, Row], None]) -> Row | None:
+        """The row of ``key``; rows of keys before it are handed to ``passed``."""
+        while (item := await self._peek()) is not None and item[0] < key:
+            self._next = None
+            passed(*item)
+        if item is not None and item[0] == key:
+            self._next = None
+            return item[1]
+        return None
+
+    async def rest(self, passed: Callable[[str, Row], None]) -> None:
+        while (item := await self._peek()) is not None:
+            self._next = None
+            passed(*item)
+
+
 class ObjectFlow:
     """One dataset's source to one destination, under one epoch; see the module docstring."""
 
@@ -255,8 +357,34 @@ class ObjectFlow:
         self._monotonic = monotonic
         self._sleep = sleep
         self.figures = FlowFigures(settings.dataset, target.site, source.site, settings.epoch)
-        self.manifest: Manifest | None = None
-        self._source_entries: dict[str, Entry] = {}
+        self._manifests = ManifestStore(
+            target.store,
+            target.prefix,
+            settings.app,
+            settings.dataset,
+            page_rows=settings.page_rows,
+        )
+        self._source_manifests = ManifestStore(
+            source.store, source.prefix, settings.app, settings.dataset
+        )
+        self._header: Header | None = None
+        """The destination's manifest as saved (or to be saved, with ``_overlay``); None
+        until read."""
+        self._source_header: Header | None = None
+        self._overlay: dict[str, Row | None] = {}
+        """Rows changed between passes and not saved yet (None: the row is gone)."""
+        self._rows: dict[str, Row] = {}
+        """The rows of the keys being worked on: those a pass judged and has not handed on
+        to its pages yet, a batch of notices or of unreplicated objects."""
+        self._source_rows: dict[str, Entry] = {}
+        """What the source's manifest says of those keys."""
+        self._pass: _Pass | None = None
+        self._keep: frozenset[str] = frozenset()
+        """Pages a walk under way still reads: not deleted by the saves meanwhile."""
+        self._new_conflicts: list[Conflict] = []
+        self._collected = False
+        """Whether orphaned pages of the destination's manifest were looked for."""
+        self._new_tail: list[Unreplicated] = []
         self._policy = Policy(settings.epoch, EpochHistory(), settings.propagate_deletes)
         self._limit = (
             BandwidthLimit(settings.bandwidth, clock=monotonic, sleep=sleep)
@@ -271,7 +399,6 @@ class ObjectFlow:
         notices do not vouch for the RPO."""
         self._rescan = False
         """A scan is due at once (notices were dropped)."""
-        self._missing_since: dict[str, float] = {}
         self._changed = False
         self._saved = monotonic()
         self._spacing = settings.checkpoint_interval
@@ -315,8 +442,8 @@ class ObjectFlow:
             return
         since = when if known is None else min(known[0], when)
         self._dirty[key] = (since, self._monotonic())
-        if self.manifest is not None:  # pending until settled (scans count it otherwise)
-            self.figures.pending.setdefault(key, (since, 0))
+        if self._header is not None:  # pending until settled (scans count it otherwise)
+            self.figures.pending.setdefault(key, since, 0)
         self._wake.set()
 
     def watched(self, at: float) -> None:
@@ -337,7 +464,7 @@ class ObjectFlow:
                     due = self._monotonic() + (
                         pause if ok else min(pause, self.settings.retry_interval)
                     )
-                elif self._dirty and self.manifest is not None and self._held() is None:
+                elif self._dirty and self._header is not None and self._held() is None:
                     await self.settle_noticed()
                 else:
                     self._wake.clear()
@@ -366,7 +493,6 @@ class ObjectFlow:
         self._overflow = False  # this listing finds whatever the dropped notices said
         try:
             await self._load()
-            steps = await self._plan()
         except RegionImpaired as error:
             self._hold(str(error))
             return False
@@ -374,121 +500,364 @@ class ObjectFlow:
             self.figures.blind = True
             self._failed("listing", error)
             return False
-        self.figures.listed_at = started
-        self.figures.blind = False
-        # A key pending before keeps the age of its oldest change not copied yet: it was
-        # rewritten since, or deleted, or is carried from a flow this one replaces.
-        earlier = self.figures.pending
-        pending: dict[str, tuple[float, int]] = {}
-        for step in steps:
-            before = earlier[step.key][0] if step.key in earlier else None
-            if isinstance(step, Copy):
-                since = step.since if before is None else min(step.since, before)
-                pending[step.key] = (since, step.source.size)
-            elif isinstance(step, Delete):
-                first = started if before is None else min(started, before)
-                since = self._missing_since.setdefault(step.key, first)
-                pending[step.key] = (since, 0)
-        self._missing_since = {k: v for k, v in self._missing_since.items() if k in pending}
-        # Notices older than this listing are covered by it.
-        self._dirty = {k: v for k, v in self._dirty.items() if v[1] >= started_mono}
-        for key, (since, _) in self._dirty.items():
-            pending.setdefault(key, (since, 0))
-        self.figures.pending = pending
-        self._conflicts([s for s in steps if isinstance(s, Conflict)])
-        self._tail([s for s in steps if isinstance(s, Unreplicated)])
+        assert self._header is not None
+        self.figures.pending.begin_pass()
+        earlier = self.figures.pending.copy()
         self._errors = 0
+        self._stop = None
         self._window = (self._monotonic(), 0)
-        await self._work([s for s in steps if isinstance(s, Copy | Delete)])
-        await self._checkpoint(force=True)
+        walk = _Pass(self._header, sorted(self._overlay.items(), key=lambda item: item[0]))
+        walk.stale = sorted(earlier.keys)
+        self._pass = walk
+        self._keep = frozenset(p.name for p in walk.old.pages)
+        listed = False
+        try:
+            listed = await self._walk(walk, earlier, started)
+        except RegionImpaired as error:
+            self._hold(str(error))
+        except Exception as error:
+            self.figures.blind = True
+            self._failed("listing", error)
+        if listed:
+            self._finish(walk, started, started_mono)
+        await self._end_pass(walk, complete=listed)
         self._measure()
-        if self._stop is not None:
+        if not listed or self._stop is not None:
             return False
         if self._errors == 0:
             self.figures.last_error = ""
             self.figures.passed_at = self._clock()
-            if not self.figures.pending or all(k in self._dirty for k in self.figures.pending):
+            pending = self.figures.pending
+            if not pending or (not pending.estimated and all(k in self._dirty for k in pending)):
                 self.figures.synced_at = started
         return self._errors == 0
 
-    async def _load(self) -> None:
-        """Read both sites' manifests (once per flow)."""
-        if self.manifest is not None:
-            return
-        key_at = manifest_key
-        target = await self._read_manifest(
-            self.target.store, key_at(self.target.prefix, self.settings.app, self.settings.dataset)
+    async def _walk(self, walk: _Pass, earlier: Pending, started: float) -> bool:
+        """List both ends in key order, merged with both manifests, and carry out what each
+        key needs, with ``max_concurrency`` workers, never more than ``segment_keys`` keys
+        ahead of the first one not done; the rows of the keys done go on to the new
+        manifest's pages in key order. Whether the listings were read to the end (and
+        nothing stopped the pass)."""
+        assert self._header is not None
+        source_rows = (
+            self._source_manifests.rows(self._source_header)
+            if self._source_header is not None
+            else _nothing()
         )
-        source = await self._read_manifest(
-            self.source.store, key_at(self.source.prefix, self.settings.app, self.settings.dataset)
-        )
-        history = EpochHistory.merge(
-            target.history if target else (), source.history if source else ()
-        ).with_current(self.settings.epoch, self.source.site, self.settings.epoch_since)
-        manifest = target or Manifest(site=self.target.site)
-        if manifest.history != history:
-            manifest.history = history
-            self._changed = True
-        self._policy = Policy(self.settings.epoch, history, self.settings.propagate_deletes)
-        self._source_entries = source.entries if source else {}
-        self.figures.totals = manifest.totals
-        self.manifest = manifest
-        self._count_tail()
-
-    async def _read_manifest(self, store: ObjectStore, key: str) -> Manifest | None:
-        try:
-            return await load_manifest(store, key)
-        except ManifestError as error:
-            log.warning("%r: ignoring the manifest at %s (%s)", self, key, error)
-            return None
-
-    async def _plan(self) -> list[Step]:
-        manifest = self.manifest
-        assert manifest is not None
-        steps: list[Step] = []
-        present: set[str] = set()
-        tail: set[str] = set()
-        """Keys found unreplicated, or that may be once their metadata is read."""
+        sources = _Reader(source_rows)
+        targets = _Reader(_overlaid(self._manifests.rows(walk.old), walk.carry))
         pairs = pair_listings(
             ordered(self.source.store.list(self.source.prefix), self.source.prefix),
             ordered(self.target.store.list(self.target.prefix), self.target.prefix),
         )
-        async for key, s, d in pairs:
-            if d is not None:
-                present.add(key)
-            step = plan_key(
-                key,
-                Side(s, self._source_entries.get(key)),
-                Side(d, manifest.entries.get(key)),
-                self._policy,
-            )
-            if isinstance(step, Record):
-                self._remember(step.key, step.entry)
-            elif step is not None:
-                steps.append(step)
-            if isinstance(step, Unreplicated) or (isinstance(step, Delete) and not step.resolved):
-                tail.add(key)
-            # A conflict stands until the key is found settled another way.
-            settled = (
-                step is None
-                or isinstance(step, Record)
-                or (isinstance(step, Copy | Delete) and step.resolved)
-            )
-            if settled and key in manifest.conflicts:
-                del manifest.conflicts[key]
+        queue: asyncio.Queue[Copy | Delete | None] = asyncio.Queue()
+        order: collections.deque[str] = collections.deque()
+        """The keys judged and not handed on yet (those of ``_rows``), in key order."""
+        busy: set[str] = set()
+        """Keys whose copy or delete is queued or under way."""
+        progress = asyncio.Event()
+        window = max(1, self.settings.segment_keys)
+
+        async def worker() -> None:
+            while (step := await queue.get()) is not None:
+                try:
+                    if self._stop is None:
+                        await self._carry_out(step)
+                finally:
+                    busy.discard(step.key)
+                    progress.set()
+
+        workers = max(1, self.settings.max_concurrency)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+            try:
+                async for key, s, d in pairs:
+                    # Rows of keys at neither end any more leave the manifest.
+                    row = await targets.take(key, self._uncount)
+                    was = await sources.take(key, _ignore)
+                    source_entry = was.entry if was is not None else None
+                    if source_entry is not None:
+                        self._source_rows[key] = source_entry
+                    row = row.copy() if row is not None else Row()
+                    self._rows[key] = row
+                    order.append(key)
+                    if key in earlier:
+                        walk.judged.add(key)
+                    walk.cursor = key
+                    if d is None and not row.blank:  # not at the destination: nothing stays
+                        self._uncount(key, row)
+                        row = self._rows[key] = Row()
+                    step = self._judge(key, s, d, source_entry, row, earlier, started)
+                    if isinstance(step, Copy | Delete):
+                        busy.add(key)
+                        queue.put_nowait(step)
+                    elif isinstance(step, Conflict):
+                        self._conflicts([step])
+                    elif isinstance(step, Unreplicated):
+                        self._tail([step])
+                    await self._release(walk, order, busy)
+                    # At most ``window`` keys judged ahead of the first one not done.
+                    while len(order) >= window and self._stop is None:
+                        progress.clear()
+                        await progress.wait()
+                        await self._release(walk, order, busy)
+                    if self._stop is not None:
+                        break
+            finally:
+                for _ in range(workers):
+                    queue.put_nowait(None)
+        if self._stop is not None:
+            return False
+        await self._release(walk, order, busy)
+        assert not order
+        await targets.rest(self._uncount)
+        return True
+
+    async def _release(self, walk: _Pass, order: collections.deque[str], busy: set[str]) -> None:
+        """Hand the rows of the keys judged and done, up to the first one not done, on to
+        the manifest's next pages (in key order)."""
+        if not order or order[0] in busy:
+            return
+        while order and order[0] not in busy:
+            key = order.popleft()
+            row = self._rows.pop(key)
+            self._source_rows.pop(key, None)
+            walk.low = key
+            if not row.blank:
+                walk.buffer.append((key, row))
+                if row.tail is not None and len(walk.shown) < UNREPLICATED_SHOWN:
+                    walk.shown.append(key)
+        self._unpend(walk, walk.low)
+        rows = self._manifests.page_rows
+        if len(walk.buffer) >= rows:
+            # Under the save lock: a save in between would not know of the page (and
+            # delete it as one no index names).
+            async with self._save_lock:
+                while len(walk.buffer) >= rows:
+                    ref = await self._manifests.write_page(walk.buffer[:rows])
+                    walk.pages.append(ref)  # out of the buffer at once: saved once
+                    del walk.buffer[:rows]
+        if len(self._new_conflicts) + len(self._new_tail) >= REPORT_BATCH:
+            self._flush_reports()
+
+    def _unpend(self, walk: _Pass, upto: str | None) -> None:
+        """Keys pending when the pass began that it is past (all of them: ``upto`` None)
+        without finding them at either end: no longer pending."""
+        stale = walk.stale
+        while walk.stale_at < len(stale) and (upto is None or stale[walk.stale_at] <= upto):
+            key = stale[walk.stale_at]
+            walk.stale_at += 1
+            if key not in walk.judged:
+                self.figures.pending.pop(key)
+
+    def _judge(
+        self,
+        key: str,
+        s: ObjectInfo | None,
+        d: ObjectInfo | None,
+        source_entry: Entry | None,
+        row: Row,
+        earlier: Pending,
+        started: float,
+    ) -> Step | None:
+        """Plan one listed key; record what needs no transfer in its row."""
+        step = plan_key(key, Side(s, source_entry), Side(d, row.entry), self._policy)
+        if isinstance(step, Record):
+            self._remember(key, step.entry)
+        # An unreplicated object stays recorded until the key is found settled another way
+        # (an unresolved delete may still turn out unreplicated once its metadata is read).
+        if not (isinstance(step, Unreplicated) or (isinstance(step, Delete) and not step.resolved)):
+            self._set_tail(key, row, None)
+        # A conflict stands until the key is found settled another way.
+        settled = (
+            step is None
+            or isinstance(step, Record)
+            or (isinstance(step, Copy | Delete) and step.resolved)
+        )
+        if settled and row.conflict is not None:
+            row.conflict = None
+            self._changed = True
+        # A key pending before keeps the age of its oldest change not copied yet: it was
+        # rewritten since, or deleted, or is carried from a flow this one replaces.
+        before = earlier.since(key)
+        pending = self.figures.pending
+        pending.pop(key)
+        if isinstance(step, Copy):
+            since = step.since if before is None else min(step.since, before)
+            pending.add(key, since, step.source.size)
+        elif isinstance(step, Delete):
+            pending.add(key, started if before is None else min(started, before), 0)
+        return step
+
+    def _finish(self, walk: _Pass, started: float, started_mono: float) -> None:
+        """The listings were read to the end: the figures that only a whole pass knows."""
+        self.figures.listed_at = started
+        self.figures.blind = False
+        pending = self.figures.pending
+        self._unpend(walk, None)
+        pending.end_listing()
+        # Notices older than this listing are covered by it.
+        self._dirty = {k: v for k, v in self._dirty.items() if v[1] >= started_mono}
+        for key, (since, _) in self._dirty.items():
+            pending.setdefault(key, since, 0)
+        self.figures.unreplicated_keys = tuple(walk.shown)
+
+    async def _end_pass(self, walk: _Pass, *, complete: bool) -> None:
+        """Make the pass's manifest the flow's: saved now (when it may be), else kept to
+        be saved later."""
+        self._flush_reports()
+        if complete:
+            if walk.buffer:
+                walk.pages.append(await self._manifests.write_page(walk.buffer))
+                walk.buffer = []
+            # Pages other than those the index saved last names (at the start, or by a
+            # checkpoint of this pass) make a change to save.
+            named = frozenset(p.name for p in walk.pages)
+            if named != self._manifests.published or walk.old.legacy is not None:
                 self._changed = True
-        for gone in [k for k in manifest.entries if k not in present]:
-            del manifest.entries[gone]
+            self._header = self._new_header(walk.pages)
+            self._overlay = {}
+        else:
+            try:
+                pages, changes = await self._pass_view(walk)
+                self._header = self._new_header(pages)
+                self._overlay = dict(changes)
+            except Exception as error:  # the manifest it began from still holds
+                log.warning("%r: the pass's records are lost: %s", self, self._explain(error))
+                self._header = walk.old
+                self._overlay = dict(walk.carry)
+        self._pass = None
+        self._rows = {}
+        self._source_rows = {}
+        self._keep = frozenset()
+        await self._checkpoint(force=True)
+        if complete and not self._collected:
+            self._collected = True  # once per flow: orphans are left by crashes only
+            try:
+                await self._manifests.collect(self._clock())
+            except RegionImpaired:
+                raise
+            except Exception as error:
+                log.warning("%r: old manifest pages not collected: %s", self, self._explain(error))
+
+    def _new_header(self, pages: Sequence[PageRef]) -> Header:
+        assert self._header is not None
+        return Header(
+            self.target.site,
+            self._header.history,
+            self._header.totals,
+            tuple(pages),
+            None,
+            self._header.saved_at,
+        )
+
+    async def _pass_view(self, walk: _Pass) -> tuple[list[PageRef], list[tuple[str, Row | None]]]:
+        """The manifest as the pass has it so far: the pages it wrote, then rows not in a
+        page yet (those whose copy is under way as they are now), then what the
+        manifest it started from says above the last key it reached."""
+        pages = list(walk.pages)
+        changes: dict[str, Row | None] = {key: row.copy() for key, row in walk.buffer}
+        changes.update((key, row.copy()) for key, row in self._rows.items())
+        cursor = walk.cursor
+        if walk.old.legacy is not None:
+            for key, row in walk.old.legacy.items():
+                if cursor is None or key > cursor:
+                    changes[key] = row
+        else:
+            for ref in walk.old.pages:
+                if cursor is None or ref.first > cursor:
+                    pages.append(ref)
+                elif ref.last > cursor:
+                    for key, row in await self._manifests.page_rows_of(ref):
+                        if key > cursor:
+                            changes[key] = row
+        for key, change in walk.carry:
+            if cursor is None or key > cursor:
+                changes[key] = change
+        return pages, sorted(changes.items(), key=lambda item: item[0])
+
+    async def _load(self) -> None:
+        """Read both sites' manifests' indexes (once per flow)."""
+        if self._header is not None:
+            return
+        target = await self._read_manifest(self._manifests)
+        source = await self._read_manifest(self._source_manifests)
+        history = EpochHistory.merge(
+            target.history if target else (), source.history if source else ()
+        ).with_current(self.settings.epoch, self.source.site, self.settings.epoch_since)
+        header = target or Header(site=self.target.site)
+        if header.history != history:
+            header.history = history
             self._changed = True
-        for gone in [k for k in manifest.conflicts if k not in present]:
-            del manifest.conflicts[gone]
-            self._changed = True
-        for gone in [k for k in manifest.unreplicated if k not in tail]:
-            del manifest.unreplicated[gone]
-            self._changed = True
-        return steps
+        if header.legacy is not None:
+            self._changed = True  # written again as pages at the next save
+        self._policy = Policy(self.settings.epoch, history, self.settings.propagate_deletes)
+        self._source_header = source
+        self.figures.totals = header.totals
+        self._header = header
+        count, size = header.tail()
+        self.figures.unreplicated_objects = count
+        self.figures.unreplicated_bytes = size
+        self.figures.unreplicated_keys = tuple(
+            [u.key for u in await self.unreplicated(UNREPLICATED_SHOWN)]
+        )
+
+    async def _read_manifest(self, manifests: ManifestStore) -> Header | None:
+        try:
+            return await manifests.load()
+        except ManifestError as error:
+            log.warning("%r: ignoring the manifest at %s (%s)", self, manifests.key, error)
+            return None
+
+    async def _view(self, *, tails_only: bool = False) -> AsyncIterator[tuple[str, Row]]:
+        """The manifest's rows in key order, with the changes not saved yet (between
+        passes); ``tails_only``: only pages with unreplicated objects are read."""
+        header = self._header
+        if header is None:
+            return
+        overlay = sorted(self._overlay.items(), key=lambda item: item[0])
+        if tails_only and header.legacy is None:
+            header = replace(header, pages=tuple(p for p in header.pages if p.tail))
+        async for item in _overlaid(self._manifests.rows(header, cached=True), overlay):
+            yield item
+
+    async def _open_rows(self, keys: Sequence[str]) -> None:
+        """Read the rows of ``keys`` (both manifests) to work on them between passes."""
+        assert self._header is not None
+        for key in sorted(keys):
+            if key in self._rows:
+                continue
+            if key in self._overlay:
+                row = self._overlay[key]
+            else:
+                row = await self._manifests.lookup(self._header, key)
+            self._rows[key] = row.copy() if row is not None else Row()
+            if self._source_header is not None:
+                was = await self._source_manifests.lookup(self._source_header, key)
+                if was is not None and was.entry is not None:
+                    self._source_rows[key] = was.entry
+
+    def _close_rows(self) -> None:
+        """Keep the rows worked on between passes as changes to save."""
+        for key, row in self._rows.items():
+            self._overlay[key] = None if row.blank else row
+        self._rows = {}
+        self._source_rows = {}
 
     # ------------------------------------------------------------------ the unreplicated tail
+
+    async def unreplicated(self, limit: int | None = None) -> list[UnreplicatedObject]:
+        """The objects of an older epoch at the destination that never reached the source,
+        in key order (as of the last pass), the first ``limit`` of them (all: read page by
+        page from the manifest)."""
+        found: list[UnreplicatedObject] = []
+        async for key, row in self._view(tails_only=True):
+            if row.tail is not None:
+                found.append(UnreplicatedObject(key, *row.tail))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     async def resolve(self, action: TailAction) -> TailOutcome:
         """Merge (copy to the source, the active site) or discard (delete here) every
@@ -498,43 +867,74 @@ class ObjectFlow:
         skipped (the next pass judges it afresh). A merged object is stamped like any copy
         (its epoch, and this site as its origin) and never overwrites an object at the
         source; the flow's epoch is checked before each write, as for copies. Runs between
-        passes, never beside one.
+        passes, never beside one; reads the manifest's unreplicated objects a batch at a
+        time.
         """
         outcome = TailOutcome()
         async with self._busy:
-            if self.manifest is None:
+            if self._header is None:
                 await self._load()
-            assert self.manifest is not None
-            for key in sorted(self.manifest.unreplicated):
-                etag, size, epoch = self.manifest.unreplicated[key]
-                try:
-                    self._check()
-                    found = await self.target.store.head(self.target.key(key))
-                    there = await self.source.store.head(self.source.key(key))
-                    if found is None or found.etag != etag or there is not None:
-                        outcome.skipped += 1
-                        self._untail(key)
-                        continue
-                    if action is TailAction.DISCARD:
-                        await self.target.store.delete(self.target.key(key))
-                        self._forget(key)
-                    else:
-                        await self._merge(key, epoch)
-                    outcome.objects += 1
-                    outcome.bytes += size
-                except _Stop as stop:
-                    outcome.stopped = str(stop)
-                    break
-                except RegionImpaired as error:
-                    outcome.stopped = str(error)
-                    break
-                except Exception as error:
-                    outcome.failed += 1
-                    outcome.last_error = f"{key}: {self._explain(error)}"
-                    log.warning("%r: %s of %s failed: %s", self, action, key, outcome.last_error)
+            assert self._header is not None
+            self._keep = frozenset(p.name for p in self._header.pages)
+            batch: list[tuple[str, tuple[str, int, int]]] = []
+            try:
+                async for key, row in self._view(tails_only=True):
+                    if row.tail is not None:
+                        batch.append((key, row.tail))
+                    if len(batch) >= RESOLVE_BATCH:
+                        if not await self._resolve_batch(action, batch, outcome):
+                            break
+                        batch = []
+                else:
+                    await self._resolve_batch(action, batch, outcome)
+            finally:
+                self._close_rows()
+                self._keep = frozenset()
             await self._checkpoint(force=True)
         log.info("%r: %s of the unreplicated objects: %s", self, action, outcome)
         return outcome
+
+    async def _resolve_batch(
+        self,
+        action: TailAction,
+        batch: Sequence[tuple[str, tuple[str, int, int]]],
+        outcome: TailOutcome,
+    ) -> bool:
+        """Merge or discard one batch; whether to go on."""
+        await self._open_rows([key for key, _ in batch])
+        going = True
+        for key, (etag, size, epoch) in batch:
+            try:
+                self._check()
+                found = await self.target.store.head(self.target.key(key))
+                there = await self.source.store.head(self.source.key(key))
+                if found is None or found.etag != etag or there is not None:
+                    outcome.skipped += 1
+                    self._untail(key)
+                    continue
+                if action is TailAction.DISCARD:
+                    await self.target.store.delete(self.target.key(key))
+                    self._forget(key)
+                else:
+                    await self._merge(key, epoch)
+                outcome.objects += 1
+                outcome.bytes += size
+            except _Stop as stop:
+                outcome.stopped = str(stop)
+                going = False
+                break
+            except RegionImpaired as error:
+                outcome.stopped = str(error)
+                going = False
+                break
+            except Exception as error:
+                outcome.failed += 1
+                outcome.last_error = f"{key}: {self._explain(error)}"
+                log.warning("%r: %s of %s failed: %s", self, action, key, outcome.last_error)
+        self._close_rows()
+        if len(self._overlay) >= MAX_OVERLAY:
+            await self._checkpoint(force=True)
+        return going
 
     async def _merge(self, key: str, epoch: int) -> None:
         """Copy the destination's object at ``key`` to the source, where there is none."""
@@ -590,16 +990,31 @@ class ObjectFlow:
             await self._settle_noticed()
 
     async def _settle_noticed(self) -> None:
-        if self.manifest is None:
+        if self._header is None:
             return
         batch = self._dirty
         self._dirty = {}
         for key, (since, _) in batch.items():
-            self.figures.pending.setdefault(key, (since, 0))
+            self.figures.pending.setdefault(key, since, 0)
+        try:
+            await self._open_rows(list(batch))
+        except Exception as error:  # the manifests cannot be read now: the notices wait
+            self._rows, self._source_rows = {}, {}
+            for key, value in batch.items():
+                self._dirty.setdefault(key, value)
+            if isinstance(error, RegionImpaired):
+                self._hold(str(error))
+            else:
+                self._failed("manifest", error)
+            return
         self._errors = 0
         self._window = (self._monotonic(), 0)
-        await self._work([(key, since) for key, (since, _) in batch.items()])
-        await self._checkpoint()
+        try:
+            await self._work([(key, since) for key, (since, _) in batch.items()])
+        finally:
+            self._close_rows()
+        self._flush_reports()
+        await self._checkpoint(force=len(self._overlay) >= MAX_OVERLAY)
         self._measure()
 
     # ------------------------------------------------------------------ carrying out
@@ -613,30 +1028,35 @@ class ObjectFlow:
             for item in queue:
                 if self._stop is not None:
                     return
-                key = item[0] if isinstance(item, tuple) else item.key
-                try:
-                    self._check()
-                    if isinstance(item, tuple):
-                        await self._settle(*item)
-                    elif isinstance(item, Copy):
-                        await self._copy(item)
-                    else:
-                        await self._delete(item)
-                except _Stop as stop:
-                    self._stop = str(stop)
-                    return
-                except RegionImpaired as error:
-                    self._stop = str(error)
-                    self._hold(str(error))
-                    return
-                except Exception as error:
-                    self._failed(key, error)
-                await self._checkpoint()
+                await self._carry_out(item)
 
         workers = max(1, min(self.settings.max_concurrency, len(items)))
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+
+    async def _carry_out(self, item: Copy | Delete | tuple[str, float]) -> None:
+        """One copy, delete or noticed key; a failure is counted, one that ends the work
+        (the epoch moved on, a region became Impaired) sets ``_stop``."""
+        key = item[0] if isinstance(item, tuple) else item.key
+        try:
+            self._check()
+            if isinstance(item, tuple):
+                await self._settle(*item)
+            elif isinstance(item, Copy):
+                await self._copy(item)
+            else:
+                await self._delete(item)
+        except _Stop as stop:
+            self._stop = str(stop)
+            return
+        except RegionImpaired as error:
+            self._stop = str(error)
+            self._hold(str(error))
+            return
+        except Exception as error:
+            self._failed(key, error)
+        await self._checkpoint()
 
     def _check(self) -> None:
         if not self._current():
@@ -656,12 +1076,12 @@ class ObjectFlow:
             self._learn(key, target)
             step = plan_key(
                 key,
-                Side(source, self._source_entries.get(key), True),
+                Side(source, self._source_rows.get(key), True),
                 Side(_relative(target, key) if target else None, self._entry(key), True),
                 self._policy,
             )
             if isinstance(step, Copy):
-                self.figures.pending[key] = (min(since, step.since), step.source.size)
+                self.figures.pending.add(key, min(since, step.since), step.source.size)
                 assert opened is not None
                 await self._transfer(key, opened, step.source_epoch, replacing=target is not None)
             elif isinstance(step, Delete):
@@ -677,11 +1097,11 @@ class ObjectFlow:
         key = step.key
         opened = await self.source.store.open(self.source.key(key))
         if opened is None:  # deleted since the listing: the next pass sees to it
-            self.figures.pending.pop(key, None)
+            self.figures.pending.pop(key)
             return
         try:
             head = _relative(opened.info, key)
-            source = Side(head, self._source_entries.get(key), headed=True)
+            source = Side(head, self._source_rows.get(key), headed=True)
             target = Side(step.target, self._entry(key))
             if step.target is not None and origin(target, self._policy.history)[1] is None:
                 found = await self.target.store.head(self.target.key(key))
@@ -698,7 +1118,7 @@ class ObjectFlow:
 
     def _settled(self, key: str, step: Step | None) -> None:
         """Record a step that moves nothing (in sync, or refused)."""
-        self.figures.pending.pop(key, None)
+        self.figures.pending.pop(key)
         if isinstance(step, Record):
             self._remember(key, step.entry)
         elif isinstance(step, Conflict):
@@ -762,8 +1182,10 @@ class ObjectFlow:
         totals.copied_bytes += head.size
         start, copied = self._window
         self._window = (start, copied + head.size)
-        self.figures.pending.pop(key, None)
-        if self.manifest is not None and self.manifest.conflicts.pop(key, None) is not None:
+        self.figures.pending.pop(key)
+        row = self._rows.get(key)
+        if row is not None and row.conflict is not None:
+            row.conflict = None
             self._changed = True
         self._reporter.copied(head.size)
 
@@ -777,7 +1199,7 @@ class ObjectFlow:
                 return
             target = Side(_relative(found, key), self._entry(key), headed=True)
             self._learn(key, found)
-        final = plan_key(key, Side(None, self._source_entries.get(key)), target, self._policy)
+        final = plan_key(key, Side(None, self._source_rows.get(key)), target, self._policy)
         if isinstance(final, Delete):
             await self._remove(key)
         else:
@@ -785,7 +1207,7 @@ class ObjectFlow:
 
     async def _remove(self, key: str) -> None:
         if await self.source.store.head(self.source.key(key)) is not None:
-            self.figures.pending.pop(key, None)  # back at the source: the next pass copies
+            self.figures.pending.pop(key)  # back at the source: the next pass copies
             return
         self._check()
         await self.target.store.delete(self.target.key(key))
@@ -796,11 +1218,13 @@ class ObjectFlow:
     # ------------------------------------------------------------------ bookkeeping
 
     def _entry(self, key: str) -> Entry | None:
-        return self.manifest.entries.get(key) if self.manifest is not None else None
+        row = self._rows.get(key)
+        return row.entry if row is not None else None
 
     def _remember(self, key: str, entry: Entry) -> None:
-        if self.manifest is not None and self.manifest.entries.get(key) != entry:
-            self.manifest.entries[key] = entry
+        row = self._rows[key]
+        if row.entry != entry:
+            row.entry = entry
             self._changed = True
 
     def _learn(self, key: str, found: ObjectInfo | None) -> None:
@@ -831,31 +1255,88 @@ class ObjectFlow:
         )
 
     def _forget(self, key: str) -> None:
-        self.figures.pending.pop(key, None)
-        self._missing_since.pop(key, None)
-        if self.manifest is not None and self.manifest.entries.pop(key, None) is not None:
+        """The destination's object at ``key`` is gone."""
+        self.figures.pending.pop(key)
+        row = self._rows.get(key)
+        if row is not None and row.entry is not None:
+            row.entry = None
             self._changed = True
         self._untail(key)
 
     def _untail(self, key: str) -> None:
-        if self.manifest is not None and self.manifest.unreplicated.pop(key, None) is not None:
-            self._changed = True
-            self._count_tail()
+        row = self._rows.get(key)
+        if row is not None:
+            self._set_tail(key, row, None)
+
+    def _set_tail(self, key: str, row: Row, tail: tuple[str, int, int] | None) -> None:
+        """Record ``key`` as unreplicated (``tail``) or not (None), keeping the figures."""
+        if row.tail == tail:
+            return
+        figures = self.figures
+        if row.tail is not None:
+            self._uncount(key, row)
+        if tail is not None:
+            figures.unreplicated_objects += 1
+            figures.unreplicated_bytes += tail[1]
+            shown = figures.unreplicated_keys
+            if self._pass is None and key not in shown:
+                figures.unreplicated_keys = tuple(sorted((*shown, key))[:UNREPLICATED_SHOWN])
+        row.tail = tail
+        self._changed = True
+
+    def _uncount(self, key: str, row: Row) -> None:
+        """``row`` leaves the manifest (or its tail does): out of the figures."""
+        self._changed = True
+        if row.tail is None:
+            return
+        figures = self.figures
+        figures.unreplicated_objects = max(0, figures.unreplicated_objects - 1)
+        figures.unreplicated_bytes = max(0, figures.unreplicated_bytes - row.tail[1])
+        if key in figures.unreplicated_keys:
+            figures.unreplicated_keys = tuple(k for k in figures.unreplicated_keys if k != key)
 
     def _tail(self, found: Sequence[Unreplicated]) -> None:
         """Record unreplicated objects; report the ones not known before."""
-        if self.manifest is None or not found:
-            return
-        new = []
         for item in found:
+            row = self._rows.get(item.key)
+            if row is None:
+                continue
             record = (item.target.etag, item.target.size, item.epoch)
-            if self.manifest.unreplicated.get(item.key) != record:
-                if self.manifest.unreplicated.get(item.key, ("",))[0] != item.target.etag:
-                    new.append(item)
-                self.manifest.unreplicated[item.key] = record
-                self._changed = True
-            self.figures.pending.pop(item.key, None)
-        self._count_tail()
+            if row.tail != record:
+                if (row.tail or ("",))[0] != item.target.etag:
+                    self._new_tail.append(item)
+                self._set_tail(item.key, row, record)
+            self.figures.pending.pop(item.key)
+        if len(self._new_tail) >= REPORT_BATCH or (self._pass is None and self._new_tail):
+            self._flush_reports()
+
+    def _conflicts(self, found: Sequence[Conflict]) -> None:
+        """Record conflicts; count and report the ones not known before."""
+        new = 0
+        for conflict in found:
+            row = self._rows.get(conflict.key)
+            if row is None:
+                continue
+            pair = (conflict.source_etag, conflict.target_etag)
+            if row.conflict != pair:
+                row.conflict = pair
+                self._new_conflicts.append(conflict)
+                log.warning("%r: conflict on %s: %s", self, conflict.key, conflict.reason)
+                new += 1
+            self.figures.pending.pop(conflict.key)
+        if new:
+            self._changed = True
+            self.figures.totals.conflicts += new
+        if len(self._new_conflicts) >= REPORT_BATCH or (self._pass is None and self._new_conflicts):
+            self._flush_reports()
+
+    def _flush_reports(self) -> None:
+        """Report the conflicts and unreplicated objects found since the last report (one
+        report per pass, or per :data:`REPORT_BATCH` of them)."""
+        conflicts, self._new_conflicts = self._new_conflicts, []
+        if conflicts:
+            self._reporter.conflicted(conflicts)
+        new, self._new_tail = self._new_tail, []
         if new:
             log.warning(
                 "%r: %d object(s) of an older epoch never reached %s, kept: %s%s",
@@ -866,36 +1347,6 @@ class ObjectFlow:
                 " ..." if len(new) > 5 else "",
             )
             self._reporter.unreplicated(new)
-
-    def _count_tail(self) -> None:
-        tail = self.manifest.unreplicated if self.manifest is not None else {}
-        self.figures.unreplicated_objects = len(tail)
-        self.figures.unreplicated_bytes = sum(size for _, size, _ in tail.values())
-        self.figures.unreplicated_keys = tuple(sorted(tail)[:UNREPLICATED_SHOWN])
-
-    def unreplicated(self) -> list[UnreplicatedObject]:
-        """The objects of an older epoch at the destination that never reached the source,
-        in key order (as of the last pass)."""
-        tail = self.manifest.unreplicated if self.manifest is not None else {}
-        return [UnreplicatedObject(k, *tail[k]) for k in sorted(tail)]
-
-    def _conflicts(self, found: Sequence[Conflict]) -> None:
-        """Record conflicts; count and report the ones not known before."""
-        if self.manifest is None or not found:
-            return
-        new = []
-        for conflict in found:
-            pair = (conflict.source_etag, conflict.target_etag)
-            if self.manifest.conflicts.get(conflict.key) != pair:
-                self.manifest.conflicts[conflict.key] = pair
-                new.append(conflict)
-            self.figures.pending.pop(conflict.key, None)
-        if new:
-            self._changed = True
-            self.figures.totals.conflicts += len(new)
-            for conflict in new:
-                log.warning("%r: conflict on %s: %s", self, conflict.key, conflict.reason)
-            self._reporter.conflicted(new)
 
     def _failed(self, key: str, error: BaseException) -> None:
         message = f"{key}: {self._explain(error)}"
@@ -925,7 +1376,7 @@ class ObjectFlow:
 
     async def _checkpoint(self, *, force: bool = False) -> None:
         """Save the destination's manifest if it changed (at most every interval)."""
-        if self.manifest is None or not self._changed or not self._due(force):
+        if self._header is None or not self._changed or not self._due(force):
             return
         if self._held() is not None or not self._current():
             return
@@ -934,16 +1385,38 @@ class ObjectFlow:
             if not self._unsaved() or not self._due(force):
                 return
             self._changed = False
-            key = manifest_key(self.target.prefix, self.settings.app, self.settings.dataset)
             began = self._monotonic()
             try:
-                await save_manifest(self.target.store, key, self.manifest, self._clock())
+                await self._save()
             except Exception as error:
                 self._changed = True
                 log.warning("%r: checkpoint not saved: %s", self, self._explain(error))
             self._saved = self._monotonic()
             took = self._saved - began
             self._spacing = max(self.settings.checkpoint_interval, CHECKPOINT_SPACING * took)
+
+    async def _save(self) -> None:
+        """Write the manifest as the flow has it now: the pages that changed, then the
+        index (see :mod:`controller.replication.manifest`)."""
+        header = self._header
+        assert header is not None
+        working = {key: row.copy() for key, row in self._rows.items()}
+        if self._pass is not None:
+            pages, changes = await self._pass_view(self._pass)
+        else:
+            merged: dict[str, Row | None] = {}
+            if header.legacy is not None:
+                merged.update(header.legacy)
+            merged.update(self._overlay)
+            merged.update(working)
+            changes = sorted(merged.items(), key=lambda item: item[0])
+            pages = [] if header.legacy is not None else list(header.pages)
+        written = await self._manifests.patch(pages, changes)
+        saved = self._new_header(written)
+        await self._manifests.publish(saved, self._clock(), keep=self._keep)
+        if self._pass is None:
+            self._header = saved
+            self._overlay = {}
 
 
 NOTICE_BATCH = 10

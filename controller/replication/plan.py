@@ -336,7 +336,13 @@ def relative(key: str, prefix: str) -> str | None:
 
 async def ordered(listing: AsyncIterator[ObjectInfo], prefix: str) -> AsyncIterator[ObjectInfo]:
     """The listing's objects under ``prefix`` with relative keys, checked to be in strictly
-    increasing key order (raises :class:`ListingOrderError` otherwise)."""
+    increasing key order (raises :class:`ListingOrderError` otherwise).
+
+    Key order is Python's string order (by code point), which is the byte order of the
+    keys' UTF-8: the order S3's ListObjectsV2 and Swift's container listings both use, and
+    the order of the manifests' pages. Keys a store can hold are valid UTF-8 (no lone
+    surrogates), for which the two orders agree. A store listing in another order (UTF-16
+    code units, a collation) is refused here, never paired wrongly."""
     previous: str | None = None
     async for info in listing:
         if previous is not None and info.key <= previous:

@@ -27,6 +27,7 @@ def test_a_run_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> No
     assert "Written by hand: how to read this." in text
     assert text.count(END_MARK) == 2
     assert text.index("new figures") < text.index("## second")  # kept in its place
+    assert f"{END_MARK}\n\n<!-- bench run pairs=s3-swift" in text  # a blank line between
 
 
 def test_a_section_without_its_end_is_refused(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from controller.api.models import ResilientAppSpec
 from controller.operator.capacity import DRIVER_CACHE_SIZE, DRIVER_CACHE_TTL, CapacityDrivers
 from controller.replication import objects
+from controller.replication.figures import PENDING_TRACKED, FlowFigures
 from tests.factories import app_spec
 from tests.unit.test_replication_engine import MemoryStore, flow, user_keys
 
@@ -73,3 +74,26 @@ async def test_notices_waiting_are_bounded_and_an_overflow_turns_into_a_scan(
     assert user_keys(west) == [f"k{n}" for n in range(6)]
     f.watched(300.0)
     assert f.figures.looked_at() == 300.0  # notices count again
+
+
+def test_pending_changes_and_the_status_entry_are_bounded_whatever_the_backlog() -> None:
+    """30,000 changes pending, 50,000 unreplicated objects: 10,000 keys are tracked, the
+    rest counted; the status entry stays a few hundred bytes and says its pending figures
+    are upper bounds."""
+    figures = FlowFigures("photos", "usw2", "use1", 1)
+    for n in range(30_000):
+        figures.pending.add(f"k{n:05}", 1000.0 + n, 10)
+    figures.unreplicated_objects, figures.unreplicated_bytes = 50_000, 500_000
+    figures.unreplicated_keys = tuple(f"t{n}" for n in range(objects.UNREPLICATED_SHOWN))
+    figures.listed_at = 40_000.0
+    assert len(figures.pending.keys) == PENDING_TRACKED == 10_000
+    status = figures.status(40_000.0)
+    assert (status.pending_objects, status.pending_bytes) == (30_000, 300_000)
+    assert status.pending_estimated and status.rpo_seconds == 39_000.0  # the oldest change
+    assert len(status.model_dump_json(by_alias=True)) < 1024
+    for n in range(10_000):  # settled: the tracked ones go, the counted ones stay counted
+        figures.pending.pop(f"k{n:05}")
+    assert len(figures.pending) == 20_000 and figures.pending.estimated
+    figures.pending.begin_pass()  # a pass lists both ends to the end: counted afresh
+    figures.pending.end_listing()
+    assert len(figures.pending) == 0 and not figures.pending.estimated

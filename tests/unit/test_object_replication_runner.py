@@ -232,7 +232,7 @@ async def test_a_provider_that_stops_admitting_the_app_holds_its_running_flows(
     raw["replication"]["objects"][0]["locations"][0]["eventQueue"] = "events"
     await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
     west = stores.store("us-west-2", "west0")
-    await eventually(lambda: west.count("list") == 1, "the first scan")
+    await eventually(lambda: west.listings() == 1, "the first scan")
     stores.refusals["aws-sandbox"] = "CloudProvider aws-sandbox does not admit namespace shop"
     stores.store("us-east-1", "east0").write("new", b"noticed")
     stores.feeds["events"].waiting.append(
@@ -255,7 +255,7 @@ async def test_notices_from_the_source_queue_reach_every_flow(
     raw["replication"]["objects"][0]["locations"][0]["eventQueue"] = "events"
     await runner.sync(ResilientAppSpec.model_validate(raw), "use1", 1, None)
     west = stores.store("us-west-2", "west0")
-    await eventually(lambda: west.count("list") == 1, "the first scan")
+    await eventually(lambda: west.listings() == 1, "the first scan")
     stores.store("us-east-1", "east0").write("new", b"noticed")
     from controller.providers.protocols import ChangeMessage, ObjectChange
 
@@ -263,7 +263,7 @@ async def test_notices_from_the_source_queue_reach_every_flow(
         ChangeMessage("m1", (ObjectChange("east0", "new", False, time.time()),))
     )
     await eventually(lambda: "new" in west.objects, "the noticed object at usw2")
-    assert west.count("list") == 1  # no scan did it
+    assert west.listings() == 1  # no scan did it
     assert stores.feeds["events"].acked == ["m1"]
     await runner.close()
 

@@ -16,6 +16,7 @@ from controller.providers.protocols import ObjectInfo
 from controller.replication.epochs import EpochHistory, EpochStart
 from controller.replication.figures import (
     FlowFigures,
+    Pending,
     describe_rpo,
     replication_conditions,
     replication_lag,
@@ -365,13 +366,13 @@ def test_rpo_is_the_age_of_the_oldest_change_that_may_be_missing() -> None:
     figures.listed_at, figures.blind = 90.0, False
     assert figures.rpo(90.0) == 0.0
     assert figures.rpo(100.0) == 10.0  # anything written since the listing may be missing
-    figures.pending = {"a": (70.0, 5), "b": (80.0, 7)}
+    figures.pending = Pending.of({"a": (70.0, 5), "b": (80.0, 7)})
     assert figures.rpo(100.0) == 30.0
     status = figures.status(100.0)
     assert (status.pending_objects, status.pending_bytes, status.rpo_seconds) == (2, 12, 30.0)
     assert status.oldest_pending_time == "1970-01-01T00:01:10Z"
     # Change notices read at t=99: only what came after is unknown.
-    figures.pending = {}
+    figures.pending = Pending()
     figures.watched_at = 99.0
     assert figures.rpo(100.0) == 1.0
     # Blind (cannot list, or held): notices do not count; nothing is known since the listing.

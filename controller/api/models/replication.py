@@ -160,6 +160,12 @@ class ReplicationStatus(Model):
         default=0, ge=0, description="Objects (or snapshots) not yet at the destination."
     )
     pending_bytes: int = Field(default=0, ge=0, description="Bytes not yet at the destination.")
+    pending_estimated: bool = Field(
+        default=False,
+        description="Objects: more changes are pending than a flow tracks one by one "
+        "(10,000); pendingObjects, pendingBytes, oldestPendingTime and the RPO are upper "
+        "bounds until the next pass that lists both ends to the end.",
+    )
     rpo_seconds: float | None = Field(
         default=None,
         ge=0,
