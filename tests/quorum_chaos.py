@@ -312,11 +312,15 @@ async def _main(argv: list[str]) -> int:
     seeds = list(range(first, first + args.runs))
     for at in range(0, len(seeds), args.parallel):
         batch = seeds[at : at + args.parallel]
-        outcomes += await asyncio.gather(*(run_one(s, args.peers, args.steps) for s in batch))
+        done = await asyncio.gather(*(run_one(s, args.peers, args.steps) for s in batch))
+        for outcome in done:  # at once: a long run that is stopped keeps what it found
+            if outcome.violations:
+                print(f"seed {outcome.seed}: {'; '.join(outcome.violations)}")
+                print("\n".join(f"    {line}" for line in outcome.timeline), flush=True)
+        outcomes += done
+        bad = sum(1 for o in outcomes if o.violations)
+        print(f"{len(outcomes)} runs done, {bad} with violations", file=sys.stderr, flush=True)
     failed = [o for o in outcomes if o.violations]
-    for outcome in failed:
-        print(f"seed {outcome.seed}: {'; '.join(outcome.violations)}")
-        print("\n".join(f"    {line}" for line in outcome.timeline))
     worst = max(o.leaderless_max for o in outcomes)
     print(
         f"quorum chaos: {len(outcomes)} runs of {args.peers} peers, {args.steps} faults each "
