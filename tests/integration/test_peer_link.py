@@ -179,6 +179,7 @@ def lost(world: Running, name: str, other: str) -> Callable[[], bool]:
 # Heard again within a couple of heartbeats; not heard within three heartbeats after the
 # last rise plus a deadline. The slack covers a shared, loaded test machine.
 HEAR_SECONDS = 20.0
+RESETUP_SECONDS = 90.0
 LOSE_SECONDS = HEARD_HEARTBEATS * HEARTBEAT + 20.0
 
 
@@ -393,7 +394,10 @@ def test_lifeboat_run_as_a_peer_publishes_hears_and_follows_its_peer_list(
                 "the new set-up",
             )
             again = sequence()
-            wait_for(lambda: sequence() > again + 1, HEAR_SECONDS, "use1 publishes again")
+            # The new set-up publishes once the old session has shut down (its kopf
+            # operator, its Leases given up): on a loaded two-core CI machine that has
+            # taken over 20 s (issue 18 notes: the publication pauses meanwhile).
+            wait_for(lambda: sequence() > again + 1, RESETUP_SECONDS, "use1 publishes again")
             wait_for(lambda: heard("usw2"), HEAR_SECONDS, "use1 hears usw2 again")
             # a new heartbeat applies without a new set-up
             two["spec"]["heartbeatSeconds"] = 2  # type: ignore[index]
