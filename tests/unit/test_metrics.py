@@ -344,3 +344,34 @@ def test_the_exporter_says_whether_the_app_configuration_is_valid() -> None:
     assert value("lifeboat_app_configuration_valid", namespace=namespace, app=app) == 1
     metrics.forget_app(namespace, app)
     assert value("lifeboat_app_configuration_valid", namespace=namespace, app=app) is None
+
+
+def test_the_standby_figures_a_cloud_reports_are_exported_and_the_others_absent() -> None:
+    """Quota headroom is a figure only some clouds give (OpenStack's compute quota, not an
+    Auto Scaling group): it is exported where read and its series removed where not, so a
+    dashboard never shows a stale figure. The single-cluster integration run on AWS cannot
+    see it, which is why test_metrics_exported leaves it to this test."""
+    from dataclasses import replace
+
+    from tests.unit.test_decide import Run
+
+    namespace, app = labels()
+    exporter = AppExporter(ObjectRef("ResilientApp", "resilientapps", app, namespace, "uid-1"))
+    run = Run()
+    decision = run.rounds(3)
+    (readiness,) = decision.readiness
+    obs = run.obs_of()
+    where = {"namespace": namespace, "app": app, "site": readiness.site}
+
+    told = replace(decision, readiness=(replace(readiness, headroom=3, maximum=6),))
+    exporter.decision(told, run.spec, obs)
+    assert value("lifeboat_standby_headroom_instances", **where) == 3
+    assert value("lifeboat_standby_max_size_instances", **where) == 6
+    assert value("lifeboat_standby_ready", **where) == 1
+
+    untold = replace(decision, readiness=(replace(readiness, headroom=None, maximum=None),))
+    exporter.decision(untold, run.spec, obs)
+    assert value("lifeboat_standby_headroom_instances", **where) is None
+    assert value("lifeboat_standby_max_size_instances", **where) is None
+    assert value("lifeboat_standby_wanted_instances", **where) == readiness.wanted
+    metrics.forget_app(namespace, app)
