@@ -4,7 +4,8 @@
 write them; the operator reads them every round and answers in the status:
 
 * ``lifeboat.dev/request``: ``{"id": ..., "op": "failover"|"failback", "force": false,
-  "site": ...}``, answered once (``status.lastRequest``);
+  "site": ..., "planned": false}``, answered once (``status.lastRequest``); ``planned``
+  asks for a switchover without loss (writes stopped, replication drained, then moved);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
 * ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically;
 * ``lifeboat.dev/unreplicated``: ``{"id": ..., "action": "merge"|"discard", "dataset": ...}``
@@ -53,6 +54,9 @@ class Request:
     op: RequestOp
     site: str | None = None
     force: bool = False
+    planned: bool = False
+    """A planned switchover (``lifeboat failover --planned``, a ``Switchover`` drill): the
+    old site's writes are stopped and replication drained before the move, for an RPO of 0."""
 
     @classmethod
     def parse(cls, raw: str) -> Request:
@@ -64,6 +68,7 @@ class Request:
                 op=RequestOp(data["op"]),
                 site=data.get("site"),
                 force=bool(data.get("force", False)),
+                planned=bool(data.get("planned", False)),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"unreadable {REQUEST} annotation: {error}") from None
@@ -73,6 +78,8 @@ class Request:
         body: dict[str, str | bool] = {"id": self.id, "op": self.op.value, "force": self.force}
         if self.site:
             body["site"] = self.site
+        if self.planned:
+            body["planned"] = True
         return json.dumps(body)
 
 
