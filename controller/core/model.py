@@ -243,8 +243,8 @@ class AppliedCapacity:
     """When a reading of the site's driver first counted this capacity Ready (None: not
     yet)."""
     overdue: bool = False
-    """Not Ready within ``readiness.capacityTimeoutSeconds`` (said once; not kept in the
-    status, so a restarted operator says it again)."""
+    """Not Ready within ``readiness.capacityTimeoutSeconds`` (said once, and kept in the
+    status, so a restarted operator does not say it again)."""
 
     @property
     def total(self) -> int:

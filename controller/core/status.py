@@ -127,6 +127,7 @@ def state_from_status(
             parse_rfc3339(s.capacity.applied_time),
             tuple((c.zone, c.count) for c in s.capacity.zones),
             ready_at=_ts(s.capacity.ready_time),
+            overdue=bool(s.capacity.overdue),
         )
         for s in status.sites
         if s.capacity is not None
@@ -366,6 +367,7 @@ def _site_status(
             ready_seconds=_round(max(0.0, applied.ready_at - asked))
             if applied.ready_at is not None
             else None,
+            overdue=True if applied.overdue else None,
         )
     since = state.site_healthy_since.get(name)
     api = obs.api_planes.get((site.provider, site.region), ApiPlaneState.UNKNOWN)

@@ -455,6 +455,7 @@ class AppWorker:
         once per generation); leave everything Lifeboat remembers untouched."""
         epoch = self.state.epoch if self.state is not None else None
         self.metrics.configuration(False)
+        self.metrics.invalid()  # what this process knows, whether or not the write lands
         if await self.status.write_invalid(
             message,
             generation=self._generation,
@@ -462,7 +463,6 @@ class AppWorker:
             now=self.ctx.clock(),
             stored_phase=stored_phase,
         ):
-            self.metrics.invalid()
             await self.ctx.kube.event(self.ref, "Warning", EventReason.INVALID_SPEC, message)
 
 

@@ -177,6 +177,10 @@ class StatusWriter:
         Whether this generation's refusal was written for the first time now."""
         if self._invalid_generation == generation and stored_phase == "Invalid":
             return False
+        if stored_phase == "Invalid" and self._said_before(message, generation):
+            # An earlier process wrote this very refusal: a restart says nothing again.
+            self._invalid_generation = generation
+            return False
         self.set_condition(
             ConditionType.READY,
             "False",
@@ -195,6 +199,17 @@ class StatusWriter:
         first = self._invalid_generation != generation
         self._invalid_generation = generation
         return first
+
+    def _said_before(self, message: str, generation: int | None) -> bool:
+        """Whether the stored status already holds this refusal for this generation."""
+        ready = self.condition(ConditionType.READY)
+        return (
+            ready is not None
+            and ready.status == "False"
+            and ready.reason == EventReason.INVALID_SPEC
+            and ready.message == message
+            and ready.observed_generation == generation
+        )
 
 
 def _salvage(raw: Mapping[str, Any]) -> tuple[ResilientAppStatus, tuple[str, ...]]:

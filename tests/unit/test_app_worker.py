@@ -510,6 +510,38 @@ async def test_an_invalid_spec_is_said_again_when_the_status_was_written_over() 
     assert [r for _, r, _ in kube.events] == ["InvalidSpec"]  # one Event per generation
 
 
+def invalid_phase() -> float | None:
+    from controller import metrics
+
+    labelset = {"namespace": REF.namespace or "", "app": REF.name, "phase": "Invalid"}
+    return metrics.REGISTRY.get_sample_value("lifeboat_app_phase", labelset)
+
+
+async def test_an_app_already_invalid_is_said_once_and_exported_invalid_after_a_restart() -> None:
+    """A restarted operator wrote the refusal and its Event again; and where it wrote
+    nothing (the status already said so, or the write failed) it never set
+    lifeboat_app_phase{phase="Invalid"}: the dashboard showed no phase at all."""
+    from controller import metrics
+
+    worker, kube, _, _ = make()
+    broken = app_spec()
+    broken["sites"][1]["role"] = "primary"
+    await worker.round(body(broken))
+    (written,) = kube.patches
+    metrics.forget_app(REF.namespace or "", REF.name)  # a new process: no series yet
+    restarted, kube, _, _ = make()
+    await restarted.round(body(broken, status=written))
+    assert kube.patches == [] and kube.events == []  # said already, by the first process
+    assert invalid_phase() == 1
+
+    metrics.forget_app(REF.namespace or "", REF.name)
+    unwritable, kube, _, _ = make()
+    kube.fail_patches = True
+    await unwritable.round(body(broken))
+    assert kube.patches == [] and invalid_phase() == 1
+    metrics.forget_app(REF.namespace or "", REF.name)
+
+
 async def test_a_recommendation_this_version_does_not_know_is_dropped_not_fatal() -> None:
     """An unknown recommendation response made every round fail (ValueError)."""
     worker, kube, traffic, _ = make()

@@ -217,6 +217,31 @@ def test_after_the_bounded_wait_the_old_site_shrinks_and_says_why() -> None:
     assert condition.message == "usw2: 2/4 instances Ready after 20 s"
 
 
+def test_capacity_not_ready_is_said_once_across_a_restart() -> None:
+    """A restarted operator rebuilt its state from the status, which did not keep that the
+    capacity was said not Ready, and sent the CapacityNotReady Event a second time."""
+    run = Run(spec=spec_of(readiness={"capacityTimeoutSeconds": 5}))
+    settled(run)
+    run.cap["usw2"] = 2
+    fail_over(run)
+    for _ in range(8):
+        decision = run.round(down=["use1"])
+    assert len(run.notes(m.NoteKind.CAPACITY_NOT_READY)) == 1
+    status = status_from_state(
+        decision,
+        run.spec,
+        ResilientAppStatus(),
+        observations=run.obs_of(down=["use1"]),
+        running=None,
+        generation=1,
+        now=run.t,
+    )
+    run.state = state_from_status(ResilientAppStatus.model_validate(status.to_wire()), run.spec)
+    assert run.state.capacity["usw2"].overdue
+    run.rounds(3, down=["use1"])
+    assert len(run.notes(m.NoteKind.CAPACITY_NOT_READY)) == 1
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     caps=st.lists(st.none() | st.integers(0, 4), min_size=1, max_size=40),

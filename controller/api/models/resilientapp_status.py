@@ -65,6 +65,11 @@ class CapacityStatus(Model):
         description="From when it was asked for (the failover's decision, when a failover "
         "asked for it) to Ready.",
     )
+    overdue: bool | None = Field(
+        default=None,
+        description="Not Ready within readiness.capacityTimeoutSeconds: its CapacityNotReady "
+        "Event was sent (a restarted operator does not send it again).",
+    )
 
 
 class ReadinessStatus(Model):
