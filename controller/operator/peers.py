@@ -338,6 +338,8 @@ class Peers:
         self._written_apps: list[dict[str, Any]] | None = None
         self._conditions: tuple[Condition, ...] = ()
         self._written_conditions: tuple[Condition, ...] | None = None
+        self._withdrawn = False
+        """The session is ending: heartbeats go on, views are no longer published."""
         self._problem: str | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._leadership: LeaseHolding | None = None
@@ -378,7 +380,19 @@ class Peers:
     def heartbeat(self) -> float:
         return self.spec.heartbeat_seconds
 
+    def withdraw(self) -> None:
+        """The session ends (a new peer list is being set up, or the process stops): keep
+        the heartbeat — the other peers go on hearing this one and whom it sees leading —
+        but publish no app's view any more, and say so (``Complete`` False, ``SettingUpAnew``,
+        so the other peers read no spec drift into it). Its workers, shutting down, stop
+        probing: views frozen meanwhile would be stale evidence in the others' votes; a
+        heard peer with no view counts as seeing every zone Unknown."""
+        self._withdrawn = True
+        self._views.clear()
+
     def publish(self, app: str, spec_digest: str, zones: Mapping[ZoneKey, ZoneState]) -> None:
+        if self._withdrawn:
+            return
         entry = _entry(app, spec_digest, zones)
         known = self._views.get(app)
         if known is None or known.entry != entry:
@@ -525,7 +539,18 @@ class Peers:
         metrics.PEER_PUBLISHED_BYTES.set(size)
         metrics.PEER_APPS_LEFT_OUT.set(left_out)
         wall = self._wall()
-        if left_out:
+        if self._withdrawn:
+            complete = set_condition(
+                self._conditions,
+                ConditionType.COMPLETE,
+                "False",
+                "SettingUpAnew",
+                "this peer's session is ending (a new peer list, or a shutdown): it publishes "
+                "no app until its next session",
+                generation=None,
+                now=wall,
+            )
+        elif left_out:
             complete = set_condition(
                 self._conditions,
                 ConditionType.COMPLETE,

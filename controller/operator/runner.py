@@ -13,8 +13,10 @@ from ``LifeboatPeers/lifeboat`` in its own cluster (:mod:`.peer_setup`), then ru
 link (:class:`~controller.operator.peers.Peers`: its view published every heartbeat, the
 others' read) for as long as it runs, leading or not, and hands it to every app worker. A
 changed peer list sets the peers up anew in the same process: the running session goes on
-until the new set-up succeeds, then makes way for it. A peer's session runs its handlers
-from the start — every peer probes, decides and publishes — and a
+until the new set-up succeeds, then makes way for it (its heartbeat goes on, without app
+views, until its operator has shut down, so the other peers never stop hearing this one).
+A peer's session runs its handlers from the start — every peer probes, decides and
+publishes — and a
 :class:`~.quorum.QuorumElector` holds the ``lifeboat`` Lease in every peer cluster it
 reaches: the workers act only while it holds a majority, and write apps' status to a
 majority of the peer clusters (:class:`~.peer_status.PeerStatusWriter`, ADR 0010).
@@ -174,18 +176,24 @@ async def _as_peer(
                 ", ".join(p.name for p in clusters.spec.peers),
                 peers.heartbeat,
             )
-            session = asyncio.Event()
-            link = asyncio.create_task(peers.run(session))
+            session, beating = asyncio.Event(), asyncio.Event()
+            # The link beats until the session's operator has shut down (which can take
+            # tens of seconds), not only until the session was told to end: the other
+            # peers keep hearing this one across a new set-up. Its views are withdrawn as
+            # the session ends, so nothing stale is published meanwhile.
+            link = asyncio.create_task(peers.run(beating))
+            withdraw = asyncio.create_task(_withdraw_when(session, peers))
             relay = asyncio.create_task(_relay(halt, session))
             anew = asyncio.create_task(_set_up_anew(own, me, config, peers, session))
             try:
                 await _quorum_session(config, configuration, clusters, session, ready_flag, peers)
             finally:
                 session.set()
+                beating.set()
                 relay.cancel()
                 if not anew.done():
                     anew.cancel()
-                await asyncio.gather(link, relay, anew, return_exceptions=True)
+                await asyncio.gather(link, withdraw, relay, anew, return_exceptions=True)
                 peers.close()
                 clusters.close()
             clusters = None
@@ -193,6 +201,11 @@ async def _as_peer(
                 clusters = anew.result()  # the peer list changed: the next session
     finally:
         own.close()  # type: ignore[no-untyped-call]
+
+
+async def _withdraw_when(session: asyncio.Event, peers: Peers) -> None:
+    await session.wait()
+    peers.withdraw()
 
 
 async def _quorum_session(

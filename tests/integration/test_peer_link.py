@@ -324,12 +324,13 @@ class PeerThread:
         self.clusters, self.name = clusters, name
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"peer-{name}", daemon=True)
+        self.link: Peers | None = None
 
     def _run(self) -> None:
         async def main() -> None:
             own = client_from_kubeconfig(self.clusters.kubeconfigs[self.name])
             built = await peer_setup.build_async(own, self.name, NAMESPACE)
-            link = Peers.connect(built)
+            link = self.link = Peers.connect(built)
             stopping = asyncio.Event()
             task = asyncio.create_task(link.run(stopping))
             while not self.stop.is_set():  # noqa: ASYNC110 - a threading.Event
@@ -349,6 +350,27 @@ class PeerThread:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.thread.join(20)
+
+
+class Watch:
+    """Samples a condition on a thread of its own, every 0.2 s, while in its block."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self.check, self.failed = check, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.failed += 0 if self.check() else 1
+
+    def __enter__(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
@@ -386,27 +408,42 @@ def test_lifeboat_run_as_a_peer_publishes_hears_and_follows_its_peer_list(
     try:
         with (
             caplog.at_level(logging.INFO, logger="controller.operator"),
-            PeerThread(clusters, "usw2"),
+            PeerThread(clusters, "usw2") as usw2,
             runner.in_background(config),
         ):
             first = sequence()
             wait_for(lambda: sequence() > first + 1, HEAR_SECONDS, "use1 publishes")
             wait_for(lambda: heard("usw2"), HEAR_SECONDS, "use1 hears usw2")
+            wait_for(lambda: usw2.link is not None, HEAR_SECONDS, "usw2's link")
+            link = usw2.link
+            assert link is not None
+            wait_for(lambda: "use1" in link.heard(), HEAR_SECONDS, "usw2 hears use1")
             # the peer list changes (euc1 leaves): the peers are set up anew
             two = _peers_object()
             two["spec"]["peers"] = two["spec"]["peers"][:2]  # type: ignore[index]
-            plane.kubectl("apply", "-f", "-", input=json.dumps(two))
-            wait_for(
-                lambda: any("set up anew (use1, usw2)" in r.getMessage() for r in caplog.records),
-                HEAR_SECONDS,
-                "the new set-up",
-            )
-            again = sequence()
-            # The new set-up publishes once the old session has shut down (its kopf
-            # operator, its Leases given up): on a loaded two-core CI machine that has
-            # taken over 20 s (issue 18 notes: the publication pauses meanwhile).
-            wait_for(lambda: sequence() > again + 1, RESETUP_SECONDS, "use1 publishes again")
-            wait_for(lambda: heard("usw2"), HEAR_SECONDS, "use1 hears usw2 again")
+            with Watch(lambda: "use1" in link.heard()) as watch:
+                plane.kubectl("apply", "-f", "-", input=json.dumps(two))
+                wait_for(
+                    lambda: any(
+                        "set up anew (use1, usw2)" in r.getMessage() for r in caplog.records
+                    ),
+                    HEAR_SECONDS,
+                    "the new set-up",
+                )
+                again = sequence()
+                # The old session's operator shuts down (kopf, its Leases given up), which
+                # has taken over 20 s on a loaded two-core CI machine; its heartbeat goes
+                # on meanwhile (it paused before: usw2 stopped hearing use1).
+                wait_for(lambda: sequence() > again + 1, RESETUP_SECONDS, "use1 publishes again")
+                wait_for(lambda: heard("usw2"), HEAR_SECONDS, "use1 hears usw2 again")
+                wait_for(
+                    lambda: any(
+                        "of use1, usw2 (heartbeat" in r.getMessage() for r in caplog.records
+                    ),
+                    RESETUP_SECONDS,
+                    "the new session",
+                )
+            assert watch.failed == 0, "usw2 stopped hearing use1 during the new set-up"
             # a new heartbeat applies without a new set-up
             two["spec"]["heartbeatSeconds"] = 2  # type: ignore[index]
             plane.kubectl("apply", "-f", "-", input=json.dumps(two))

@@ -19,6 +19,7 @@ from controller.core.health import ZoneKey, ZoneState
 from controller.operator import peers as peers_module
 from controller.operator.kube import NotFound
 from controller.operator.peers import (
+    ABSENT_HEARTBEATS,
     HEARD_HEARTBEATS,
     Conflict,
     Hearing,
@@ -343,6 +344,29 @@ async def test_an_app_left_out_for_size_is_no_drift(monkeypatch: pytest.MonkeyPa
     assert [entry["app"] for entry in status["apps"]] == ["ns/a", "ns/b"]
     assert world.peers["a"].drift("ns/web", "d1") == ()
     assert world.peers["a"].drift("ns/a", "d1") == ()
+
+
+async def test_a_peer_whose_session_ends_stays_heard_with_no_views_and_no_drift() -> None:
+    """While a peer's session ends (a new peer list set up, its operator shutting down),
+    its heartbeat goes on: the others keep hearing it, read no stale view and no drift."""
+    world = World("a", "b")
+    world.peers["a"].publish("ns/web", "d1", UP)
+    world.peers["b"].publish("ns/web", "d1", DOWN)
+    for _ in range(2):
+        await world.heartbeat()
+    assert world.peers["a"].vantage("ns/web").peers[0].zones == DOWN
+    world.peers["b"].withdraw()
+    world.peers["b"].publish("ns/web", "d1", DOWN)  # a worker still stopping: not published
+    for _ in range(ABSENT_HEARTBEATS + HEARD_HEARTBEATS + 1):
+        await world.heartbeat()
+        assert world.peers["a"].heard() == ("b",)
+    (view,) = world.peers["a"].vantage("ns/web").peers
+    assert view.heard and view.zones == {}  # counts as seeing every zone Unknown
+    assert world.peers["a"].drift("ns/web", "d1") == ()
+    status = world.objects["b"].object["status"]  # type: ignore[index]
+    assert status["apps"] == []
+    (complete,) = status["conditions"]
+    assert (complete["status"], complete["reason"]) == ("False", "SettingUpAnew")
 
 
 # ------------------------------------------------------------------ publishing
