@@ -31,7 +31,7 @@ help:
 	@echo "make manifests - regenerate CRDs and install bundles from the Python models"
 	@echo "make fuzz    - 10,000 mutated specs and statuses through the per-app worker (FUZZ_SEED=n)"
 	@echo "make chaos-quorum - 1,000 seeded random fault runs of the peers' leadership (CHAOS_SEED=n)"
-	@echo "make chaos-peers  - seeded random fault runs of the peers whole: DNS fencing, quorum evidence (CHAOS_RUNS=n)"
+	@echo "make chaos-peers  - seeded random fault runs of the peers whole: DNS fencing, quorum evidence (CHAOS_RUNS=n, CHAOS_PEERS=3|5)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -92,7 +92,7 @@ chaos-quorum: $(VENV)/.synced
 # loss; 6 runs at once, about 45 s per batch. Checks DNS fencing, one leader, and no move
 # without a majority's evidence; prints runs, violations, moves and the seed.
 chaos-peers: $(VENV)/.synced
-	$(BIN)/python -m tests.peers_chaos --runs $(CHAOS_RUNS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	$(BIN)/python -m tests.peers_chaos --runs $(CHAOS_RUNS) --peers $(CHAOS_PEERS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Object replication against rclone (100,000 objects; about an hour on 2 cores): not a test.
 bench: $(VENV)/.synced

@@ -29,6 +29,9 @@ zones, the peer cluster in it and its peer). It checks after every change of DNS
 
 and, after the region loss, that traffic reaches the surviving site within ``RESCUE``.
 
+``--peers 5`` runs five peers (p3 and p4 in regions of their own): a majority is then three,
+and one region's loss leaves four.
+
 What is under test is the peers' decisions and fencing; the API servers, DNS and probes
 are in memory (``tests/integration/test_peers_e2e.py`` drives the real ones).
 ``python -m tests.peers_chaos --runs 200 [--seed S]`` prints the figures; a failing run
@@ -67,7 +70,17 @@ HEARTBEAT = 0.5
 CALL_SECONDS = 0.5
 """Deadline of the status writes and reads (the peer link derives its own)."""
 NAMES = ("p0", "p1", "p2")
-SITE_OF = {"p0": "use1", "p1": "usw2", "p2": None}
+"""The default three peers; ``--peers 5`` adds p3 and p4, each in a region of its own."""
+SITE_OF = {"p0": "use1", "p1": "usw2"}
+"""The peers beside a site (the others sit in regions of their own)."""
+
+
+def names_of(count: int) -> tuple[str, ...]:
+    if count < 3 or count % 2 == 0:
+        raise ValueError("peers: an odd number, at least 3")
+    return tuple(f"p{i}" for i in range(count))
+
+
 """Where each peer's cluster is: the primary's region, the standby's, a third one."""
 SPEC = app_spec(
     failover={"minDwellSeconds": 2, "maxFailoversPerHour": 100},
@@ -272,24 +285,27 @@ class Outcome:
 
 
 class Run:
-    def __init__(self, seed: int, steps: int) -> None:
+    def __init__(self, seed: int, steps: int, names: tuple[str, ...] = NAMES) -> None:
         self.seed = seed
         self.steps = steps
+        self.names = names
         self.rng = random.Random(seed)
         peers_spec = {
             "heartbeatSeconds": HEARTBEAT,
             "peers": [
                 {"name": n, "kubeconfigSecretRef": {"name": f"peer-{n}", "key": "kubeconfig"}}
-                for n in NAMES
+                for n in self.names
             ],
         }
         self.peers_spec = LifeboatPeersSpec.model_validate(peers_spec)
-        self.clusters = {n: Cluster(n, peers_spec) for n in NAMES}
-        self.peers = {n: Peer(n, {c: Way(self.clusters[c]) for c in NAMES}) for n in NAMES}
+        self.clusters = {n: Cluster(n, peers_spec) for n in self.names}
+        self.peers = {
+            n: Peer(n, {c: Way(self.clusters[c]) for c in self.names}) for n in self.names
+        }
         self.dns = Dns()
         self.down: set[str] = set()
         """Sites and ``site/zone``s down for everyone."""
-        self.cuts: dict[str, set[str]] = {n: set() for n in NAMES}
+        self.cuts: dict[str, set[str]] = {n: set() for n in self.names}
         """Per peer: sites and ``site/zone``s it cannot reach."""
         self.started = time.monotonic()
         self.timeline: list[str] = []
@@ -322,7 +338,7 @@ class Run:
             for p in self.peers.values()
             if p.alive and sum(not self.reaches(p.name, site, z) for z in ZONES[site]) >= needed
         ]
-        return len(failing) >= len(NAMES) // 2 + 1
+        return len(failing) >= len(self.names) // 2 + 1
 
     # ------------------------------------------------------------------ peers
 
@@ -331,7 +347,7 @@ class Run:
         peer.stop = asyncio.Event()
         me = peer.name
         elector = QuorumElector(
-            [(c, peer.ways[c]) for c in NAMES],  # type: ignore[misc]
+            [(c, peer.ways[c]) for c in self.names],  # type: ignore[misc]
             "lifeboat-system",
             me,
             identity=f"{me}-{peer.lives}",
@@ -342,10 +358,10 @@ class Run:
             me,
             self.peers_spec,
             Publication(peer.ways[me]),
-            {c: Publication(peer.ways[c]) for c in NAMES if c != me},
+            {c: Publication(peer.ways[c]) for c in self.names if c != me},
         )
         link.follow(elector)
-        order = [me] + [c for c in NAMES if c != me]
+        order = [me] + [c for c in self.names if c != me]
         statuses = PeerStatusWriter([(c, peer.ways[c]) for c in order], seconds=CALL_SECONDS)
         providers = FakeProviders(PeerDns(self.dns, me))  # type: ignore[arg-type]
         context = AppContext(
@@ -447,8 +463,8 @@ class Run:
         # Half the time the fault aims where it hurts: the leader, the active site.
         leaders = [p for p in self.peers.values() if p.elector and p.elector.leading]
         aimed = rng.random() < 0.5
-        peer = leaders[0] if aimed and leaders else self.peers[rng.choice(NAMES)]
-        cluster = rng.choice(NAMES)
+        peer = leaders[0] if aimed and leaders else self.peers[rng.choice(self.names)]
+        cluster = rng.choice(self.names)
         active = self.dns.site
         site = active if aimed and active else rng.choice(sorted(ZONES))
         if kind == "kill" and peer.alive:
@@ -503,7 +519,7 @@ class Run:
         watcher = asyncio.create_task(self.watch(done))
         rescue: float | None = None
         try:
-            for name in self.rng.sample(NAMES, len(NAMES)):
+            for name in self.rng.sample(self.names, len(self.names)):
                 self.start(self.peers[name])
                 await asyncio.sleep(self.rng.uniform(0, TIMINGS.lease_seconds))
             await self._until(lambda: self.dns.site == "use1", 20.0, "the app serving on use1")
@@ -569,8 +585,8 @@ def tasks_now() -> list[str]:
     return stacks
 
 
-async def run_one(seed: int, steps: int = 8) -> Outcome:
-    run = Run(seed, steps)
+async def run_one(seed: int, steps: int = 8, peers: int = len(NAMES)) -> Outcome:
+    run = Run(seed, steps, names_of(peers))
     task = asyncio.create_task(run.run())
     done, _ = await asyncio.wait({task}, timeout=LIMIT)
     if task in done:
@@ -587,6 +603,7 @@ async def _main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=None, help="the first seed (default: random)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=6, help="runs at once")
+    parser.add_argument("--peers", type=int, default=len(NAMES), help="3 (default) or 5, ...")
     args = parser.parse_args(argv)
     first = args.seed if args.seed is not None else random.randrange(2**31)
     logging.basicConfig(level=logging.CRITICAL)
@@ -599,7 +616,7 @@ async def _main(argv: list[str]) -> int:
     seeds = list(range(first, first + args.runs))
     for at in range(0, len(seeds), args.parallel):
         batch = seeds[at : at + args.parallel]
-        done = await asyncio.gather(*(run_one(s, args.steps) for s in batch))
+        done = await asyncio.gather(*(run_one(s, args.steps, args.peers) for s in batch))
         for outcome in done:  # at once: a long run that is stopped keeps what it found
             if outcome.violations:
                 print(f"seed {outcome.seed}: {'; '.join(outcome.violations)}")
@@ -610,7 +627,7 @@ async def _main(argv: list[str]) -> int:
     failed = [o for o in outcomes if o.violations]
     rescues = sorted(o.rescue for o in outcomes if o.rescue is not None)
     print(
-        f"peers chaos: {len(outcomes)} runs of {len(NAMES)} peers, {args.steps} faults each "
+        f"peers chaos: {len(outcomes)} runs of {args.peers} peers, {args.steps} faults each "
         f"+ a region loss, seeds {first}..{first + args.runs - 1}: {len(failed)} with "
         f"violations; {sum(o.changes for o in outcomes)} DNS changes, "
         f"{sum(o.moves for o in outcomes)} site moves; region loss -> traffic on the survivor "
