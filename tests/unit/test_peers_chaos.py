@@ -1,7 +1,8 @@
 """Seeded randomized runs of the peers, whole, in every test run (the longer ones:
 ``make chaos-peers``): three (and, in one run, five) peers' electors, peer links, status
-writers and app workers over in-memory peer clusters, DNS and probes, under random faults and then a region loss;
-a failure names its seed, which replays it (tests/peers_chaos.py says what is checked)."""
+writers and app workers over in-memory peer clusters, DNS and probes, under random faults
+and then a region loss; a failure names its seed, which replays it (tests/peers_chaos.py
+says what is checked)."""
 
 from __future__ import annotations
 
