@@ -247,7 +247,7 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         **local("run the decision core offline on a timeline; print its decisions"),
     )
     simulate.add_argument("app", help="ResilientApp YAML (the resource or just its spec)")
-    simulate.add_argument("timeline", help="timeline YAML (see the README)")
+    simulate.add_argument("timeline", help="timeline YAML (see docs/simulate.md)")
     simulate.add_argument(
         "--provider",
         action="append",

@@ -76,7 +76,7 @@ MAX_PUBLISHED_BYTES = 512 * 1024
 """Bound of the published apps list (its compact JSON). The API server stores the whole
 object in etcd (default request limit 1.5 MiB) and handles it whole on every write: half a
 megabyte keeps it well under the limit (about 1,180 apps of two sites and six zones; see
-the README's costs per peer)."""
+docs/peers.md, costs per peer)."""
 MAX_PUBLISHED_APPS = 5000
 """The CRD's bound on ``status.apps``."""
 MAX_PUBLISHED_ZONES = 256

@@ -39,7 +39,7 @@ its last successful renewals.
 
 **A lone peer.** With ``allowSolo`` a peer also leads while it holds its own cluster's
 Lease and reaches none of the other clusters (it cannot tell their loss from its own
-isolation: an explicit choice, see the README).
+isolation: an explicit choice, see docs/peers.md).
 """
 
 from __future__ import annotations

@@ -581,13 +581,19 @@ class VolumeReplication:
             return volumes, ""
         ready: list[rv.SourceVolume] = []
         waiting: list[str] = []
+        failed: list[str] = []
         for volume in volumes:
             state = known.get(volume.volume_id)
             ok = state is None or rv.volume_ready(state)
             ready.append(replace(volume, ready=ok))
-            if not ok:
+            if state is not None and rv.volume_failed(state):
+                failed.append(f"{volume.volume_id} ({volume.key}) is {state}: {rv.failure(state)}")
+            elif not ok:
                 waiting.append(f"{volume.volume_id} ({volume.key}) is {state}")
         why = [problem] if problem else []
+        if failed:
+            more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
+            why.append(f"restored volume {'; '.join(failed[:4])}{more}, at {scope.source}")
         if waiting:
             more = f" and {len(waiting) - 8} more" if len(waiting) > 8 else ""
             why.append(
@@ -635,8 +641,8 @@ class VolumeReplication:
                 EventReason.RESTORED_VOLUME_FAILED,
                 volume_id,
                 f"volume {volume_id}, restored at {scope.source} for {scope.dataset} (epoch "
-                f"{restore.epoch}), is {state}: it is not snapshotted, so what is written to "
-                "it is not replicated",
+                f"{restore.epoch}), is {state}: {rv.failure(state)}; it is not snapshotted, "
+                "so what is written to it is not replicated",
             )
         return ""
 

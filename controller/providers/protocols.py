@@ -417,7 +417,9 @@ class VolumeSnapshots(Protocol):
         """Copy ``snapshot`` (from another region) into this region; called on the
         destination. EBS CopySnapshot needs no call to the source region; Cinder reads it
         (the backup's record is exported there), so copies are made ahead of a failover.
-        Restoring a copy never needs the source region."""
+        Restoring a copy never needs the source region's API; a Cinder copy's data stay in
+        the backup store the source region wrote to, which the restoring region's backup
+        service must reach."""
         ...
 
     async def volumes(self, tags: Mapping[str, str]) -> list[VolumeInfo]:

@@ -35,7 +35,10 @@ Rules, per volume:
   volume are kept (ordered by epoch, then by when the data was taken); older ones are
   pruned, except those protected (a restore reads them) and source snapshots a copy still
   reads from. The newest completed one is never pruned (``retain`` is at least 1). Pending
-  ones are never pruned; failed ones once they are an interval old;
+  ones are never pruned; failed ones once they are an interval old. A snapshot whose ID
+  another site also lists (a Cinder copy is the source's backup record imported, with its
+  ID: both records refer to the same objects in the backup store, and deleting either
+  deletes them) is pruned only once every site listing it prunes it;
 * **figures** per destination: the RPO is the age of the data in the newest completed copy
   there (the worst over the volumes; unknown while a volume has none), pending counts the
   source snapshots newer than that copy.
@@ -104,6 +107,20 @@ def volume_failed(state: str) -> bool:
     """Whether a volume in ``state`` failed (``error``, Cinder's ``error_restoring``, ...)
     or is gone (``not-found``: not listed any more)."""
     return state.startswith("error") or state in GONE_STATES
+
+
+def failure(state: str) -> str:
+    """Why a volume in a failed ``state`` (:func:`volume_failed`) failed, for people."""
+    if state == "error_restoring":
+        return (
+            "its restore failed in the cloud: Cinder's backup service in that region could "
+            "not read the backup's data (a copied backup restores only where the backup "
+            "store holding it, e.g. the Swift container its source region wrote, is "
+            "reachable)"
+        )
+    if state in GONE_STATES:
+        return "it is gone"
+    return "the cloud failed to make it"
 
 
 def volume_ready(state: str) -> bool:
@@ -357,7 +374,26 @@ def plan(
             interval,
         )
     )
-    return Plan(takes, copies, prunes, figures, failed)
+    return Plan(takes, copies, _shared_prunes(held, prunes), figures, failed)
+
+
+def _shared_prunes(
+    held: Mapping[str, list[Holding]], prunes: tuple[Prune, ...]
+) -> tuple[Prune, ...]:
+    """The prunes that delete no data another site still keeps. Where a copy keeps its
+    source's ID (Cinder: the source's backup record imported in the other region), both
+    records refer to the same objects in the backup store, and deleting either deletes
+    them: such a backup is pruned only once every site that lists it prunes it (a site
+    not listed afresh prunes nothing, so it keeps it too). EBS copies have IDs of their
+    own: nothing changes for them."""
+    holders: dict[str, set[str]] = defaultdict(set)
+    for site, holdings in held.items():
+        for h in holdings:
+            holders[h.id].add(site)
+    pruning: dict[str, set[str]] = defaultdict(set)
+    for prune in prunes:
+        pruning[prune.holding.id].add(prune.site)
+    return tuple(p for p in prunes if holders[p.holding.id] <= pruning[p.holding.id])
 
 
 def _holdings(site: str, listing: Listing | None) -> list[Holding]:

@@ -722,7 +722,7 @@ def test_helm_install_and_uninstall_on_the_api_server(
 
 
 def adopt_crds(kube: KubeControlPlane, release: str, namespace: str) -> None:
-    """The README's upgrade step for CRDs installed by kubectl or by the chart's former
+    """docs/install.md's upgrade step for CRDs installed by kubectl or by the chart's former
     crds/ folder: mark them as the release's, so helm takes them over."""
     for name in LIFEBOAT_CRDS:
         kube.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
@@ -740,7 +740,7 @@ def test_helm_upgrades_the_crds_and_uninstall_keeps_them_and_the_apps(
     helm: Path, helm_env: dict[str, str], kube_assets: Assets, tmp_path: Path
 ) -> None:
     """On an API server of its own: CRDs first applied by kubectl (an older install) are
-    adopted as the README says, `helm upgrade` carries a CRD change to the server, and
+    adopted as docs/install.md says, `helm upgrade` carries a CRD change to the server, and
     `helm uninstall` leaves the CRDs and the ResilientApps they hold."""
     release, namespace = "lb-crds", "lifeboat-crds"
     with KubeControlPlane(kube_assets) as kube:

@@ -461,7 +461,7 @@ def test_another_peer_leads_when_the_leaders_process_ends(
 ) -> None:
     """The leader's process is killed outright (its Leases stay until they expire) or
     stopped (it gives them up): another peer leads. The time it takes is a figure, printed
-    (README and ADR 0010 quote it with this command)."""
+    (docs/peers.md and ADR 0010 quote it with this command)."""
     processes = {peer: peer_process(world, peer, tmp_path) for peer in NAMES}
     try:
         first = processes["use1"].wait_for(

@@ -82,8 +82,10 @@ from controller.providers.protocols import (
     VolumeSnapshots,
 )
 from controller.providers.retry import RetryPolicy
+from controller.replication import volumes as rv
 from sandbox.faults import Fault, FaultProxy, FaultSpec, failed_scale_up
 from sandbox.moto_server import MotoServer
+from sandbox.openstack.cinder import BackupStore
 from sandbox.openstack.cloud import CLOUD_NAME, REGIONAL_SERVICES, OpenStackWorld
 from sandbox.openstack.nova import IMAGES
 from tests.fixtures.cloud import MakeFaultProxy
@@ -1970,6 +1972,41 @@ async def test_a_restore_that_loses_its_metadata_is_found_again_by_its_key(
     assert await backups.volumes(tags) == []  # not found by its tags any more
     assert await backups.restore(backup.id, zone, tags, key=key) == restored
     assert await backups.restore(backup.id, zone, tags, key=f"{key}-other") != restored
+
+
+async def test_a_copied_backup_restores_only_where_its_backup_store_is_reachable(
+    openstack_backend: OpenStackBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Cinder copy is the source's backup record imported: the data stay in the backup
+    store the source region wrote to. A target region whose backup service reaches another
+    store accepts the restore, and the volume ends in ``error_restoring``: a failed volume
+    to Lifeboat, never a made one."""
+    backend = openstack_backend
+    source, target = backend.snapshots(ONE), backend.snapshots(TWO)
+    volume = backend.volume(ONE, backend.zones(ONE)[0], 1)
+    original = await source.create(volume, {"lifeboat.dev/app": "db"})
+    copy = await target.copy_from(original, {"lifeboat.dev/app": "db", "copy": "yes"})
+    assert copy.id == original.id
+
+    async def settled(volume_id: str) -> str:
+        for _ in range(150):
+            (found,) = await target.volumes_by_id([volume_id])
+            if found.state not in rv.MAKING_STATES:
+                return found.state
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"volume {volume_id} still being made")
+
+    elsewhere = BackupStore("RegionTwo-only")
+    monkeypatch.setattr(backend.world.cinder(TWO), "backup_store", elsewhere)
+    zone = backend.zones(TWO)[0]
+    lost = await target.restore(copy.id, zone, {"lifeboat.dev/app": "db"}, key=f"{copy.id}/a")
+    state = await settled(lost)
+    assert state == "error_restoring" and rv.volume_failed(state)
+    assert "backup store" in rv.failure(state)
+
+    monkeypatch.undo()  # both regions' backup services reach one store again
+    made = await target.restore(copy.id, zone, {"lifeboat.dev/app": "db"}, key=f"{copy.id}/b")
+    assert await settled(made) == "available"
 
 
 async def test_a_copied_backup_restores_while_its_source_region_is_impaired(

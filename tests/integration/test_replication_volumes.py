@@ -25,6 +25,7 @@ from controller import metrics
 from controller.operator.runner import in_background
 from controller.replication import volumes as rv
 from sandbox.faults import FaultSpec
+from sandbox.openstack.cinder import BackupStore
 from sandbox.openstack.cloud import OpenStackWorld
 from sandbox.world import OPENSTACK_EXAMPLES, Sandbox
 from tests.fixtures.world import Apps, wait_for
@@ -344,6 +345,14 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
     restored = next(v for v in openstack_world.cinder(TWO).volumes() if v.id == record["volumeId"])
     assert restored.availability_zone == record["zone"]
     assert restored.metadata[rv.TAG_RESTORED_FOR] == "os2/2"
+
+    def made_there() -> bool:
+        volumes = openstack_world.cinder(TWO).volumes()
+        state = next(v for v in volumes if v.id == restored.id).status
+        return state not in ("creating", "restoring-backup")
+
+    # The data arrive from the backup store (shared by both regions) as the restore ends.
+    wait_for(made_there, 4 * INTERVAL + 30, "the restore read from the backup store")
     assert openstack_world.cinder(TWO).read_volume(restored.id) == b"orders as of the failure"
     wait_for(
         measured(apps, ns, name, "os1", "os2", 2, 1),
@@ -358,3 +367,56 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
     after = restore_of(apps, ns, name, "os2", 2)
     assert after is not None
     assert [v["state"] for v in after["volumes"]] in (["available"], ["backing-up"])
+
+
+@pytest.mark.openstack
+def test_a_cinder_restore_without_a_reachable_backup_store_fails_and_says_so(
+    os_volume_apps: Apps,
+    openstack_sandbox: Sandbox,
+    openstack_world: OpenStackWorld,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Cinder copy is an imported backup record: its data stay in the source region's
+    backup store. When RegionTwo's backup service reaches another store, the copies are
+    imported all the same, but the failover's restore ends in ``error_restoring``, and
+    Lifeboat says so (status, Event, the dataset's lastError) instead of claiming it."""
+    apps = os_volume_apps
+    monkeypatch.setattr(openstack_world.cinder(TWO), "backup_store", BackupStore("two-only"))
+    storage = openstack_world.direct_connection(ONE).block_storage
+    made = storage.create_volume(size=1, availability_zone=openstack_world.zones(ONE)[0])
+    storage.wait_for_status(made, "available", ["error"], interval=0.1, wait=60)
+    openstack_world.cinder(ONE).write_volume(made.id, b"orders as of the failure")
+
+    def mutate(body: dict[str, Any]) -> None:
+        body["spec"]["traffic"]["hostedZoneName"] = apps.zone
+        replicated(["os1", "os2"], [made.id])(body)
+
+    ns, name = apps.create(mutate)
+    apps.wait_serving(ns, name, timeout=60)
+    wait_for(measured(apps, ns, name, "os2", "os1", 1, 1), 120, "a backup copied to RegionTwo")
+
+    for endpoint in openstack_sandbox.zones.site_endpoints("os1"):
+        endpoint.down()
+    restore = wait_for(
+        lambda: restore_of(apps, ns, name, "os2", 2), 90, "the volume restore in os2"
+    )
+    (record,) = restore["volumes"]
+    failed = wait_for(
+        lambda: [m for _, r, m in apps.events(ns, name) if r == "RestoredVolumeFailed"],
+        60,
+        "the RestoredVolumeFailed event",
+    )
+    assert record["volumeId"] in failed[0] and "is error_restoring" in failed[0]
+    assert "backup store" in failed[0]
+    volume = next(v for v in openstack_world.cinder(TWO).volumes() if v.id == record["volumeId"])
+    assert volume.status == "error_restoring"
+    assert openstack_world.cinder(TWO).read_volume(volume.id) == b""
+
+    def reported() -> dict[str, Any] | None:
+        now = restore_of(apps, ns, name, "os2", 2)
+        states = [v.get("state") for v in (now or {}).get("volumes", [])]
+        back = entry(apps, ns, name, "os1")
+        error = (back or {}).get("lastError", "")
+        return now if states == ["error_restoring"] and "error_restoring" in error else None
+
+    wait_for(reported, 60, "the failed restore in status.volumeRestores and lastError")

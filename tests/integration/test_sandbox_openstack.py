@@ -23,6 +23,7 @@ from yarl import URL
 
 from sandbox.faults import Fault, FaultSpec
 from sandbox.openstack.base import KeystoneTokenValidator, ServiceCredentials
+from sandbox.openstack.cinder import BackupStore
 from sandbox.openstack.cloud import (
     COMPUTE,
     DNS,
@@ -481,6 +482,13 @@ def test_cinder_volumes_and_backups_move_across_regions(openstack_cloud: OpenSta
     # Move the backup to RegionTwo: export its record there, import it here.
     record = one.export_backup(backup)["backup-record"]
     assert record["backup_service"].endswith("SwiftBackupDriver")
+    # The record is metadata, as real Cinder's: where the data are, not the data.
+    exported = json.loads(base64.b64decode(record["backup_url"]))
+    assert exported["id"] == backup.id and exported["container"] == "volumebackups"
+    assert exported["service_metadata"].endswith(f"_backup_{backup.id}")
+    assert b"orders table" not in base64.b64decode(record["backup_url"])
+    assert {"data", "volume_metadata"}.isdisjoint(exported)
+    assert openstack_cloud.cinder(ONE).backup_store is openstack_cloud.cinder(TWO).backup_store
     imported = two.post(
         "/backups/import_record",
         json={"backup-record": record},
@@ -504,6 +512,48 @@ def test_cinder_volumes_and_backups_move_across_regions(openstack_cloud: OpenSta
         storage.delete_backup(item)
     for storage, vol in ((one, copy), (one, volume), (two, restored)):
         storage.wait_for_delete(vol, interval=0.1, wait=15)
+
+
+def test_a_copied_backup_restores_only_where_its_backup_store_is_reachable(
+    openstack_cloud: OpenStackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Cinder restores an imported backup record through the target region's backup
+    service: without the source's store there, the restore is accepted and then fails
+    (``error_restoring``, the backup ``available`` again). Deleting a backup deletes its
+    objects in the store, whichever region's record pointed at them."""
+    one = openstack_cloud.connection(ONE).block_storage
+    two = openstack_cloud.connection(TWO).block_storage
+    volume = one.create_volume(size=1, name=unique("data"))
+    volume = one.wait_for_status(volume, "available", ["error"], interval=0.1, wait=15)
+    openstack_cloud.cinder(ONE).write_volume(volume.id, b"ledger")
+    backup = one.create_backup(volume_id=volume.id, name=unique("nightly"))
+    backup = one.wait_for_status(backup, "available", ["error"], interval=0.1, wait=15)
+    record = one.export_backup(backup)["backup-record"]
+    imported = two.post("/backups/import_record", json={"backup-record": record})
+    assert imported.status_code == 201, imported.text
+    copy = two.wait_for_status(two.get_backup(backup.id), "available", ["error"], 0.1, 15)
+
+    # RegionTwo's backup service writes to (and reads from) a store of its own.
+    monkeypatch.setattr(openstack_cloud.cinder(TWO), "backup_store", BackupStore("two-only"))
+    failed = two.create_volume(backup_id=copy.id, name=unique("restored"))
+    failed = two.wait_for_status(failed, "error_restoring", ["available"], 0.1, 15)
+    assert openstack_cloud.cinder(TWO).read_volume(failed.id) == b""
+    assert two.wait_for_status(two.get_backup(copy.id), "available", ["error"], 0.1, 15)
+
+    # The same store as RegionOne's (one backup_swift_url for both regions): it restores.
+    monkeypatch.undo()
+    restored = two.create_volume(backup_id=copy.id, name=unique("restored"))
+    restored = two.wait_for_status(restored, "available", ["error_restoring"], 0.1, 15)
+    assert openstack_cloud.cinder(TWO).read_volume(restored.id) == b"ledger"
+
+    # Deleting the source backup deletes the objects the copy refers to.
+    one.delete_backup(backup)
+    one.wait_for_delete(backup, interval=0.1, wait=15)
+    again = two.create_volume(backup_id=copy.id, name=unique("restored"))
+    again = two.wait_for_status(again, "error_restoring", ["available"], 0.1, 15)
+    for storage, vol in ((one, volume), (two, failed), (two, restored), (two, again)):
+        storage.delete_volume(vol)
+    two.delete_backup(copy)
 
 
 def test_cinder_errors_and_microversions(openstack_cloud: OpenStackWorld) -> None:
@@ -617,7 +667,7 @@ def test_backup_records_are_opaque_base64(openstack_cloud: OpenStackWorld) -> No
 # --- plugging in a Nova of one's own ------------------------------------------------------------
 
 
-def test_a_real_nova_replaces_the_emulator_in_the_catalog(
+def test_the_catalog_points_at_a_nova_the_world_did_not_start(
     openstack_env: OpenStackEnv, tmp_path: Path
 ) -> None:
     """What LIFEBOAT_OPENSTACK_NOVA_URL does, with a stand-alone Nova the world did not start.

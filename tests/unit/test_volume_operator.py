@@ -370,6 +370,27 @@ async def test_a_restored_volume_that_failed_is_reported_and_the_others_go_on() 
     assert len(events.events) == 1  # the same trouble, already told
 
 
+async def test_a_restore_the_cloud_could_not_read_says_so_in_status_and_event() -> None:
+    """Cinder: a copied backup whose data the target region's backup service cannot reach
+    (its backup store is not the one the source wrote to) ends in ``error_restoring``."""
+    cloud = Cloud()
+    replication, events = make(cloud)
+    state, (good, bad) = await restored(cloud)
+    await keep_up(replication, state)
+    west = cloud.region(WEST)
+    west.settle("available", good)
+    west.settle("error_restoring", bad)
+    await replication.pass_once()
+    assert replication.volume_states()[bad] == "error_restoring"
+    (entry,) = replication.figures()
+    assert f"{bad} (vol-" in entry.last_error and "is error_restoring" in entry.last_error
+    assert "backup store" in entry.last_error and "snapshotted once made" not in entry.last_error
+    assert [r for _, r, _ in events.events] == ["RestoredVolumeFailed"]
+    message = events.events[0][2]
+    assert bad in message and "its restore failed in the cloud" in message
+    assert "backup store" in message
+
+
 async def test_a_restored_volume_not_listed_yet_is_waited_for_without_a_warning() -> None:
     cloud = Cloud()
     replication, events = make(cloud)

@@ -252,6 +252,42 @@ def test_retention_keeps_the_newest_per_volume_and_site() -> None:
     assert all(p.reason == "retention" for p in result.prunes)
 
 
+def test_a_backup_whose_copy_shares_its_id_is_pruned_only_where_every_site_prunes_it() -> None:
+    """Cinder: the copy is the source's backup record imported elsewhere (same ID, same
+    objects in the backup store); deleting either record deletes the other's data. It is
+    pruned only once every site that lists it prunes it, whichever site is the source."""
+
+    def copy(t: int) -> Snapshot:
+        return snap("usw2", t, kind="copy", copy_of=f"backup-{t}", sid=f"backup-{t}")
+
+    source = [snap("use1", t, sid=f"backup-{t}") for t in (100, 200, 300, 400)]
+    # The destination lags: its newest completed copy is of the second backup.
+    result = plan({"use1": source, "usw2": [copy(100), copy(200)]}, 410, retain=2)
+    assert result.prunes == ()  # use1 would prune both, but usw2 keeps them
+    result = plan({"use1": source, "usw2": [copy(t) for t in (100, 200, 300, 400)]}, 420, retain=2)
+    pruned = {(p.site, p.holding.id) for p in result.prunes}
+    assert pruned == {(site, f"backup-{t}") for site in ("use1", "usw2") for t in (100, 200)}
+    # After a failover usw2 is the source and use1 a destination: the same rule, both ways.
+    scope = rv.Scope(SCOPE.app, SCOPE.dataset, "usw2", 2)
+    newer = snap("usw2", 500, sid="new-500", epoch=2, origin="usw2")
+    result = plan(
+        {"use1": source, "usw2": [copy(300), copy(400), newer]},
+        520,
+        scope=scope,
+        destinations=("use1",),
+        retain=1,
+    )
+    pruned = {(p.site, p.holding.id) for p in result.prunes}
+    # use1 would prune 100, 200 and 300 (it keeps 400); usw2 would prune 300 and 400 (it
+    # keeps its epoch-2 backup). backup-400 stays at usw2 too: use1 still keeps it.
+    assert pruned == {
+        ("use1", "backup-100"),
+        ("use1", "backup-200"),
+        ("use1", "backup-300"),
+        ("usw2", "backup-300"),
+    }
+
+
 def test_retention_never_prunes_pending_protected_or_read_snapshots() -> None:
     source = [snap("use1", t) for t in (100, 200, 300)]
     reading = snap("usw2", 100, kind="copy", copy_of=source[0].id, state="pending")

@@ -21,8 +21,16 @@ project members only where the cloud's policy says so) — and then imports the 
 its ``import_backup`` to the wrong URL) and replaces the copy's metadata with its own
 tags. Unlike EBS's CopySnapshot the copy needs the source region's API plane, so copies
 are made ahead of a failover (replication), not during it; restoring needs nothing of the
-source. Cinder keeps the backup's ID across regions: the copy has the source's ID, in
-this region. Importing a backup this region already holds re-tags it instead.
+source region's API. The record is metadata, not data (``backup_url`` is the base64 of the
+backup's database record: container, ``service_metadata``, size): this region's
+cinder-backup reads the data from the backup store the source region wrote to, so a
+restore works only where that store is reachable (the same ``backup_swift_url``, S3
+bucket, ...). Where it is not, Cinder accepts the restore and the volume ends in
+``error_restoring``, which the operator reports as a failed restore. Cinder keeps the
+backup's ID across regions: the copy has the source's ID, in this region, and refers to
+the same objects, so deleting either record deletes both's data (the planner prunes such
+a backup only where every region prunes it). Importing a backup this region already
+holds re-tags it instead.
 
 ``create`` and ``restore`` name what they make uniquely and look for that name before
 sending, so a call retried after a lost answer makes nothing twice. ``restore`` creates

@@ -1,7 +1,28 @@
 """The emulated Cinder: block storage API v3, microversions 3.0 to 3.71, in one region.
 
 Volumes, backups, backup export/import records and restores; volumes hold bytes that
-backups carry across regions. See :class:`CinderEmulator`.
+backups carry across regions through a backup store. See :class:`CinderEmulator`.
+
+Backups and their store, as real Cinder has them
+------------------------------------------------
+A Cinder backup is two things: a **record** in the region's Cinder database (ID, name,
+size, container, ``service_metadata``, ...) and the **data** its backup driver wrote to
+the backup store the cinder-backup service is configured with (the Swift driver:
+``backup_swift_url`` / ``backup_swift_auth_url`` and a container; S3, NFS or Ceph drivers
+likewise). ``GET /backups/{id}/export_record`` returns ``{backup_service, backup_url}``,
+``backup_url`` being the base64 of the record, *not* of the data; ``POST
+/backups/import_record`` in another region makes a record there that refers to the same
+container and objects. A restore from it then reads the data through *that* region's
+backup service, so it works only when that service's store holds the objects: both
+regions configured with the same Swift (or S3 bucket, ...), or a store the target region
+replicates to. Otherwise the restore is accepted (202) and fails in the backup service:
+the volume ends in ``error_restoring`` and the backup goes back to ``available``. Deleting
+a backup deletes its objects from the store, whichever region's record pointed at them.
+
+:class:`BackupStore` models the store: each emulator is given one (by default a store of
+its own, reachable from no other region); the sandbox's cloud gives every region the same
+one unless told otherwise (:class:`~sandbox.openstack.cloud.OpenStackWorld`,
+``shared_backup_store``).
 """
 
 from __future__ import annotations
@@ -11,8 +32,9 @@ import base64
 import binascii
 import copy
 import json
+import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Unpack
 
 from aiohttp import web
@@ -48,6 +70,45 @@ _VOLUME_TYPE_ID = "b0f8f0a6-2b44-4d9d-8f0f-7d0d7d5f0c3e"
 _DELETABLE_VOLUME_STATES = ("available", "error", "error_restoring", "error_extending")
 
 
+@dataclass(frozen=True)
+class StoredBackup:
+    """What a backup driver writes to the store: the volume's data and its metadata."""
+
+    data: bytes
+    volume_metadata: dict[str, str]
+
+
+class BackupStore:
+    """A backup store (a Swift endpoint, an S3 bucket, an NFS share) as cinder-backup sees
+    it: objects under ``container/prefix``. Regions whose :class:`CinderEmulator` is given
+    the same store can restore each other's backups; a region given another store cannot.
+    Thread-safe (the emulators run in threads of their own)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._objects: dict[str, StoredBackup] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BackupStore({self.name!r})"
+
+    def put(self, key: str, backup: StoredBackup) -> None:
+        with self._lock:
+            self._objects[key] = backup
+
+    def get(self, key: str) -> StoredBackup | None:
+        with self._lock:
+            return self._objects.get(key)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._objects)
+
+
 @dataclass
 class VolumeZone:
     """An availability zone of the emulated Cinder, with test-controlled health."""
@@ -76,6 +137,8 @@ class Volume:
     settle_to: str | None = None  # "available", "error" or "deleted"
     restored_metadata: dict[str, str] | None = None
     """A backup's volume metadata, put in place of this volume's when its restore ends."""
+    restoring_from: str | None = None
+    """The store key of the backup being restored onto this volume (until it settles)."""
 
 
 @dataclass
@@ -97,11 +160,14 @@ class Backup:
     is_incremental: bool = False
     object_count: int = 0
     fail_reason: str | None = None
-    data: bytes = b""
-    volume_metadata: dict[str, str] = field(default_factory=dict)
-    """The backed-up volume's metadata, kept with the data (as Cinder's backup drivers do)."""
+    service_metadata: str = ""
+    """Where the driver put the data in ``container`` (the Swift driver's object prefix)."""
     settle_at: float | None = None
     settle_to: str | None = None  # "available" or "deleted"
+
+    @property
+    def store_key(self) -> str:
+        return f"{self.container}/{self.service_metadata}"
 
 
 class CinderEmulator(ZonalService[VolumeZone]):
@@ -109,8 +175,10 @@ class CinderEmulator(ZonalService[VolumeZone]):
 
     Volumes (also from a backup), backups (and their updates: name, description,
     metadata), their export and import records and restores. Volumes hold bytes
-    (:meth:`write_volume`, :meth:`read_volume`) that backups copy, so a test can
-    follow data across regions. Exporting and
+    (:meth:`write_volume`, :meth:`read_volume`) that backups copy into
+    ``backup_store`` (see the module docstring), so a test can follow data across
+    regions: an exported record carries metadata only, and a restore succeeds only
+    where the restoring region's store holds the backup's objects. Exporting and
     importing backup records is admin-only in Cinder's default policy; pass
     ``backup_record_roles`` to allow other roles, as a cloud offering
     cross-region recovery to its tenants would.
@@ -125,6 +193,7 @@ class CinderEmulator(ZonalService[VolumeZone]):
         zones: Sequence[str],
         *,
         backup_record_roles: Iterable[str] = ("admin",),
+        backup_store: BackupStore | None = None,
         create_seconds: float = 0.3,
         backup_seconds: float = 0.3,
         delete_seconds: float = 0.2,
@@ -132,6 +201,9 @@ class CinderEmulator(ZonalService[VolumeZone]):
     ) -> None:
         super().__init__(region, zones, **options)
         self.backup_record_roles = frozenset(backup_record_roles)
+        self.backup_store = backup_store or BackupStore(f"{region}-backups")
+        """The store this region's backup service writes to and restores from; a test may
+        replace it (a region whose store the others' backups are not in)."""
         self.create_seconds = create_seconds
         self.backup_seconds = backup_seconds
         self.delete_seconds = delete_seconds
@@ -230,6 +302,16 @@ class CinderEmulator(ZonalService[VolumeZone]):
             if target == "deleted":
                 del self._volumes[volume.id]
                 continue
+            if volume.restoring_from is not None and target == "available":
+                stored = self.backup_store.get(volume.restoring_from)
+                if stored is None:
+                    # The backup service found no objects for the backup in its store
+                    # (another region's store, or deleted there): Cinder's restore fails.
+                    target, volume.restored_metadata = "error_restoring", None
+                else:
+                    volume.data = stored.data
+                    volume.restored_metadata = _restored_metadata(stored)
+            volume.restoring_from = None
             volume.status = target or "available"
             volume.updated_at = now_iso(microseconds=True)
             if volume.restored_metadata is not None and volume.status == "available":
@@ -242,6 +324,8 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 continue
             target, backup.settle_at, backup.settle_to = backup.settle_to, None, None
             if target == "deleted":
+                # The driver deletes the backup's objects, whichever region wrote them.
+                self.backup_store.delete(backup.store_key)
                 del self._backups[backup.id]
                 continue
             backup.status = target or "available"
@@ -418,8 +502,7 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 metadata=metadata,
                 created_at=now_iso(microseconds=True),
                 backup_id=backup.id if backup else None,
-                data=backup.data if backup else b"",
-                restored_metadata=_restored_metadata(backup),
+                restoring_from=backup.store_key if backup else None,
                 settle_at=self._clock() + self.create_seconds,
                 settle_to="available" if self._fits(str(zone_name), size) else "error",
             )
@@ -563,8 +646,9 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 )
             zone = spec.get("availability_zone") if version >= (3, 51) else None
             now = now_iso(microseconds=True)
+            backup_id = new_id()
             backup = Backup(
-                id=new_id(),
+                id=backup_id,
                 name=spec.get("name"),
                 description=spec.get("description"),
                 volume_id=volume.id,
@@ -578,10 +662,14 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 data_timestamp=now,
                 is_incremental=bool(spec.get("incremental", False)),
                 object_count=max(1, volume.size),
-                data=volume.data,
-                volume_metadata=dict(volume.metadata),
+                service_metadata=f"volume_{volume.id}/az_{volume.availability_zone}"
+                f"_backup_{backup_id}",
                 settle_at=self._clock() + self.backup_seconds,
                 settle_to="available",
+            )
+            # The driver writes the data and the volume's metadata to the store.
+            self.backup_store.put(
+                backup.store_key, StoredBackup(volume.data, dict(volume.metadata))
             )
             self._backups[backup.id] = backup
             volume.status = "backing-up"
@@ -657,11 +745,8 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 "data_timestamp": backup.data_timestamp,
                 "metadata": dict(backup.metadata),
                 "service": BACKUP_SERVICE,
-                "service_metadata": f"volume_{backup.volume_id}/az_{backup.availability_zone}"
-                f"_backup_{backup.id}",
-                # Stands in for the backup store both regions can reach (see the module doc).
-                "data": base64.b64encode(backup.data).decode(),
-                "volume_metadata": dict(backup.volume_metadata),
+                "service_metadata": backup.service_metadata,
+                # The record only: the data stay in the backup store (see the module doc).
             }
         url = base64.b64encode(json.dumps(record).encode()).decode()
         return web.json_response(
@@ -682,7 +767,7 @@ class CinderEmulator(ZonalService[VolumeZone]):
             record = json.loads(base64.b64decode(str(record_spec.get("backup_url", ""))))
             backup_id = str(record["id"])
             size = int(record["size"])
-            data = base64.b64decode(record.get("data", ""))
+            service_metadata = str(record["service_metadata"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise ApiError(400, "Invalid input received: Can't parse backup record.") from None
         with self._lock:
@@ -704,10 +789,7 @@ class CinderEmulator(ZonalService[VolumeZone]):
                 created_at=now,
                 data_timestamp=str(record.get("data_timestamp") or now),
                 object_count=int(record.get("object_count") or 1),
-                data=data,
-                volume_metadata={
-                    str(k): str(v) for k, v in (record.get("volume_metadata") or {}).items()
-                },
+                service_metadata=service_metadata,
                 settle_at=self._clock() + self.backup_seconds,
                 settle_to="available",
             )
@@ -735,9 +817,8 @@ class CinderEmulator(ZonalService[VolumeZone]):
                         f"Invalid volume: volume size {volume.size} is too small to restore "
                         f"backup of size {backup.size}.",
                     )
-                volume.data = backup.data
                 volume.status = "restoring-backup"
-                volume.restored_metadata = _restored_metadata(backup)
+                volume.restoring_from = backup.store_key
             else:
                 zone = spec.get("availability_zone") or backup.availability_zone
                 if zone not in self._zones:
@@ -752,8 +833,7 @@ class CinderEmulator(ZonalService[VolumeZone]):
                     user_id=info.user_id,
                     metadata={},
                     created_at=now_iso(microseconds=True),
-                    data=backup.data,
-                    restored_metadata=_restored_metadata(backup),
+                    restoring_from=backup.store_key,
                 )
                 self._volumes[volume.id] = volume
                 volume.status = "restoring-backup"
@@ -773,12 +853,12 @@ class CinderEmulator(ZonalService[VolumeZone]):
             )
 
 
-def _restored_metadata(backup: Backup | None) -> dict[str, str] | None:
-    """What a restore of ``backup`` leaves as the volume's metadata: the backed-up volume's,
+def _restored_metadata(stored: StoredBackup) -> dict[str, str] | None:
+    """What a restore of ``stored`` leaves as the volume's metadata: the backed-up volume's,
     in place of the volume's own, when it had any (else the volume keeps its own)."""
-    if backup is None or not backup.volume_metadata:
+    if not stored.volume_metadata:
         return None
-    return dict(backup.volume_metadata)
+    return dict(stored.volume_metadata)
 
 
 def _metadata_filter(text: str) -> dict[str, str]:

@@ -19,6 +19,16 @@ volumev3            emulated  Cinder needs storage back ends:
                               :class:`~sandbox.openstack.cinder.CinderEmulator`
 ==================  ========  ==========================================================
 
+Cinder's backups keep their data in a backup store, as real Cinder's do (a Swift
+container per backup, the record in the region's database): an exported backup record
+carries metadata only, and a restore from an imported record works only in a region
+whose backup service reaches the store holding its objects. By default every region's
+Cinder writes to one :class:`~sandbox.openstack.cinder.BackupStore` (like a cloud whose
+regions share one ``backup_swift_url``); ``shared_backup_store=False`` gives each region
+a store of its own, where restores of another region's backups fail
+(``error_restoring``). The store is modelled in the emulator; it is not the sandbox's
+real Swift.
+
 Keystone and Swift run from an isolated virtualenv
 (:mod:`sandbox.openstack.env`), as child processes that never
 outlive this one; the emulators run in this process, each on its own port.
@@ -35,9 +45,14 @@ The ``internal`` identity endpoints point straight at Keystone: it is the path
 the services use to validate tokens, which a client-side API-plane fault does
 not break.
 
-A real Nova instead of the emulator (opt-in)
---------------------------------------------
-Run nova-api (for instance from devstack) on a loopback address, configured to
+Pointing the catalog at a nova-api of your own (opt-in, untested)
+------------------------------------------------------------------
+The tests never run a real Nova (it needs a hypervisor or the fake virt driver,
+Placement, Neutron, a message queue and a database, none of which runs here), and no
+test has run against one: what follows is plumbing that swaps the catalog's ``compute``
+entry, not a supported or verified set-up. Tests that need the emulator's hooks fail
+against it (those of ``tests/integration/test_sandbox_openstack.py`` skip). Run
+nova-api (for instance from devstack) on a loopback address, configured to
 trust this Keystone::
 
     [keystone_authtoken]
@@ -85,7 +100,7 @@ from yarl import URL
 
 from sandbox.faults import Cloud, FaultProxy
 from sandbox.openstack.base import EmulatedService, KeystoneTokenValidator, ServiceCredentials
-from sandbox.openstack.cinder import CinderEmulator
+from sandbox.openstack.cinder import BackupStore, CinderEmulator
 from sandbox.openstack.designate import DesignateEmulator
 from sandbox.openstack.env import OpenStackEnv
 from sandbox.openstack.nova import NovaEmulator
@@ -210,11 +225,16 @@ class OpenStackWorld(Service):
         service_password: str | None = None,
         startup_timeout: float = 180.0,
         swift_proxy_process: bool = False,
+        shared_backup_store: bool = True,
         log: Callable[[str], None] = logger.info,
     ) -> None:
         """``swift_proxy_process`` serves each region's Swift proxy from a second process
         (the account, container and object servers stay in the first): one more
-        interpreter per region (~100 MiB), for load that would hold one core."""
+        interpreter per region (~100 MiB), for load that would hold one core.
+        ``shared_backup_store``: every region's Cinder keeps its backups in one store, so
+        each region can restore the others' backups (False: a store per region, and a
+        restore of another region's backup fails, as in a real cloud whose regions'
+        backup services reach different stores)."""
         super().__init__("OpenStack world")
         if not regions:
             raise ValueError("an OpenStack world needs at least one region")
@@ -226,6 +246,8 @@ class OpenStackWorld(Service):
         self.keep = keep
         self.startup_timeout = startup_timeout
         self.swift_proxy_process = swift_proxy_process
+        self.backup_store = BackupStore("backups") if shared_backup_store else None
+        """The store every region's Cinder backs up to (None: one per region)."""
         self._requested_workdir = workdir
         self._nova_urls = dict(nova_urls or {})
         for url in self._nova_urls.values():
@@ -588,7 +610,11 @@ class OpenStackWorld(Service):
             # This cloud lets project members move backups between regions (Cinder's
             # default policy keeps export and import to admins).
             cinder=CinderEmulator(
-                name, zones, backup_record_roles=("admin", "member"), **emulator_options
+                name,
+                zones,
+                backup_record_roles=("admin", "member"),
+                backup_store=self.backup_store,
+                **emulator_options,
             ),
             real_nova_url=real_nova,
         )
