@@ -12,13 +12,15 @@ the moment the demo stopped the zones (its own clock), which is labelled as such
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 Matrix = list[dict[str, Any]]
 """A range query's result: ``[{"metric": {...}, "values": [[unix time, "value"], ...]}]``."""
@@ -201,38 +203,82 @@ def _last(matrix: Matrix) -> float | None:
     return max(values)[1] if values else None
 
 
+def zoom(data: TimelineData) -> tuple[float, float]:
+    """The detail column's window (unix times): the outage to a few seconds after DNS
+    moved (or the first ten seconds of the outage without a failover)."""
+    first = data.origin
+    last = data.origin + 10
+    if data.failover is not None and data.start <= data.failover.decided_at <= data.end:
+        first = min(first, data.failover.outage_start)
+        last = max(data.failover.dns_moved, data.origin) + 4
+    return max(data.start, first - 2), min(data.end, last)
+
+
 def figure(data: TimelineData) -> Figure:
     """The timeline: zone states, phase, DNS weights and (when there are any) the alerts
-    Prometheus evaluated; x is seconds from ``data.origin``."""
-    rows = [3 + len(data.zones) * 0.45, 1.2, 2.2]
+    Prometheus evaluated, one row each; the left column details the failover (:func:`zoom`),
+    the right one shows the whole window; x is seconds from ``data.origin``."""
+    rows = [1 + len(data.zones) * 0.4, 0.9, 1.6]
     if data.alerts:
-        rows.append(1 + len(data.alerts) * 0.4)
-    fig = Figure(figsize=(10, 1.2 + sum(rows) * 0.75), dpi=80, layout="constrained")
+        rows.append(0.6 + len(data.alerts) * 0.35)
+    fig = Figure(figsize=(12, 1.6 + sum(rows) * 0.9), dpi=80, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), 1, sharex=True, gridspec_kw={"height_ratios": rows})
-    zones_ax, phase_ax, weights_ax = axes[0], axes[1], axes[2]
+    grid = fig.subplots(
+        len(rows),
+        2,
+        sharey="row",
+        gridspec_kw={"height_ratios": rows, "width_ratios": [1, 2.2]},
+    )
+    windows = (zoom(data), (data.start, data.end))
+    marks = _marks(data)
+    for column, (first, last) in enumerate(windows):
+        axes = [grid[row][column] for row in range(len(rows))]
+        _column(axes, data, last - first, legends=column == 1)
+        for t, label, color, style in marks:
+            for ax in axes:
+                ax.axvline(t - data.origin, color=color, linestyle=style, lw=1.2, gid=label)
+        for ax in axes:
+            ax.set_xlim(first - data.origin, last - data.origin)
+            if column == 1:
+                ax.tick_params(labelleft=False)
+        axes[-1].set_xlabel(
+            "seconds from the outage: the failover" if column == 0 else "the whole demo"
+        )
+    _rto(grid[2][0], data)
+    _rto(grid[2][1], data)
+    fig.legend(
+        handles=[_line(color, style) for _, _, color, style in marks],
+        labels=[label for _, label, _, _ in marks],
+        loc="outside lower center",
+        ncols=len(marks),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(f"Lifeboat demo: {data.app} region failover, {CAPTION}", fontsize=12)
+    return fig
 
-    window = data.end - data.start
+
+def _column(axes: list[Any], data: TimelineData, window: float, legends: bool) -> None:
+    """One column's rows."""
 
     def x(t: float) -> float:
         return t - data.origin
 
-    _bars(zones_ax, data.zones, ZONE_COLORS, x, window)
-    zones_ax.set_title("zone states (lifeboat_zone_state)", loc="left", fontsize=10)
-    _bars(phase_ax, {"phase": data.phase}, PHASE_COLORS, x, window, text=True)
-    phase_ax.set_title("app phase (lifeboat_app_phase)", loc="left", fontsize=10)
+    zones_ax, phase_ax, weights_ax = axes[0], axes[1], axes[2]
+    titled = not legends  # the left column carries the titles, the right one the legends
+    _bars(zones_ax, data.zones, ZONE_COLORS, x, window, legend=legends)
+    _bars(phase_ax, {"phase": data.phase}, PHASE_COLORS, x, window, legend=legends, text=True)
     for site, samples in data.weights.items():
         weights_ax.plot(
             [x(t) for t, _ in samples],
             [v for _, v in samples],
             drawstyle="steps-post",
             linewidth=2,
-            label=f"{site}",
+            label=site,
         )
     weights_ax.set_ylim(-8, 115)
     weights_ax.set_yticks([0, 50, 100])
-    weights_ax.set_title("DNS weight by site (lifeboat_dns_weight)", loc="left", fontsize=10)
-    if data.weights:
+    if data.weights and legends:
         weights_ax.legend(
             loc="lower right",
             bbox_to_anchor=(1.0, 1.0),
@@ -242,17 +288,16 @@ def figure(data: TimelineData) -> Figure:
             borderaxespad=0.1,
         )
     if data.alerts:
-        _bars(axes[3], data.alerts, ALERT_COLORS, x, window)
-        axes[3].set_title(
-            "alerts from the chart's rules (Prometheus ALERTS: pending, firing)",
-            loc="left",
-            fontsize=10,
-        )
-    _marks(axes, data, x)
-    axes[-1].set_xlim(x(data.start), x(data.end))
-    axes[-1].set_xlabel(f"seconds from the outage ({data.origin_label})")
-    fig.suptitle(f"Lifeboat demo: {data.app} region failover, {CAPTION}", fontsize=11)
-    return fig
+        _bars(axes[3], data.alerts, ALERT_COLORS, x, window, legend=legends)
+    if titled:
+        titles = [
+            "zone states (lifeboat_zone_state)",
+            "app phase (lifeboat_app_phase)",
+            "DNS weight by site (lifeboat_dns_weight)",
+            "alerts of the chart's rules (Prometheus ALERTS)",
+        ]
+        for ax, title in zip(axes, titles, strict=False):
+            ax.set_title(title, loc="left", fontsize=10)
 
 
 def _bars(
@@ -261,6 +306,7 @@ def _bars(
     colors: Mapping[str, str],
     x: Callable[[float], float],
     window: float,
+    legend: bool,
     text: bool = False,
 ) -> None:
     names = list(rows)
@@ -271,10 +317,17 @@ def _bars(
             seen.setdefault(run.value, color)
             ax.broken_barh([(x(run.start), run.end - run.start)], (i - 0.4, 0.8), facecolors=color)
             if text and run.end - run.start >= TEXT_SHARE * window:
-                ax.text(x(run.start) + 0.2, i, run.value, va="center", fontsize=8, clip_on=True)
+                ax.text(
+                    x(run.start) + 0.02 * window,
+                    i,
+                    run.value,
+                    va="center",
+                    fontsize=8,
+                    clip_on=True,
+                )
     ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
     ax.set_ylim(-0.6, len(names) - 0.4)
-    if seen:
+    if seen and legend:
         handles = [_patch(color) for color in seen.values()]
         ax.legend(
             handles,
@@ -289,14 +342,16 @@ def _bars(
 
 
 def _patch(color: str) -> Any:
-    from matplotlib.patches import Patch
-
     return Patch(facecolor=color)
 
 
-def _marks(axes: Iterable[Any], data: TimelineData, x: Callable[[float], float]) -> None:
-    """The outage (demo's clock), the failover decided and DNS moved (operator's metrics),
-    and the RTO."""
+def _line(color: str, style: Any) -> Any:
+    return Line2D([], [], color=color, linestyle=style, linewidth=1.2)
+
+
+def _marks(data: TimelineData) -> list[tuple[float, str, str, str]]:
+    """The outage (the demo's clock), and from the operator's metrics: its last good probe,
+    the failover decided and DNS moved: (unix time, label, color, line style)."""
     marks = [(data.origin, data.origin_label, "black", "--")]
     failover = data.failover
     if failover is not None and data.start <= failover.decided_at <= data.end:
@@ -310,37 +365,28 @@ def _marks(axes: Iterable[Any], data: TimelineData, x: Callable[[float], float])
             ),
             (failover.dns_moved, f"DNS moved (RTO {failover.rto:.1f}s)", "#1f77b4", "-"),
         ]
-    axes = list(axes)
-    for t, label, color, style in marks:
-        for ax in axes:
-            ax.axvline(x(t), color=color, linestyle=style, linewidth=1.2, gid=label)
-    top = axes[0]
-    for n, (t, label, color, _) in enumerate(marks):
-        top.annotate(
-            label,
-            (x(t), 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, 4 + 11 * n),
-            textcoords="offset points",
-            fontsize=8,
-            color=color,
-            annotation_clip=False,
-        )
-    if failover is not None and data.start <= failover.decided_at <= data.end:
-        weights_ax = axes[2]
-        weights_ax.annotate(
-            "",
-            (x(failover.dns_moved), 50),
-            (x(failover.outage_start), 50),
-            arrowprops={"arrowstyle": "<->", "color": "#1f77b4"},
-        )
-        weights_ax.text(
-            x(failover.dns_moved) + 0.3,
-            55,
-            f"RTO {failover.rto:.1f}s",
-            color="#1f77b4",
-            fontsize=9,
-        )
+    return marks
+
+
+def _rto(ax: Any, data: TimelineData) -> None:
+    """The RTO as an arrow from the last good probe to DNS moved."""
+    failover = data.failover
+    if failover is None or not data.start <= failover.decided_at <= data.end:
+        return
+    ax.annotate(
+        "",
+        (failover.dns_moved - data.origin, 50),
+        (failover.outage_start - data.origin, 50),
+        arrowprops={"arrowstyle": "<->", "color": "#1f77b4"},
+    )
+    ax.annotate(
+        f"RTO {failover.rto:.1f}s",
+        (failover.dns_moved - data.origin, 50),
+        xytext=(4, 4),
+        textcoords="offset points",
+        color="#1f77b4",
+        fontsize=9,
+    )
 
 
 def render(data: TimelineData, path: Path) -> Path:

@@ -127,8 +127,13 @@ def test_no_failover_without_its_three_figures() -> None:
 
 def test_the_figure_shows_zones_phase_weights_alerts_and_the_failover_marks() -> None:
     fig = timeline.figure(data())
-    zones_ax, phase_ax, weights_ax, alerts_ax = fig.axes
-    assert [t.get_text() for t in zones_ax.get_yticklabels()] == [
+    assert len(fig.axes) == 8  # four rows, each in a detail column and a whole-window one
+    zones_ax, phase_ax, weights_ax, alerts_ax = fig.axes[1::2]  # the whole window
+    detail = fig.axes[0::2]
+    assert detail[0].get_xlim() == pytest.approx((-2.5, 7))  # last good probe - 2 to DNS + 4
+    assert zones_ax.get_xlim() == pytest.approx((-6, 12))
+    assert detail[0].get_title(loc="left") == "zone states (lifeboat_zone_state)"
+    assert [t.get_text() for t in detail[0].get_yticklabels()] == [
         "usw2/us-west-2a",
         "use1/us-east-1b",
         "use1/us-east-1a",
@@ -149,10 +154,13 @@ def test_the_figure_shows_zones_phase_weights_alerts_and_the_failover_marks() ->
     assert east[0] == 100 and east[-1] == 0
     west = _floats(lines["usw2"].get_xdata())
     assert west[0] == pytest.approx(-6)  # seconds from the outage
-    assert [t.get_text() for t in alerts_ax.get_yticklabels()] == [
+    assert [t.get_text() for t in detail[3].get_yticklabels()] == [
         "LifeboatZoneDown",
         "LifeboatCascadeDetected",
     ]
+    alert_legend = alerts_ax.get_legend()
+    assert alert_legend is not None
+    assert [t.get_text() for t in alert_legend.get_texts()] == ["pending", "firing"]
     marks = {line.get_gid(): _first(line.get_xdata()) for line in zones_ax.lines}
     assert marks == {
         "zones stopped (demo's clock)": 0,
@@ -161,7 +169,10 @@ def test_the_figure_shows_zones_phase_weights_alerts_and_the_failover_marks() ->
         "DNS moved (RTO 3.5s)": pytest.approx(3),
     }
     assert "rendered from Lifeboat's Prometheus metrics" in fig.get_suptitle()
-    assert any(t.get_text() == "RTO 3.5s" for t in weights_ax.texts)
+    assert marks == {line.get_gid(): _first(line.get_xdata()) for line in detail[3].lines}
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == list(marks)
+    assert [t.get_text() for t in detail[2].texts] == ["", "RTO 3.5s"]  # arrow, label
 
 
 def test_without_a_failover_or_alerts_there_are_no_failover_marks_and_three_panels() -> None:
@@ -176,7 +187,8 @@ def test_without_a_failover_or_alerts_there_are_no_failover_marks_and_three_pane
         weights={},
     )
     fig = timeline.figure(plain)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_xlim() == pytest.approx((-2, 10))
     assert [line.get_gid() for line in fig.axes[0].lines] == ["zones stopped (demo's clock)"]
 
 
