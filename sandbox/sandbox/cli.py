@@ -1,6 +1,7 @@
 """The ``lifeboat-sandbox`` command: the local test world, for developers.
 
-``demo``    start the sandbox and show a region failover end to end (``make demo``);
+``demo``    start the sandbox and show a region failover end to end, with the alerts it
+            raises and a timeline picture (``--timeline PNG``) (``make demo``);
             ``--peers``: three peer clusters, and the primary region dies with the peer in
             it (``make demo-peers``)
 ``up``      start the sandbox with the examples applied and keep it running (``make sandbox``);

@@ -4,6 +4,13 @@ Starts the sandbox, applies the example resources, runs the operator (as its own
 ServiceAccount, under the RBAC from ``manifests/``), takes every zone of the primary
 region down and narrates what the operator saw and did — from the Kubernetes Events and
 status it wrote and from Route 53 in moto, the way a user would watch it — then cleans up.
+
+A real Prometheus and Alertmanager (:mod:`sandbox.alerting`) watch the operator's metrics
+with the chart's rules as shipped: the demo prints the alerts as they arrive (times from
+the outage), holds the outage until the zone alert fires (bounded), brings the zones back,
+waits (bounded) for what can resolve, says what still fires or is pending and why, and
+draws the timeline picture from Prometheus' range API (:mod:`sandbox.timeline`). Without
+them (not fetchable, no user namespaces) it says so and runs the failover alone.
 """
 
 from __future__ import annotations
