@@ -82,6 +82,14 @@ ACTIVE_SITE = Gauge(
     ["namespace", "app", "site"],
     registry=REGISTRY,
 )
+DNS_WEIGHT = Gauge(
+    "lifeboat_dns_weight",
+    "The site's weight in the app's DNS record as this operator last set it (a traffic "
+    "shift carried out: 100 for the site that takes the traffic, 0 for the others); absent "
+    "until this operator has set the app's DNS.",
+    ["namespace", "app", "site"],
+    registry=REGISTRY,
+)
 FAILOVERS = Counter(
     "lifeboat_failovers_total",
     "Failovers decided, by origin and destination site.",
@@ -548,6 +556,12 @@ def set_site_info(namespace: str, app: str, site: str, provider: str, region: st
         if labels[2] == site and labels[3:] != (provider, region):
             _remove(SITE_INFO, *labels)
     SITE_INFO.labels(namespace, app, site, provider, region).set(1)
+
+
+def set_dns_weights(namespace: str, app: str, weights: Iterable[tuple[str, int]]) -> None:
+    """Export the weights, by site, of a traffic shift just carried out."""
+    for site, weight in weights:
+        DNS_WEIGHT.labels(namespace, app, site).set(weight)
 
 
 def set_app_phase(namespace: str, app: str, phase: str) -> None:

@@ -196,6 +196,8 @@ class ActionRunner:
     ) -> None:
         """Say that ``action`` was carried out (``record``: the failover it completed)."""
         message = result.message
+        if isinstance(action, m.ShiftTraffic):
+            metrics.set_dns_weights(*self.labels, action.weights)
         if (
             isinstance(action, m.ShiftTraffic)
             and record

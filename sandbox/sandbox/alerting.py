@@ -287,6 +287,7 @@ class PrometheusServer(_Server):
         alertmanager: str | None,
         workdir: Path,
         settings: monitoring.AlertSettings | None = None,
+        interval: str = "1s",
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 30.0,
@@ -300,6 +301,7 @@ class PrometheusServer(_Server):
         self.targets = tuple(targets)
         self.alertmanager = alertmanager
         self.settings = settings or monitoring.AlertSettings()
+        self.interval = interval
         self._log = log
 
     def rule_files(self) -> list[Path]:
@@ -315,12 +317,12 @@ class PrometheusServer(_Server):
 
     def config(self, rule_files: Sequence[Path]) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
                 {
                     "job_name": "lifeboat",
-                    "scrape_timeout": "1s",
+                    "scrape_timeout": self.interval,
                     "static_configs": [{"targets": list(self.targets)}],
                 }
             ],
@@ -339,6 +341,15 @@ class PrometheusServer(_Server):
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's result vector."""
         url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        found: list[dict[str, Any]] = get_json(url)["data"]["result"]
+        return found
+
+    def query_range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[dict[str, Any]]:
+        """A range query's result matrix over ``[start, end]`` (unix times)."""
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step}
+        url = f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(params)}"
         found: list[dict[str, Any]] = get_json(url)["data"]["result"]
         return found
 
@@ -375,6 +386,7 @@ class Alerting(Service):
         *,
         settings: monitoring.AlertSettings | None = None,
         on_alert: Callable[[Notification], None] | None = None,
+        interval: str = "1s",
         host: str = "127.0.0.1",
         workdir: Path | None = None,
         log: Log = _logger.info,
@@ -391,6 +403,7 @@ class Alerting(Service):
             alertmanager=None,
             workdir=self.workdir,
             settings=settings,
+            interval=interval,
             host=host,
             log=log,
         )

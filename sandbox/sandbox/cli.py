@@ -1,6 +1,7 @@
 """The ``lifeboat-sandbox`` command: the local test world, for developers.
 
-``demo``    start the sandbox and show a region failover end to end (``make demo``);
+``demo``    start the sandbox and show a region failover end to end, with the alerts it
+            raises and a timeline picture (``--timeline PNG``) (``make demo``);
             ``--peers``: three peer clusters, and the primary region dies with the peer in
             it (``make demo-peers``)
 ``up``      start the sandbox with the examples applied and keep it running (``make sandbox``);
@@ -16,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from controller.cli.main import setup_logging
 
@@ -36,6 +38,15 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="start the sandbox and show a region failover end to end"
     )
     demo.add_argument("--verbose", action="store_true", help="also show the operator's logs")
+    demo.add_argument(
+        "--timeline",
+        metavar="PNG",
+        type=Path,
+        help="write the timeline picture (rendered from the operator's metrics in the "
+        "demo's Prometheus) here; default: <cache>/demo/lifeboat-demo-timeline.png "
+        "(the path is printed)",
+    )
+    demo.add_argument("--no-timeline", action="store_true", help="do not draw the timeline picture")
     demo.add_argument(
         "--peers",
         action="store_true",
@@ -67,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from sandbox.demo import run_demo
 
-        return run_demo(verbose=args.verbose)
+        return run_demo(
+            verbose=args.verbose, timeline_path=args.timeline, draw=not args.no_timeline
+        )
     if args.command == "up" and args.peers:
         from sandbox.demo_peers import run_peers_sandbox
 

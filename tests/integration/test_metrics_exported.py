@@ -124,6 +124,8 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(
     assert value(before, "lifeboat_action_failures_total", **app, kind="ShiftTraffic") == 0.0
     assert value(before, "lifeboat_last_failover_timestamp_seconds", **app) == 0.0
     assert value(before, "lifeboat_app_phase", **app, phase="Healthy") == 1.0
+    assert value(before, "lifeboat_dns_weight", **app, site="use1") == 100.0
+    assert value(before, "lifeboat_dns_weight", **app, site="usw2") == 0.0
     assert value(before, "lifeboat_app_phase", **app, phase="FailingOver") == 0.0
     assert value(before, "lifeboat_app_healthy_standby_sites", **app) == 1.0
     assert value(before, "lifeboat_app_standby_sites", **app) == 1.0
@@ -158,6 +160,8 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(
     assert value(after, "lifeboat_decisions_total", **app, rule="site-down", outcome="failover")
     assert value(after, "lifeboat_app_epoch", **app) == 2.0
     assert value(after, "lifeboat_app_active_site", **app, site="usw2") == 1.0
+    assert value(after, "lifeboat_dns_weight", **app, site="use1") == 0.0
+    assert value(after, "lifeboat_dns_weight", **app, site="usw2") == 100.0
     assert (value(after, "lifeboat_last_failover_timestamp_seconds", **app) or 0) > 0
     assert (value(after, "lifeboat_last_failover_rto_seconds", **app) or 0) > 0
     assert value(after, "lifeboat_app_healthy_standby_sites", **app) == 0.0

@@ -375,3 +375,16 @@ def test_the_standby_figures_a_cloud_reports_are_exported_and_the_others_absent(
     assert value("lifeboat_standby_max_size_instances", **where) is None
     assert value("lifeboat_standby_wanted_instances", **where) == readiness.wanted
     metrics.forget_app(namespace, app)
+
+
+def test_dns_weights_are_absent_until_set_then_follow_each_shift_and_go_with_a_site() -> None:
+    namespace, app = labels()
+    site = {"namespace": namespace, "app": app}
+    assert value("lifeboat_dns_weight", **site, site="use1") is None
+    metrics.set_dns_weights(namespace, app, (("use1", 100), ("usw2", 0)))
+    metrics.set_dns_weights(namespace, app, (("use1", 0), ("usw2", 100)))
+    assert value("lifeboat_dns_weight", **site, site="use1") == 0.0
+    assert value("lifeboat_dns_weight", **site, site="usw2") == 100.0
+    metrics.forget_site(namespace, app, "use1")
+    assert value("lifeboat_dns_weight", **site, site="use1") is None
+    assert value("lifeboat_dns_weight", **site, site="usw2") == 100.0

@@ -60,6 +60,15 @@ def test_prometheus_scrapes_the_operator_with_the_generated_rules(tmp_path: Path
     assert config["global"]["evaluation_interval"] == "1s"
 
 
+def test_the_demo_scrapes_and_evaluates_at_its_own_interval(tmp_path: Path) -> None:
+    server = PrometheusServer(
+        targets=["127.0.0.1:8080"], alertmanager=None, workdir=tmp_path, interval="500ms"
+    )
+    config = server.config([])
+    assert config["global"] == {"scrape_interval": "500ms", "evaluation_interval": "500ms"}
+    assert config["scrape_configs"][0]["scrape_timeout"] == "500ms"
+
+
 @pytest.mark.parametrize("target", ["10.0.0.1:8080", "example.com:80"])
 def test_only_loopback_targets(tmp_path: Path, target: str) -> None:
     with pytest.raises(ValueError, match=r"loopback|IPv4"):
