@@ -326,6 +326,7 @@ class AppWorker:
             approval=asked.approval,
             pinned=asked.pin,
             replication_lag=self.replication.lag(spec),
+            replication_flows=self.replication.flows(spec),
             dns=await self.dns.observe(spec, self.state) if self.state and leading else None,
             vantage=self.ctx.peers.vantage(self.name),
             capacity=self.capacity.readings() if leading else None,
