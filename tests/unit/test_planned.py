@@ -50,6 +50,14 @@ def fences(decision: m.Decision) -> list[m.FenceWrites]:
     return [a for a in decision.actions if isinstance(a, m.FenceWrites)]
 
 
+def step(run: Run) -> m.PlannedStep | None:
+    return run.state.planned.step if run.state.planned is not None else None
+
+
+def answer(run: Run) -> m.RequestOutcome | None:
+    return run.state.last_request
+
+
 def settled(spec: ResilientAppSpec) -> Run:
     run = Run(spec=spec)
     run.rounds(4)  # DNS published, capacity set, zones Healthy
@@ -61,8 +69,9 @@ def test_writes_are_stopped_then_replication_drains_then_the_app_moves_with_rpo_
     run = settled(planned_spec())
     first = run.round(request=planned())
     assert [(f.site, f.stop) for f in fences(first)] == [("use1", True)]
-    assert run.state.active_site == "use1" and run.state.last_request is None
-    assert run.state.planned is not None and run.state.planned.step is m.PlannedStep.STOP_WRITES
+    assert run.state.active_site == "use1" and answer(run) is None
+    assert step(run) is m.PlannedStep.STOP_WRITES
+    assert run.state.planned is not None
     stopped = run.state.planned.stopped_at
     assert stopped is not None  # the fence answered (completed by the Run)
 
@@ -81,7 +90,8 @@ def test_writes_are_stopped_then_replication_drains_then_the_app_moves_with_rpo_
     record = run.state.last_failover
     assert record is not None and record.planned and record.rpo_seconds == 0.0
     assert record.outage_start is None and record.manual
-    assert run.state.last_request is not None and run.state.last_request.accepted
+    accepted = answer(run)
+    assert accepted is not None and accepted.accepted
     assert moved.trace.rule == m.Verdict(m.Rule.PLANNED)
     kinds = [n.kind for n in moved.notes]
     assert m.NoteKind.DRAINED in kinds and m.NoteKind.FAILOVER in kinds
@@ -91,7 +101,7 @@ def test_writes_are_stopped_then_replication_drains_then_the_app_moves_with_rpo_
     resumed = run.round(request=planned())
     assert [(f.site, f.stop, f.epoch) for f in fences(resumed)] == [("usw2", False, 2)]
     done = run.round(request=planned())
-    assert run.state.planned is not None and run.state.planned.step is m.PlannedStep.DONE
+    assert step(run) is m.PlannedStep.DONE
     assert any(n.kind is m.NoteKind.PLANNED_DONE for n in done.notes)
     run.rounds(3, request=planned())
     assert not any(fences(d) for d in run.decisions[-3:])  # each call once
@@ -124,7 +134,7 @@ def test_a_drain_that_does_not_finish_in_time_refuses_and_resumes_writes_where_i
     assert [(f.site, f.stop) for f in fences(d)] == [("use1", False)]
     assert any(n.kind is m.NoteKind.PLANNED_ABORTED for n in d.notes)
     run.round(request=planned(), replication_flows=flow(0, run.t))
-    assert run.state.planned is not None and run.state.planned.step is m.PlannedStep.ABORTED
+    assert step(run) is m.PlannedStep.ABORTED
     assert run.state.active_site == "use1"  # a drain after the refusal moves nothing
 
 
@@ -142,14 +152,15 @@ def test_without_a_fence_the_user_stops_writes_and_the_drain_is_waited_for_at_on
     run = settled(planned_spec(fence={"none": {}}))
     d = run.round(request=planned())
     assert not fences(d)
-    assert run.state.planned is not None and run.state.planned.step is m.PlannedStep.DRAIN
+    assert step(run) is m.PlannedStep.DRAIN
+    assert run.state.planned is not None
     assert "stopped by the user" in run.state.planned.fence_answer
     run.round(request=planned(), replication_flows=flow(1, None))
     assert run.state.active_site == "use1"
     run.round(request=planned(), replication_flows=flow(0, run.t))
     assert run.state.active_site == "usw2"
     run.rounds(2, request=planned())
-    assert run.state.planned is not None and run.state.planned.step is m.PlannedStep.DONE
+    assert step(run) is m.PlannedStep.DONE
 
 
 def test_an_unplanned_request_does_not_wait_for_replication() -> None:
