@@ -91,9 +91,10 @@ def test_a_planned_switchover_loses_no_object_written_before_it(
         buckets.put("use1", f"before/{n}", f"object {n}".encode())
     ns, name = apps.create(
         combine(
-            # The scan is the only way changes are found (no event queue), every 20 s (so that objects written in the last seconds before the stop are still
-            # pending when it comes); a
-            # 256 KiB object at 1 KiB/s after a 64 KiB burst takes minutes (below).
+            # The scan is the only way changes are found (no event queue), every 20 s: the
+            # objects written in the last seconds before the stop are still pending when it
+            # is asked (a move that did not wait for the drain loses them: checked by
+            # hand). A 256 KiB object at 1 KiB/s after a 64 KiB burst takes minutes (below).
             replication(
                 buckets.names,
                 scanIntervalSeconds=20,
