@@ -439,8 +439,17 @@ def explain(
             f"\nLast failover: {failover['fromSite']} -> {failover['toSite']} (epoch "
             f"{failover['epoch']}) at {failover['decidedTime']}\n  why: {failover['reason']}\n"
             f"  detection {failover.get('detectionSeconds', '-')}s, "
-            f"RTO {failover.get('rtoSeconds', '-')}s\n"
+            f"RTO {failover.get('rtoSeconds', '-')}s"
+            + (
+                f", planned, RPO {failover.get('rpoSeconds', '-')}s"
+                if failover.get("planned")
+                else ""
+            )
+            + "\n"
         )
+    planned = status.get("plannedSwitchover")
+    if planned:
+        write(_planned_lines(planned))
     for restore in status.get("volumeRestores") or []:
         write(_restore_lines(restore))
     write(_capacity_lines(status.get("sites") or []))
@@ -455,6 +464,25 @@ def explain(
             when = event.last_timestamp or event.event_time
             write(f"  {when:%H:%M:%S} {event.type:7} {event.reason}: {event.message}\n")
     return EXIT_OK
+
+
+def _planned_lines(planned: dict[str, Any]) -> str:
+    """The latest planned switchover: its step, and each step's time."""
+    lines = [
+        f"\nPlanned switchover {planned['id']} ({planned['op']}): {planned['fromSite']} -> "
+        f"{planned['toSite']}, step {planned['step']} (write fence {planned['fence']})"
+    ]
+    for label, key in (
+        ("asked", "startTime"),
+        ("writes stopped", "writesStoppedTime"),
+        ("drained", "drainedTime"),
+        ("writes resumed", "writesResumedTime"),
+    ):
+        if planned.get(key):
+            lines.append(f"  {label} at {planned[key]}")
+    if planned.get("message"):
+        lines.append(f"  {planned['message']}")
+    return "\n".join(lines) + "\n"
 
 
 def _capacity_lines(sites: list[dict[str, Any]]) -> str:

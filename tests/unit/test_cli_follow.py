@@ -70,6 +70,9 @@ class OperatorCluster:
             "status": self.status.to_wire(),
         }
 
+    def events(self, namespace: str, name: str, limit: int = 15) -> list[Any]:
+        return []
+
     def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         for key, value in annotations.items():
             if value is None:
@@ -227,3 +230,14 @@ def test_a_request_says_whether_it_is_planned(planned: bool) -> None:
     ask(cluster, planned=planned)
     body = json.loads(cluster.annotations["lifeboat.dev/request"])
     assert body.get("planned", False) is planned
+
+
+def test_explain_shows_the_planned_switchover_and_its_rpo() -> None:
+    cluster = OperatorCluster(planned_spec())
+    assert ask(cluster, planned=True)[0] == commands.EXIT_OK
+    out = io.StringIO()
+    commands.explain(cluster, "shop", "web", out=out)  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert "planned, RPO 0.0s" in text
+    assert "step Done (write fence Webhook)" in text
+    assert "writes stopped at" in text and "writes resumed at" in text

@@ -124,7 +124,9 @@ class PendingAction(Model):
     """An action the decision calls for that has not been carried out yet."""
 
     id: str = Field(max_length=256, description="Stable identity of the action.")
-    kind: str = Field(max_length=32, description="ShiftTraffic, SetCapacity or RestoreVolumes.")
+    kind: str = Field(
+        max_length=32, description="ShiftTraffic, SetCapacity, RestoreVolumes or FenceWrites."
+    )
     target: str = Field(max_length=512, description="What it changes.")
     state: Literal["Pending", "Running", "Held"] = Field(description="Where it stands.")
     reason: str = Field(default="", max_length=1024, description="Why it is held.")

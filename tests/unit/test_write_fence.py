@@ -1,0 +1,79 @@
+"""The write-fence webhook, called for real on loopback: what it is sent, a 2xx answer
+recorded, anything else a failure the action runner reports and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from controller.api.models import WriteFenceWebhook
+from controller.core import model as m
+from controller.operator.write_fence import FenceRefused, call_fence
+
+
+class Hook:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                hook.calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                answer = b"writes read-only"
+                self.send_response(hook.status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fence"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_the_fence_is_told_what_to_do_and_its_answer_is_kept(hook: Hook) -> None:
+    webhook = WriteFenceWebhook(url=hook.url, timeout_seconds=5)
+    action = m.FenceWrites("use1", True, 4, "req-1")
+    answer = asyncio.run(call_fence(webhook, "shop/web", action))
+    assert answer == "writes read-only"
+    assert hook.calls == [
+        {"action": "stop", "site": "use1", "app": "shop/web", "epoch": 4, "requestId": "req-1"}
+    ]
+    asyncio.run(call_fence(webhook, "shop/web", m.FenceWrites("usw2", False, 5, "req-1")))
+    assert hook.calls[-1]["action"] == "resume" and hook.calls[-1]["site"] == "usw2"
+
+
+def test_an_answer_other_than_2xx_is_a_failure(hook: Hook) -> None:
+    hook.status = 503
+    webhook = WriteFenceWebhook(url=hook.url, timeout_seconds=5)
+    with pytest.raises(FenceRefused, match="HTTP 503: writes read-only"):
+        asyncio.run(call_fence(webhook, "shop/web", m.FenceWrites("use1", True, 1, "r")))
+
+
+def test_a_fence_declares_exactly_one_kind() -> None:
+    from pydantic import ValidationError
+
+    from controller.api.models import WriteFence
+
+    with pytest.raises(ValidationError, match="exactly one of webhook or none"):
+        WriteFence()
+    with pytest.raises(ValidationError, match="exactly one of webhook or none"):
+        WriteFence.model_validate({"webhook": {"url": "http://a.test/"}, "none": {}})
+    assert WriteFence.model_validate({"none": {}}).none is not None
