@@ -28,9 +28,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TextIO
-
-from controller.api.conditions import parse_rfc3339
 
 EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_FAILED = 0, 1, 4, 5
 
@@ -58,6 +57,12 @@ class Progress:
     """Its exit code once it is over (None: under way)."""
     waiting: str = ""
     """What it waits for now."""
+
+
+def parse_rfc3339(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (here, not from the API package: the
+    CLI's cluster commands load no resource models)."""
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp()
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
