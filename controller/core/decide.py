@@ -1263,7 +1263,8 @@ def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, s
                 "(drainTimeoutSeconds): the write fence did not answer"
             )
             return _abort_planned(work, move, why), False
-        summary = f"{head}: stopping writes at {move.from_site} ({waited:.0f}/{timeout} s)"
+        # No figure that counts up: each new summary would be a status write of its own.
+        summary = f"{head}: stopping writes at {move.from_site} (gives up after {timeout} s)"
         return (Verdict(Rule.PLANNED), summary), True
     lagging = undrained(spec, move, work.obs.replication_flows)
     if lagging:
@@ -1276,7 +1277,7 @@ def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, s
             return _abort_planned(work, move, why), False
         summary = (
             f"{head}: writes stopped, waiting for replication to {move.to_site} to drain "
-            f"({waited:.0f}/{timeout} s): {'; '.join(lagging)}"
+            f"(gives up after {timeout} s): {'; '.join(lagging)}"
         )
         return (Verdict(Rule.PLANNED), summary), True
     if move.drained_at is None:
@@ -1374,9 +1375,11 @@ def _planned_tick(work: _Round) -> None:
     move = work.state.planned
     if move is None:
         return
+    # A fence removed from the spec meanwhile leaves the resume to the user too.
+    unfenced = move.fence == "None" or work.spec.failover.planned.write_fence.webhook is None
     if move.step is PlannedStep.STOP_WRITES and move.stopped_at is not None:
         move = replace(move, step=PlannedStep.DRAIN)
-    elif move.step.resuming and (move.resumed_at is not None or move.fence == "None"):
+    elif move.step.resuming and (move.resumed_at is not None or unfenced):
         if move.step is PlannedStep.RESUME and not traffic_in_place(work.state, work.spec):
             pass  # the resume waits for DNS to point at the new site
         else:
@@ -1384,7 +1387,7 @@ def _planned_tick(work: _Round) -> None:
             site = move.resume_site or work.state.active_site
             resumed = (
                 f"writes resumed at {site}"
-                if move.fence == "Webhook"
+                if move.resumed_at is not None
                 else f"no write fence declared: resume writes at {site} yourself"
             )
             move = replace(

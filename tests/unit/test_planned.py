@@ -313,3 +313,14 @@ def test_simulate_replays_a_planned_switchover_that_waits_for_the_lag_to_reach_z
     assert kinds.index("PlannedSwitchoverStarted") < kinds.index("ReplicationDrained")
     assert "PlannedSwitchoverDone" in kinds
     assert rows[-1]["activeSite"] == "usw2"
+
+
+def test_a_fence_removed_from_the_spec_meanwhile_leaves_the_resume_to_the_user() -> None:
+    run = settled(planned_spec())
+    run.round(request=planned())
+    run.round(request=planned(), replication_flows=flow(0, run.t))
+    assert run.state.active_site == "usw2"
+    run.spec = planned_spec(fence={"none": {}})
+    d = run.rounds(2, request=planned())
+    assert step(run) is m.PlannedStep.DONE and not fences(d)
+    assert any("resume writes at usw2 yourself" in n for n in run.notes(m.NoteKind.PLANNED_DONE))
