@@ -77,3 +77,36 @@ def test_a_fence_declares_exactly_one_kind() -> None:
     with pytest.raises(ValidationError, match="exactly one of webhook or none"):
         WriteFence.model_validate({"webhook": {"url": "http://a.test/"}, "none": {}})
     assert WriteFence.model_validate({"none": {}}).none is not None
+
+
+def test_the_action_runner_carries_a_fence_call_out_and_reports_a_refusal(hook: Hook) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from controller.api.events import EventReason
+    from controller.operator.actions import ActionRunner
+    from controller.operator.context import AppLog
+    from controller.operator.kube import ObjectRef
+    from tests.unit.test_planned import planned_spec
+
+    ref = ObjectRef("ResilientApp", "resilientapps", "web", "shop", "uid-1")
+    context = SimpleNamespace(clock=lambda: 1234.5)
+    runner = ActionRunner(ref, context, AppLog(logging.getLogger("test"), ref))  # type: ignore[arg-type]
+    spec = planned_spec(fence={"webhook": {"url": hook.url, "timeoutSeconds": 5}})
+    stop = m.FenceWrites("use1", True, 1, "req-9")
+
+    async def carry_out() -> tuple[Any, Any]:
+        runner.start(stop, spec, {})
+        await asyncio.wait_for(asyncio.shield(runner.task), 10)  # type: ignore[arg-type]
+        done = await runner.take()
+        hook.status = 500
+        runner.start(stop, spec, {})
+        await asyncio.wait_for(asyncio.shield(runner.task), 10)  # type: ignore[arg-type]
+        return done, await runner.take()
+
+    done, failed = asyncio.run(carry_out())
+    assert done[1].at == 1234.5 and done[1].change_id == "writes read-only"
+    assert "writes stopped at use1" in done[1].message
+    assert failed[1].at is None and failed[1].reason == EventReason.FENCE_WRITES_FAILED
+    assert "HTTP 500" in failed[1].detail
+    assert hook.calls[0]["app"] == "shop/web"
