@@ -207,3 +207,64 @@ def test_a_planned_switchover_loses_no_object_written_before_it(
     assert "rpoSeconds" not in status["lastFailover"]
     assert buckets.get("use1", "big.bin") is None  # the move did not wait for it
     assert len(fence.calls) == 2  # and the fence was not called
+
+
+def test_a_drain_that_does_not_finish_in_time_is_refused_and_writes_resume_where_they_were(
+    apps: Apps, sandbox: Sandbox, fence: Fence
+) -> None:
+    buckets = Buckets(sandbox)
+    ns, name = apps.create(
+        combine(
+            replication(
+                buckets.names,
+                scanIntervalSeconds=5,
+                rpoTargetSeconds=600,
+                bandwidthLimitBytesPerSecond=1024,
+            ),
+            failover_policy(
+                minDwellSeconds=0,
+                planned={
+                    "writeFence": {"webhook": {"url": fence.url, "timeoutSeconds": 15}},
+                    "drainTimeoutSeconds": 15,
+                },
+            ),
+        )
+    )
+    apps.wait_serving(ns, name)
+    fence.writer_done.set()  # no writer here: the stop answers at once
+    # 256 KiB at 1 KiB/s after a 64 KiB burst: minutes to copy, far beyond the timeout.
+    buckets.put("use1", "big.bin", os.urandom(256 * 1024))
+    wait_for(
+        when(apps, ns, name, lambda s: entry(s, "usw2").get("pendingObjects", 0) >= 1),
+        30,
+        "replication to usw2 to find big.bin",
+    )
+    out = io.StringIO()
+    code = commands.request(
+        commands.Cluster(sandbox.kube.api_client()),
+        ns,
+        name,
+        "failover",
+        "usw2",
+        force=False,
+        wait=120,
+        out=out,
+        planned=True,
+        to_the_end=True,
+    )
+    report = out.getvalue()
+    assert code == commands.EXIT_REFUSED, report
+    assert "writes stopped at use1" in report
+    assert "refused: replication to usw2 did not drain within 15 s" in report
+    assert "photos: 1 pending" in report
+    status = wait_for(
+        when(apps, ns, name, lambda s: s["plannedSwitchover"]["step"] == "Aborted"),
+        30,
+        "writes resumed at use1",
+    )
+    assert status["activeSite"] == "use1" and status["epoch"] == 1
+    assert "lastFailover" not in status
+    calls = [(c["action"], c["site"], c["epoch"]) for c in fence.calls]
+    assert calls == [("stop", "use1", 1), ("resume", "use1", 1)], fence.calls
+    reasons = [reason for _, reason, _ in apps.events(ns, name)]
+    assert "PlannedSwitchoverAborted" in reasons and "RequestRefused" in reasons
