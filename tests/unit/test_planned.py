@@ -324,3 +324,30 @@ def test_a_fence_removed_from_the_spec_meanwhile_leaves_the_resume_to_the_user()
     d = run.rounds(2, request=planned())
     assert step(run) is m.PlannedStep.DONE and not fences(d)
     assert any("resume writes at usw2 yourself" in n for n in run.notes(m.NoteKind.PLANNED_DONE))
+
+
+def test_the_drain_reads_each_flow_from_its_status_entry() -> None:
+    from controller.api.models import ReplicationStatus
+    from controller.replication.figures import flow_progress
+
+    def entry(**fields: Any) -> ReplicationStatus:
+        base = {"dataset": "photos", "destination": "usw2", "kind": "Objects", "source": "use1"}
+        return ReplicationStatus.model_validate({**base, "epoch": 3, **fields})
+
+    objects, estimated, volumes, stopped = flow_progress(
+        (
+            entry(lastSyncTime="2026-12-06T10:00:05Z", pendingObjects=0),
+            entry(lastSyncTime="2026-12-06T10:00:05Z", pendingObjects=9, pendingEstimated=True),
+            entry(
+                kind="Volumes",
+                lastSyncTime="2026-12-06T10:00:09Z",
+                newestCopyTime="2026-12-06T10:00:01Z",
+            ),
+            entry(lastSyncTime="2026-12-06T10:00:05Z", stopped=True),
+        )
+    )
+    assert (objects.source, objects.epoch, objects.pending) == ("use1", 3, 0)
+    assert objects.caught_up_at is not None and objects.caught_up_at % 60 == 5
+    assert estimated.caught_up_at is None and estimated.pending == 9  # only an upper bound
+    assert volumes.caught_up_at is not None and volumes.caught_up_at % 60 == 1  # the copy's time
+    assert stopped.caught_up_at is None
