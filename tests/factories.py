@@ -339,3 +339,20 @@ INVALID_BY_SCHEMA += (
         "CA bundle without a name", _set("health.tls", {"caBundle": {"key": "ca.crt"}}), "name"
     ),
 )
+
+
+INVALID_APPS += (
+    Invalid(
+        "a write fence of two kinds",
+        _set(
+            "failover.planned",
+            {"writeFence": {"webhook": {"url": "http://fence.example.test/"}, "none": {}}},
+        ),
+        "failover.planned.writeFence needs exactly one of webhook or none",
+    ),
+    Invalid(
+        "a write fence of no kind",
+        _set("failover.planned", {"writeFence": {}}),
+        "failover.planned.writeFence needs exactly one of webhook or none",
+    ),
+)

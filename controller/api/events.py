@@ -33,6 +33,10 @@ class EventReason(StrEnum):
     DNS_FENCED = "DNSFenced"
     DNS_UNREADABLE = "DNSUnreadable"
     STATUS_UNREADABLE = "StatusUnreadable"
+    PLANNED_SWITCHOVER_STARTED = "PlannedSwitchoverStarted"
+    REPLICATION_DRAINED = "ReplicationDrained"
+    PLANNED_SWITCHOVER_ABORTED = "PlannedSwitchoverAborted"
+    PLANNED_SWITCHOVER_DONE = "PlannedSwitchoverDone"
 
     # --------------------------------------------------------------- actions carried out
     TRAFFIC_SHIFTED = "TrafficShifted"
@@ -42,11 +46,14 @@ class EventReason(StrEnum):
     STANDBY_READY = "StandbyReady"
     STANDBY_NOT_READY = "StandbyNotReady"
     VOLUMES_RESTORED = "VolumesRestored"
+    WRITES_STOPPED = "WritesStopped"
+    WRITES_RESUMED = "WritesResumed"
 
     # --------------------------------------------------------------- actions that failed
     SHIFT_TRAFFIC_FAILED = "ShiftTrafficFailed"
     SET_CAPACITY_FAILED = "SetCapacityFailed"
     RESTORE_VOLUMES_FAILED = "RestoreVolumesFailed"
+    FENCE_WRITES_FAILED = "FenceWritesFailed"
     TRAFFIC_SHIFT_NOT_IN_SYNC = "TrafficShiftNotInSync"
     CAPACITY_UNAVAILABLE = "CapacityUnavailable"
     VOLUMES_UNAVAILABLE = "VolumesUnavailable"
@@ -110,10 +117,11 @@ _ACTION_FAILED = {
     "ShiftTraffic": EventReason.SHIFT_TRAFFIC_FAILED,
     "SetCapacity": EventReason.SET_CAPACITY_FAILED,
     "RestoreVolumes": EventReason.RESTORE_VOLUMES_FAILED,
+    "FenceWrites": EventReason.FENCE_WRITES_FAILED,
 }
 
 
 def action_failed(kind: str) -> EventReason:
     """The reason of the Event that says an action of ``kind`` (ShiftTraffic, SetCapacity,
-    RestoreVolumes) failed."""
+    RestoreVolumes, FenceWrites) failed."""
     return _ACTION_FAILED[kind]

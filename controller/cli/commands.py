@@ -13,7 +13,10 @@ Exit codes:
 * 2: usage error (bad arguments, a site the app does not have);
 * 3: not found (the app, or the ResilientApp CRD) or the cluster cannot be reached
   (no kubeconfig, connection refused, credentials rejected);
-* 4: no answer from the operator in time (is it running?).
+* 4: no answer from the operator in time (is it running?), or, with ``--wait``, the
+  operation not done in time;
+* 5: accepted, but it did not complete (``--wait``): the new site's capacity was not
+  Ready within ``capacityTimeoutSeconds``, or another failover overtook it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from controller.api.annotations import (
     UnreplicatedRequest,
 )
 from controller.api.names import GROUP, RESILIENT_APP, VERSION
+from controller.cli.follow import EXIT_FAILED as EXIT_FAILED
+from controller.cli.follow import Operation, follow
 from controller.operator.kubeconfig import KubeConfigError, api_client, load
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT = 0, 1, 2, 3, 4
@@ -434,8 +439,17 @@ def explain(
             f"\nLast failover: {failover['fromSite']} -> {failover['toSite']} (epoch "
             f"{failover['epoch']}) at {failover['decidedTime']}\n  why: {failover['reason']}\n"
             f"  detection {failover.get('detectionSeconds', '-')}s, "
-            f"RTO {failover.get('rtoSeconds', '-')}s\n"
+            f"RTO {failover.get('rtoSeconds', '-')}s"
+            + (
+                f", planned, RPO {failover.get('rpoSeconds', '-')}s"
+                if failover.get("planned")
+                else ""
+            )
+            + "\n"
         )
+    planned = status.get("plannedSwitchover")
+    if planned:
+        write(_planned_lines(planned))
     for restore in status.get("volumeRestores") or []:
         write(_restore_lines(restore))
     write(_capacity_lines(status.get("sites") or []))
@@ -450,6 +464,25 @@ def explain(
             when = event.last_timestamp or event.event_time
             write(f"  {when:%H:%M:%S} {event.type:7} {event.reason}: {event.message}\n")
     return EXIT_OK
+
+
+def _planned_lines(planned: dict[str, Any]) -> str:
+    """The latest planned switchover: its step, and each step's time."""
+    lines = [
+        f"\nPlanned switchover {planned['id']} ({planned['op']}): {planned['fromSite']} -> "
+        f"{planned['toSite']}, step {planned['step']} (write fence {planned['fence']})"
+    ]
+    for label, key in (
+        ("asked", "startTime"),
+        ("writes stopped", "writesStoppedTime"),
+        ("drained", "drainedTime"),
+        ("writes resumed", "writesResumedTime"),
+    ):
+        if planned.get(key):
+            lines.append(f"  {label} at {planned[key]}")
+    if planned.get("message"):
+        lines.append(f"  {planned['message']}")
+    return "\n".join(lines) + "\n"
 
 
 def _capacity_lines(sites: list[dict[str, Any]]) -> str:
@@ -506,8 +539,13 @@ def request(
     out: TextIO = sys.stdout,
     clock: Callable[[], float] = time.monotonic,
     prog: str = "lifeboat",
+    planned: bool = False,
+    to_the_end: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Ask for a failover (to ``site``) or a failback; wait for the operator's answer."""
+    """Ask for a failover (to ``site``) or a failback (``planned``: a planned switchover,
+    writes stopped and replication drained first); wait up to ``wait`` seconds for the
+    operator's answer, or (``to_the_end``) follow the operation until it is done."""
     app = cluster.app(namespace, name)
     sites = [s["name"] for s in (app.get("spec") or {}).get("sites", [])]
     if site is not None and site not in sites:
@@ -516,9 +554,23 @@ def request(
         )
     request_id = uuid.uuid4().hex[:12]
     asked = _asked(app)
-    wanted = Request(request_id, RequestOp(op), site or None, force)
+    wanted = Request(request_id, RequestOp(op), site or None, force, planned)
+    epoch = int((app.get("status") or {}).get("epoch") or 0)
     cluster.annotate(namespace, name, replace(asked, request=wanted).merge_patch(asked))
-    out.write(f"requested {op}{' to ' + site if site else ''} (request {request_id})\n")
+    kind = f"planned {op}" if planned else op
+    out.write(f"requested {kind}{' to ' + site if site else ''} (request {request_id})\n")
+    if to_the_end:
+        code = follow(
+            lambda: cluster.app(namespace, name),
+            Operation(epoch, request_id=request_id, site=site),
+            wait,
+            out=out,
+            clock=clock,
+            sleep=sleep,
+        )
+        if code == EXIT_TIMEOUT:
+            out.write(f"see {prog} explain {name} -n {namespace}\n")
+        return code
     deadline = clock() + wait
     while clock() < deadline:
         answer = (cluster.app(namespace, name).get("status") or {}).get("lastRequest") or {}
@@ -540,8 +592,13 @@ def approve(
     name: str,
     recommendation: str | None,
     out: TextIO = sys.stdout,
+    *,
+    wait: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Approve the app's current recommendation (or the one given)."""
+    """Approve the app's current recommendation (or the one given); with ``wait``, follow
+    what it starts until it is done."""
     app = cluster.app(namespace, name)
     current = ((app.get("status") or {}).get("recommendation") or {}).get("id")
     chosen = recommendation or current
@@ -550,9 +607,19 @@ def approve(
     if recommendation and current and recommendation != current:
         out.write(f"note: the current recommendation is {current}\n")
     asked = _asked(app)
+    epoch = int((app.get("status") or {}).get("epoch") or 0)
     cluster.annotate(namespace, name, replace(asked, approval=chosen).merge_patch(asked))
     out.write(f"approved {chosen}\n")
-    return EXIT_OK
+    if wait is None:
+        return EXIT_OK
+    return follow(
+        lambda: cluster.app(namespace, name),
+        Operation(epoch, approval=chosen),
+        wait,
+        out=out,
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def pin(

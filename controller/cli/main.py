@@ -136,12 +136,22 @@ def misplaced_global(argv: Sequence[str], commands: Sequence[str]) -> str | None
 
 
 KUBECTL_PLUGIN = "kubectl-lifeboat"
+ANSWER_SECONDS = 60.0
+"""How long failover, failback wait for the operator's answer without --wait."""
+FOLLOW_SECONDS = 600.0
+"""How long --wait follows an operation when given no SECONDS."""
 EXIT_CODES = """exit codes (cluster commands):
   0  done, or accepted by the operator
   1  refused (by the operator's safety checks, or forbidden by the API server) or failed
   2  usage error (bad arguments, a site the app does not have)
   3  not found (the app, the ResilientApp CRD) or the cluster cannot be reached
-  4  no answer from the operator in time (is it running?)"""
+  4  no answer from the operator in time (is it running?); with --wait: not done in time
+  5  --wait: accepted but not completed (the new site's capacity not Ready within
+     capacityTimeoutSeconds, or overtaken by another failover)
+
+--wait [SECONDS] follows failover, failback and approve to their end (DNS in sync,
+capacity Ready at the new site; a planned switchover: writes resumed), one line per step;
+without it they wait up to 60 s for the operator's answer only."""
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -310,11 +320,30 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
     failover = app_command("failover", "move an app to another site (safety checks apply)")
     failover.add_argument("--to", required=True, metavar="SITE", help="target site")
     failback = app_command("failback", "move an app back to its declared primary")
+    follow_help = (
+        "follow it to its end (DNS in sync, capacity Ready), at most SECONDS (default 600); "
+        "without --wait, only the operator's answer is waited for (60 s)"
+    )
     for sub in (failover, failback):
         sub.add_argument("--force", action="store_true", help="skip the safety checks")
-        sub.add_argument("--wait", type=float, default=60.0, help="seconds to wait for it")
+        sub.add_argument(
+            "--planned",
+            action="store_true",
+            help="a switchover without loss: stop writes at the active site (the app's "
+            "failover.planned.writeFence), wait for replication to drain, then move",
+        )
     approve = app_command("approve", "carry out an app's recommendation (Manual mode)")
     approve.add_argument("--id", help="the recommendation to approve (default: the current)")
+    for sub in (failover, failback, approve):
+        sub.add_argument(
+            "--wait",
+            type=float,
+            nargs="?",
+            const=FOLLOW_SECONDS,
+            default=None,
+            metavar="SECONDS",
+            help=follow_help,
+        )
     pin = app_command("pin", "keep an app where it is: nothing moves it automatically")
     pin.add_argument("--site", help="site to pin to (default: the active site)")
     app_command("unpin", "let Lifeboat move the app again")
@@ -493,11 +522,13 @@ def _app_command(args: argparse.Namespace) -> int:
                 args.command,
                 site,
                 force=args.force,
-                wait=args.wait,
+                wait=ANSWER_SECONDS if args.wait is None else args.wait,
                 prog=args.prog,
+                planned=args.planned,
+                to_the_end=args.wait is not None,
             )
         if args.command == "approve":
-            return commands.approve(cluster, namespace, args.app, args.id)
+            return commands.approve(cluster, namespace, args.app, args.id, wait=args.wait)
         if args.command == "replication":
             return commands.unreplicated(
                 cluster,

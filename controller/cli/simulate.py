@@ -18,7 +18,8 @@ Timeline format (YAML)::
         api:                 # provider/region: outcomes of the calls of each round
           aws-prod/us-east-1: [throttled, throttled, ok]
       - at: 40
-        request: {op: failover, site: usw2, force: false}
+        request: {op: failover, site: usw2, force: false}   # planned: true: stop writes,
+                                                           # drain replication, then move
       - at: 45
         approve: true        # approve the current recommendation (Manual mode)
       - at: 50
@@ -27,6 +28,11 @@ Timeline format (YAML)::
         replicationLag: {use1: 12.5}
       - at: 70
         capacity: {usw2: 2}  # site: at most this many instances come up Ready | ready
+
+A planned switchover (``planned: true``) waits for replication to the new site to drain:
+each destination's ``replicationLag`` (0 when not given) stands for a flow with that
+much data pending, so it drains once the destination's lag is 0 after writes were stopped;
+the write fence answers at once.
 
 Capacity comes up Ready at once unless the timeline caps a site's (``capacity: {usw2: 2}``:
 at most 2 instances of it are ever Ready, as with a scale-up that fails; ``ready`` lifts the
@@ -90,6 +96,7 @@ class RequestEntry(BaseModel):
     op: Literal["failover", "failback"]
     site: str | None = None
     force: bool = False
+    planned: bool = False
     id: str | None = Field(default=None, min_length=1, max_length=63)
 
 
@@ -430,6 +437,7 @@ def simulate(
             replication_lag=world.lag,
             capacity=_capacity(spec, state, world, t),
             now=t,
+            replication_flows=_flows(spec, state, world, t),
         )
         decision = core.decide(state, observations, spec, t)
         state = decision.state
@@ -472,6 +480,37 @@ def _capacity(
     return readings
 
 
+def _flows(
+    spec: ResilientAppSpec, state: m.AppState, world: _World, t: float
+) -> tuple[m.FlowProgress, ...]:
+    """Every dataset's flow from the active site to its other sites as the timeline's
+    replication lag makes it: a destination ``lag`` seconds behind holds what was made up to
+    ``t - lag`` and has changes pending unless the lag is 0 (not given: 0; null: unknown)."""
+    if spec.replication is None:
+        return ()
+    located = [(d.name, [loc.site for loc in d.locations]) for d in spec.replication.objects]
+    located += [(d.name, [loc.site for loc in d.locations]) for d in spec.replication.volumes]
+    flows = []
+    for name, sites in located:
+        if state.active_site not in sites:
+            continue
+        for site in sites:
+            if site == state.active_site:
+                continue
+            lag = world.lag.get(site, 0.0)
+            flows.append(
+                m.FlowProgress(
+                    name,
+                    site,
+                    state.active_site,
+                    state.epoch,
+                    0 if lag == 0 else 1,
+                    None if lag is None else t - lag,
+                )
+            )
+    return tuple(flows)
+
+
 def _change_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes a round worth printing when it acts on nothing: figures that count up
     (the dwell's seconds) are not a change, a new cause is."""
@@ -494,6 +533,7 @@ def _request(raw: RequestEntry, serial: int) -> Request:
         op=RequestOp(raw.op),
         site=raw.site,
         force=raw.force,
+        planned=raw.planned,
     )
 
 

@@ -93,6 +93,8 @@ from controller.core.model import (
     Decision,
     DnsName,
     FailoverRecord,
+    FenceWrites,
+    FlowProgress,
     Held,
     Note,
     NoteKind,
@@ -100,6 +102,8 @@ from controller.core.model import (
     Outcome,
     Ownership,
     Phase,
+    PlannedMove,
+    PlannedStep,
     Recommendation,
     RegionKey,
     RequestOutcome,
@@ -185,7 +189,9 @@ def decide(
     _weigh_vantages(work)
     _track_site_health(work)
     _verify_capacity(work)
+    _planned_tick(work)
     verdict, summary = _decide(work)
+    _planned_overtaken(work)
     work.state = replace(
         work.state,
         last_rule=verdict,
@@ -248,6 +254,8 @@ def complete(
     """
     if action.epoch != state.epoch:
         return state
+    if isinstance(action, FenceWrites):
+        return _record_fence(state, action, now, change_id)
     if isinstance(action, RestoreVolumes):
         restores = dict(state.restores)
         restores[action.site] = AppliedRestore(action.epoch, now, restored, missing)
@@ -630,8 +638,24 @@ def _decide(work: _Round) -> tuple[Verdict, str]:
     spec = work.spec
     active = spec.site(work.state.active_site)
     assert active is not None  # _conform_to_spec guarantees it
-    if work.obs.request is not None and _new_request(work.state, work.obs.request):
-        return _handle_request(work, work.obs.request)
+    request, planned = work.obs.request, work.state.planned
+    if request is not None and _new_request(work.state, request):
+        if planned is not None and planned.step.waiting and not request.force:
+            why = (
+                f"a planned switchover ({planned.request_id}) to {planned.to_site} is under way "
+                "(--force overrides it)"
+            )
+            return _answer(work, request, False, why)
+        if request.planned:
+            return _start_planned(work, request)
+        return _handle_request(work, request)
+    if planned is not None and planned.step.waiting:
+        progressed, waiting = _planned_progress(work, planned)
+        situation, _ = classify(work.seen(), active, work.api(active), spec)
+        # An outage of the active site meanwhile still fails the app over (the planned
+        # switchover is then overtaken, and writes resume where the app lands).
+        if not waiting or RESPONSE[situation] is not Response.FAILOVER:
+            return progressed
 
     situation, down = classify(work.seen(), active, work.api(active), spec)
     response = RESPONSE[situation]
@@ -716,8 +740,17 @@ def _failover(
     manual: bool = False,
     force: bool = False,
     failback: bool = False,
+    planned: bool = False,
 ) -> tuple[Verdict, str]:
-    rule = Rule.FAILBACK if failback else Rule.MANUAL_FAILOVER if manual else Rule.of(situation)
+    rule = (
+        Rule.PLANNED
+        if planned
+        else Rule.FAILBACK
+        if failback
+        else Rule.MANUAL_FAILOVER
+        if manual
+        else Rule.of(situation)
+    )
     fresh = work.state.last_rule.rule is not rule
     causes = [] if force else _failover_gate(work)
     if work.state.epoch >= MAX_EPOCH:  # forced or not: no epoch to raise it to
@@ -742,7 +775,16 @@ def _failover(
     summary = f"{reason}; {'failing back' if failback else 'failing over'} to {target.name}"
     if not manual and not _may_act(work, Response.FAILOVER, target.name, (), summary):
         return Verdict(rule), f"{summary} (recommended, {work.spec.failover.mode} mode)"
-    _start_failover(work, active, target, reason, manual=manual, failback=failback, forced=force)
+    _start_failover(
+        work,
+        active,
+        target,
+        reason,
+        manual=manual,
+        failback=failback,
+        forced=force,
+        planned=planned,
+    )
     return Verdict(rule), f"{summary} (epoch {work.state.epoch})"
 
 
@@ -891,6 +933,7 @@ def _start_failover(
     manual: bool,
     failback: bool,
     forced: bool = False,
+    planned: bool = False,
 ) -> None:
     state = work.state
     epoch = state.epoch + 1
@@ -900,9 +943,11 @@ def _start_failover(
         target.name,
         reason,
         work.now,
-        _outage_start(state, active),
+        None if planned else _outage_start(state, active),
         manual=manual,
         forced=forced,
+        planned=planned,
+        rpo_seconds=0.0 if planned else None,
     )
     # The new site's failed zones stay out of its DNS record from the start.
     failed = {
@@ -1081,22 +1126,34 @@ def _may_act(
 
 
 def _new_request(state: AppState, request: Request) -> bool:
+    if state.planned is not None and state.planned.request_id == request.id:
+        return False  # a planned switchover answers its request when it moves or gives up
     return state.last_request is None or state.last_request.id != request.id
+
+
+def _request_unfit(work: _Round, request: Request) -> tuple[str | None, str | None]:
+    """The site ``request`` moves the app to, and why it cannot be carried out at all
+    (None: it can be weighed)."""
+    spec, state = work.spec, work.state
+    if spec.failover.mode == "Observe":
+        return None, "Observe mode never acts"
+    target_name = spec.primary.name if request.op is RequestOp.FAILBACK else request.site
+    if target_name is None or spec.site(target_name) is None:
+        return None, f"no site named {target_name!r}"
+    if target_name == state.active_site:
+        return target_name, f"{target_name} is already the active site"
+    if work.obs.pinned is not None and work.obs.pinned != target_name and not request.force:
+        return target_name, f"the active site is pinned to {work.obs.pinned}"
+    return target_name, None
 
 
 def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
     spec, state = work.spec, work.state
     active = spec.site(state.active_site)
     assert active is not None
-    if spec.failover.mode == "Observe":
-        return _answer(work, request, False, "Observe mode never acts")
-    target_name = spec.primary.name if request.op is RequestOp.FAILBACK else request.site
-    if target_name is None or spec.site(target_name) is None:
-        return _answer(work, request, False, f"no site named {target_name!r}")
-    if target_name == active.name:
-        return _answer(work, request, False, f"{target_name} is already the active site")
-    if work.obs.pinned is not None and work.obs.pinned != target_name and not request.force:
-        return _answer(work, request, False, f"the active site is pinned to {work.obs.pinned}")
+    target_name, unfit = _request_unfit(work, request)
+    if unfit is not None or target_name is None:
+        return _answer(work, request, False, unfit or "no target")
     if request.op is RequestOp.FAILBACK and not request.force:
         lagging = _replication_lag(work, target_name)
         if lagging is not None:
@@ -1128,6 +1185,287 @@ def _answer(
     kind = NoteKind.REQUEST_ACCEPTED if accepted else NoteKind.REQUEST_REFUSED
     work.note(kind, f"{request.op.value} request {request.id}: {why}", warning=not accepted)
     return verdict, why
+
+
+# --------------------------------------------------------------------------- planned switchover
+
+
+def _start_planned(work: _Round, request: Request) -> tuple[Verdict, str]:
+    """A planned switchover (``lifeboat failover --planned``): checked as the move will be
+    (so that writes are not stopped for a move that cannot happen), then its first step:
+    the write fence stops writes at the active site (no fence declared: the user has
+    stopped them, and the drain is waited for at once)."""
+    spec, state = work.spec, work.state
+    active = spec.site(state.active_site)
+    assert active is not None
+    target_name, unfit = _request_unfit(work, request)
+    if unfit is not None or target_name is None:
+        return _answer(work, request, False, unfit or "no target")
+    if not request.force:
+        causes = _failover_gate(work)
+        target, evaluation, unfits = _pick_target(
+            work, exclude=active.name, wanted=target_name, force=False
+        )
+        work.facts.extend(evaluation)
+        if target is None:
+            causes.extend(unfits)
+        if work.obs.traffic_plane is ApiPlaneState.IMPAIRED:
+            causes.append("API plane of the DNS service Impaired: traffic cannot be moved")
+        if causes:
+            return _answer(work, request, False, "; ".join(causes))
+    fence = "Webhook" if spec.failover.planned.write_fence.webhook is not None else "None"
+    move = PlannedMove(
+        request.id,
+        request.op.value,
+        active.name,
+        target_name,
+        state.epoch,
+        PlannedStep.STOP_WRITES,
+        work.now,
+        forced=request.force,
+        fence=fence,
+    )
+    timeout = spec.failover.planned.drain_timeout_seconds
+    if fence == "None":
+        move = replace(
+            move,
+            step=PlannedStep.DRAIN,
+            stopped_at=work.now,
+            fence_answer="no write fence declared: writes are stopped by the user",
+        )
+        first = f"no write fence declared: writes at {active.name} are taken as stopped now"
+    else:
+        first = f"stopping writes at {active.name} (webhook)"
+    summary = (
+        f"planned {request.op.value} {request.id} {active.name} -> {target_name}: {first}; "
+        f"then replication to {target_name} must drain within {timeout} s"
+    )
+    work.state = replace(state, planned=move)
+    work.note(NoteKind.PLANNED_STARTED, summary)
+    return Verdict(Rule.PLANNED), summary
+
+
+def _planned_request(move: PlannedMove) -> Request:
+    return Request(move.request_id, RequestOp(move.op), move.to_site, move.forced, planned=True)
+
+
+def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, str], bool]:
+    """The next step of a planned switchover whose writes are (being) stopped: still
+    waiting (True), or moved, or given up (refused: writes resume where the app is)."""
+    spec = work.spec
+    timeout = spec.failover.planned.drain_timeout_seconds
+    waited = work.now - move.started_at
+    head = f"planned switchover {move.from_site} -> {move.to_site}"
+    if move.step is PlannedStep.STOP_WRITES:
+        if waited >= timeout:
+            why = (
+                f"writes at {move.from_site} were not stopped within {timeout} s "
+                "(drainTimeoutSeconds): the write fence did not answer"
+            )
+            return _abort_planned(work, move, why), False
+        # No figure that counts up: each new summary would be a status write of its own.
+        summary = f"{head}: stopping writes at {move.from_site} (gives up after {timeout} s)"
+        return (Verdict(Rule.PLANNED), summary), True
+    lagging = undrained(spec, move, work.obs.replication_flows)
+    if lagging:
+        work.facts.append(("drain", "; ".join(lagging)[:1024]))
+        if waited >= timeout:
+            why = (
+                f"replication to {move.to_site} did not drain within {timeout} s "
+                f"(drainTimeoutSeconds): {'; '.join(lagging)}"
+            )
+            return _abort_planned(work, move, why), False
+        summary = (
+            f"{head}: writes stopped, waiting for replication to {move.to_site} to drain "
+            f"(gives up after {timeout} s): {'; '.join(lagging)}"
+        )
+        return (Verdict(Rule.PLANNED), summary), True
+    if move.drained_at is None:
+        move = replace(move, drained_at=work.now)
+        work.state = replace(work.state, planned=move)
+        work.note(
+            NoteKind.DRAINED,
+            f"{head}: replication to {move.to_site} drained: every change made before writes "
+            f"stopped is there (RPO 0)",
+        )
+    active = spec.site(work.state.active_site)
+    assert active is not None
+    reason = (
+        f"planned {move.op} requested by a user{' --force' if move.forced else ''}: writes "
+        f"stopped at {move.from_site}, replication to {move.to_site} drained"
+    )
+    verdict, summary = _failover(
+        work,
+        active,
+        reason,
+        Situation.STEADY,
+        target_name=move.to_site,
+        manual=True,
+        force=move.forced,
+        failback=move.op == RequestOp.FAILBACK.value,
+        planned=True,
+    )
+    if work.state.active_site != move.to_site:  # held by a safety check: wait, bounded
+        if waited >= timeout:
+            return _abort_planned(work, move, f"{summary} (drainTimeoutSeconds {timeout})"), False
+        return (verdict, summary), True
+    work.state = replace(
+        work.state,
+        planned=replace(
+            move,
+            step=PlannedStep.RESUME,
+            moved_epoch=work.state.epoch,
+            resume_site=move.to_site,
+            message=summary[:1024],
+        ),
+    )
+    return _answer(work, _planned_request(move), True, summary, verdict), False
+
+
+def _abort_planned(work: _Round, move: PlannedMove, why: str) -> tuple[Verdict, str]:
+    """Give a planned switchover up: the app stays, writes resume where it is."""
+    work.state = replace(
+        work.state,
+        planned=replace(
+            move, step=PlannedStep.ABORT, resume_site=work.state.active_site, message=why[:1024]
+        ),
+    )
+    work.note(
+        NoteKind.PLANNED_ABORTED,
+        f"planned switchover {move.from_site} -> {move.to_site} given up: {why}; writes "
+        f"resume at {work.state.active_site}",
+        warning=True,
+    )
+    return _answer(work, _planned_request(move), False, why)
+
+
+def _planned_overtaken(work: _Round) -> None:
+    """A planned switchover still waiting when the app moved or the epoch rose another way
+    (an outage's failover, a forced request, DNS holding a newer epoch) is given up; its
+    request is answered unless this round answered another one."""
+    move = work.state.planned
+    if move is None or not move.step.waiting:
+        return
+    state = work.state
+    if state.active_site == move.from_site and state.epoch == move.epoch:
+        return
+    why = (
+        f"overtaken: the app is at {state.active_site}, epoch {state.epoch}, since the "
+        f"planned switchover was asked at epoch {move.epoch}"
+    )
+    answered = state.last_request
+    request = work.obs.request
+    if request is not None and answered is not None and answered.id == request.id:
+        work.state = replace(
+            state,
+            planned=replace(
+                move, step=PlannedStep.ABORT, resume_site=state.active_site, message=why
+            ),
+        )
+        work.note(NoteKind.PLANNED_ABORTED, f"planned switchover given up: {why}", warning=True)
+        return
+    _abort_planned(work, move, why)
+
+
+def _planned_tick(work: _Round) -> None:
+    """Carry a planned switchover on from what was completed since the last round: writes
+    stopped (the fence answered) -> Drain; writes resumed -> Done or Aborted. Without a
+    write fence the resume is the user's: said, and done at once (once DNS points at the
+    new site, after a move)."""
+    move = work.state.planned
+    if move is None:
+        return
+    # A fence removed from the spec meanwhile leaves the resume to the user too.
+    unfenced = move.fence == "None" or work.spec.failover.planned.write_fence.webhook is None
+    if move.step is PlannedStep.STOP_WRITES and move.stopped_at is not None:
+        move = replace(move, step=PlannedStep.DRAIN)
+    elif move.step.resuming and (move.resumed_at is not None or unfenced):
+        if move.step is PlannedStep.RESUME and not traffic_in_place(work.state, work.spec):
+            pass  # the resume waits for DNS to point at the new site
+        else:
+            done = move.step is PlannedStep.RESUME
+            site = move.resume_site or work.state.active_site
+            resumed = (
+                f"writes resumed at {site}"
+                if move.resumed_at is not None
+                else f"no write fence declared: resume writes at {site} yourself"
+            )
+            move = replace(
+                move,
+                step=PlannedStep.DONE if done else PlannedStep.ABORTED,
+                resumed_at=move.resumed_at if move.resumed_at is not None else work.now,
+            )
+            if done:
+                work.note(
+                    NoteKind.PLANNED_DONE,
+                    f"planned switchover {move.from_site} -> {move.to_site} done, epoch "
+                    f"{move.moved_epoch}, RPO 0: {resumed}",
+                )
+            else:
+                work.note(NoteKind.PLANNED_ABORTED, f"planned switchover ended: {resumed}")
+    work.state = replace(work.state, planned=move)
+
+
+def undrained(
+    spec: ResilientAppSpec, move: PlannedMove, flows: Iterable[FlowProgress]
+) -> list[str]:
+    """What keeps replication from ``move.from_site`` to ``move.to_site`` from being
+    drained, each dataset with its figure (empty: drained). Every dataset located at both
+    sites must report, under the move's source and epoch, nothing pending and a catch-up
+    that began after writes were stopped."""
+    if spec.replication is None or move.stopped_at is None:
+        return [] if spec.replication is None else ["writes not stopped yet"]
+    sites = {move.from_site, move.to_site}
+    located = [(d.name, {loc.site for loc in d.locations}) for d in spec.replication.objects]
+    located += [(d.name, {loc.site for loc in d.locations}) for d in spec.replication.volumes]
+    datasets = [name for name, at in located if sites <= at]
+    found = {(f.dataset, f.destination): f for f in flows}
+    causes = []
+    for name in datasets:
+        flow = found.get((name, move.to_site))
+        if flow is None:
+            causes.append(f"{name}: no figures yet")
+        elif flow.source != move.from_site or flow.epoch != move.epoch:
+            causes.append(f"{name}: figures of {flow.source} at epoch {flow.epoch}")
+        elif flow.pending > 0:
+            causes.append(f"{name}: {flow.pending} pending")
+        elif flow.caught_up_at is None:
+            causes.append(f"{name}: not known caught up yet")
+        elif flow.caught_up_at < move.stopped_at:
+            ago = move.stopped_at - flow.caught_up_at
+            causes.append(f"{name}: last caught up {ago:.0f} s before writes stopped")
+    return causes
+
+
+def _record_fence(state: AppState, action: FenceWrites, now: float, answer: str) -> AppState:
+    """The write fence answered ``action`` at ``now`` (its answer recorded)."""
+    move = state.planned
+    if move is None or move.request_id != action.request_id:
+        return state
+    if action.stop and move.step is PlannedStep.STOP_WRITES and move.stopped_at is None:
+        move = replace(move, stopped_at=now, fence_answer=answer[:256])
+    elif not action.stop and move.step.resuming and move.resumed_at is None:
+        move = replace(move, resumed_at=now, fence_answer=answer[:256])
+    else:
+        return state
+    return replace(state, planned=move)
+
+
+def desired_fence(state: AppState, spec: ResilientAppSpec) -> tuple[FenceWrites | None, str]:
+    """The write-fence call a planned switchover waits for (None: none), or why the one it
+    will need waits (a resume at the new site waits for DNS to point there)."""
+    move = state.planned
+    if move is None or move.fence != "Webhook" or spec.failover.planned.write_fence.webhook is None:
+        return None, ""
+    if move.step is PlannedStep.STOP_WRITES and move.stopped_at is None:
+        return FenceWrites(move.from_site, True, state.epoch, move.request_id), ""
+    if move.step.resuming and move.resumed_at is None:
+        site = move.resume_site or state.active_site
+        call = FenceWrites(site, False, state.epoch, move.request_id)
+        if move.step is PlannedStep.RESUME and not traffic_in_place(state, spec):
+            return call, f"waits for DNS to point at {site} before writes resume there"
+        return call, ""
+    return None, ""
 
 
 # --------------------------------------------------------------------------- actions
@@ -1251,6 +1589,7 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
     restore = desired_restore(work.seen(), spec)
     if restore is not None:
         due.append(restore)
+    fence, fence_waits = desired_fence(state, spec)
     capacity = desired_capacity(state, spec)
     order = sorted(capacity, key=lambda c: c.site != state.active_site)
     for change in order:
@@ -1259,7 +1598,13 @@ def _reconcile(work: _Round) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
             due.append(change)
     actions: list[Action] = []
     held: list[Held] = []
+    if fence is not None and fence_waits:
+        held.append(Held(fence, fence_waits))
+    elif fence is not None:  # a webhook, not a region's API plane: static stability aside
+        actions.append(fence)
     for action in due:
+        if isinstance(action, FenceWrites):
+            continue
         region = (
             work.obs.traffic_plane
             if isinstance(action, ShiftTraffic)

@@ -30,7 +30,7 @@ from controller.api.models import ResilientAppSpec
 from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
 from controller.core.capacity import CapacityReading
 from controller.core.health import ProbeOutcome, ProbeResult
-from controller.core.model import DnsObservation, Observations, RegionKey
+from controller.core.model import DnsObservation, FlowProgress, Observations, RegionKey
 from controller.core.vantage import Vantage
 
 _TROUBLED = (ApiPlaneState.DEGRADED, ApiPlaneState.IMPAIRED)
@@ -66,6 +66,7 @@ def observations(
     vantage: Vantage | None = None,
     capacity: Mapping[str, CapacityReading] | None = None,
     now: float | None = None,
+    replication_flows: Iterable[FlowProgress] = (),
 ) -> Observations:
     """What the decision core is shown in one round (``now``: the round's time)."""
     timeout = float(spec.health.timeout_seconds)
@@ -90,4 +91,5 @@ def observations(
             for name, reading in (capacity or {}).items()
             if spec.site(name) is not None and (now is None or reading.at <= now)
         },
+        replication_flows=tuple(replication_flows),
     )

@@ -62,6 +62,7 @@ class Rule(StrEnum):
     FAILBACK = "failback"
     ZONE_RESTORE = "zone-restore"
     REQUEST_REFUSED = "request-refused"
+    PLANNED = "planned-switchover"
 
     @classmethod
     def of(cls, situation: Situation) -> Rule:
@@ -144,6 +145,24 @@ class DnsObservation:
 
 
 @dataclass(frozen=True)
+class FlowProgress:
+    """Replication of one dataset to one destination, as its engine last reported it (what
+    a planned switchover waits on to drain)."""
+
+    dataset: str
+    destination: str
+    source: str
+    epoch: int
+    pending: int
+    """Changes (objects, snapshots) known not to be at the destination yet."""
+    caught_up_at: float | None
+    """Every change made at the source before this moment is at the destination (objects:
+    the start of the listing of the last pass that ended with nothing pending; volumes:
+    when the data of the newest copy there was taken). None: not known (or the pending
+    figures are only an upper bound)."""
+
+
+@dataclass(frozen=True)
 class Observations:
     """What was seen since the last decision."""
 
@@ -171,6 +190,8 @@ class Observations:
     capacity: Mapping[str, CapacityReading] = field(default_factory=dict)
     """Per site: its capacity as its driver last reported it (missing: not read yet, or the
     site has no capacity driver). Each reading carries the time it was taken."""
+    replication_flows: tuple[FlowProgress, ...] = ()
+    """Every replication flow's progress (a planned switchover's drain reads it)."""
 
 
 # --------------------------------------------------------------------------- state
@@ -191,6 +212,10 @@ class FailoverRecord:
     forced: bool = False
     """Requested with ``--force``: the anti-flapping guards do not count it (it starts no
     dwell and spends no budget), so a site it moved the app onto can be left at once."""
+    planned: bool = False
+    """A planned switchover: writes were stopped and replication drained before it."""
+    rpo_seconds: float | None = None
+    """Data the move lost, when known (0: a planned switchover that drained)."""
 
     @property
     def detection_seconds(self) -> float | None:
@@ -298,6 +323,60 @@ class RequestOutcome:
     at: float
 
 
+class PlannedStep(StrEnum):
+    """Where a planned switchover stands (status: ``plannedSwitchover.step``)."""
+
+    STOP_WRITES = "StopWrites"
+    """The write fence is asked to stop writes at the old site."""
+    DRAIN = "Drain"
+    """Writes stopped: waiting for replication to the new site to drain."""
+    RESUME = "ResumeWrites"
+    """Moved (new epoch): writes resume at the new site once DNS points there."""
+    DONE = "Done"
+    ABORT = "Abort"
+    """Not moved (drain timed out, refused, or overtaken): writes resume where the app
+    is."""
+    ABORTED = "Aborted"
+
+    @property
+    def waiting(self) -> bool:
+        """Before the move: writes are (being) stopped and nothing has moved yet."""
+        return self in (PlannedStep.STOP_WRITES, PlannedStep.DRAIN)
+
+    @property
+    def resuming(self) -> bool:
+        return self in (PlannedStep.RESUME, PlannedStep.ABORT)
+
+    @property
+    def final(self) -> bool:
+        return self in (PlannedStep.DONE, PlannedStep.ABORTED)
+
+
+@dataclass(frozen=True)
+class PlannedMove:
+    """A planned switchover under way, or the latest one (persisted in the status)."""
+
+    request_id: str
+    op: str
+    from_site: str
+    to_site: str
+    epoch: int
+    """The epoch it was asked under (the move raises it; nothing of an older one acts)."""
+    step: PlannedStep
+    started_at: float
+    forced: bool = False
+    """Asked with ``--force``: the move skips the safety checks (never the drain)."""
+    fence: str = "None"
+    """``Webhook`` or ``None`` (the user stops writes)."""
+    stopped_at: float | None = None
+    drained_at: float | None = None
+    moved_epoch: int | None = None
+    resume_site: str | None = None
+    resumed_at: float | None = None
+    fence_answer: str = ""
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class AppState:
     """Everything the core remembers between rounds (persisted in the app's status)."""
@@ -329,6 +408,8 @@ class AppState:
     standby_ready: Mapping[str, tuple[bool | None, str]] = field(default_factory=dict)
     """Per standby site: its readiness as last announced (verdict, causes figures aside).
     Not kept in the status (a restarted operator announces a standby not ready again)."""
+    planned: PlannedMove | None = None
+    """The planned switchover under way, or the latest one."""
     dns_read: bool = True
     """Whether DNS has been read back since this state was rebuilt from a status (the
     operator sets it to False when it loads a status: it changes no DNS before it has seen
@@ -447,7 +528,31 @@ class RestoreVolumes:
         )
 
 
-Action = ShiftTraffic | SetCapacity | RestoreVolumes
+@dataclass(frozen=True)
+class FenceWrites:
+    """Ask the app's write fence (``failover.planned.writeFence``) to stop writes at
+    ``site`` (``stop``) or to resume them there. Idempotent: the hook is told the request
+    and epoch, and one call per step is enough."""
+
+    site: str
+    stop: bool
+    epoch: int
+    request_id: str
+
+    kind = "FenceWrites"
+
+    @property
+    def id(self) -> str:
+        verb = "stop" if self.stop else "resume"
+        return f"fence-writes/{verb}/{self.site}/epoch-{self.epoch}/{self.request_id}"
+
+    @property
+    def target(self) -> str:
+        verb = "stop" if self.stop else "resume"
+        return f"writes at {self.site}: {verb} (planned switchover {self.request_id})"
+
+
+Action = ShiftTraffic | SetCapacity | RestoreVolumes | FenceWrites
 
 
 @dataclass(frozen=True)
@@ -491,6 +596,10 @@ class NoteKind(StrEnum):
     CAPACITY_NOT_READY = EventReason.CAPACITY_NOT_READY
     STANDBY_READY = EventReason.STANDBY_READY
     STANDBY_NOT_READY = EventReason.STANDBY_NOT_READY
+    PLANNED_STARTED = EventReason.PLANNED_SWITCHOVER_STARTED
+    DRAINED = EventReason.REPLICATION_DRAINED
+    PLANNED_ABORTED = EventReason.PLANNED_SWITCHOVER_ABORTED
+    PLANNED_DONE = EventReason.PLANNED_SWITCHOVER_DONE
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from controller.api.models import (
     Fact,
     FailoverStatus,
     PendingAction,
+    PlannedSwitchoverStatus,
     ReadinessStatus,
     RecommendationStatus,
     RequestStatus,
@@ -149,6 +150,30 @@ def state_from_status(
         last_rule=m.Verdict.parse(status.last_decision.rule if status.last_decision else None),
         site_healthy_since=healthy_since,
         restores={r.site: _restore(r) for r in status.volume_restores},
+        planned=_planned(status.planned_switchover),
+    )
+
+
+def _planned(saved: PlannedSwitchoverStatus | None) -> m.PlannedMove | None:
+    if saved is None:
+        return None
+    return m.PlannedMove(
+        request_id=saved.id,
+        op=saved.op,
+        from_site=saved.from_site,
+        to_site=saved.to_site,
+        epoch=saved.epoch,
+        step=m.PlannedStep(saved.step),
+        started_at=parse_rfc3339(saved.start_time),
+        forced=saved.forced,
+        fence=saved.fence,
+        stopped_at=_ts(saved.writes_stopped_time),
+        drained_at=_ts(saved.drained_time),
+        moved_epoch=saved.moved_epoch,
+        resume_site=saved.resume_site,
+        resumed_at=_ts(saved.writes_resumed_time),
+        fence_answer=saved.fence_answer,
+        message=saved.message,
     )
 
 
@@ -213,6 +238,8 @@ def _failover(f: FailoverStatus) -> m.FailoverRecord:
         completed_at=_ts(f.completed_time),
         manual=f.manual,
         forced=f.forced,
+        planned=f.planned,
+        rpo_seconds=f.rpo_seconds,
     )
 
 
@@ -282,6 +309,7 @@ def status_from_state(
         actions=_pending(decision, running),
         recommendation=_recommendation_status(state.recommendation),
         last_request=_request_status(state.last_request),
+        planned_switchover=_planned_status(state.planned),
         pinned_site=observations.pinned,
         volume_restores=tuple(
             _restore_status(site, state.restores[site])
@@ -433,6 +461,31 @@ def _failover_status(record: m.FailoverRecord | None) -> FailoverStatus | None:
         rto_seconds=_round(record.rto_seconds),
         manual=record.manual,
         forced=record.forced,
+        planned=record.planned,
+        rpo_seconds=_round(record.rpo_seconds),
+    )
+
+
+def _planned_status(move: m.PlannedMove | None) -> PlannedSwitchoverStatus | None:
+    if move is None:
+        return None
+    return PlannedSwitchoverStatus(
+        id=move.request_id,
+        op=move.op,
+        from_site=move.from_site,
+        to_site=move.to_site,
+        epoch=move.epoch,
+        step=move.step.value,
+        fence="Webhook" if move.fence == "Webhook" else "None",
+        forced=move.forced,
+        start_time=rfc3339(move.started_at, precise=True),
+        writes_stopped_time=_fmt(move.stopped_at),
+        drained_time=_fmt(move.drained_at),
+        moved_epoch=move.moved_epoch,
+        resume_site=move.resume_site,
+        writes_resumed_time=_fmt(move.resumed_at),
+        fence_answer=move.fence_answer[:256],
+        message=move.message[:1024],
     )
 
 

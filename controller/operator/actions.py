@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aiohttp
+
 from controller import metrics
 from controller.api.events import EventReason, action_failed
 from controller.api.models import ResilientAppSpec
@@ -20,6 +22,7 @@ from controller.core import model as m
 from controller.operator.context import AppContext, AppLog
 from controller.operator.kube import ObjectRef
 from controller.operator.volumes import CopyPending, restore_message
+from controller.operator.write_fence import FenceRefused, call_fence
 from controller.providers.calls import RegionImpaired
 from controller.providers.errors import (
     DnsFenced,
@@ -120,6 +123,8 @@ class ActionRunner:
     async def _carry_out(
         self, action: m.Action, spec: ResilientAppSpec, restores: Mapping[str, m.AppliedRestore]
     ) -> ActionResult:
+        if isinstance(action, m.FenceWrites):
+            return await self._fence(action, spec)
         provider = spec.traffic.provider if isinstance(action, m.ShiftTraffic) else action.region[0]
         try:
             if isinstance(action, m.ShiftTraffic):
@@ -173,6 +178,27 @@ class ActionRunner:
         counts = ", ".join(f"{z}={n}" for z, n in action.zones)
         return ActionResult(self.ctx.clock(), message=f"capacity of {site.name} set: {counts}")
 
+    async def _fence(self, action: m.FenceWrites, spec: ResilientAppSpec) -> ActionResult:
+        """Call the app's write fence (a webhook) to stop or resume writes at a site."""
+        webhook = spec.failover.planned.write_fence.webhook
+        reason = action_failed(action.kind)
+        if webhook is None:
+            return ActionResult(None, reason=reason, detail="no write-fence webhook declared")
+        app = f"{self.ref.namespace or ''}/{self.ref.name}"
+        try:
+            answer = await call_fence(webhook, app, action)
+        except FenceRefused as error:
+            return ActionResult(None, reason=reason, detail=f"{webhook.url}: {error}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            detail = str(error) or type(error).__name__
+            return ActionResult(None, reason=reason, detail=f"{webhook.url}: {detail}")
+        verb = "stopped" if action.stop else "resumed"
+        message = (
+            f"writes {verb} at {action.site} (planned switchover {action.request_id}, epoch "
+            f"{action.epoch}): the write fence answered {answer!r}"
+        )
+        return ActionResult(self.ctx.clock(), answer, message=message)
+
     async def _restore(
         self,
         action: m.RestoreVolumes,
@@ -212,6 +238,8 @@ class ActionRunner:
             m.ShiftTraffic.kind: EventReason.TRAFFIC_SHIFTED,
             m.RestoreVolumes.kind: EventReason.VOLUMES_RESTORED,
         }.get(action.kind, EventReason.CAPACITY_SET)
+        if isinstance(action, m.FenceWrites):
+            reason = EventReason.WRITES_STOPPED if action.stop else EventReason.WRITES_RESUMED
         self.log.info("%s", message)
         await self.ctx.kube.event(
             self.ref, "Warning" if result.missing else "Normal", reason, message

@@ -23,7 +23,10 @@ The worker is the loop; its collaborators do the rest:
 User requests arrive as annotations (set by ``lifeboat failover|failback|approve|pin``):
 
 * ``lifeboat.dev/request``: ``{"id": ..., "op": "failover"|"failback", "site": ...,
-  "force": false}``, answered once (``status.lastRequest``);
+  "force": false, "planned": false}``, answered once (``status.lastRequest``); a planned
+  one is answered once its writes are stopped and replication drained and it moved (or it
+  gave up), its steps in ``status.plannedSwitchover`` and its write-fence calls carried out
+  as actions (:mod:`controller.operator.write_fence`);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
 * ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically.
 """
@@ -326,6 +329,7 @@ class AppWorker:
             approval=asked.approval,
             pinned=asked.pin,
             replication_lag=self.replication.lag(spec),
+            replication_flows=self.replication.flows(spec),
             dns=await self.dns.observe(spec, self.state) if self.state and leading else None,
             vantage=self.ctx.peers.vantage(self.name),
             capacity=self.capacity.readings() if leading else None,

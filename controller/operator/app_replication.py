@@ -20,7 +20,12 @@ from controller.operator.context import (
 )
 from controller.operator.kube import Kube, ObjectRef
 from controller.operator.status_writer import StatusWriter
-from controller.replication.figures import describe_rpo, replication_conditions, replication_lag
+from controller.replication.figures import (
+    describe_rpo,
+    flow_progress,
+    replication_conditions,
+    replication_lag,
+)
 
 
 class AppReplication:
@@ -84,6 +89,10 @@ class AppReplication:
     def lag(self, spec: ResilientAppSpec) -> Mapping[str, float | None]:
         """Seconds of data each destination lacks (empty: the app replicates nothing)."""
         return replication_lag(self.figures()) if spec.replication else {}
+
+    def flows(self, spec: ResilientAppSpec) -> tuple[m.FlowProgress, ...]:
+        """Every flow's progress (a planned switchover's drain reads it)."""
+        return flow_progress(self.figures()) if spec.replication else ()
 
     def report_restored_volumes(self, status: StatusWriter, earlier: Mapping[str, str]) -> None:
         """Put the restored volumes' states into the status being written: as the sources

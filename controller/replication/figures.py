@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from controller.api.conditions import rfc3339
+from controller.api.conditions import parse_rfc3339, rfc3339
 from controller.api.events import EventReason
 from controller.api.models import ReplicationStatus
+from controller.core.model import FlowProgress
 from controller.replication.manifest import Totals
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -252,6 +253,28 @@ def replication_lag(entries: Sequence[ReplicationStatus]) -> dict[str, float | N
         else:
             lag[entry.destination] = max(known, entry.rpo_seconds)
     return lag
+
+
+def flow_progress(entries: Sequence[ReplicationStatus]) -> tuple[FlowProgress, ...]:
+    """Each entry's progress as a planned switchover's drain reads it: until when the
+    destination is known to hold every change made at the source (objects: the start of
+    the listing of the last pass that ended caught up, unknown while the pending figures
+    are only upper bounds; volumes: when the data of the newest copy there was taken)."""
+    found = []
+    for entry in entries:
+        stamp = entry.newest_copy_time if entry.kind == "Volumes" else entry.last_sync_time
+        known = stamp is not None and not entry.pending_estimated and not entry.stopped
+        found.append(
+            FlowProgress(
+                entry.dataset,
+                entry.destination,
+                entry.source,
+                entry.epoch,
+                entry.pending_objects,
+                parse_rfc3339(stamp) if known and stamp is not None else None,
+            )
+        )
+    return tuple(found)
 
 
 def _name(entry: ReplicationStatus) -> str:

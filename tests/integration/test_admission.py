@@ -69,6 +69,8 @@ def test_valid_app_is_accepted_with_defaults(custom: kubernetes.client.CustomObj
     assert spec["failover"]["cascade"] == {"zonesDown": 2, "apiPlane": "Impaired"}
     assert spec["sites"][1]["role"] == "standby"
     assert spec["traffic"]["ttl"] == 60
+    # A planned switchover's write fence defaults to none: the user stops writes.
+    assert spec["failover"]["planned"] == {"writeFence": {"none": {}}, "drainTimeoutSeconds": 300}
 
 
 def test_invalid_cloud_provider_is_refused(sandbox: Sandbox) -> None:

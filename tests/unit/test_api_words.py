@@ -93,6 +93,10 @@ def test_event_reasons() -> None:
         "DNSFenced",
         "DNSUnreadable",
         "StatusUnreadable",
+        "PlannedSwitchoverStarted",
+        "ReplicationDrained",
+        "PlannedSwitchoverAborted",
+        "PlannedSwitchoverDone",
         # actions
         "TrafficShifted",
         "CapacitySet",
@@ -101,9 +105,12 @@ def test_event_reasons() -> None:
         "StandbyReady",
         "StandbyNotReady",
         "VolumesRestored",
+        "WritesStopped",
+        "WritesResumed",
         "ShiftTrafficFailed",
         "SetCapacityFailed",
         "RestoreVolumesFailed",
+        "FenceWritesFailed",
         "TrafficShiftNotInSync",
         "CapacityUnavailable",
         "VolumesUnavailable",
@@ -176,7 +183,7 @@ def test_the_cores_notes_are_event_reasons() -> None:
     assert str(m.NoteKind.HELD) == "FailoverHeld"
 
 
-@pytest.mark.parametrize("action", [m.ShiftTraffic, m.SetCapacity, m.RestoreVolumes])
+@pytest.mark.parametrize("action", [m.ShiftTraffic, m.SetCapacity, m.RestoreVolumes, m.FenceWrites])
 def test_every_action_kind_has_a_failure_reason(action: type[m.Action]) -> None:
     assert action_failed(action.kind) == f"{action.kind}Failed"
 

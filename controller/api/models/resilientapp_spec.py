@@ -550,6 +550,66 @@ class ReadinessPolicy(Model):
     )
 
 
+class WriteFenceWebhook(Model):
+    """A webhook that stops and resumes the app's writes at a site. Lifeboat POSTs
+    ``{"action": "stop"|"resume", "site", "app", "epoch", "requestId"}`` as JSON; any 2xx
+    answer means done (its body is recorded, up to 256 characters), anything else is
+    retried every round until the drain timeout."""
+
+    url: str = Field(
+        max_length=2048,
+        pattern=HTTP_URL,
+        description="http(s) URL called with POST for every stop and resume.",
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long one call may take."
+    )
+
+
+class NoWriteFence(Model):
+    """No hook: whoever asks for the planned switchover stops the writes at the old site
+    (and resumes them at the new one) themselves; Lifeboat still waits for replication to
+    drain before it moves."""
+
+
+class WriteFence(Model):
+    """How writes at the old site are stopped before a planned switchover (exactly one)."""
+
+    webhook: WriteFenceWebhook | None = Field(
+        default=None, description="Call a webhook to stop and resume writes."
+    )
+    none: NoWriteFence | None = Field(
+        default=None, description="No hook: the user stops and resumes writes."
+    )
+
+    rules, model_config = with_rules(
+        Rule(
+            cel="[has(self.webhook), has(self.none)].filter(x, x).size() == 1",
+            message="failover.planned.writeFence needs exactly one of webhook or none",
+            check=lambda f: (f.webhook is not None) + (f.none is not None) == 1,
+        ),
+    )
+
+
+class PlannedPolicy(Model):
+    """Planned switchovers (``lifeboat failover --planned``, ``failback --planned``):
+    writes stopped at the old site, replication drained to the new one, then the move, for
+    an RPO of 0."""
+
+    write_fence: WriteFence = Field(
+        default=WriteFence(none=NoWriteFence()),
+        description="How writes are stopped at the old site (default: none, the user stops them).",
+    )
+    drain_timeout_seconds: int = Field(
+        default=300,
+        ge=5,
+        le=86400,
+        description="How long replication may take to drain once writes are stopped "
+        "(counted from the request). Past it, writes resume at the old site and the request "
+        "is refused: the app stays where it was.",
+    )
+
+
 class FailoverPolicy(Model):
     """When and how Lifeboat acts."""
 
@@ -583,6 +643,10 @@ class FailoverPolicy(Model):
     readiness: ReadinessPolicy = Field(
         default=ReadinessPolicy(),
         description="Standby readiness checks and capacity verification.",
+    )
+    planned: PlannedPolicy = Field(
+        default=PlannedPolicy(),
+        description="Planned switchovers without loss (lifeboat failover --planned).",
     )
 
 

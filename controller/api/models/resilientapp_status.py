@@ -129,7 +129,9 @@ class PendingAction(Model):
     """An action the decision calls for that has not been carried out yet."""
 
     id: str = Field(max_length=256, description="Stable identity of the action.")
-    kind: str = Field(max_length=32, description="ShiftTraffic, SetCapacity or RestoreVolumes.")
+    kind: str = Field(
+        max_length=32, description="ShiftTraffic, SetCapacity, RestoreVolumes or FenceWrites."
+    )
     target: str = Field(max_length=512, description="What it changes.")
     state: Literal["Pending", "Running", "Held"] = Field(description="Where it stands.")
     reason: str = Field(default="", max_length=1024, description="Why it is held.")
@@ -206,6 +208,55 @@ class FailoverStatus(Model):
         default=False,
         description="Requested with --force: it started no dwell and spent no budget.",
     )
+    planned: bool = Field(
+        default=False,
+        description="A planned switchover: writes stopped and replication drained first.",
+    )
+    rpo_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Data lost by the move, when measured: 0 for a planned switchover "
+        "that drained.",
+    )
+
+
+PlannedStep = Literal["StopWrites", "Drain", "ResumeWrites", "Done", "Abort", "Aborted"]
+
+
+class PlannedSwitchoverStatus(Model):
+    """The latest planned switchover and the step it is at: StopWrites (the write fence
+    asked to stop writes at the old site), Drain (waiting for replication to the new site
+    to reach zero pending), ResumeWrites (moved: writes resume at the new site), Done; or
+    Abort (not moved: writes resume where the app is) then Aborted."""
+
+    id: str = Field(max_length=256, description="Request ID.")
+    op: str = Field(max_length=32, description="failover or failback.")
+    from_site: str = Field(max_length=63, description="Site writes are stopped at.")
+    to_site: str = Field(max_length=63, description="Site the app moves to.")
+    epoch: int = Field(ge=1, le=MAX_EPOCH, description="Epoch when it was asked for.")
+    step: PlannedStep = Field(description="Where it stands.")
+    fence: Literal["Webhook", "None"] = Field(description="How writes are stopped.")
+    forced: bool = Field(default=False, description="Asked with --force (the drain still).")
+    start_time: Timestamp = Field(description="When it was asked for.")
+    writes_stopped_time: Timestamp | None = Field(
+        default=None, description="When the write fence said writes were stopped."
+    )
+    drained_time: Timestamp | None = Field(
+        default=None, description="When replication to the new site was found drained."
+    )
+    moved_epoch: int | None = Field(
+        default=None, ge=1, le=MAX_EPOCH, description="Epoch of the move (empty: not moved)."
+    )
+    resume_site: str | None = Field(
+        default=None, max_length=63, description="Site writes resume at."
+    )
+    writes_resumed_time: Timestamp | None = Field(
+        default=None, description="When the write fence said writes were resumed."
+    )
+    fence_answer: str = Field(
+        default="", max_length=256, description="The write fence's last answer."
+    )
+    message: str = Field(default="", max_length=1024, description="What happened.")
 
 
 class TrafficStatus(Model):
@@ -331,6 +382,9 @@ class ResilientAppStatus(Model):
         default=None, description="Decision waiting for approval (Manual) or shadowed (Observe)."
     )
     last_request: RequestStatus | None = Field(default=None, description="Last user request.")
+    planned_switchover: PlannedSwitchoverStatus | None = Field(
+        default=None, description="The latest planned switchover and its steps."
+    )
     unreplicated_request: UnreplicatedRequestStatus | None = Field(
         default=None,
         description="Last request to merge or discard unreplicated objects of an older epoch.",
