@@ -716,6 +716,7 @@ def _failover(
     manual: bool = False,
     force: bool = False,
     failback: bool = False,
+    drill: bool = False,
 ) -> tuple[Verdict, str]:
     rule = Rule.FAILBACK if failback else Rule.MANUAL_FAILOVER if manual else Rule.of(situation)
     fresh = work.state.last_rule.rule is not rule
@@ -742,7 +743,9 @@ def _failover(
     summary = f"{reason}; {'failing back' if failback else 'failing over'} to {target.name}"
     if not manual and not _may_act(work, Response.FAILOVER, target.name, (), summary):
         return Verdict(rule), f"{summary} (recommended, {work.spec.failover.mode} mode)"
-    _start_failover(work, active, target, reason, manual=manual, failback=failback, forced=force)
+    _start_failover(
+        work, active, target, reason, manual=manual, failback=failback, forced=force, drill=drill
+    )
     return Verdict(rule), f"{summary} (epoch {work.state.epoch})"
 
 
@@ -762,7 +765,7 @@ def rescue_allowed(state: AppState) -> bool:
     last = state.last_failover
     return (
         last is not None
-        and last.forced
+        and last.unguarded
         and last.epoch == state.epoch
         and last.to_site == state.active_site
     )
@@ -783,7 +786,7 @@ def _failover_gate(work: _Round) -> list[str]:
     last = work.state.last_failover
     if (
         last is not None
-        and not last.forced
+        and not last.unguarded
         and work.now - last.decided_at < policy.min_dwell_seconds
     ):
         ago = max(0.0, work.now - last.decided_at)
@@ -891,6 +894,7 @@ def _start_failover(
     manual: bool,
     failback: bool,
     forced: bool = False,
+    drill: bool = False,
 ) -> None:
     state = work.state
     epoch = state.epoch + 1
@@ -903,6 +907,7 @@ def _start_failover(
         _outage_start(state, active),
         manual=manual,
         forced=forced,
+        drill=drill,
     )
     # The new site's failed zones stay out of its DNS record from the start.
     failed = {
@@ -917,7 +922,7 @@ def _start_failover(
         epoch=epoch,
         last_failover=record,
         failover_times=prune_times(state.failover_times, work.now)
-        + (() if forced else (work.now,)),
+        + (() if record.unguarded else (work.now,)),
         evacuated=evacuated,
         recommendation=None,
     )
@@ -1101,7 +1106,8 @@ def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
         lagging = _replication_lag(work, target_name)
         if lagging is not None:
             return _answer(work, request, False, lagging)
-    reason = f"requested by a user ({request.op}{' --force' if request.force else ''})"
+    who = "a FailoverDrill" if request.drill else "a user"
+    reason = f"requested by {who} ({request.op}{' --force' if request.force else ''})"
     verdict, summary = _failover(
         work,
         active,
@@ -1111,6 +1117,7 @@ def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
         manual=True,
         force=request.force,
         failback=request.op is RequestOp.FAILBACK,
+        drill=request.drill,
     )
     accepted = work.state.active_site == target_name
     return _answer(work, request, accepted, summary, verdict)

@@ -191,6 +191,14 @@ class FailoverRecord:
     forced: bool = False
     """Requested with ``--force``: the anti-flapping guards do not count it (it starts no
     dwell and spends no budget), so a site it moved the app onto can be left at once."""
+    drill: bool = False
+    """Made by a FailoverDrill: checked like any request, but like a forced one it starts
+    no dwell and spends no budget (a drill never blocks a real failover)."""
+
+    @property
+    def unguarded(self) -> bool:
+        """Whether the anti-flapping guards leave it uncounted (forced, or a drill)."""
+        return self.forced or self.drill
 
     @property
     def detection_seconds(self) -> float | None:

@@ -212,6 +212,7 @@ def _failover(f: FailoverStatus) -> m.FailoverRecord:
         completed_at=_ts(f.completed_time),
         manual=f.manual,
         forced=f.forced,
+        drill=f.drill,
     )
 
 
@@ -431,6 +432,7 @@ def _failover_status(record: m.FailoverRecord | None) -> FailoverStatus | None:
         rto_seconds=_round(record.rto_seconds),
         manual=record.manual,
         forced=record.forced,
+        drill=record.drill,
     )
 
 

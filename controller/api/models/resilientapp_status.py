@@ -201,6 +201,11 @@ class FailoverStatus(Model):
         default=False,
         description="Requested with --force: it started no dwell and spent no budget.",
     )
+    drill: bool = Field(
+        default=False,
+        description="Made by a FailoverDrill: checked like any request, but it started no "
+        "dwell and spent no budget.",
+    )
 
 
 class TrafficStatus(Model):
