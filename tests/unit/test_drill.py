@@ -441,3 +441,11 @@ def test_two_drills_never_run_on_one_app_at_once(order: list[str], hold: int) ->
         assert app.holder is None or running == [app.holder]
         app.round(now)
         now += 2
+
+
+def test_a_drill_request_reads_back_as_written() -> None:
+    request = Request("drill/dr/1/switch", d.RequestOp.FAILOVER, "usw2", planned=True, drill=True)
+    assert Request.parse(request.serialise()) == request
+    plain = Request("r1", d.RequestOp.FAILOVER, "usw2")
+    assert "drill" not in plain.serialise()
+    assert Request.parse(plain.serialise()) == plain
