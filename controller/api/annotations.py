@@ -4,7 +4,8 @@
 write them; the operator reads them every round and answers in the status:
 
 * ``lifeboat.dev/request``: ``{"id": ..., "op": "failover"|"failback", "force": false,
-  "site": ..., "planned": false, "drill": false}``, answered once (``status.lastRequest``); ``planned``
+  "site": ..., "planned": false, "drill": false}``, answered once (``status.lastRequest``);
+  ``planned``
   asks for a switchover without loss (writes stopped, replication drained, then moved);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
 * ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically;

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.api.annotations import Request
+from controller.api.annotations import Request, RequestOp
 from controller.api.conditions import parse_rfc3339, rfc3339
 from controller.api.events import EventReason
 from controller.api.models import FailoverDrillSpec, FailoverDrillStatus
@@ -99,10 +99,14 @@ class FakeApp:
             else:
                 self.last_request = (request.id, True, "failing over")
                 self.failover(request.site or "", now, drill=request.drill)
-        if self.traffic_epoch < self.epoch and self.last_failover is not None:
-            if now - self.last_failover.decided_at >= self.lag:
-                self.traffic_epoch = self.epoch
-                self.last_failover = replace(self.last_failover, completed_at=now)
+        last = self.last_failover
+        if (
+            self.traffic_epoch < self.epoch
+            and last is not None
+            and now - last.decided_at >= self.lag
+        ):
+            self.traffic_epoch = self.epoch
+            self.last_failover = replace(last, completed_at=now)
 
     def failover(self, site: str, now: float, drill: bool = False) -> None:
         self.last_failover = d.LastFailover(self.epoch + 1, self.active, site, now, None, drill)
@@ -131,7 +135,7 @@ def tick(
 def run_to_end(
     spec: FailoverDrillSpec, app: FakeApp, start: float = T0, limit: float = 3600
 ) -> tuple[FailoverDrillStatus, list[d.Action]]:
-    status, seen = FailoverDrillStatus(), []
+    status, seen = FailoverDrillStatus(), list[d.Action]()
     now = start
     while now < start + limit:
         status, actions = tick("dr", spec, status, app, now)
@@ -358,6 +362,7 @@ def test_a_deleted_app_fails_the_run() -> None:
     status, _ = tick("dr", drill_spec(), FailoverDrillStatus(), app, T0)
     status, actions = tick("dr", drill_spec(), status, None, T0 + 1)
     assert status.result == "Failed" and "disappeared" in status.message
+    assert d.Finished("Failed") in actions
 
 
 # --------------------------------------------------------------------------- invariants
@@ -444,8 +449,8 @@ def test_two_drills_never_run_on_one_app_at_once(order: list[str], hold: int) ->
 
 
 def test_a_drill_request_reads_back_as_written() -> None:
-    request = Request("drill/dr/1/switch", d.RequestOp.FAILOVER, "usw2", planned=True, drill=True)
+    request = Request("drill/dr/1/switch", RequestOp.FAILOVER, "usw2", planned=True, drill=True)
     assert Request.parse(request.serialise()) == request
-    plain = Request("r1", d.RequestOp.FAILOVER, "usw2")
+    plain = Request("r1", RequestOp.FAILOVER, "usw2")
     assert "drill" not in plain.serialise()
     assert Request.parse(plain.serialise()) == plain
