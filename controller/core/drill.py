@@ -527,6 +527,19 @@ def _moved_away(work: _Run) -> bool:
     return work.status.origin_epoch is not None and app.epoch > work.status.origin_epoch
 
 
+def _nudge(work: _Run, site: str) -> None:
+    """The request in flight is not answered and the app holds no request: ask again, the
+    same request (the status that recorded it may have been written while the request
+    was not: the operator writes the status first, then annotates the app)."""
+    app = work.app
+    assert app is not None and work.status.pending_request is not None
+    if app.waiting_request is None:
+        rid = work.status.pending_request
+        work.actions.append(
+            Move(Request(rid, RequestOp.FAILOVER, site=site, planned=True, drill=True))
+        )
+
+
 def _switching(work: _Run, current: DrillStep) -> None:
     status, app = work.status, work.app
     assert app is not None and status.target_site is not None
@@ -537,6 +550,13 @@ def _switching(work: _Run, current: DrillStep) -> None:
         result: DrillResult = "Aborted" if status.abort_reason else "Failed"
         _finish(work, result, f"the switch was refused: {answer[1]}")
         return
+    if answer is None and app.holder is not None and app.holder != work.name:
+        words = f"FailoverDrill {app.holder} took the app first; nothing moved"
+        work.close_step(SWITCH, "Failed", words)
+        _finish(work, "Failed", words, release=False)
+        return
+    if answer is None:
+        _nudge(work, status.target_site)
     if answer is not None and status.rpo_seconds is None and not status.data_checks:
         _data_checks(work)
     if answer is not None and app.traffic_on(status.target_site) and _moved_away(work):
@@ -589,6 +609,8 @@ def _reverting(work: _Run, current: DrillStep) -> None:
     assert app is not None and status.origin_site is not None
     origin = status.origin_site
     answer = _answer(work)
+    if answer is None:
+        _nudge(work, origin)
     if app.traffic_on(origin) and _reverted(work, answer):
         ours = answer is not None and answer[0]
         rto = _rto(work, app.last_failover, origin) if ours else None

@@ -3,11 +3,12 @@
 annotation (the same path as ``lifeboat failover``: the app's worker checks and fences it),
 the app's drill annotation (one drill at a time), the drill's status, Events and metrics.
 
-Writes are guarded by resourceVersion preconditions: the app's annotations are patched at
-the version read (a drill never takes an app another drill claimed in between), and the
-drill's status is written at the version read (a tick computed from a stale drill is
-dropped, and the next tick computes it again: requests are named by drill, run and step,
-so asking twice asks once).
+Writes are guarded by resourceVersion preconditions. The drill's status is written first,
+at the version read: a tick computed from a stale drill is dropped before it touches the
+app, and the next tick computes it again. Then the app's annotations are patched at the
+version read (a drill never takes an app another drill claimed in between). A request the
+status records but the app never got (a crash in between) is asked again, under the same
+ID, so asking twice asks once.
 """
 
 from __future__ import annotations
@@ -143,15 +144,17 @@ class DrillTicker:
             generation=meta.get("generation"),
             abort=abort,
         )
+        # The status first, at the version read: a tick computed from a stale drill is
+        # dropped before it touches the app. Then the app (a request whose status was
+        # written but that never reached the app is asked again by the next tick).
+        if not self._write(namespace, name, meta, new, status):
+            return []
         events: list[tuple[EventType, str, str]] = []
         for action in actions:
-            if isinstance(action, core.Move) and not self._claim(namespace, name, spec.app, action):
-                return []  # another drill took the app: the next tick refuses
-        written = self._write(namespace, name, meta, new, status)
-        if not written:
-            return []
-        for action in actions:
-            if isinstance(action, core.Release):
+            if isinstance(action, core.Move):
+                # False: another drill holds the app; the next tick sees it and ends the run.
+                self._claim(namespace, name, spec.app, action)
+            elif isinstance(action, core.Release):
                 self._release(namespace, name, spec.app)
             elif isinstance(action, core.Notice):
                 events.append(

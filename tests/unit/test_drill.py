@@ -454,3 +454,33 @@ def test_a_drill_request_reads_back_as_written() -> None:
     plain = Request("r1", RequestOp.FAILOVER, "usw2")
     assert "drill" not in plain.serialise()
     assert Request.parse(plain.serialise()) == plain
+
+
+def test_a_request_the_app_never_got_is_asked_again_under_the_same_id() -> None:
+    """The operator writes the status, then annotates the app: a crash in between leaves a
+    status that waits for a request the app never got."""
+    app, spec = FakeApp(), drill_spec()
+    status, actions = d.step("dr", spec, FailoverDrillStatus(), app.view(), T0, created=T0 - 1)
+    first = [a.request for a in actions if isinstance(a, d.Move)]
+    assert len(first) == 1  # ... and it is lost: not applied to the app
+    status, actions = tick("dr", spec, status, app, T0 + 2)
+    again = [a.request for a in actions if isinstance(a, d.Move)]
+    assert again == first
+    app.round(T0 + 2)
+    status, actions = tick("dr", spec, status, app, T0 + 3)
+    assert not [a for a in actions if isinstance(a, d.Move)]  # answered: not asked again
+    assert app.active == "usw2"
+
+
+def test_a_drill_that_lost_the_app_to_another_ends_without_moving_it() -> None:
+    app, spec = FakeApp(), drill_spec()
+    status, actions = d.step("dr", spec, FailoverDrillStatus(), app.view(), T0, created=T0 - 1)
+    assert status.phase == "Running"
+    # Its claim failed: another drill annotated the app first.
+    other, _ = tick("other", spec, FailoverDrillStatus(), app, T0)
+    assert other.phase == "Running" and app.holder == "other"
+    status, actions = tick("dr", spec, status, app, T0 + 2)
+    assert status.result == "Failed"
+    assert "FailoverDrill other took the app first; nothing moved" in status.message
+    assert not any(isinstance(a, d.Move | d.Release) for a in actions)
+    assert app.holder == "other"
