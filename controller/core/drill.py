@@ -466,10 +466,9 @@ def _ask(work: _Run, step_name: str, site: str, attempt: int = 0) -> None:
 
 
 def abort_cause(spec: FailoverDrillSpec, status: FailoverDrillStatus, app: AppView) -> str | None:
-    """The abort condition the app trips now (None: none)."""
+    """The abort condition the app trips now (None: none), the most telling first: a zone of
+    the target, the RPO, then the app's phase (which a failing zone also turns)."""
     limits = spec.abort
-    if limits.on_degraded and app.phase in UNFIT_PHASES:
-        return f"the app turned {app.phase}"
     target = status.target_site
     if target is not None:
         unhealthy = app.unhealthy_zones(target)
@@ -481,6 +480,8 @@ def abort_cause(spec: FailoverDrillSpec, status: FailoverDrillStatus, app: AppVi
     rpo = app.largest_rpo()
     if limits.max_rpo_seconds is not None and rpo is not None and rpo > limits.max_rpo_seconds:
         return f"RPO {rpo:.1f} s above the limit of {limits.max_rpo_seconds:g} s"
+    if limits.on_degraded and app.phase in UNFIT_PHASES:
+        return f"the app turned {app.phase}"
     return None
 
 
