@@ -61,6 +61,7 @@ NON_DEFAULT: dict[str, Any] = {
             "disabled": ["LifeboatPeerUnheard", "LifeboatFailoverStarted"],
             "labels": {"team": "sre", "severity": "page"},
             "runbookUrlBase": "https://wiki.example/lifeboat/runbooks/",
+            "noRecentDrillDays": 30,
         },
     },
     "alertmanagerConfig": {
@@ -365,6 +366,7 @@ def test_non_default_values_render_everything_asked_for(
     assert alerts["LifeboatZoneDown"]["annotations"]["runbook_url"] == (
         "https://wiki.example/lifeboat/runbooks/LifeboatZoneDown.md"
     )
+    assert alerts["LifeboatNoRecentDrill"]["expr"].endswith("> 2592000")  # 30 days
     synthetic = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-synthetic-alerts")
     assert synthetic["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     summary = synthetic["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
@@ -420,6 +422,7 @@ def alert_settings(values: dict[str, Any]) -> monitoring.AlertSettings:
         disabled=tuple(alerts.get("disabled", ())),
         labels=alerts.get("labels", {}),
         runbook_url_base=alerts.get("runbookUrlBase", monitoring.RUNBOOK_BASE),
+        no_recent_drill_days=alerts.get("noRecentDrillDays", monitoring.NO_RECENT_DRILL_DAYS),
     )
 
 
