@@ -224,6 +224,7 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Role",
         "RoleBinding",
@@ -281,7 +282,8 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
             ).read_text("utf-8")
         )
         assert crd["spec"] == shipped["spec"]  # numbers, CEL rules and all survive helm
-    # ResilientApps join the built-in view/edit/admin roles; status and CloudProviders do not.
+    # ResilientApps and FailoverDrills join the built-in view/edit/admin roles; status and
+    # CloudProviders do not.
     view = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-view")
     edit = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-edit")
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -291,7 +293,7 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         for rule in role["rules"]:
             assert "cloudproviders" not in rule["resources"]
             if set(rule["verbs"]) - {"get", "list", "watch"}:
-                assert rule["resources"] == ["resilientapps"]
+                assert rule["resources"] == ["resilientapps", "failoverdrills"]
 
 
 def test_non_default_values_render_everything_asked_for(
@@ -711,6 +713,9 @@ def test_helm_install_and_uninstall_on_the_api_server(
         assert not can("get", "secrets", "shop")
         assert not can("patch", "deployments.apps", "shop")
         assert not can("delete", "resilientapps.lifeboat.dev", "shop")
+        assert can("watch", "failoverdrills.lifeboat.dev")
+        assert can("patch", "failoverdrills.lifeboat.dev", "shop", sub="status")
+        assert not can("create", "failoverdrills.lifeboat.dev", "shop")
     finally:
         run_helm(helm, helm_env, "uninstall", release, "--kubeconfig", kubeconfig, "-n", namespace)
     remaining = cluster.kubectl(
