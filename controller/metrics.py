@@ -412,7 +412,8 @@ LAST_RECONCILE = Gauge(
 )
 RECONCILE_ROUNDS = Counter(
     "lifeboat_reconcile_rounds_total",
-    "Rounds completed (apps: probe-decide-act rounds; providers: checks), by resource kind.",
+    "Rounds completed (apps: probe-decide-act rounds; providers: checks; drills: ticks), by "
+    "resource kind.",
     ["kind"],
     registry=REGISTRY,
 )

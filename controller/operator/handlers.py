@@ -265,6 +265,7 @@ def build(
         except Exception:  # kopf retries the handler; the failure counts as an error
             metrics.RECONCILE_ERRORS.labels(kind=FAILOVER_DRILL.kind).inc()
             raise
+        metrics.RECONCILE_ROUNDS.labels(kind=FAILOVER_DRILL.kind).inc()
         for type_, reason, message in events:
             await kube.event(ref, type_, reason, message)
 
