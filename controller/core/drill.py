@@ -315,6 +315,19 @@ def step(
     return work.status, tuple(work.actions)
 
 
+def needs_app(
+    spec: FailoverDrillSpec, status: FailoverDrillStatus, now: float, *, created: float
+) -> bool:
+    """Whether :func:`step` reads the app this tick: a run is under way or due (an idle
+    drill costs its operator no read of its app)."""
+    if status.phase == "Running":
+        return True
+    if spec.suspend:
+        return False
+    last = parse_rfc3339(status.last_schedule_time) if status.last_schedule_time else None
+    return due_slot(spec.schedule, last, created, now) is not None
+
+
 def _schedule(work: _Run, created: float) -> None:
     if work.status.phase is None:
         work.update(phase="Scheduled")

@@ -129,10 +129,13 @@ class DrillTicker:
                 "FailoverDrill %s/%s: unreadable status, starting over: %s", namespace, name, error
             )
             status = FailoverDrillStatus()
-        app_body = self.api.get(RESILIENT_APP.plural, namespace, spec.app)
-        app = self._view(namespace, name, app_body)
         now = self.clock()
         created = parse_rfc3339(meta.get("creationTimestamp") or "1970-01-01T00:00:00Z")
+        app = None
+        if core.needs_app(spec, status, now, created=created):
+            app = self._view(
+                namespace, name, self.api.get(RESILIENT_APP.plural, namespace, spec.app)
+            )
         abort = (meta.get("annotations") or {}).get(ABORT_ANNOTATION)
         new, actions = core.step(
             name,

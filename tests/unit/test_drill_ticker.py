@@ -161,3 +161,26 @@ def test_a_stale_claim_of_a_drill_that_is_gone_holds_nothing() -> None:
     DrillTicker(api, clock=lambda: NOW).tick("ns", "dr")
     annotations = api.objects[("resilientapps", "web")]["metadata"]["annotations"]
     assert annotations[DRILL_ANNOTATION] == "dr"
+
+
+@dataclass
+class CountingApi(FakeApi):
+    reads: list[str] = field(default_factory=list)
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(plural)
+        return super().get(plural, namespace, name)
+
+
+def test_an_idle_drill_does_not_read_its_app() -> None:
+    base = world()
+    api = CountingApi(base.objects)
+    drill = api.objects[("failoverdrills", "dr")]
+    drill["spec"]["schedule"] = {"once": rfc3339(NOW + 3600)}
+    DrillTicker(api, clock=lambda: NOW).tick("ns", "dr")
+    assert api.reads == ["failoverdrills"]
+    assert api.objects[("failoverdrills", "dr")]["status"]["phase"] == "Scheduled"
+    api.reads.clear()
+    DrillTicker(api, clock=lambda: NOW + 3600).tick("ns", "dr")  # due: it reads the app
+    assert "resilientapps" in api.reads
+    assert api.objects[("failoverdrills", "dr")]["status"]["phase"] == "Running"
