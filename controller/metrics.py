@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
-from controller.api.names import CLOUD_PROVIDER, RESILIENT_APP
+from controller.api.names import CLOUD_PROVIDER, FAILOVER_DRILL, RESILIENT_APP
 from controller.core.apiplane import ApiPlaneHealth, ApiPlaneState
 from controller.core.health import ZoneState
 from controller.core.model import (
@@ -420,7 +420,8 @@ LAST_RECONCILE = Gauge(
 )
 RECONCILE_ROUNDS = Counter(
     "lifeboat_reconcile_rounds_total",
-    "Rounds completed (apps: probe-decide-act rounds; providers: checks), by resource kind.",
+    "Rounds completed (apps: probe-decide-act rounds; providers: checks; drills: ticks), by "
+    "resource kind.",
     ["kind"],
     registry=REGISTRY,
 )
@@ -512,7 +513,36 @@ PEER_APPS_LEFT_OUT = Gauge(
     registry=REGISTRY,
 )
 
-for _kind in (RESILIENT_APP.kind, CLOUD_PROVIDER.kind):
+_DRILL_LABELS = ["namespace", "app", "drill", "kind"]
+DRILL_RESULTS = ("Succeeded", "Failed", "Aborted")
+DRILL_RUNS = Counter(
+    "lifeboat_drill_runs",
+    "Per FailoverDrill: runs ended, by result (Succeeded, Failed: refused at preflight or "
+    "a step failed, Aborted: an abort condition tripped and the app was moved back).",
+    [*_DRILL_LABELS, "result"],
+    registry=REGISTRY,
+)
+DRILL_LAST_SUCCESS = Gauge(
+    "lifeboat_drill_last_success_timestamp_seconds",
+    "Per FailoverDrill: end of its last successful run (Unix time); a drill that never "
+    "succeeded counts from its creation.",
+    _DRILL_LABELS,
+    registry=REGISTRY,
+)
+DRILL_RUNNING = Gauge(
+    "lifeboat_drill_running",
+    "Per FailoverDrill: 1 while a run is under way, else 0.",
+    _DRILL_LABELS,
+    registry=REGISTRY,
+)
+DRILL_LAST_RTO = Gauge(
+    "lifeboat_drill_last_rto_seconds",
+    "Per FailoverDrill: measured RTO of its last run's switch (request to traffic moved).",
+    _DRILL_LABELS,
+    registry=REGISTRY,
+)
+
+for _kind in (RESILIENT_APP.kind, CLOUD_PROVIDER.kind, FAILOVER_DRILL.kind):
     RECONCILE_ERRORS.labels(kind=_kind)
     RECONCILE_ROUNDS.labels(kind=_kind)
 LEADER.set(0)
@@ -602,6 +632,33 @@ def start_app(namespace: str, app: str, sites: Iterable[str]) -> None:
         set_app_phase(namespace, app, Phase.PENDING.value)
     for gauge in (LAST_FAILOVER_TIMESTAMP, ACTIONS_PENDING, ACTIONS_HELD):
         gauge.labels(namespace, app)
+
+
+def drill_seen(
+    namespace: str, app: str, drill: str, kind: str, *, running: bool, success: float
+) -> None:
+    """A FailoverDrill's series as its status stands (every tick, idempotent): runs at 0
+    for every result (so ``increase()`` sees the first failure), running, and the time of
+    its last success (or of its creation) -- from the status, so that a restarted operator
+    exports the same."""
+    for result in DRILL_RESULTS:
+        DRILL_RUNS.labels(namespace, app, drill, kind, result)
+    DRILL_RUNNING.labels(namespace, app, drill, kind).set(1 if running else 0)
+    DRILL_LAST_SUCCESS.labels(namespace, app, drill, kind).set(success)
+
+
+def drill_finished(
+    namespace: str, app: str, drill: str, kind: str, result: str, rto: float | None
+) -> None:
+    """A run ended."""
+    DRILL_RUNS.labels(namespace, app, drill, kind, result).inc()
+    if rto is not None:
+        DRILL_LAST_RTO.labels(namespace, app, drill, kind).set(rto)
+
+
+def forget_drill(namespace: str, drill: str) -> None:
+    """Drop a deleted FailoverDrill's series."""
+    forget(namespace=namespace, drill=drill)
 
 
 def forget(**scope: str) -> None:

@@ -268,4 +268,23 @@ LIFEBOAT_PEERS = Kind(
     ),
 )
 
-KINDS: tuple[Kind, ...] = (CLOUD_PROVIDER, RESILIENT_APP, LIFEBOAT_PEERS)
+FAILOVER_DRILL = Kind(
+    resource=names.FAILOVER_DRILL,
+    spec=models.FailoverDrillSpec,
+    status=models.FailoverDrillStatus,
+    description="A practice failover of a ResilientApp, on a schedule, with a report of "
+    "each run: steps, measured RTO, RPO at the switch, data checks and the result.",
+    columns=(
+        PrinterColumn("App", "string", ".spec.app", "The ResilientApp drilled."),
+        PrinterColumn("Kind", "string", ".spec.kind", "Kind of drill."),
+        PrinterColumn("Phase", "string", ".status.phase", "Last run's result, or Running."),
+        PrinterColumn("RTO", "number", ".status.rtoSeconds", "Measured RTO of the last run."),
+        PrinterColumn("Next", "date", ".status.nextRunTime", "Next run."),
+        PrinterColumn(
+            "Reason", "string", ".status.abortReason", "Why the last run aborted.", priority=1
+        ),
+        _AGE,
+    ),
+)
+
+KINDS: tuple[Kind, ...] = (CLOUD_PROVIDER, RESILIENT_APP, LIFEBOAT_PEERS, FAILOVER_DRILL)

@@ -49,6 +49,12 @@ _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]
 _DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
 
 
+NO_RECENT_DRILL = "LifeboatNoRecentDrill"
+NO_RECENT_DRILL_DAYS = 8
+NO_RECENT_DRILL_TOKEN = str(NO_RECENT_DRILL_DAYS * 86400)
+"""The threshold the shipped rule is written with; the chart value replaces it."""
+
+
 @dataclass(frozen=True)
 class AlertSettings:
     """The chart's ``prometheusRule.alerts`` values, and ``pending_for`` for tests."""
@@ -61,6 +67,8 @@ class AlertSettings:
     """Every alert's ``runbook_url`` is this, the alert's name and ``.md``."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """Added to every alert; an alert's own label of the same name (severity) wins."""
+    no_recent_drill_days: int = NO_RECENT_DRILL_DAYS
+    """LifeboatNoRecentDrill fires when no drill of an app succeeded for this many days."""
     pending_for: str | None = None
     """Not a chart value: every alert's ``for`` becomes this duration (alerts without one
     keep none), so that a test sees an alert fire within seconds. Shipped rules never
@@ -69,6 +77,8 @@ class AlertSettings:
     def __post_init__(self) -> None:
         if not self.runbook_url_base.endswith("/"):
             raise ValueError(f"the runbook URL base must end with /: {self.runbook_url_base!r}")
+        if not 1 <= self.no_recent_drill_days <= 3650:
+            raise ValueError(f"noRecentDrillDays out of 1..3650: {self.no_recent_drill_days}")
         if self.pending_for is not None and not _DURATION.fullmatch(self.pending_for):
             raise ValueError(f"not a Prometheus duration: {self.pending_for!r}")
 
@@ -88,6 +98,10 @@ def alert_groups(groups: list[dict[str, Any]], settings: AlertSettings) -> list[
             changed = copy.deepcopy(rule)
             if settings.pending_for is not None and "for" in changed:
                 changed["for"] = settings.pending_for
+            if name == NO_RECENT_DRILL:
+                changed["expr"] = changed["expr"].replace(
+                    NO_RECENT_DRILL_TOKEN, str(settings.no_recent_drill_days * 86400)
+                )
             changed["labels"] = {**settings.labels, **changed.get("labels", {})}
             changed.setdefault("annotations", {})["runbook_url"] = (
                 f"{settings.runbook_url_base}{name}.md"

@@ -4,7 +4,8 @@
 write them; the operator reads them every round and answers in the status:
 
 * ``lifeboat.dev/request``: ``{"id": ..., "op": "failover"|"failback", "force": false,
-  "site": ..., "planned": false}``, answered once (``status.lastRequest``); ``planned``
+  "site": ..., "planned": false, "drill": false}``, answered once (``status.lastRequest``);
+  ``planned``
   asks for a switchover without loss (writes stopped, replication drained, then moved);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
 * ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically;
@@ -57,6 +58,10 @@ class Request:
     planned: bool = False
     """A planned switchover (``lifeboat failover --planned``, a ``Switchover`` drill): the
     old site's writes are stopped and replication drained before the move, for an RPO of 0."""
+    drill: bool = False
+    """Made by a ``FailoverDrill``: the move passes the same safety checks as any request
+    (dwell and budget included), but it starts no dwell and spends no budget, so a drill
+    never stands in the way of a real failover (docs/adr/0014-failover-drills.md)."""
 
     @classmethod
     def parse(cls, raw: str) -> Request:
@@ -69,6 +74,7 @@ class Request:
                 site=data.get("site"),
                 force=bool(data.get("force", False)),
                 planned=bool(data.get("planned", False)),
+                drill=bool(data.get("drill", False)),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"unreadable {REQUEST} annotation: {error}") from None
@@ -80,6 +86,8 @@ class Request:
             body["site"] = self.site
         if self.planned:
             body["planned"] = True
+        if self.drill:
+            body["drill"] = True
         return json.dumps(body)
 
 

@@ -57,6 +57,10 @@ class ConditionType(StrEnum):
     qualify as a failover target, its capacity is Ready as its driver reports it, no
     scale-up failed, its quota leaves room for a failover's); False naming each site and
     cause; Unknown while some site's capacity has not been read."""
+    RUNNING = "Running"
+    """FailoverDrill: a run is under way."""
+    SUCCEEDED = "Succeeded"
+    """FailoverDrill: the last run succeeded (False: it failed or aborted, with why)."""
     CAPACITY_READY = "CapacityReady"
     """True when the capacity last set for every site is Ready as its driver reports it;
     False (CapacityNotReady) once some site's is not within

@@ -108,6 +108,15 @@ class EventReason(StrEnum):
     API_PLANE_IMPAIRED = "ApiPlaneImpaired"
     API_PLANE_RECOVERED = "ApiPlaneRecovered"
 
+    # --------------------------------------------------------------- FailoverDrills
+    DRILL_STARTED = "DrillStarted"
+    DRILL_REFUSED = "DrillRefused"
+    DRILL_SWITCHED = "DrillSwitched"
+    DRILL_ABORTING = "DrillAborting"
+    DRILL_SUCCEEDED = "DrillSucceeded"
+    DRILL_ABORTED = "DrillAborted"
+    DRILL_FAILED = "DrillFailed"
+
     # --------------------------------------------------------------- peers
     NO_MAJORITY = "NoMajority"
     """An action held: its decision's status reached no majority of the peer clusters."""

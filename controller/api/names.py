@@ -38,11 +38,18 @@ class Resource:
 RESILIENT_APP: Final = Resource("ResilientApp", "resilientapps", "Namespaced", ("rapp",))
 CLOUD_PROVIDER: Final = Resource("CloudProvider", "cloudproviders", "Cluster", ("cprov",))
 LIFEBOAT_PEERS: Final = Resource("LifeboatPeers", "lifeboatpeers", "Cluster", ("lbpeers",))
+FAILOVER_DRILL: Final = Resource("FailoverDrill", "failoverdrills", "Namespaced", ("drill",))
 CATEGORY: Final = "lifeboat"
 """``kubectl get lifeboat`` lists every kind in this category."""
 
 FINALIZER: Final = f"{GROUP}/finalizer"
 """Put on every object kopf runs a daemon for, so the daemon stops before it goes away."""
+
+DRILL_ANNOTATION: Final = f"{GROUP}/drill"
+"""On a ResilientApp: the FailoverDrill running on it (one at a time). Set when a run
+makes its first move, cleared when the run ends."""
+ABORT_ANNOTATION: Final = f"{GROUP}/abort"
+"""On a FailoverDrill: the number of the run to abort (``lifeboat drill abort``)."""
 
 PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
 PART_OF: Final = "lifeboat"

@@ -348,6 +348,68 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
     pin.add_argument("--site", help="site to pin to (default: the active site)")
     app_command("unpin", "let Lifeboat move the app again")
 
+    drill = commands.add_parser(
+        "drill",
+        help="failover drills: run one now, show their reports, abort one",
+        description="FailoverDrills: practice failovers with the same safety checks and "
+        "fencing as real ones\n(docs/drills.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drill_commands = drill.add_subparsers(dest="drill_command", required=True)
+    drill_run = drill_commands.add_parser(
+        "run",
+        help="run a drill against an app now (creates a FailoverDrill that runs once)",
+        description="Create a FailoverDrill that runs once, now: move APP to --to, hold, "
+        "move it back.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drill_run.add_argument("app", help="ResilientApp name")
+    drill_run.add_argument(
+        "--kind",
+        default="Switchover",
+        choices=("Switchover", "ZoneEvacuation", "Observe"),
+        help="kind of drill (this release runs Switchover only)",
+    )
+    drill_run.add_argument("--to", metavar="SITE", help="Switchover: the standby to move to")
+    drill_run.add_argument(
+        "--hold", type=int, default=300, help="seconds on the target before moving back"
+    )
+    drill_run.add_argument("--name", help="the FailoverDrill's name (default: app-kind-time)")
+    drill_run.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to follow the drill to its end (0: return once it is created)",
+    )
+    drill_status = drill_commands.add_parser(
+        "status",
+        help="the namespace's drills, or one drill's report",
+        description="A table of FailoverDrills, or the report of one drill's last run.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drill_status.add_argument("name", nargs="?", help="only this FailoverDrill (its report)")
+    drill_status.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table or json"
+    )
+    drill_abort = drill_commands.add_parser(
+        "abort",
+        help="abort a running drill: the app is moved back where it started",
+        description="Abort the run under way of a FailoverDrill; the app is moved back.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drill_abort.add_argument("name", help="FailoverDrill name")
+    drill_abort.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to follow the abort to its end"
+    )
+    for sub in (drill_run, drill_status, drill_abort):
+        sub.add_argument(
+            "-n", "--namespace", help="its namespace (default: the kubeconfig context's)"
+        )
+        cluster_options(sub)
+
     replication = commands.add_parser(
         "replication",
         help="replication of an app's data",
@@ -414,6 +476,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         "pin",
         "unpin",
         "replication",
+        "drill",
     ):
         return _app_command(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
@@ -527,6 +590,8 @@ def _app_command(args: argparse.Namespace) -> int:
                 planned=args.planned,
                 to_the_end=args.wait is not None,
             )
+        if args.command == "drill":
+            return _drill(cluster, namespace, args)
         if args.command == "approve":
             return commands.approve(cluster, namespace, args.app, args.id, wait=args.wait)
         if args.command == "replication":
@@ -547,6 +612,28 @@ def _app_command(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
+    from controller.cli import drill
+
+    if args.drill_command == "run":
+        if args.kind == "Switchover" and not args.to:
+            print(f"{args.prog} drill run: a Switchover needs --to SITE", file=sys.stderr)
+            return EXIT_USAGE
+        return drill.run(
+            cluster,
+            namespace,
+            args.app,
+            kind=args.kind,
+            site=args.to,
+            hold=args.hold,
+            name=args.name,
+            wait=args.wait,
+        )
+    if args.drill_command == "status":
+        return drill.status(cluster, namespace, args.name, output=args.output)
+    return drill.abort(cluster, namespace, args.name, wait=args.wait)
 
 
 if __name__ == "__main__":

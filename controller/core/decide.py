@@ -741,6 +741,7 @@ def _failover(
     force: bool = False,
     failback: bool = False,
     planned: bool = False,
+    drill: bool = False,
 ) -> tuple[Verdict, str]:
     rule = (
         Rule.PLANNED
@@ -784,6 +785,7 @@ def _failover(
         failback=failback,
         forced=force,
         planned=planned,
+        drill=drill,
     )
     return Verdict(rule), f"{summary} (epoch {work.state.epoch})"
 
@@ -804,7 +806,7 @@ def rescue_allowed(state: AppState) -> bool:
     last = state.last_failover
     return (
         last is not None
-        and last.forced
+        and last.unguarded
         and last.epoch == state.epoch
         and last.to_site == state.active_site
     )
@@ -825,7 +827,7 @@ def _failover_gate(work: _Round) -> list[str]:
     last = work.state.last_failover
     if (
         last is not None
-        and not last.forced
+        and not last.unguarded
         and work.now - last.decided_at < policy.min_dwell_seconds
     ):
         ago = max(0.0, work.now - last.decided_at)
@@ -934,6 +936,7 @@ def _start_failover(
     failback: bool,
     forced: bool = False,
     planned: bool = False,
+    drill: bool = False,
 ) -> None:
     state = work.state
     epoch = state.epoch + 1
@@ -948,6 +951,7 @@ def _start_failover(
         forced=forced,
         planned=planned,
         rpo_seconds=0.0 if planned else None,
+        drill=drill,
     )
     # The new site's failed zones stay out of its DNS record from the start.
     failed = {
@@ -962,7 +966,7 @@ def _start_failover(
         epoch=epoch,
         last_failover=record,
         failover_times=prune_times(state.failover_times, work.now)
-        + (() if forced else (work.now,)),
+        + (() if record.unguarded else (work.now,)),
         evacuated=evacuated,
         recommendation=None,
     )
@@ -1158,7 +1162,8 @@ def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
         lagging = _replication_lag(work, target_name)
         if lagging is not None:
             return _answer(work, request, False, lagging)
-    reason = f"requested by a user ({request.op}{' --force' if request.force else ''})"
+    who = "a FailoverDrill" if request.drill else "a user"
+    reason = f"requested by {who} ({request.op}{' --force' if request.force else ''})"
     verdict, summary = _failover(
         work,
         active,
@@ -1168,6 +1173,7 @@ def _handle_request(work: _Round, request: Request) -> tuple[Verdict, str]:
         manual=True,
         force=request.force,
         failback=request.op is RequestOp.FAILBACK,
+        drill=request.drill,
     )
     accepted = work.state.active_site == target_name
     return _answer(work, request, accepted, summary, verdict)
@@ -1223,6 +1229,7 @@ def _start_planned(work: _Round, request: Request) -> tuple[Verdict, str]:
         PlannedStep.STOP_WRITES,
         work.now,
         forced=request.force,
+        drill=request.drill,
         fence=fence,
     )
     timeout = spec.failover.planned.drain_timeout_seconds
@@ -1246,7 +1253,14 @@ def _start_planned(work: _Round, request: Request) -> tuple[Verdict, str]:
 
 
 def _planned_request(move: PlannedMove) -> Request:
-    return Request(move.request_id, RequestOp(move.op), move.to_site, move.forced, planned=True)
+    return Request(
+        move.request_id,
+        RequestOp(move.op),
+        move.to_site,
+        move.forced,
+        planned=True,
+        drill=move.drill,
+    )
 
 
 def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, str], bool]:
@@ -1291,7 +1305,8 @@ def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, s
     active = spec.site(work.state.active_site)
     assert active is not None
     reason = (
-        f"planned {move.op} requested by a user{' --force' if move.forced else ''}: writes "
+        f"planned {move.op} requested by {'a FailoverDrill' if move.drill else 'a user'}"
+        f"{' --force' if move.forced else ''}: writes "
         f"stopped at {move.from_site}, replication to {move.to_site} drained"
     )
     verdict, summary = _failover(
@@ -1304,6 +1319,7 @@ def _planned_progress(work: _Round, move: PlannedMove) -> tuple[tuple[Verdict, s
         force=move.forced,
         failback=move.op == RequestOp.FAILBACK.value,
         planned=True,
+        drill=move.drill,
     )
     if work.state.active_site != move.to_site:  # held by a safety check: wait, bounded
         if waited >= timeout:

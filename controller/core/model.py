@@ -216,6 +216,14 @@ class FailoverRecord:
     """A planned switchover: writes were stopped and replication drained before it."""
     rpo_seconds: float | None = None
     """Data the move lost, when known (0: a planned switchover that drained)."""
+    drill: bool = False
+    """Made by a FailoverDrill: checked like any request, but like a forced one it starts
+    no dwell and spends no budget (a drill never blocks a real failover)."""
+
+    @property
+    def unguarded(self) -> bool:
+        """Whether the anti-flapping guards leave it uncounted (forced, or a drill)."""
+        return self.forced or self.drill
 
     @property
     def detection_seconds(self) -> float | None:
@@ -366,6 +374,8 @@ class PlannedMove:
     started_at: float
     forced: bool = False
     """Asked with ``--force``: the move skips the safety checks (never the drain)."""
+    drill: bool = False
+    """Asked by a FailoverDrill: its move starts no dwell and spends no budget."""
     fence: str = "None"
     """``Webhook`` or ``None`` (the user stops writes)."""
     stopped_at: float | None = None

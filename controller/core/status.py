@@ -166,6 +166,7 @@ def _planned(saved: PlannedSwitchoverStatus | None) -> m.PlannedMove | None:
         step=m.PlannedStep(saved.step),
         started_at=parse_rfc3339(saved.start_time),
         forced=saved.forced,
+        drill=saved.drill,
         fence=saved.fence,
         stopped_at=_ts(saved.writes_stopped_time),
         drained_at=_ts(saved.drained_time),
@@ -240,6 +241,7 @@ def _failover(f: FailoverStatus) -> m.FailoverRecord:
         forced=f.forced,
         planned=f.planned,
         rpo_seconds=f.rpo_seconds,
+        drill=f.drill,
     )
 
 
@@ -463,6 +465,7 @@ def _failover_status(record: m.FailoverRecord | None) -> FailoverStatus | None:
         forced=record.forced,
         planned=record.planned,
         rpo_seconds=_round(record.rpo_seconds),
+        drill=record.drill,
     )
 
 
@@ -478,6 +481,7 @@ def _planned_status(move: m.PlannedMove | None) -> PlannedSwitchoverStatus | Non
         step=move.step.value,
         fence="Webhook" if move.fence == "Webhook" else "None",
         forced=move.forced,
+        drill=move.drill,
         start_time=rfc3339(move.started_at, precise=True),
         writes_stopped_time=_fmt(move.stopped_at),
         drained_time=_fmt(move.drained_at),

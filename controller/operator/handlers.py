@@ -6,6 +6,8 @@
   :class:`~controller.operator.volumes.VolumeReplication`).
 * CloudProvider: an index (so apps can resolve providers without API calls) and a
   credentials check on create/update/resume, re-tried while it fails.
+* FailoverDrill: a timer per drill advances it (:class:`~controller.operator.drills.
+  DrillTicker`: the pure drill core, the app's request annotation, the drill's status).
 * Namespace: an index of their labels, for the CloudProviders' tenancy selectors. Each
   app's worker, actions, capacity drivers and replication engines see the providers
   through :class:`~controller.operator.providers.TenantProviders`, the view of the app's
@@ -30,8 +32,15 @@ import kubernetes.client
 
 from controller import metrics
 from controller.api.annotations import KOPF_PREFIX, LAST_HANDLED_CONFIGURATION
-from controller.api.names import CLOUD_PROVIDER, FINALIZER, GROUP, RESILIENT_APP, VERSION
-from controller.operator import kubeconfig
+from controller.api.names import (
+    CLOUD_PROVIDER,
+    FAILOVER_DRILL,
+    FINALIZER,
+    GROUP,
+    RESILIENT_APP,
+    VERSION,
+)
+from controller.operator import drills, kubeconfig
 from controller.operator.app import AppContext, AppWorker, ReplicationSource
 from controller.operator.capacity import CapacityDrivers
 from controller.operator.context import Leadership, NoPeers, PeerLink, Sole
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 APPS = (GROUP, VERSION, RESILIENT_APP.plural)
 PROVIDERS = (GROUP, VERSION, CLOUD_PROVIDER.plural)
+DRILLS = (GROUP, VERSION, FAILOVER_DRILL.plural)
 NAMESPACES = ("v1", "namespaces")
 RETIRE_SECONDS = 300.0
 """At least this long a replaced CloudProvider connection stays open (see
@@ -239,6 +249,29 @@ def build(
     def app_deleted(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         metrics.forget_app(namespace or "", name)
         kube.forget(uid)
+
+    ticker = drills.DrillTicker(
+        drills.CustomObjects(kubernetes.client.CustomObjectsApi(kube_client))
+    )
+    acting = leadership or Sole()
+
+    @kopf.timer(*DRILLS, id="drill", registry=registry, interval=drills.TICK_SECONDS)
+    async def drill_timer(name: str, namespace: str | None, uid: str, **_: Any) -> None:
+        if not acting.leading:
+            return
+        ref = ObjectRef(FAILOVER_DRILL.kind, FAILOVER_DRILL.plural, name, namespace, uid)
+        try:
+            events = await asyncio.to_thread(ticker.tick, namespace or "", name)
+        except Exception:  # kopf retries the handler; the failure counts as an error
+            metrics.RECONCILE_ERRORS.labels(kind=FAILOVER_DRILL.kind).inc()
+            raise
+        metrics.RECONCILE_ROUNDS.labels(kind=FAILOVER_DRILL.kind).inc()
+        for type_, reason, message in events:
+            await kube.event(ref, type_, reason, message)
+
+    @kopf.on.delete(*DRILLS, id="drill-deleted", registry=registry, optional=True)
+    async def drill_deleted(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
+        await asyncio.to_thread(ticker.forget, namespace or "", name, spec.get("app"))
 
     @kopf.on.resume(*PROVIDERS, id="credentials", registry=registry)
     @kopf.on.create(*PROVIDERS, id="credentials", registry=registry)

@@ -61,6 +61,7 @@ NON_DEFAULT: dict[str, Any] = {
             "disabled": ["LifeboatPeerUnheard", "LifeboatFailoverStarted"],
             "labels": {"team": "sre", "severity": "page"},
             "runbookUrlBase": "https://wiki.example/lifeboat/runbooks/",
+            "noRecentDrillDays": 30,
         },
     },
     "alertmanagerConfig": {
@@ -223,6 +224,7 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Role",
         "RoleBinding",
@@ -280,7 +282,8 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
             ).read_text("utf-8")
         )
         assert crd["spec"] == shipped["spec"]  # numbers, CEL rules and all survive helm
-    # ResilientApps join the built-in view/edit/admin roles; status and CloudProviders do not.
+    # ResilientApps and FailoverDrills join the built-in view/edit/admin roles; status and
+    # CloudProviders do not.
     view = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-view")
     edit = one(documents, "ClusterRole", f"{RELEASE}-lifeboat-edit")
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -290,7 +293,7 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         for rule in role["rules"]:
             assert "cloudproviders" not in rule["resources"]
             if set(rule["verbs"]) - {"get", "list", "watch"}:
-                assert rule["resources"] == ["resilientapps"]
+                assert rule["resources"] == ["resilientapps", "failoverdrills"]
 
 
 def test_non_default_values_render_everything_asked_for(
@@ -365,6 +368,7 @@ def test_non_default_values_render_everything_asked_for(
     assert alerts["LifeboatZoneDown"]["annotations"]["runbook_url"] == (
         "https://wiki.example/lifeboat/runbooks/LifeboatZoneDown.md"
     )
+    assert alerts["LifeboatNoRecentDrill"]["expr"].endswith("> 2592000")  # 30 days
     synthetic = one(documents, "PrometheusRule", f"{RELEASE}-lifeboat-synthetic-alerts")
     assert synthetic["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     summary = synthetic["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
@@ -420,6 +424,7 @@ def alert_settings(values: dict[str, Any]) -> monitoring.AlertSettings:
         disabled=tuple(alerts.get("disabled", ())),
         labels=alerts.get("labels", {}),
         runbook_url_base=alerts.get("runbookUrlBase", monitoring.RUNBOOK_BASE),
+        no_recent_drill_days=alerts.get("noRecentDrillDays", monitoring.NO_RECENT_DRILL_DAYS),
     )
 
 
@@ -708,6 +713,9 @@ def test_helm_install_and_uninstall_on_the_api_server(
         assert not can("get", "secrets", "shop")
         assert not can("patch", "deployments.apps", "shop")
         assert not can("delete", "resilientapps.lifeboat.dev", "shop")
+        assert can("watch", "failoverdrills.lifeboat.dev")
+        assert can("patch", "failoverdrills.lifeboat.dev", "shop", sub="status")
+        assert not can("create", "failoverdrills.lifeboat.dev", "shop")
     finally:
         run_helm(helm, helm_env, "uninstall", release, "--kubeconfig", kubeconfig, "-n", namespace)
     remaining = cluster.kubectl(

@@ -18,6 +18,7 @@ def test_install_bundle_applies_server_side(sandbox: Sandbox) -> None:
         "namespace/lifeboat-system",
         "customresourcedefinition.apiextensions.k8s.io/resilientapps.lifeboat.dev",
         "customresourcedefinition.apiextensions.k8s.io/cloudproviders.lifeboat.dev",
+        "customresourcedefinition.apiextensions.k8s.io/failoverdrills.lifeboat.dev",
         "serviceaccount/lifeboat",
         "clusterrole.rbac.authorization.k8s.io/lifeboat",
         "clusterrolebinding.rbac.authorization.k8s.io/lifeboat",
@@ -94,6 +95,11 @@ def test_operator_service_account_has_only_what_it_needs(sandbox: Sandbox) -> No
     assert not can("get", "secrets", "shop")
     assert not can("list", "secrets", "lifeboat-system")
     assert not can("delete", "resilientapps.lifeboat.dev")
+    # FailoverDrills: watched, their status written; never created or deleted.
+    assert can("watch", "failoverdrills.lifeboat.dev")
+    assert can("patch", "failoverdrills.lifeboat.dev", "shop", sub="status")
+    assert not can("create", "failoverdrills.lifeboat.dev", "shop")
+    assert not can("delete", "failoverdrills.lifeboat.dev", "shop")
     assert not can("create", "pods", "shop")
     # Capacity of Deployment sites: list them, change nothing but their scale.
     assert can("list", "deployments.apps", "shop")

@@ -38,6 +38,7 @@ def test_group_version_and_names() -> None:
     )
     assert names.RESILIENT_APP.crd_name == "resilientapps.lifeboat.dev"
     assert names.CLOUD_PROVIDER.crd_name == "cloudproviders.lifeboat.dev"
+    assert names.FAILOVER_DRILL.crd_name == "failoverdrills.lifeboat.dev"
     assert names.FINALIZER == "lifeboat.dev/finalizer"
     assert names.REPORTING_COMPONENT == "lifeboat.dev/operator"
 
@@ -50,6 +51,10 @@ def test_annotation_keys() -> None:
         "lifeboat.dev/unreplicated",
     )
     assert KOPF_PREFIX == "lifeboat.dev"
+    assert (names.DRILL_ANNOTATION, names.ABORT_ANNOTATION) == (
+        "lifeboat.dev/drill",
+        "lifeboat.dev/abort",
+    )
 
 
 def test_condition_types() -> None:
@@ -67,6 +72,8 @@ def test_condition_types() -> None:
         "PeerSpecDrift",
         "StandbyReady",
         "CapacityReady",
+        "Running",
+        "Succeeded",
     }
 
 
@@ -160,6 +167,14 @@ def test_event_reasons() -> None:
         "ApiPlaneDegraded",
         "ApiPlaneImpaired",
         "ApiPlaneRecovered",
+        # FailoverDrills
+        "DrillStarted",
+        "DrillRefused",
+        "DrillSwitched",
+        "DrillAborting",
+        "DrillSucceeded",
+        "DrillAborted",
+        "DrillFailed",
         # peers
         "NoMajority",
     }
@@ -199,6 +214,11 @@ def test_a_request_reads_what_the_cli_writes() -> None:
     failback = Request("def", RequestOp.FAILBACK)
     assert failback.serialise() == '{"id": "def", "op": "failback", "force": false}'
     assert Request.parse(failback.serialise()) == failback
+    drill = Request("d", RequestOp.FAILOVER, "usw2", planned=True, drill=True)
+    assert drill.serialise() == (
+        '{"id": "d", "op": "failover", "force": false, "site": "usw2", "planned": true, '
+        '"drill": true}'
+    )
 
 
 def test_a_request_written_by_hand_is_read_leniently() -> None:

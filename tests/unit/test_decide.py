@@ -395,6 +395,51 @@ def test_a_forced_move_off_the_path_of_a_dwell_is_not_counted_either() -> None:
     assert run.state.active_site == "usw2"
 
 
+def test_a_drill_request_is_checked_like_any_but_starts_no_dwell_and_spends_no_budget() -> None:
+    run = Run(spec=spec_of(minDwellSeconds=600, maxFailoversPerHour=1))
+    run.round()
+    # The same safety checks as any request: a target that is down is refused.
+    run.rounds(3, down={"usw2"})
+    drill = Request("d1", RequestOp.FAILOVER, "usw2", planned=True, drill=True)
+    run.round(down={"usw2"}, request=drill)
+    assert run.state.active_site == "use1"
+    assert run.state.last_request is not None and not run.state.last_request.accepted
+    run.rounds(3)
+    run.round(request=Request("d2", RequestOp.FAILOVER, "usw2", planned=True, drill=True))
+    run.rounds(2)  # planned: writes stopped (no fence declared), drained, then moved
+    assert (run.state.active_site, run.state.epoch) == ("usw2", 2)
+    record = run.state.last_failover
+    assert record is not None and record.drill and record.manual and not record.forced
+    assert "requested by a FailoverDrill" in record.reason
+    assert run.state.failover_times == ()
+    # Its revert comes at once (no dwell), and a budget of one is still whole afterwards.
+    run.round(request=Request("d3", RequestOp.FAILOVER, "use1", planned=True, drill=True))
+    run.rounds(2)
+    assert (run.state.active_site, run.state.epoch) == ("use1", 3)
+    assert run.state.failover_times == ()
+    run.rounds(3, down={"use1"})
+    assert run.state.active_site == "usw2", "the real failover was not blocked by the drill"
+    assert run.state.last_failover is not None and not run.state.last_failover.drill
+
+
+def test_a_drill_move_survives_the_status_round_trip() -> None:
+    run = Run()
+    run.rounds(3)
+    decision = run.round(request=Request("d1", RequestOp.FAILOVER, "usw2", drill=True))
+    status = status_from_state(
+        decision,
+        run.spec,
+        ResilientAppStatus(),
+        observations=m.Observations(api_planes={EAST: H, WEST: H}),
+        running=None,
+        generation=1,
+        now=run.t,
+    )
+    assert status.last_failover is not None and status.last_failover.drill
+    restored = state_from_status(status, run.spec)
+    assert restored.last_failover is not None and restored.last_failover.drill
+
+
 def test_capacity_of_the_old_site_falls_only_after_the_new_one_has_its_own() -> None:
     """Regression: a forced failover towards an Impaired region scaled the old site down
     while the new site's scale-up was held (serving capacity fell)."""

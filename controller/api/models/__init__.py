@@ -15,6 +15,7 @@ One module per kind (and part of a kind); this package re-exports every model, s
 * :mod:`~controller.api.models.replication`: replicated datasets (spec) and their figures
   (status);
 * :mod:`~controller.api.models.resilientapp_status`: ResilientApp status;
+* :mod:`~controller.api.models.drill`: FailoverDrill spec and status (its report);
 * :mod:`~controller.api.models.peers`: LifeboatPeers (the peer clusters, and what each
   peer publishes of its view).
 
@@ -64,6 +65,14 @@ from controller.api.models.common import (
     SiteName,
     Timestamp,
     list_map,
+)
+from controller.api.models.drill import (
+    DataCheck,
+    DrillAbort,
+    DrillSchedule,
+    DrillStep,
+    FailoverDrillSpec,
+    FailoverDrillStatus,
 )
 from controller.api.models.peers import (
     PEERS_OBJECT,
@@ -160,12 +169,18 @@ __all__ = [
     "Conditions",
     "ConfigMapKeyRef",
     "Credentials",
+    "DataCheck",
     "DecisionRecord",
     "DnsValue",
+    "DrillAbort",
+    "DrillSchedule",
+    "DrillStep",
     "EndpointOverride",
     "ExternalDnsSettings",
     "Fact",
     "FailbackPolicy",
+    "FailoverDrillSpec",
+    "FailoverDrillStatus",
     "FailoverPolicy",
     "FailoverStatus",
     "HealthPolicy",

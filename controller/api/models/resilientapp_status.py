@@ -218,6 +218,11 @@ class FailoverStatus(Model):
         description="Data lost by the move, when measured: 0 for a planned switchover "
         "that drained.",
     )
+    drill: bool = Field(
+        default=False,
+        description="Made by a FailoverDrill: checked like any request, but it started no "
+        "dwell and spent no budget.",
+    )
 
 
 PlannedStep = Literal["StopWrites", "Drain", "ResumeWrites", "Done", "Abort", "Aborted"]
@@ -237,6 +242,7 @@ class PlannedSwitchoverStatus(Model):
     step: PlannedStep = Field(description="Where it stands.")
     fence: Literal["Webhook", "None"] = Field(description="How writes are stopped.")
     forced: bool = Field(default=False, description="Asked with --force (the drain still).")
+    drill: bool = Field(default=False, description="Asked by a FailoverDrill.")
     start_time: Timestamp = Field(description="When it was asked for.")
     writes_stopped_time: Timestamp | None = Field(
         default=None, description="When the write fence said writes were stopped."
