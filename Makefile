@@ -38,8 +38,12 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # The dev dependency group (uv's default) brings the sandbox/ workspace member and the tools.
+# Bytecode is compiled at install, as the image does (UV_COMPILE_BYTECODE): with
+# PYTHONDONTWRITEBYTECODE set, every process would otherwise compile its imports from
+# source, which costs seconds per operator start and left the operator's RSS 56 MiB higher
+# (the parser's peak for kubernetes' 4 MB generated modules; 205 against 149 MiB, 1 app).
 $(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 assets: $(VENV)/.synced
