@@ -347,8 +347,12 @@ def fleet_run(
     shared = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
     own = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
     with shared, own:
-        bodies = [app_body(sandbox, f"app-{i:04d}", shared) for i in range(apps)]
-        bodies.append(app_body(sandbox, "failing", own))
+        bodies = [app_body(sandbox, f"app{apps}-{i:04d}", shared) for i in range(apps)]
+        # A DNS name of its own per fleet: the last fleet's failing app was failed over, and
+        # its records (epoch 2, usw2) outlive it; a new app of that name sees another
+        # owner's records and is never steady.
+        failing = f"failing-{apps}"
+        bodies.append(app_body(sandbox, failing, own))
         started = time.monotonic()
         create_apps(sandbox, bodies)
         log(f"fleet {apps}: {len(bodies)} apps created in {time.monotonic() - started:.1f} s")
@@ -367,7 +371,7 @@ def fleet_run(
                 return all((i.get("status") or {}).get("lastDecision") for i in items)
 
             first = wait(decided, 600, "every app's first decision", poll=1.0) - start
-            wait(lambda: steady(sandbox, "failing", sandbox.layout[0].site), 120, "steady")
+            wait(lambda: steady(sandbox, failing, sandbox.layout[0].site), 120, "steady")
             time.sleep(5)
             ps, apiserver = running.pid, apiserver_pid(sandbox)
             for endpoint in shared.endpoints:
@@ -387,7 +391,7 @@ def fleet_run(
             for endpoint in own.site_endpoints(active):
                 endpoint.down()
             moved = wait(
-                lambda: sandbox.dns_weights(f"failing.{HOSTED_ZONE}").get(other) == 100,
+                lambda: sandbox.dns_weights(f"{failing}.{HOSTED_ZONE}").get(other) == 100,
                 120,
                 "the failing app's DNS moved",
             )
