@@ -139,6 +139,11 @@ def observe(
     rows = simulate(app, plan, providers)
     first = next((r for r in rows if r["epoch"] > start.epoch), None)
     ok, why = judge(expect, first, rows)
+    if not ok and first is None and app.failover.mode != "Automatic":
+        why += (
+            f" (the app's failover.mode is {app.failover.mode}: it recommends a failover "
+            "and never makes one by itself)"
+        )
     return ObserveReport(
         "Succeeded" if ok else "Failed",
         why,

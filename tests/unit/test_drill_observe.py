@@ -4,9 +4,11 @@ simulation engine, judged against the drill's expectations, acting on nothing.""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from controller.api.conditions import parse_rfc3339, rfc3339
@@ -194,3 +196,19 @@ def test_an_observe_drill_never_writes_to_the_app_at_the_operator_edge() -> None
 def test_a_bad_observe_drill_is_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         drill(**change)
+
+
+def test_the_example_observe_drill_holds_against_the_example_app() -> None:
+    examples = Path(__file__).parents[2] / "manifests" / "examples" / "aws"
+    drill_doc = yaml.safe_load((examples / "failoverdrill-observe.yaml").read_text())
+    app_doc = yaml.safe_load((examples / "resilientapp.yaml").read_text())
+    spec_ = FailoverDrillSpec.model_validate(drill_doc["spec"])
+    app = ResilientAppSpec.model_validate(app_doc["spec"])
+    assert spec_.timeline is not None
+    shadow = observe(app, spec_.timeline, spec_.expect)  # the example app is in Observe mode
+    assert shadow.result == "Failed" and "failover.mode is Observe" in shadow.message
+    acting = app.model_copy(
+        update={"failover": app.failover.model_copy(update={"mode": "Automatic"})}
+    )
+    report = observe(acting, spec_.timeline, spec_.expect)
+    assert report.result == "Succeeded", report.message
