@@ -256,16 +256,25 @@ def test_an_observe_drill_reports_and_never_touches_the_app(apps: Apps) -> None:
         if site["name"] == "use1"
         for z in site["zones"]
     }
-    create_drill(
-        apps,
+    # Through the CLI (lifeboat drill run APP --kind Observe --timeline FILE --to usw2
+    # --within 40 --wait 30), followed to its end.
+    cluster = Cluster.connect(str(apps.sandbox.kube.kubeconfig_path), None)
+    out = io.StringIO()
+    code = cli.run(
+        cluster,
         ns,
-        "observe",
+        app,
         kind="Observe",
-        targetSite=None,
-        schedule={"once": rfc3339(time.time())},
+        site="usw2",
+        hold=300,
+        name="observe",
+        wait=30,
         timeline={"duration": 60, "timeline": [{"at": 10, "zones": zones}]},
-        expect={"failoverWithinSeconds": 40, "targetSite": "usw2"},
+        expect={"failoverWithinSeconds": 40},
+        out=out,
     )
+    assert code == 0, out.getvalue()
+    assert "result: Succeeded" in out.getvalue() and "first failover at t=" in out.getvalue()
     status = wait_for(lambda: ended(apps, ns, "observe"), 30, "the Observe drill to end")
     assert status["result"] == status["phase"] == "Succeeded", status
     assert status["targetSite"] == "usw2" and status["originSite"] == "use1"

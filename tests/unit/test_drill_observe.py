@@ -212,3 +212,25 @@ def test_the_example_observe_drill_holds_against_the_example_app() -> None:
     )
     report = observe(acting, spec_.timeline, spec_.expect)
     assert report.result == "Succeeded", report.message
+
+
+def test_the_cli_reads_a_timeline_file_as_lifeboat_simulate_does(tmp_path: Path) -> None:
+    from controller.cli import drill as cli
+    from controller.cli.commands import CommandError
+
+    good = tmp_path / "good.yaml"
+    good.write_text("duration: 30\ntimeline:\n  - at: 5\n    zones: {use1/us-east-1a: fail}\n")
+    assert cli.timeline_document(good)["timeline"][0]["zones"] == {"use1/us-east-1a": "fail"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("timeline:\n  - at: 5\n    zones: {use1/us-east-1a: broken}\n")
+    with pytest.raises(CommandError, match=r"timeline entry 1 \(at 5\): zones"):
+        cli.timeline_document(bad)
+
+
+def test_the_report_of_an_observe_run_shows_the_replay_and_its_decisions() -> None:
+    from controller.cli import drill as cli
+
+    new, _ = d.step("obs", drill(), FailoverDrillStatus(), app_view(), T0, created=T0 - 60)
+    text = cli.report(new.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert "replay from use1: first failover at t=" in text and "to usw2" in text
+    assert "decisions:" in text and "site-down" in text
