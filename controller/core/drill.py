@@ -10,6 +10,10 @@ A run of a ``Switchover`` drill goes through four steps:
 * ``hold``: ``holdSeconds`` on the target, the abort conditions checked at every tick;
 * ``revert``: a failover request back to the site the app started on.
 
+A run of an ``Observe`` drill is one step, ``observe``, in one tick: the drill's timeline
+replayed against the app's spec by the simulation engine (:mod:`controller.core.observe`),
+judged against its ``expect``; it acts on nothing (no Move, no Release).
+
 :func:`step` takes the drill's spec and status, a view of its app and the time, and returns
 the new status and the actions the operator carries out (annotate the app with a request,
 release it, post Events, count the result). An aborted run always ends with the app asked

@@ -234,3 +234,40 @@ def test_the_report_of_an_observe_run_shows_the_replay_and_its_decisions() -> No
     text = cli.report(new.model_dump(mode="json", by_alias=True, exclude_none=True))
     assert "replay from use1: first failover at t=" in text and "to usw2" in text
     assert "decisions:" in text and "site-down" in text
+
+
+def test_the_operator_judges_api_planes_with_the_apps_cloudproviders_thresholds() -> None:
+    from tests.factories import provider_spec
+
+    impaired = {"aws-sandbox/us-west-2": ["server_error"] * 5}
+    within = {"failoverWithinSeconds": 30}
+    entries = [{"at": 10, "zones": USE1_DOWN, "api": impaired}]
+
+    def run(providers: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        app = app_body()
+        body = {
+            "metadata": {
+                "name": "obs",
+                "namespace": "ns",
+                "resourceVersion": "5",
+                "generation": 1,
+                "creationTimestamp": rfc3339(NOW - 60),
+            },
+            "spec": drill(
+                schedule={"once": rfc3339(NOW - 1)},
+                timeline={"duration": 60, "timeline": entries},
+                expect=within,
+            ).model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        objects = {("resilientapps", "web"): app, ("failoverdrills", "obs"): body, **providers}
+        api = FakeApi(objects)
+        DrillTicker(api, clock=lambda: NOW).tick("ns", "obs")
+        status: dict[str, Any] = api.objects[("failoverdrills", "obs")]["status"]
+        return status
+
+    # Default thresholds: the standby's API plane is Impaired, the failover is held.
+    assert run({})["phase"] == "Failed"
+    # Its CloudProvider wants more calls for a verdict than the timeline makes: no verdict.
+    lax = provider_spec(apiPlane={"minCalls": 1000})
+    provider = {("cloudproviders", "aws-sandbox"): {"metadata": {}, "spec": lax}}
+    assert run(provider)["phase"] == "Succeeded"
