@@ -75,7 +75,11 @@ class _Translator:
                 raise SchemaError(f"{path}: {key} has no place in a CRD's schema")
             else:
                 out[key] = value
-        if "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "type" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+            and not out.get("x-kubernetes-int-or-string")
+        ):
             raise SchemaError(f"{path}: no type (not a structural schema)")
         return out
 

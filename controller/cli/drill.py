@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from controller.api.names import ABORT_ANNOTATION, FAILOVER_DRILL, GROUP, VERSION
@@ -56,11 +57,16 @@ def run(
     hold: int,
     name: str | None,
     wait: float,
+    timeline: dict[str, Any] | None = None,
+    expect: dict[str, Any] | None = None,
     out: TextIO = sys.stdout,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Create a drill that runs once, now; with ``wait`` > 0 follow it to its end."""
+    """Create a drill that runs once, now; with ``wait`` > 0 follow it to its end.
+
+    An Observe drill takes ``timeline`` (a timeline document, as ``lifeboat simulate``'s)
+    and ``expect``; ``site`` is then the expected target, not a place to move to."""
     found = cluster.app(namespace, app)
     sites = [s["name"] for s in (found.get("spec") or {}).get("sites", [])]
     if site is not None and site not in sites:
@@ -75,7 +81,15 @@ def run(
         "schedule": {"once": _stamp(now)},
         "holdSeconds": hold,
     }
-    if site is not None:
+    if kind == "Observe":
+        spec.pop("holdSeconds")
+        spec["timeline"] = timeline or {}
+        wanted = dict(expect or {})
+        if site is not None:
+            wanted["targetSite"] = site
+        if wanted:
+            spec["expect"] = wanted
+    elif site is not None:
         spec["targetSite"] = site
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -92,10 +106,27 @@ def run(
         "install Lifeboat's CRDs first",
     )
     out.write(f"created FailoverDrill {namespace}/{drill_name}: {kind} of {app}")
-    out.write(f" to {site}, hold {hold}s\n" if site else f", hold {hold}s\n")
+    if kind == "Observe":
+        out.write(": replaying the timeline, acting on nothing\n")
+    else:
+        out.write(f" to {site}, hold {hold}s\n" if site else f", hold {hold}s\n")
     if wait <= 0:
         return EXIT_OK
     return follow(cluster, namespace, drill_name, wait, out=out, clock=clock, sleep=sleep)
+
+
+def timeline_document(path: Path) -> dict[str, Any]:
+    """An Observe drill's timeline read from ``path`` (lifeboat simulate's format),
+    checked as ``lifeboat simulate`` checks it (a :class:`CommandError` names the file,
+    entry and field)."""
+    from controller.cli import simulate
+
+    try:
+        simulate._load_timeline(path)
+        document = simulate._yaml(path)
+    except simulate.TimelineError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    return dict(document or {})
 
 
 def follow(
@@ -138,7 +169,18 @@ def report(status: dict[str, Any]) -> str:
     lines = [f"result: {status.get('result') or status.get('phase') or '-'}"]
     if status.get("message"):
         lines.append(f"  {status['message']}")
-    if status.get("originSite"):
+    if status.get("originSite") and status.get("originEpoch") is None:  # an Observe run
+        first = status.get("firstFailoverSeconds")
+        lines.append(
+            f"replay from {status['originSite']}: "
+            + (
+                f"first failover at t={float(first):g}s to {status.get('targetSite')}"
+                if first is not None
+                else "no failover"
+            )
+            + f", {status.get('decisionsTotal') or 0} decision(s)"
+        )
+    elif status.get("originSite"):
         lines.append(
             f"route: {status['originSite']} -> {status.get('targetSite')} -> "
             f"{status['originSite']} (epoch at start {status.get('originEpoch')})"
@@ -160,6 +202,15 @@ def report(status: dict[str, Any]) -> str:
                 f"  {step.get('name', ''):<10} {step.get('result', ''):<10} "
                 f"{step.get('startedTime', '')} -> {step.get('finishedTime') or '...'}  "
                 f"{step.get('message', '')}"
+            )
+    decisions = status.get("decisions") or []
+    if decisions:
+        lines.append("decisions:")
+        for row in decisions:
+            what = row.get("actions") or row.get("reason", "")
+            lines.append(
+                f"  t={float(row.get('time', 0)):>7.1f}s  {row.get('phase', ''):<11} "
+                f"{row.get('rule', ''):<22} {row.get('activeSite', ''):<8} {what}"
             )
     checks = status.get("dataChecks") or []
     if checks:

@@ -369,9 +369,27 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "--kind",
         default="Switchover",
         choices=("Switchover", "ZoneEvacuation", "Observe"),
-        help="kind of drill (this release runs Switchover only)",
+        help="kind of drill (this release runs Switchover and Observe)",
     )
-    drill_run.add_argument("--to", metavar="SITE", help="Switchover: the standby to move to")
+    drill_run.add_argument(
+        "--to",
+        metavar="SITE",
+        help="Switchover: the standby to move to; Observe: the site the failover must go to",
+    )
+    drill_run.add_argument(
+        "--timeline",
+        metavar="FILE",
+        help="Observe: the fault timeline to replay (lifeboat simulate's format)",
+    )
+    drill_run.add_argument(
+        "--within",
+        type=float,
+        metavar="SECONDS",
+        help="Observe: expect a failover within this many seconds of the timeline's start",
+    )
+    drill_run.add_argument(
+        "--no-failover", action="store_true", help="Observe: expect no failover at all"
+    )
     drill_run.add_argument(
         "--hold", type=int, default=300, help="seconds on the target before moving back"
     )
@@ -621,6 +639,20 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
         if args.kind == "Switchover" and not args.to:
             print(f"{args.prog} drill run: a Switchover needs --to SITE", file=sys.stderr)
             return EXIT_USAGE
+        timeline, expect = None, None
+        if args.kind == "Observe":
+            if not args.timeline:
+                print(
+                    f"{args.prog} drill run: an Observe drill needs --timeline FILE",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            timeline = drill.timeline_document(Path(args.timeline))
+            expect = {}
+            if args.within is not None:
+                expect["failoverWithinSeconds"] = args.within
+            if args.no_failover:
+                expect["noFailover"] = True
         return drill.run(
             cluster,
             namespace,
@@ -630,6 +662,8 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
             hold=args.hold,
             name=args.name,
             wait=args.wait,
+            timeline=timeline,
+            expect=expect,
         )
     if args.drill_command == "status":
         return drill.status(cluster, namespace, args.name, output=args.output)

@@ -10,6 +10,10 @@ A run of a ``Switchover`` drill goes through four steps:
 * ``hold``: ``holdSeconds`` on the target, the abort conditions checked at every tick;
 * ``revert``: a failover request back to the site the app started on.
 
+A run of an ``Observe`` drill is one step, ``observe``, in one tick: the drill's timeline
+replayed against the app's spec by the simulation engine (:mod:`controller.core.observe`),
+judged against its ``expect``; it acts on nothing (no Move, no Release).
+
 :func:`step` takes the drill's spec and status, a view of its app and the time, and returns
 the new status and the actions the operator carries out (annotate the app with a request,
 release it, post Events, count the result). An aborted run always ends with the app asked
@@ -30,6 +34,7 @@ from controller.api.annotations import REQUEST, ManualOperations, Request, Reque
 from controller.api.conditions import ConditionType, parse_rfc3339, rfc3339, set_condition
 from controller.api.events import EventReason
 from controller.api.models import (
+    CloudProviderSpec,
     DataCheck,
     DrillSchedule,
     DrillStep,
@@ -41,6 +46,9 @@ from controller.api.models import (
 from controller.api.models.drill import DrillResult, StepResult
 from controller.api.names import DRILL_ANNOTATION
 from controller.core.model import HOUR
+from controller.core.observe import observe
+
+OBSERVE = "observe"
 
 PREFLIGHT, SWITCH, HOLD, REVERT = "preflight", "switch", "hold", "revert"
 UNFIT_PHASES = ("Degraded", "Frozen", "Down")
@@ -88,6 +96,11 @@ class AppView:
     """(dataset, destination, RPO seconds or None, pending objects) per replication flow."""
     holder: str | None = None
     """The FailoverDrill running on the app (its annotation), if that drill is running."""
+    spec: ResilientAppSpec | None = field(default=None, compare=False)
+    """The app's spec as it stands (what an Observe drill replays its timeline against)."""
+    providers: Mapping[str, CloudProviderSpec] = field(default_factory=dict, compare=False)
+    """The app's CloudProviders' specs by name, where the operator read them (an Observe
+    drill judges API planes with their thresholds; defaults for the others)."""
 
     def unhealthy_zones(self, site: str) -> list[str]:
         return [f"{z}={state}" for s, z, state in self.zones if s == site and state != "Healthy"]
@@ -152,6 +165,7 @@ def app_view(body: Mapping[str, Any], holder_running: bool = True) -> AppView:
             (r.dataset, r.destination, r.rpo_seconds, r.pending_objects) for r in status.replication
         ),
         holder=(annotations.get(DRILL_ANNOTATION) or None) if holder_running else None,
+        spec=spec,
     )
 
 
@@ -445,7 +459,13 @@ def _start(work: _Run, slot: float) -> None:
         message="",
         pending_request=None,
         request_time=None,
+        decisions=(),
+        decisions_total=None,
+        first_failover_seconds=None,
     )
+    if work.spec.kind == "Observe":
+        _observe(work)
+        return
     work.open_step(PREFLIGHT)
     causes = refusals(work.spec, work.name, work.app, work.now)
     if causes:
@@ -463,6 +483,33 @@ def _start(work: _Run, slot: float) -> None:
         f"hold {work.spec.hold_seconds} s",
     )
     _ask(work, SWITCH, target)
+
+
+def _observe(work: _Run) -> None:
+    """An Observe run, whole in one tick: the timeline replayed against the app's spec as it
+    stands, judged against the expectations. It acts on nothing: no request, no claim on
+    the app (no Move, no Release), only the drill's own status, Events and metrics."""
+    run, app, timeline = work.status.run, work.app, work.spec.timeline
+    work.open_step(OBSERVE, "replaying the timeline against the app's spec")
+    if app is None or app.spec is None:
+        work.close_step(OBSERVE, "Failed", f"ResilientApp {work.spec.app} not found")
+        _finish(work, "Failed", f"ResilientApp {work.spec.app} not found", release=False)
+        return
+    if timeline is None:  # admission requires it
+        _finish(work, "Failed", "an Observe drill needs timeline", release=False)
+        return
+    report = observe(app.spec, timeline, work.spec.expect, app.providers)
+    work.update(
+        origin_site=report.origin_site,
+        target_site=report.target_site,
+        origin_epoch=None,
+        decisions=report.decisions,
+        decisions_total=report.decisions_total,
+        first_failover_seconds=report.first_failover_seconds,
+    )
+    work.close_step(OBSERVE, report.result, report.message)
+    work.notice(EventReason.DRILL_STARTED, f"run {run}: replayed the timeline (acting on nothing)")
+    _finish(work, report.result, report.message, release=False)
 
 
 def _ask(work: _Run, step_name: str, site: str, attempt: int = 0) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
@@ -24,9 +24,10 @@ from pydantic import ValidationError
 from controller import metrics
 from controller.api.annotations import REQUEST
 from controller.api.conditions import parse_rfc3339
-from controller.api.models import FailoverDrillSpec, FailoverDrillStatus
+from controller.api.models import CloudProviderSpec, FailoverDrillSpec, FailoverDrillStatus
 from controller.api.names import (
     ABORT_ANNOTATION,
+    CLOUD_PROVIDER,
     DRILL_ANNOTATION,
     FAILOVER_DRILL,
     GROUP,
@@ -34,6 +35,7 @@ from controller.api.names import (
     VERSION,
 )
 from controller.core import drill as core
+from controller.core import inputs
 from controller.operator.kube import EventType, ObjectRef
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ class DrillApi(Protocol):
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object (None: not found)."""
+        ...
+
+    def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
+        """The cluster-scoped object (None: not found)."""
         ...
 
     def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
@@ -82,6 +88,17 @@ class CustomObjects:
         try:
             found = self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name, _request_timeout=self.timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found if isinstance(found, dict) else None
+
+    def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self.custom.get_cluster_custom_object(
+                GROUP, VERSION, plural, name, _request_timeout=self.timeout
             )
         except ApiException as error:
             if error.status == 404:
@@ -136,6 +153,8 @@ class DrillTicker:
             app = self._view(
                 namespace, name, self.api.get(RESILIENT_APP.plural, namespace, spec.app)
             )
+        if app is not None and spec.kind == "Observe":
+            app = replace(app, providers=self._providers(app))
         abort = (meta.get("annotations") or {}).get(ABORT_ANNOTATION)
         new, actions = core.step(
             name,
@@ -172,6 +191,24 @@ class DrillTicker:
             namespace, spec.app, name, spec.kind, running=new.phase == "Running", success=success
         )
         return events
+
+    def _providers(self, app: core.AppView) -> dict[str, CloudProviderSpec]:
+        """The app's CloudProviders' specs (an Observe run judges API planes with their
+        thresholds); one not found or unreadable is left out (default thresholds)."""
+        found: dict[str, CloudProviderSpec] = {}
+        if app.spec is None:
+            return found
+        for provider, _ in inputs.regions(app.spec):
+            if provider in found:
+                continue
+            body = self.api.get_cluster(CLOUD_PROVIDER.plural, provider)
+            if body is None:
+                continue
+            try:
+                found[provider] = CloudProviderSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                log.warning("CloudProvider %s: unreadable spec, default thresholds", provider)
+        return found
 
     def _view(
         self, namespace: str, name: str, app_body: dict[str, Any] | None

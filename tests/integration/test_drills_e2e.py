@@ -32,11 +32,12 @@ PLURAL = "failoverdrills"
 
 
 def create_drill(apps: Apps, namespace: str, name: str, **spec: Any) -> None:
+    full = {"app": "web", "kind": "Switchover", "targetSite": "usw2", **spec}
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "FailoverDrill",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"app": "web", "kind": "Switchover", "targetSite": "usw2", **spec},
+        "spec": {k: v for k, v in full.items() if v is not None},
     }
     apps.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
@@ -254,11 +255,87 @@ def test_the_cli_runs_a_drill_and_aborts_one(apps: Apps) -> None:
         cli.abort(cluster, ns, "manual", wait=0, out=io.StringIO())
 
 
+def test_an_observe_drill_reports_and_never_touches_the_app(apps: Apps) -> None:
+    ns, app = apps.create()
+    apps.wait_serving(ns, app)
+    before = apps.get(ns, app)
+    dns = apps.dns_weights(ns, app)
+    zones = {
+        f"use1/{z}": "fail"
+        for site in before["spec"]["sites"]
+        if site["name"] == "use1"
+        for z in site["zones"]
+    }
+    # Through the CLI (lifeboat drill run APP --kind Observe --timeline FILE --to usw2
+    # --within 40 --wait 30), followed to its end.
+    cluster = Cluster.connect(str(apps.sandbox.kube.kubeconfig_path), None)
+    out = io.StringIO()
+    code = cli.run(
+        cluster,
+        ns,
+        app,
+        kind="Observe",
+        site="usw2",
+        hold=300,
+        name="observe",
+        wait=30,
+        timeline={"duration": 60, "timeline": [{"at": 10, "zones": zones}]},
+        expect={"failoverWithinSeconds": 40},
+        out=out,
+    )
+    assert code == 0, out.getvalue()
+    assert "result: Succeeded" in out.getvalue() and "first failover at t=" in out.getvalue()
+    status = wait_for(lambda: ended(apps, ns, "observe"), 30, "the Observe drill to end")
+    assert status["result"] == status["phase"] == "Succeeded", status
+    assert status["targetSite"] == "usw2" and status["originSite"] == "use1"
+    assert 10 <= status["firstFailoverSeconds"] <= 40
+    assert status["decisions"] and status["steps"][0]["name"] == "observe"
+    after = apps.get(ns, app)
+    assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert after["status"]["activeSite"] == "use1"
+    assert after["status"]["epoch"] == before["status"]["epoch"]
+    assert "lastRequest" not in after["status"]
+    assert apps.dns_weights(ns, app) == dns
+    assert (
+        sample(
+            "lifeboat_drill_runs_total",
+            namespace=ns,
+            app=app,
+            drill="observe",
+            kind="Observe",
+            result="Succeeded",
+        )
+        == 1
+    )
+    reasons = [reason for _, reason, _ in drill_events(apps, ns, "observe")]
+    assert "DrillSucceeded" in reasons
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "ZoneEvacuation"}, "only Switchover drills are implemented in this release"),
-        ({"kind": "Observe"}, "only Switchover drills are implemented in this release"),
+        ({"kind": "ZoneEvacuation"}, "only Switchover and Observe drills are implemented"),
+        ({"kind": "Observe"}, "an Observe drill needs timeline"),
+        (
+            {"kind": "Observe", "timeline": {"timeline": [{"at": 1, "zones": {"use1": "fail"}}]}},
+            "zones are written site/zone",
+        ),
+        (
+            {"kind": "Observe", "timeline": {"timeline": [{"at": 1, "zones": {"a/b": "meh"}}]}},
+            "should match",
+        ),
+        (
+            {"kind": "Observe", "timeline": {"timeline": [{"at": 1, "capacity": {"a": "x"}}]}},
+            "capacity takes a number of instances",
+        ),
+        (
+            {"kind": "Observe", "timeline": {"duration": 5, "timeline": [{"at": 9}]}},
+            "duration ends before the last entry",
+        ),
+        (
+            {"kind": "Observe", "timeline": {"timeline": [{"at": 1}] * 65}},
+            "must have at most 64 items",
+        ),
         ({"targetSite": None}, "a Switchover drill needs targetSite"),
         (
             {"schedule": {"once": "2026-01-01T00:00:00Z", "cron": "0 * * * *"}},

@@ -69,6 +69,9 @@ class FakeApi:
         found = self.objects.get((plural, name))
         return copy.deepcopy(found) if found is not None else None
 
+    def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
+        return self.get(plural, "", name)
+
     def _write(self, call: str, plural: str, name: str, body: dict[str, Any]) -> None:
         if self.conflicts.get(call, 0) > 0:
             self.conflicts[call] -= 1

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from croniter import croniter
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from controller.api.models.common import (
     Conditions,
@@ -25,7 +25,7 @@ DrillResult = Literal["Succeeded", "Failed", "Aborted"]
 StepResult = Literal["Running", "Succeeded", "Failed", "Skipped"]
 CheckResult = Literal["Passed", "Failed", "Unknown"]
 
-NOT_YET: tuple[str, ...] = ("ZoneEvacuation", "Observe")
+NOT_YET: tuple[str, ...] = ("ZoneEvacuation",)
 """Kinds the API names but this release does not run yet: refused at admission."""
 
 
@@ -85,13 +85,185 @@ class DrillAbort(Model):
     )
 
 
+MAX_TIMELINE_SECONDS = 86400.0
+"""An Observe drill's longest timeline (and latest entry): a day, as ``lifeboat simulate``."""
+MAX_TIMELINE_ENTRIES = 64
+MAX_OBSERVED_DECISIONS = 32
+"""Decisions an Observe run's report keeps (the first ones, then the last one)."""
+
+ZoneOutcome = Annotated[
+    str,
+    Field(
+        max_length=32,
+        pattern=r"^(ok|fail|down|timeout|slow:[0-9]+(\.[0-9]+)?|flaky:(0(\.[0-9]+)?|1(\.0+)?)"
+        r"|status:[1-5][0-9][0-9])$",
+    ),
+]
+ApiOutcome = Literal[
+    "ok",
+    "throttled",
+    "server_error",
+    "timeout",
+    "unreachable",
+    "auth_error",
+    "capacity_error",
+    "client_error",
+]
+ZoneRef = Annotated[str, Field(min_length=3, max_length=127)]
+"""site/zone (a CRD cannot constrain map keys by pattern: CEL rules check the slash)."""
+RegionRef = Annotated[str, Field(min_length=3, max_length=127)]
+"""provider/region."""
+SiteKey = Annotated[str, Field(min_length=1, max_length=63)]
+Capacity = Annotated[
+    int | str,
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+
+
+def _slashed(key: str) -> bool:
+    first, slash, second = key.partition("/")
+    return bool(first and slash and second and "/" not in second)
+
+
+def _capacity_ok(value: int | str) -> bool:
+    return value == "ready" or (isinstance(value, int) and 0 <= value <= 160000)
+
+
+class ObserveRequest(Model):
+    """A request the timeline makes of the simulated app (as ``lifeboat failover``)."""
+
+    op: Literal["failover", "failback"] = Field(description="failover or failback.")
+    site: SiteName | None = Field(default=None, description="The site to move to.")
+    force: bool = Field(default=False, description="Skip the safety checks (as --force).")
+    planned: bool = Field(default=False, description="Stop writes and drain replication first.")
+    id: str | None = Field(default=None, min_length=1, max_length=63, description="Its ID.")
+
+
+class ObserveEntry(Model):
+    """One change of the scripted world, from its time on (as in ``lifeboat simulate``)."""
+
+    at: float = Field(ge=0, le=MAX_TIMELINE_SECONDS, description="Seconds from the start.")
+    zones: dict[ZoneRef, ZoneOutcome] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="site/zone: ok | fail | timeout | slow:<s> | flaky:<share> | status:<code>.",
+    )
+    api: dict[RegionRef, Annotated[list[ApiOutcome], Field(max_length=16)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="provider/region: outcomes of the API calls of each round.",
+    )
+    request: ObserveRequest | None = Field(default=None, description="A request to the app.")
+    approve: bool = Field(default=False, description="Approve the current recommendation.")
+    pin: SiteName | None = Field(default=None, description="Pin the app to this site.")
+    unpin: bool = Field(default=False, description="Remove the pin.")
+    replication_lag: dict[SiteKey, float] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="site: replication lag in seconds (0: caught up).",
+    )
+    capacity: dict[SiteKey, Capacity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="site: at most this many instances come up Ready, or ready (no cap).",
+    )
+
+    rules, model_config = with_rules(
+        Rule(
+            cel="!has(self.capacity) || self.capacity.all(k, "
+            "type(self.capacity[k]) == string ? self.capacity[k] == 'ready' "
+            ": (self.capacity[k] >= 0 && self.capacity[k] <= 160000))",
+            message="capacity takes a number of instances (0..160000) or ready",
+            check=lambda e: all(_capacity_ok(v) for v in e.capacity.values()),
+        ),
+        Rule(
+            cel="!has(self.replicationLag) || self.replicationLag.all(k, "
+            "self.replicationLag[k] >= 0.0 && self.replicationLag[k] <= 86400.0)",
+            message="replicationLag takes seconds between 0 and 86400",
+            check=lambda e: all(0 <= v <= MAX_TIMELINE_SECONDS for v in e.replication_lag.values()),
+        ),
+        Rule(
+            cel="!has(self.zones) || self.zones.all(k, k.matches('^[^/]+/[^/]+$'))",
+            message="zones are written site/zone",
+            check=lambda e: all(_slashed(k) for k in e.zones),
+        ),
+        Rule(
+            cel="!has(self.api) || self.api.all(k, k.matches('^[^/]+/[^/]+$'))",
+            message="API planes are written provider/region",
+            check=lambda e: all(_slashed(k) for k in e.api),
+        ),
+        Rule(
+            cel="!(has(self.pin) && has(self.unpin) && self.unpin)",
+            message="an entry cannot both pin and unpin",
+            check=lambda e: not (e.pin is not None and e.unpin),
+        ),
+        Rule(
+            cel="!has(self.request) || self.request.op != 'failover' || has(self.request.site)",
+            message="a failover request names the site to move to",
+            check=lambda e: e.request is None or e.request.op != "failover" or bool(e.request.site),
+        ),
+    )
+
+
+class ObserveTimeline(Model):
+    """A scripted fault timeline (the format of ``lifeboat simulate``'s timeline file)."""
+
+    duration: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMELINE_SECONDS,
+        description="Seconds to simulate (default: 60 after the last entry).",
+    )
+    timeline: list[ObserveEntry] = Field(
+        default_factory=list,
+        max_length=MAX_TIMELINE_ENTRIES,
+        description="The changes of the world, each from its time on.",
+    )
+
+    rules, model_config = with_rules(
+        Rule(
+            cel="!has(self.duration) || !has(self.timeline) || "
+            "self.timeline.all(e, e.at <= self.duration)",
+            message="duration ends before the last entry of the timeline",
+            check=lambda t: t.duration is None or all(e.at <= t.duration for e in t.timeline),
+        ),
+    )
+
+
+class ObserveExpect(Model):
+    """What an Observe run must see for it to succeed (none given: it always succeeds)."""
+
+    failover_within_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMELINE_SECONDS,
+        description="A failover is decided within this many seconds of the timeline's start.",
+    )
+    target_site: SiteName | None = Field(
+        default=None, description="The first failover moves the app to this site."
+    )
+    no_failover: bool = Field(default=False, description="No failover is decided at all.")
+
+    rules, model_config = with_rules(
+        Rule(
+            cel="!(has(self.noFailover) && self.noFailover) || "
+            "(!has(self.failoverWithinSeconds) && !has(self.targetSite))",
+            message="expect.noFailover excludes failoverWithinSeconds and targetSite",
+            check=lambda x: (
+                not x.no_failover or (x.failover_within_seconds is None and x.target_site is None)
+            ),
+        ),
+    )
+
+
 class FailoverDrillSpec(Model):
     """A practice failover of a ResilientApp of the same namespace."""
 
     app: ObjectName = Field(description="The ResilientApp to drill (same namespace).")
     kind: DrillKind = Field(
         description="Switchover: move the app to targetSite, hold, move it back. "
-        "ZoneEvacuation and Observe are reserved: this release refuses them."
+        "Observe: replay timeline against the app's spec, acting on nothing. "
+        "ZoneEvacuation is reserved: this release refuses it."
     )
     target_site: SiteName | None = Field(
         default=None, description="Switchover: the standby site to move the app to."
@@ -111,14 +283,25 @@ class FailoverDrillSpec(Model):
         "the drill gives up on it.",
     )
     abort: DrillAbort = Field(default=DrillAbort(), description="Abort conditions.")
+    timeline: ObserveTimeline | None = Field(
+        default=None, description="Observe: the scripted fault timeline to replay."
+    )
+    expect: ObserveExpect | None = Field(
+        default=None, description="Observe: what the replay must decide for the run to succeed."
+    )
     suspend: bool = Field(default=False, description="Start no new run while true.")
 
     rules, model_config = with_rules(
         Rule(
-            cel="self.kind != 'ZoneEvacuation' && self.kind != 'Observe'",
-            message="only Switchover drills are implemented in this release (ZoneEvacuation "
-            "and Observe drills are planned, see docs/drills.md)",
+            cel="self.kind != 'ZoneEvacuation'",
+            message="only Switchover and Observe drills are implemented in this release "
+            "(ZoneEvacuation drills are planned, see docs/drills.md)",
             check=lambda s: s.kind not in NOT_YET,
+        ),
+        Rule(
+            cel="self.kind != 'Observe' || has(self.timeline)",
+            message="an Observe drill needs timeline",
+            check=lambda s: s.kind != "Observe" or s.timeline is not None,
         ),
         Rule(
             cel="self.kind != 'Switchover' || has(self.targetSite)",
@@ -144,6 +327,17 @@ class DataCheck(Model):
     name: str = Field(max_length=63, description="What was checked.")
     result: CheckResult = Field(description="Passed, Failed or Unknown.")
     message: str = Field(default="", max_length=1024, description="The figures.")
+
+
+class ObservedDecision(Model):
+    """One round of an Observe run in which the core decided something."""
+
+    time: float = Field(ge=0, description="Seconds from the timeline's start.")
+    rule: str = Field(default="", max_length=63, description="The rule that decided.")
+    phase: str = Field(default="", max_length=63, description="The app's phase then.")
+    active_site: str = Field(default="", max_length=63, description="The active site then.")
+    actions: str = Field(default="", max_length=512, description="What it would have done.")
+    reason: str = Field(default="", max_length=512, description="Why.")
 
 
 class FailoverDrillStatus(Model):
@@ -186,6 +380,19 @@ class FailoverDrillStatus(Model):
     )
     data_checks: tuple[DataCheck, ...] = Field(
         default=(), max_length=16, description="Data checks at the switch."
+    )
+    decisions: tuple[ObservedDecision, ...] = Field(
+        default=(),
+        max_length=MAX_OBSERVED_DECISIONS,
+        description="Observe: the decisions of the replay (the first ones and the last).",
+    )
+    decisions_total: int | None = Field(
+        default=None, ge=0, description="Observe: rounds that decided something, in all."
+    )
+    first_failover_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Observe: when the replay first decided a failover (seconds from its start).",
     )
     result: DrillResult | None = Field(default=None, description="Result of the last run.")
     abort_reason: str | None = Field(
