@@ -52,6 +52,7 @@ from controller.operator.provider_monitor import ProviderMonitor
 from controller.operator.providers import ProviderInfo, ProviderRegistry
 from controller.operator.replication import ObjectReplication
 from controller.operator.volumes import VolumeReplication, VolumeRestorer
+from controller.providers.kubernetes.client import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -255,22 +256,37 @@ def build(
     )
     acting = leadership or Sole()
 
+    drills_failing: dict[str, str] = {}
+    """Drill -> the API-server outage its ticks last failed on (said once, not each tick)."""
+
     @kopf.timer(*DRILLS, id="drill", registry=registry, interval=drills.TICK_SECONDS)
     async def drill_timer(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         if not acting.leading:
             return
         ref = ObjectRef(FAILOVER_DRILL.kind, FAILOVER_DRILL.plural, name, namespace, uid)
+        key = f"{namespace}/{name}"
         try:
             events = await asyncio.to_thread(ticker.tick, namespace or "", name)
-        except Exception:  # kopf retries the handler; the failure counts as an error
+        except Exception as error:
             metrics.RECONCILE_ERRORS.labels(kind=FAILOVER_DRILL.kind).inc()
-            raise
+            outage = unreachable(error)
+            if outage is None:
+                raise  # kopf retries the handler and shows what went wrong
+            # The API server is down or partitioned away: one line, no traceback; the
+            # next tick tries again (the drill's state is in its status, nothing is lost).
+            if drills_failing.get(key) != outage:
+                log.warning("FailoverDrill %s: tick failed, trying again: %s", key, outage)
+            drills_failing[key] = outage
+            return
+        if drills_failing.pop(key, None) is not None:
+            log.info("FailoverDrill %s: ticking again", key)
         metrics.RECONCILE_ROUNDS.labels(kind=FAILOVER_DRILL.kind).inc()
         for type_, reason, message in events:
             await kube.event(ref, type_, reason, message)
 
     @kopf.on.delete(*DRILLS, id="drill-deleted", registry=registry, optional=True)
     async def drill_deleted(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
+        drills_failing.pop(f"{namespace}/{name}", None)
         await asyncio.to_thread(ticker.forget, namespace or "", name, spec.get("app"))
 
     @kopf.on.resume(*PROVIDERS, id="credentials", registry=registry)
