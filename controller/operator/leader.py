@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -41,6 +41,11 @@ from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def _lease_threads(prefix: str) -> ThreadPoolExecutor:
+    """Two threads for one Lease: a renewal, and a release or a late answer beside it."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix=prefix)
 
 
 def _now() -> datetime:
@@ -133,11 +138,13 @@ class LeaseElector:
     expired Lease, and how long to leave a free one before taking it (peers stagger their
     candidates by rank with it, so that they rarely split the Leases; 0 in single-cluster
     mode)."""
-    executor: Executor | None = None
-    """The threads the blocking calls run on (None: the event loop's default pool). The
-    peers' elector gives each cluster's Lease threads of its own: the default pool is
-    shared with every other blocking call of the process, and calls to a lost cluster,
-    each waiting out its deadline, would otherwise queue the renewals behind them."""
+    executor: Executor = field(default_factory=lambda: _lease_threads("lifeboat-lease"))
+    """The threads the blocking calls run on: never the event loop's default pool, which
+    is shared with every other blocking call of the process (status writes, reads of the
+    apps): with a hundred apps writing their first status at start-up, a renewal queued
+    behind them missed its deadline and the leader stood down. The peers' elector gives
+    each cluster's Lease threads of its own, so that calls to a lost cluster, each waiting
+    out its deadline, do not hold up the renewals in the others."""
     _observed: _Record | None = field(default=None, init=False)
     _observed_at: float = field(default=0.0, init=False)
     _renewed_at: float = field(default=0.0, init=False)
