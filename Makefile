@@ -14,7 +14,7 @@ SOURCES := controller sandbox hack tests bench
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum chaos-peers assets crds manifests sandbox bench bench-probes bench-peers bench-memory bench-cli clean help
+.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum chaos-peers assets crds manifests sandbox bench bench-probes bench-failover bench-peers bench-memory bench-cli clean help
 
 help:
 	@echo "make demo    - start the local sandbox and run the failover demo"
@@ -25,6 +25,7 @@ help:
 	@echo "make sandbox-peers - the three peer clusters, each running lifeboat, until Ctrl-C"
 	@echo "make bench   - object replication benchmark against rclone (writes bench/RESULTS.md)"
 	@echo "make bench-probes - probe engine benchmark against blackbox_exporter (bench/RESULTS.md)"
+	@echo "make bench-failover - detection, RTO and fleets of 10/100/1,000 apps on one operator (bench/RESULTS.md)"
 	@echo "make bench-peers - a peer's publication: size and cost per heartbeat by apps (bench/RESULTS.md)"
 	@echo "make bench-memory - replication memory by bucket size, up to 1,000,000 objects (bench/RESULTS.md)"
 	@echo "make bench-cli - how long \`kubectl lifeboat status\` takes (BEFORE=<checkout> to compare)"
@@ -105,6 +106,12 @@ bench: $(VENV)/.synced
 # The probe engine against blackbox_exporter (3 runs of each setting; about 8 minutes).
 bench-probes: $(VENV)/.synced
 	$(BIN)/python -m bench.probes --report bench/RESULTS.md
+
+# The failover path: detection and RTO over 30 outages per setting, then fleets of 10, 100
+# and 1,000 apps on one operator (FLEET=... to choose; about an hour on 2 cores).
+FLEET ?= 10 100 1000
+bench-failover: $(VENV)/.synced
+	$(BIN)/python -m bench.failover --fleet $(FLEET) --report bench/RESULTS.md
 
 # A peer's publication (LifeboatPeers status) by number of apps (about 3 minutes).
 bench-peers: $(VENV)/.synced

@@ -17,7 +17,10 @@ ServiceAccount, as in a pod.
   is what Route 53's own health checks need for the same failure: request interval x
   failure threshold (10 s x 3 fast, 30 s x 3 standard), before DNS TTLs.
 * **Fleet** (``--fleet``, e.g. 10 100 1000): that many apps of 6 zones, probing 6 shared
-  zonal endpoints every second (one more app with zones of its own, to fail); the apps are
+  zonal endpoints every second (:mod:`bench.probe_target` in a process of its own, on
+  ``127.21.<site>.<zone>``: endpoints in the bench's own process starved at 100 apps and
+  answered in 0.8 s, past the probes' timeout), and one more app with zones of its own
+  (the sandbox's switchable endpoints), to fail; the apps are
   created before the operator starts. Reported: time from the operator's start to every
   app's first decision in status, then over ``--window`` seconds of steady state: the
   operator's RSS and CPU seconds per minute, the kube-apiserver's CPU seconds per minute,
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ from typing import Any, cast
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
+from bench.probes import _free_port, process
 from bench.report import commit, machine, process_cpu, write_section
 from sandbox.assets import ensure_assets
 from sandbox.procs import free_loopback_port
@@ -121,11 +126,44 @@ def operator(sandbox: Sandbox, workdir: Path) -> Iterator[Operator]:
         running.stop()
 
 
+@dataclass(frozen=True)
+class SharedZones:
+    """The fleet's shared zonal endpoints: :mod:`bench.probe_target` listening on one
+    address per zone and one port, answering every path with 200."""
+
+    port: int
+    hosts: dict[tuple[str, str], str]
+
+    def url(self, site: str, zone: str) -> str:
+        return f"http://{self.hosts[site, zone]}:{self.port}/healthz"
+
+    def answered(self) -> int:
+        """Requests answered so far, over every address."""
+        host = next(iter(self.hosts.values()))
+        with urllib.request.urlopen(f"http://{host}:{self.port}/__count", timeout=5) as answer:
+            return int(answer.read())
+
+
+@contextmanager
+def shared_zones(sandbox: Sandbox) -> Iterator[SharedZones]:
+    hosts = {
+        (layout.site, zone): f"127.21.{s}.{z}"
+        for s, layout in enumerate(sandbox.layout, start=1)
+        for z, zone in enumerate(layout.zones, start=1)
+    }
+    port = _free_port()
+    command = [sys.executable, "-m", "bench.probe_target", f"--port={port}", *hosts.values()]
+    with process(command):
+        yield SharedZones(port, hosts)
+
+
 def _custom(sandbox: Sandbox) -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(sandbox.kube.api_client())
 
 
-def app_body(sandbox: Sandbox, name: str, zones: ZoneFleet | None = None) -> dict[str, Any]:
+def app_body(
+    sandbox: Sandbox, name: str, zones: ZoneFleet | SharedZones | None = None
+) -> dict[str, Any]:
     """The sandbox example app as ``name`` in the bench namespace, with its own DNS name,
     no dwell and a budget large enough for every repetition; its endpoints those of
     ``zones`` when given (same site and zone names as the sandbox's)."""
@@ -344,9 +382,8 @@ def rss_mib(pid: int) -> float:
 def fleet_run(
     sandbox: Sandbox, workdir: Path, apps: int, window: float, log: Callable[[str], None]
 ) -> FleetFigures:
-    shared = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
     own = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
-    with shared, own:
+    with shared_zones(sandbox) as shared, own:
         bodies = [app_body(sandbox, f"app{apps}-{i:04d}", shared) for i in range(apps)]
         # A DNS name of its own per fleet: the last fleet's failing app was failed over, and
         # its records (epoch 2, usw2) outlive it; a new app of that name sees another
@@ -374,8 +411,7 @@ def fleet_run(
             wait(lambda: steady(sandbox, failing, sandbox.layout[0].site), 120, "steady")
             time.sleep(5)
             ps, apiserver = running.pid, apiserver_pid(sandbox)
-            for endpoint in shared.endpoints:
-                endpoint.reset_counts()
+            answered_before = shared.answered()
             requests_before = apiserver_requests(sandbox)
             cpu_before, api_cpu_before = process_cpu(ps), process_cpu(apiserver)
             t0 = time.monotonic()
@@ -383,7 +419,7 @@ def fleet_run(
             elapsed = time.monotonic() - t0
             cpu_after, api_cpu_after = process_cpu(ps), process_cpu(apiserver)
             requests_after = apiserver_requests(sandbox)
-            probes = sum(e.counts().total for e in shared.endpoints)
+            probes = shared.answered() - answered_before
             rss = rss_mib(ps)
             # One app fails while the rest are steady.
             active, other = sandbox.layout[0].site, sandbox.layout[1].site

@@ -7,6 +7,10 @@ framework would cost several times the CPU per connection, and on 2 cores that C
 from the probers being measured). One listener per address: each address has its own
 range of client ports, so tens of thousands of new connections a second do not run out of
 them. Prints ``ready`` once listening; runs until killed.
+
+``GET /__count`` answers the number of requests answered so far (itself not counted), so a
+benchmark can count the probes it received without a thread of its own in the measured
+processes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,20 @@ ANSWER = (
 )
 
 
+COUNT_PATH = b"/__count"
+_answered = 0
+
+
+def _count_answer() -> bytes:
+    body = f"{_answered}\n".encode()
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+
+
 class Endpoint(asyncio.Protocol):
     """Reads a request head, answers, closes."""
 
@@ -42,7 +60,12 @@ class Endpoint(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.head += data
         if b"\r\n\r\n" in self.head and self.transport is not None:
-            self.transport.write(ANSWER)
+            global _answered
+            if self.head.startswith(b"GET " + COUNT_PATH + b" "):
+                self.transport.write(_count_answer())
+            else:
+                _answered += 1
+                self.transport.write(ANSWER)
             self.transport.close()
 
 

@@ -51,6 +51,13 @@ PROBE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+PROBES_INCONCLUSIVE = Counter(
+    "lifeboat_probes_inconclusive_total",
+    "Probes judged by the clock (no answer in time, or a late one) while the operator's own "
+    "event loop ran a quarter of the timeout late or more: left out of their round as no "
+    "evidence. Rising: the operator is overloaded.",
+    registry=REGISTRY,
+)
 PROBE_ROUND_LAG = Histogram(
     "lifeboat_probe_round_lag_seconds",
     "How late probe rounds start against their schedule (every app's rounds on a grid of "
@@ -131,6 +138,13 @@ RECONCILE_ERRORS = Counter(
     "lifeboat_reconcile_errors_total",
     "Rounds (and CloudProvider handler runs) that ended in an unexpected error, by resource kind.",
     ["kind"],
+    registry=REGISTRY,
+)
+EVENTS_SUPPRESSED = Counter(
+    "lifeboat_events_suppressed_total",
+    "Events not posted because their object had posted too many of that reason lately "
+    "(more than a burst of 25, then one per 5 minutes, as client-go's spam filter).",
+    ["reason"],
     registry=REGISTRY,
 )
 API_PLANE_STATE = Gauge(

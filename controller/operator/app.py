@@ -112,6 +112,8 @@ class AppWorker:
         """``namespace/name``: what the app is published under to the other peers."""
         self._digest: tuple[int | None, str] | None = None
         self._spec: ResilientAppSpec | None = None
+        self._spec_generation: int | None = None
+        """The generation ``_spec`` was validated from (None: not known)."""
         self._generation: int | None = None
         self._decision: m.Decision | None = None
         self._observations = m.Observations()
@@ -224,7 +226,7 @@ class AppWorker:
         if self.state is None and not await self._load_status(body, leading):
             return ERROR_RETRY_SECONDS
         try:
-            spec = ResilientAppSpec.model_validate(body.get("spec") or {})
+            spec = self._parsed_spec(body)
         except ValidationError as error:
             if leading:
                 status = body.get("status")
@@ -298,6 +300,20 @@ class AppWorker:
             self.metrics.no_majority(False)
         await self._write()
         return float(spec.health.interval_seconds)
+
+    def _parsed_spec(self, body: Mapping[str, Any]) -> ResilientAppSpec:
+        """The app's spec, validated once per generation (the API server bumps it on every
+        change of the spec; an object without one is validated every round)."""
+        generation = self._generation
+        if (
+            isinstance(generation, int)
+            and self._spec is not None
+            and self._spec_generation == generation
+        ):
+            return self._spec
+        spec = ResilientAppSpec.model_validate(body.get("spec") or {})
+        self._spec_generation = generation if isinstance(generation, int) else None
+        return spec
 
     # ------------------------------------------------------------------ observations
 

@@ -13,6 +13,14 @@ aggregates a zone's endpoints and debounces. What a probe does depends on its UR
 
 A refused or reset connection, a TLS failure, or no answer within the timeout is not.
 
+**A probe timed by a stalled operator is no evidence.** A probe judged by the clock (no
+answer in time, or an answer later than the timeout) while the operator's own event loop
+ran late by a quarter of the timeout or more (:class:`LoopLag`) is left out of the round:
+the answer may have been waiting in the socket while the loop was busy elsewhere (a
+100-app fleet's start-up once timed out healthy zones in bulk and failed an app over). The
+zone keeps its state for that round; refused and reset connections and wrong answers still
+count. Such probes are counted (``lifeboat_probes_inconclusive_total``) and logged.
+
 **Every probe opens a new connection** and closes it after the answer: a probe must find
 out whether the zone accepts *new* connections (a stopped zone must not hide behind a
 pooled socket, and a zone whose listener is gone must fail at once). What makes the engine
@@ -45,6 +53,7 @@ import socket
 import ssl
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -52,7 +61,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from controller import __version__
+from controller import __version__, metrics
 from controller.api.models import (
     BodyMatch,
     ConfigMapKeyRef,
@@ -70,6 +79,14 @@ never cached): short against the TTLs of zonal load balancers' names (60 s on AW
 CA_REFRESH_SECONDS: Final = 60.0
 """How often a CA bundle's ConfigMap is read again."""
 USER_AGENT: Final = f"lifeboat-probe/{__version__}"
+
+STALL_SHARE: Final = 0.25
+"""A probe judged by the clock is inconclusive when the event loop ran this share of its
+timeout late (or more) while it was in flight."""
+LAG_PERIOD: Final = 0.05
+"""How often :class:`LoopLag` looks at the clock."""
+STALL_LOG_SECONDS: Final = 60.0
+"""Inconclusive probes are said in the log at most once per this many seconds."""
 
 ReadConfigMap = Callable[[str, str], Awaitable[Mapping[str, str]]]
 """``(namespace, name) -> data`` of a ConfigMap; raises LookupError when there is none."""
@@ -409,6 +426,56 @@ class _Deadline:
         return self.expired and self.task.uncancel() <= self.cancelling
 
 
+class LoopLag:
+    """How late the event loop runs: a timer every ``period`` seconds notes how late it
+    fired. Started on first use inside the loop; ``worst(since)`` is the latest delay seen
+    since then, including one still going on (the timer overdue now)."""
+
+    def __init__(self, period: float = LAG_PERIOD, kept: int = 256) -> None:
+        self.period = period
+        self._samples: deque[tuple[float, float]] = deque(maxlen=kept)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start on the running loop (again, if the loop is another one)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._handle is not None:
+            return
+        self.stop()
+        self._loop = loop
+        self._schedule(loop.time())
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        self._due = now + self.period
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        self._samples.append((now, now - self._due))
+        self._schedule(now)
+
+    def worst(self, since: float) -> float:
+        """The longest the loop ran late since ``since`` (loop time), seconds."""
+        if self._loop is None:
+            return 0.0
+        now = self._loop.time()
+        worst = max(0.0, now - self._due) if self._handle is not None else 0.0
+        for at, late in reversed(self._samples):
+            if at < since:
+                break
+            worst = max(worst, late)
+        return worst
+
+
 # ----------------------------------------------------------------------------- the prober
 
 
@@ -439,10 +506,14 @@ class HttpProber:
         self._resolver = resolver or Resolver()
         self._apps: dict[Hashable, _AppTargets] = {}
         self._source = source_address_of(source_address) if source_address else None
+        self.lag = LoopLag()
+        self._stalls = 0
+        self._stalls_said = -math.inf
 
     async def close(self) -> None:
         """Nothing stays open between probes; kept for the operator's clean-up."""
         self._apps.clear()
+        self.lag.stop()
 
     # --------------------------------------------------------------- rounds
 
@@ -454,9 +525,37 @@ class HttpProber:
         one round to the next."""
         targets = await self.targets(spec, namespace, app)
         limit = spec.health.timeout_seconds
+        self.lag.start()
         if len(targets) == 1:
-            return (await self.probe(targets[0], limit),)
-        return tuple(await asyncio.gather(*[self.probe(t, limit) for t in targets]))
+            results: tuple[ProbeResult | None, ...] = (await self._conclusive(targets[0], limit),)
+        else:
+            results = tuple(await asyncio.gather(*[self._conclusive(t, limit) for t in targets]))
+        return tuple(r for r in results if r is not None)
+
+    async def _conclusive(self, target: Target, limit: float) -> ProbeResult | None:
+        """A probe of ``target``, None when the clock judged it while the loop stalled."""
+        begun = asyncio.get_running_loop().time()
+        result = await self.probe(target, limit)
+        timed = result.outcome is ProbeOutcome.TIMEOUT or (result.ok and result.latency > limit)
+        if not timed:
+            return result
+        stalled = self.lag.worst(begun)
+        if stalled < STALL_SHARE * limit:
+            return result
+        metrics.PROBES_INCONCLUSIVE.inc()
+        self._stalls += 1
+        now = time.monotonic()
+        if now - self._stalls_said >= STALL_LOG_SECONDS:
+            log.warning(
+                "%d probe(s) judged by the clock while the operator ran %.2fs late are no "
+                "evidence (e.g. %s: %s); the operator is overloaded",
+                self._stalls,
+                stalled,
+                target.key,
+                result.detail,
+            )
+            self._stalls, self._stalls_said = 0, now
+        return None
 
     def forget(self, app: Hashable) -> None:
         """The app is gone: drop what was kept for it."""

@@ -5,9 +5,12 @@ and on uvloop (the one ``lifeboat run`` uses)."""
 from __future__ import annotations
 
 import asyncio
+import socketserver
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from controller import metrics
 from controller.api.models import HealthPolicy, ResilientAppSpec, ZoneEndpoint
 from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
 from controller.operator.kube import NotFound
@@ -208,6 +212,76 @@ def test_refused_connection_and_no_answer(run: Any) -> None:
         ProbeOutcome.FAIL,
         "connection failed: Connection refused",
     )
+
+
+@contextmanager
+def threaded_server() -> Iterator[str]:
+    """A loopback HTTP server on a thread of its own: it answers at once even while the
+    event loop under test is blocked."""
+
+    class Answer(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(4096)
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Answer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _stalled_round(url: str) -> tuple[tuple[ProbeResult, ...], float]:
+    """One round of one endpoint (timeout 0.3 s) while the loop is blocked for 0.8 s."""
+    spec = _spec(endpoint(url), {"timeoutSeconds": 0.3})
+    counter = metrics.PROBES_INCONCLUSIVE._value
+
+    async def main() -> tuple[ProbeResult, ...]:
+        prober = HttpProber()
+        await prober.probe_app(spec, "shop", app="warm")  # the lag monitor runs
+        asyncio.get_running_loop().call_soon(time.sleep, 0.8)  # once the probe is in flight
+        return await prober.probe_app(spec, "shop", app="test")
+
+    before = counter.get()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
+        results = loop.run(main())
+    return results, counter.get() - before
+
+
+def test_a_probe_timed_while_the_operator_stalled_is_no_evidence() -> None:
+    """The answer was in the socket in time; the loop was not there to read it. The probe
+    is left out of the round (the zone keeps its state) and counted, not a timeout: a
+    100-app fleet's start-up timed out healthy zones by the hundred and failed an app
+    over."""
+    with threaded_server() as url:
+        results, inconclusive = _stalled_round(url)
+    assert results == ()
+    assert inconclusive == 1
+
+
+def test_a_refused_connection_counts_however_late_the_loop_is() -> None:
+    with threaded_server() as url:
+        pass  # gone: connections are refused
+    results, inconclusive = _stalled_round(url)
+    assert [r.outcome for r in results] == [ProbeOutcome.FAIL]
+    assert inconclusive == 0
+
+
+def test_a_hung_endpoint_times_out_while_the_loop_is_on_time(run: Any) -> None:
+    async def main() -> tuple[ProbeResult, ...]:
+        async with http_server() as base:
+            spec = _spec(endpoint(f"{base}/hang"), {"timeoutSeconds": 0.3})
+            prober = HttpProber()
+            await prober.probe_app(spec, "shop", app="warm")
+            return await prober.probe_app(spec, "shop", app="test")
+
+    assert [r.outcome for r in run(main())] == [ProbeOutcome.TIMEOUT]
 
 
 def test_a_round_probes_every_endpoint_concurrently(run: Any) -> None:
