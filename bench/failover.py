@@ -426,11 +426,12 @@ def fleet_run(
             outage = time.monotonic()
             for endpoint in own.site_endpoints(active):
                 endpoint.down()
-            moved = wait(
-                lambda: sandbox.dns_weights(f"{failing}.{HOSTED_ZONE}").get(other) == 100,
-                120,
-                "the failing app's DNS moved",
-            )
+            with diagnosed(sandbox, failing, running):
+                moved = wait(
+                    lambda: sandbox.dns_weights(f"{failing}.{HOSTED_ZONE}").get(other) == 100,
+                    120,
+                    "the failing app's DNS moved",
+                )
             delete_apps(sandbox)  # while the operator runs: it takes its finalizers off
         minutes = elapsed / 60
         figures = FleetFigures(
@@ -524,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 fleets.append(fleet_run(sandbox, Path(tmp), n, args.window, print))
             except TimeoutError as error:  # reported, not hidden: the fleet did not keep up
+                print(error)
                 failed.append(f"fleet of {n} apps: {str(error).splitlines()[0]}")
                 delete_apps_quietly(sandbox)
     text = report(outages, fleets, command)

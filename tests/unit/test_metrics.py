@@ -388,3 +388,50 @@ def test_dns_weights_are_absent_until_set_then_follow_each_shift_and_go_with_a_s
     metrics.forget_site(namespace, app, "use1")
     assert value("lifeboat_dns_weight", **site, site="use1") is None
     assert value("lifeboat_dns_weight", **site, site="usw2") == 100.0
+
+
+def test_the_exporter_sets_state_series_on_change_and_heals_them_in_full_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Zone states, sites and the phase are set when they change, not every round (with a
+    hundred apps, setting them every second was a fifth of the operator's CPU); every
+    FULL_EXPORT_ROUNDS rounds they are all set again, so a removed series comes back."""
+    from dataclasses import replace
+
+    from controller.core.health import ZoneHealth, ZoneState
+    from controller.operator import exporter as exporter_module
+    from tests.unit.test_decide import Run
+
+    namespace, app = labels()
+    exporter = AppExporter(ObjectRef("ResilientApp", "resilientapps", app, namespace, "uid-1"))
+    run = Run()
+    decision = run.rounds(3)
+    spec, state = run.spec, decision.state
+    calls: list[tuple[str, ...]] = []
+    original = metrics.set_zone_state
+
+    def counted(*args: Any) -> None:
+        calls.append(tuple(str(a) for a in args))
+        original(*args)
+
+    monkeypatch.setattr(metrics, "set_zone_state", counted)
+    zones = sum(len(site.zones) for site in spec.sites)
+    exporter.state(spec, state)
+    assert len(calls) == zones  # the first round sets every zone
+    for _ in range(5):
+        exporter.state(spec, state)
+    assert len(calls) == zones  # nothing changed, nothing set
+
+    key = next(iter(state.zones))
+    down = replace(state, zones={**state.zones, key: ZoneHealth(state=ZoneState.DOWN)})
+    exporter.state(spec, down)
+    assert len(calls) == zones + 1
+    where = {"namespace": namespace, "app": app, "site": key.site, "zone": key.zone}
+    assert value("lifeboat_zone_state", **where, state="Down") == 1
+    assert value("lifeboat_zone_healthy", **where) == 0
+
+    metrics.forget_zone(namespace, app, key.site, key.zone)  # removed behind its back
+    for _ in range(exporter_module.FULL_EXPORT_ROUNDS):
+        exporter.state(spec, down)
+    assert value("lifeboat_zone_state", **where, state="Down") == 1
+    metrics.forget_app(namespace, app)
