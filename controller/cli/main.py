@@ -360,7 +360,8 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "run",
         help="run a drill against an app now (creates a FailoverDrill that runs once)",
         description="Create a FailoverDrill that runs once, now: move APP to --to, hold, "
-        "move it back.",
+        "move it back\n(Switchover); take --zone of its active site out of traffic, hold, put "
+        "it back\n(ZoneEvacuation); or replay --timeline against its spec (Observe).",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -369,7 +370,11 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "--kind",
         default="Switchover",
         choices=("Switchover", "ZoneEvacuation", "Observe"),
-        help="kind of drill (this release runs Switchover and Observe)",
+        help="kind of drill (default Switchover)",
+    )
+    drill_run.add_argument(
+        "--zone",
+        help="ZoneEvacuation: the zone of the app's active site to take out of traffic",
     )
     drill_run.add_argument(
         "--to",
@@ -391,7 +396,10 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "--no-failover", action="store_true", help="Observe: expect no failover at all"
     )
     drill_run.add_argument(
-        "--hold", type=int, default=300, help="seconds on the target before moving back"
+        "--hold",
+        type=int,
+        default=300,
+        help="seconds on the target (or with the zone out) before moving back",
     )
     drill_run.add_argument("--name", help="the FailoverDrill's name (default: app-kind-time)")
     drill_run.add_argument(
@@ -639,6 +647,20 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
         if args.kind == "Switchover" and not args.to:
             print(f"{args.prog} drill run: a Switchover needs --to SITE", file=sys.stderr)
             return EXIT_USAGE
+        if (args.kind == "ZoneEvacuation") != bool(args.zone):
+            print(
+                f"{args.prog} drill run: --zone ZONE goes with --kind ZoneEvacuation, and only "
+                "with it",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if args.kind == "ZoneEvacuation" and args.to:
+            print(
+                f"{args.prog} drill run: a ZoneEvacuation takes --zone of the active site, "
+                "not --to",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         timeline, expect = None, None
         if args.kind == "Observe":
             if not args.timeline:
@@ -664,6 +686,7 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
             wait=args.wait,
             timeline=timeline,
             expect=expect,
+            zone=args.zone,
         )
     if args.drill_command == "status":
         return drill.status(cluster, namespace, args.name, output=args.output)
