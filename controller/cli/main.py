@@ -587,9 +587,26 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _drill_run_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with a ``drill run`` command line (None: nothing), before any cluster
+    is asked."""
+    if args.kind == "Switchover" and not args.to:
+        return "a Switchover needs --to SITE"
+    if (args.kind == "ZoneEvacuation") != bool(args.zone):
+        return "--zone ZONE goes with --kind ZoneEvacuation, and only with it"
+    if args.kind == "ZoneEvacuation" and args.to:
+        return "a ZoneEvacuation takes --zone of the active site, not --to"
+    return None
+
+
 def _app_command(args: argparse.Namespace) -> int:
     from controller.cli import commands
 
+    if args.command == "drill" and args.drill_command == "run":
+        wrong = _drill_run_usage(args)
+        if wrong is not None:
+            print(f"{args.prog} drill run: {wrong}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         cluster = commands.Cluster.connect(args.kubeconfig, args.context)
         namespace = args.namespace or cluster.namespace
@@ -644,23 +661,6 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
     from controller.cli import drill
 
     if args.drill_command == "run":
-        if args.kind == "Switchover" and not args.to:
-            print(f"{args.prog} drill run: a Switchover needs --to SITE", file=sys.stderr)
-            return EXIT_USAGE
-        if (args.kind == "ZoneEvacuation") != bool(args.zone):
-            print(
-                f"{args.prog} drill run: --zone ZONE goes with --kind ZoneEvacuation, and only "
-                "with it",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        if args.kind == "ZoneEvacuation" and args.to:
-            print(
-                f"{args.prog} drill run: a ZoneEvacuation takes --zone of the active site, "
-                "not --to",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
         timeline, expect = None, None
         if args.kind == "Observe":
             if not args.timeline:
