@@ -7,6 +7,9 @@ write them; the operator reads them every round and answers in the status:
   "site": ..., "planned": false, "drill": false}``, answered once (``status.lastRequest``);
   ``planned``
   asks for a switchover without loss (writes stopped, replication drained, then moved);
+  ``{"op": "evacuate"|"restore", "site": ..., "zone": ..., "drill": true,
+  "leaseSeconds": ...}`` takes one zone of the active site out of traffic and puts it back
+  (made by ``ZoneEvacuation`` drills only, docs/drills.md);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
 * ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically;
 * ``lifeboat.dev/unreplicated``: ``{"id": ..., "action": "merge"|"discard", "dataset": ...}``
@@ -45,6 +48,10 @@ LAST_HANDLED_CONFIGURATION: Final = "last-handled-configuration"
 class RequestOp(StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"
+    EVACUATE = "evacuate"
+    """Take ``zone`` of the active site out of traffic (a ``ZoneEvacuation`` drill)."""
+    RESTORE = "restore"
+    """Put the zone a drill took out back into traffic."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class Request:
     """Made by a ``FailoverDrill``: the move passes the same safety checks as any request
     (dwell and budget included), but it starts no dwell and spends no budget, so a drill
     never stands in the way of a real failover (docs/adr/0014-failover-drills.md)."""
+    zone: str | None = None
+    """``evacuate``/``restore``: the zone of ``site``."""
+    lease_seconds: float | None = None
+    """``evacuate``: the longest the drill may keep the zone out; after it, the automatic
+    rules take the zone back (a drill that vanished never leaves a zone out for good)."""
 
     @classmethod
     def parse(cls, raw: str) -> Request:
@@ -75,19 +87,31 @@ class Request:
                 force=bool(data.get("force", False)),
                 planned=bool(data.get("planned", False)),
                 drill=bool(data.get("drill", False)),
+                zone=str(data["zone"]) if data.get("zone") else None,
+                lease_seconds=(
+                    float(data["leaseSeconds"]) if data.get("leaseSeconds") is not None else None
+                ),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"unreadable {REQUEST} annotation: {error}") from None
 
     def serialise(self) -> str:
         """The annotation value (the inverse of :meth:`parse`)."""
-        body: dict[str, str | bool] = {"id": self.id, "op": self.op.value, "force": self.force}
+        body: dict[str, str | bool | float] = {
+            "id": self.id,
+            "op": self.op.value,
+            "force": self.force,
+        }
         if self.site:
             body["site"] = self.site
         if self.planned:
             body["planned"] = True
         if self.drill:
             body["drill"] = True
+        if self.zone:
+            body["zone"] = self.zone
+        if self.lease_seconds is not None:
+            body["leaseSeconds"] = self.lease_seconds
         return json.dumps(body)
 
 

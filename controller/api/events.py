@@ -112,6 +112,8 @@ class EventReason(StrEnum):
     DRILL_STARTED = "DrillStarted"
     DRILL_REFUSED = "DrillRefused"
     DRILL_SWITCHED = "DrillSwitched"
+    DRILL_ZONE_EVACUATED = "DrillZoneEvacuated"
+    DRILL_ZONE_RESTORED = "DrillZoneRestored"
     DRILL_ABORTING = "DrillAborting"
     DRILL_SUCCEEDED = "DrillSucceeded"
     DRILL_ABORTED = "DrillAborted"

@@ -59,6 +59,7 @@ def run(
     wait: float,
     timeline: dict[str, Any] | None = None,
     expect: dict[str, Any] | None = None,
+    zone: str | None = None,
     out: TextIO = sys.stdout,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
@@ -66,13 +67,28 @@ def run(
     """Create a drill that runs once, now; with ``wait`` > 0 follow it to its end.
 
     An Observe drill takes ``timeline`` (a timeline document, as ``lifeboat simulate``'s)
-    and ``expect``; ``site`` is then the expected target, not a place to move to."""
+    and ``expect``; ``site`` is then the expected target, not a place to move to. A
+    ZoneEvacuation drill takes ``zone``, a zone of the app's active site."""
     found = cluster.app(namespace, app)
     sites = [s["name"] for s in (found.get("spec") or {}).get("sites", [])]
     if site is not None and site not in sites:
         raise CommandError(
             f"no site {site!r} in {namespace}/{app} (sites: {', '.join(sites)})", EXIT_USAGE
         )
+    if zone is not None:
+        active = (found.get("status") or {}).get("activeSite")
+        zones = [
+            z
+            for s in (found.get("spec") or {}).get("sites", [])
+            if s.get("name") == active
+            for z in s.get("zones", [])
+        ]
+        if active and zone not in zones:
+            raise CommandError(
+                f"{zone!r} is not a zone of {namespace}/{app}'s active site {active} "
+                f"(zones: {', '.join(zones)})",
+                EXIT_USAGE,
+            )
     now = clock()
     drill_name = name or f"{app}-{kind.lower()}-{datetime.fromtimestamp(now, UTC):%Y%m%d%H%M%S}"
     spec: dict[str, Any] = {
@@ -89,6 +105,8 @@ def run(
             wanted["targetSite"] = site
         if wanted:
             spec["expect"] = wanted
+    elif kind == "ZoneEvacuation":
+        spec["zone"] = zone
     elif site is not None:
         spec["targetSite"] = site
     body = {
@@ -108,6 +126,8 @@ def run(
     out.write(f"created FailoverDrill {namespace}/{drill_name}: {kind} of {app}")
     if kind == "Observe":
         out.write(": replaying the timeline, acting on nothing\n")
+    elif kind == "ZoneEvacuation":
+        out.write(f": {zone} out of traffic, hold {hold}s\n")
     else:
         out.write(f" to {site}, hold {hold}s\n" if site else f", hold {hold}s\n")
     if wait <= 0:
@@ -180,16 +200,22 @@ def report(status: dict[str, Any]) -> str:
             )
             + f", {status.get('decisionsTotal') or 0} decision(s)"
         )
+    elif status.get("zone"):
+        lines.append(
+            f"zone: {status['zone']} out of traffic and back (epoch at start "
+            f"{status.get('originEpoch')})"
+        )
     elif status.get("originSite"):
         lines.append(
             f"route: {status['originSite']} -> {status.get('targetSite')} -> "
             f"{status['originSite']} (epoch at start {status.get('originEpoch')})"
         )
-    for field, label in (
-        ("rtoSeconds", "RTO"),
-        ("revertRtoSeconds", "RTO of the revert"),
-        ("rpoSeconds", "RPO at the switch"),
-    ):
+    labels = (
+        (("rtoSeconds", "zone out (request to DNS)"), ("revertRtoSeconds", "zone back"))
+        if status.get("zone")
+        else (("rtoSeconds", "RTO"), ("revertRtoSeconds", "RTO of the revert"))
+    )
+    for field, label in (*labels, ("rpoSeconds", "RPO at the switch")):
         if status.get(field) is not None:
             lines.append(f"{label}: {float(status[field]):.1f}s")
     if status.get("abortReason"):
@@ -243,7 +269,8 @@ def status(
         spec = body.get("spec") or {}
         out.write(
             f"FailoverDrill {namespace}/{name}: {spec.get('kind')} of {spec.get('app')}"
-            f"{' to ' + spec['targetSite'] if spec.get('targetSite') else ''}, run "
+            f"{' to ' + spec['targetSite'] if spec.get('targetSite') else ''}"
+            f"{', zone ' + spec['zone'] if spec.get('zone') else ''}, run "
             f"{(body.get('status') or {}).get('run', 0)}\n"
         )
         out.write(report(body.get("status") or {}))

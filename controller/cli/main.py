@@ -360,7 +360,8 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "run",
         help="run a drill against an app now (creates a FailoverDrill that runs once)",
         description="Create a FailoverDrill that runs once, now: move APP to --to, hold, "
-        "move it back.",
+        "move it back\n(Switchover); take --zone of its active site out of traffic, hold, put "
+        "it back\n(ZoneEvacuation); or replay --timeline against its spec (Observe).",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -369,7 +370,11 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "--kind",
         default="Switchover",
         choices=("Switchover", "ZoneEvacuation", "Observe"),
-        help="kind of drill (this release runs Switchover and Observe)",
+        help="kind of drill (default Switchover)",
+    )
+    drill_run.add_argument(
+        "--zone",
+        help="ZoneEvacuation: the zone of the app's active site to take out of traffic",
     )
     drill_run.add_argument(
         "--to",
@@ -391,7 +396,10 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "--no-failover", action="store_true", help="Observe: expect no failover at all"
     )
     drill_run.add_argument(
-        "--hold", type=int, default=300, help="seconds on the target before moving back"
+        "--hold",
+        type=int,
+        default=300,
+        help="seconds on the target (or with the zone out) before moving back",
     )
     drill_run.add_argument("--name", help="the FailoverDrill's name (default: app-kind-time)")
     drill_run.add_argument(
@@ -579,9 +587,26 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _drill_run_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with a ``drill run`` command line (None: nothing), before any cluster
+    is asked."""
+    if args.kind == "Switchover" and not args.to:
+        return "a Switchover needs --to SITE"
+    if (args.kind == "ZoneEvacuation") != bool(args.zone):
+        return "--zone ZONE goes with --kind ZoneEvacuation, and only with it"
+    if args.kind == "ZoneEvacuation" and args.to:
+        return "a ZoneEvacuation takes --zone of the active site, not --to"
+    return None
+
+
 def _app_command(args: argparse.Namespace) -> int:
     from controller.cli import commands
 
+    if args.command == "drill" and args.drill_command == "run":
+        wrong = _drill_run_usage(args)
+        if wrong is not None:
+            print(f"{args.prog} drill run: {wrong}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         cluster = commands.Cluster.connect(args.kubeconfig, args.context)
         namespace = args.namespace or cluster.namespace
@@ -636,9 +661,6 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
     from controller.cli import drill
 
     if args.drill_command == "run":
-        if args.kind == "Switchover" and not args.to:
-            print(f"{args.prog} drill run: a Switchover needs --to SITE", file=sys.stderr)
-            return EXIT_USAGE
         timeline, expect = None, None
         if args.kind == "Observe":
             if not args.timeline:
@@ -664,6 +686,7 @@ def _drill(cluster: Any, namespace: str, args: argparse.Namespace) -> int:
             wait=args.wait,
             timeline=timeline,
             expect=expect,
+            zone=args.zone,
         )
     if args.drill_command == "status":
         return drill.status(cluster, namespace, args.name, output=args.output)

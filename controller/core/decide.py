@@ -31,6 +31,18 @@ Then, in this order: a user request (failover to a site, failback), the return o
 evacuated zones that stayed Healthy for ``zonalEvacuation.restoreAfterSeconds``, and an
 automatic failback when the policy asks for it.
 
+A ``ZoneEvacuation`` drill takes a Healthy zone of the active site out of traffic with an
+``evacuate`` request and puts it back with ``restore`` (:func:`_zone_request`). Its zone is
+evacuated like any other (DNS values and capacity leave it), and recorded as the drill's
+(``AppState.drill_evacuation``): the return of evacuated zones leaves it alone. The drill's
+claim ends before anything else is decided in a round (:func:`_drill_evacuation_tick`) when
+a real outage strikes the site (any situation but steady or healthy-but-noisy: a zone Down,
+the drill's own included, or the region's API plane Impaired), when the app leaves the site,
+when the drill no longer holds the app (its annotation) or when the drill's lease runs out.
+The zone then goes back into traffic at once if it is Healthy and its region's API plane is
+not Impaired (it never failed: no restore period), else it stays out as a real evacuation
+under the automatic rules. The real decision of that round is then taken with it.
+
 Safety, always:
 
 * **fencing**: a failover raises the epoch, and the one DNS change that makes the new site
@@ -92,6 +104,7 @@ from controller.core.model import (
     AppState,
     Decision,
     DnsName,
+    DrillEvacuation,
     FailoverRecord,
     FenceWrites,
     FlowProgress,
@@ -189,6 +202,7 @@ def decide(
     _weigh_vantages(work)
     _track_site_health(work)
     _verify_capacity(work)
+    _drill_evacuation_tick(work)
     _planned_tick(work)
     verdict, summary = _decide(work)
     _planned_overtaken(work)
@@ -293,7 +307,12 @@ def _conform_to_spec(work: _Round) -> None:
     zones = {k: v for k, v in state.zones.items() if k in probed}
     evacuated = frozenset(k for k in state.evacuated if k in declared)
     restores = {k: v for k, v in state.restores.items() if spec.site(k) is not None}
-    state = replace(state, zones=zones, evacuated=evacuated, restores=restores)
+    held = state.drill_evacuation
+    if held is not None and held.key not in evacuated:
+        held = None  # its zone left the spec (or was put back): nothing left to hold
+    state = replace(
+        state, zones=zones, evacuated=evacuated, restores=restores, drill_evacuation=held
+    )
     if state.recommendation and _stale(state.recommendation, spec):
         state = replace(state, recommendation=None)
     if spec.site(state.active_site) is None:
@@ -646,6 +665,8 @@ def _decide(work: _Round) -> tuple[Verdict, str]:
                 "(--force overrides it)"
             )
             return _answer(work, request, False, why)
+        if request.op in (RequestOp.EVACUATE, RequestOp.RESTORE):
+            return _zone_request(work, request)
         if request.planned:
             return _start_planned(work, request)
         return _handle_request(work, request)
@@ -938,6 +959,8 @@ def _start_failover(
     planned: bool = False,
     drill: bool = False,
 ) -> None:
+    if work.state.drill_evacuation is not None:
+        _end_drill_evacuation(work, f"the app fails over to {target.name}")
     state = work.state
     epoch = state.epoch + 1
     record = FailoverRecord(
@@ -1028,11 +1051,14 @@ def _restore_zones(work: _Round) -> tuple[Verdict, str] | None:
     after = work.spec.failover.zonal_evacuation.restore_after_seconds
     back: list[ZoneKey] = []
     for key in sorted(work.state.evacuated):
+        if key == drill_zone(work.state):
+            continue  # a drill's: the drill puts it back (or a real outage ends its claim)
         site = work.spec.site(key.site)
         health = work.zone(key.site, key.zone)
         if site is None or not health.healthy or work.api(site) is ApiPlaneState.IMPAIRED:
             continue
-        if work.now - (health.since or work.now) >= after:
+        since = health.since if health.since is not None else work.now
+        if work.now - since >= after:
             back.append(key)
     if not back:
         return None
@@ -1048,6 +1074,232 @@ def _restore_zones(work: _Round) -> tuple[Verdict, str] | None:
     )
     work.note(NoteKind.ZONE_RESTORED, summary)
     return Verdict(Rule.ZONE_RESTORE), summary
+
+
+# --------------------------------------------------------------------------- zone drills
+
+DEFAULT_LEASE_SECONDS = 3600.0
+"""A drill evacuation asked without a lease is kept out at most this long."""
+MAX_LEASE_SECONDS = 2 * 86400.0
+ZONE_DRILL = Verdict(Rule.ZONE_DRILL)
+
+
+def drill_zone(state: AppState) -> ZoneKey | None:
+    """The zone a ZoneEvacuation drill holds out of traffic (None: none)."""
+    return state.drill_evacuation.key if state.drill_evacuation is not None else None
+
+
+def real_evacuations(state: AppState) -> frozenset[ZoneKey]:
+    """The evacuated zones that make the app Degraded: every one but a drill's Healthy
+    zone (taken out on purpose, it is no trouble of the app's)."""
+    key = drill_zone(state)
+    if key is not None and state.zone(key).healthy:
+        return state.evacuated - {key}
+    return state.evacuated
+
+
+def _drill_evacuation_tick(work: _Round) -> None:
+    """End the drill's claim on its zone when it may not keep it any longer (the reasons
+    are in :func:`drill_claim_over`); the zone goes back or becomes a real evacuation."""
+    held = work.state.drill_evacuation
+    if held is None:
+        return
+    why = _drill_claim_over(work, held)
+    if why is not None:
+        _end_drill_evacuation(work, why)
+
+
+def _drill_claim_over(work: _Round, held: DrillEvacuation) -> str | None:
+    """Why the drill may no longer keep its zone out (None: it may), first match:
+    the app left the zone's site; the drill no longer holds the app; the lease ran out; a
+    real outage of the site (any situation but steady or healthy-but-noisy)."""
+    state, spec = work.state, work.spec
+    if state.active_site != held.site:
+        return f"the app left {held.site} (active site {state.active_site})"
+    if work.obs.drill != held.drill:
+        return f"FailoverDrill {held.drill} no longer holds the app"
+    if work.now >= held.expires_at:
+        return f"the drill's lease of {held.expires_at - held.started_at:.0f} s ran out"
+    site = spec.site(held.site)
+    if site is None:
+        return f"site {held.site} left the spec"
+    situation, down = classify(work.seen(), site, work.api(site), spec)
+    if situation in (Situation.STEADY, Situation.NOISY):
+        return None
+    what = (
+        f"zone(s) {', '.join(down)} Down"
+        if down
+        else f"region {site.region}'s API plane {work.api(site)}"
+    )
+    return f"a real outage of {site.name}: {situation} ({what})"
+
+
+def _end_drill_evacuation(work: _Round, why: str) -> bool:
+    """The drill's claim on its zone ends: the zone goes back into traffic at once when it
+    is Healthy and its region's API plane is not Impaired (it never failed, so there is no
+    restore period to wait), else it stays out as a real evacuation under the automatic
+    rules. Whether it went back."""
+    held = work.state.drill_evacuation
+    assert held is not None
+    key = held.key
+    site = work.spec.site(held.site)
+    health = work.zone(held.site, held.zone)
+    state = replace(work.state, drill_evacuation=None)
+    back = (
+        site is not None
+        and health.healthy
+        and work.api(site) is not ApiPlaneState.IMPAIRED
+        and key in state.evacuated
+    )
+    if back:
+        work.state = replace(state, evacuated=state.evacuated - {key})
+        work.note(
+            NoteKind.ZONE_RESTORED,
+            f"zone {key} back in traffic (taken out by FailoverDrill {held.drill}): {why}",
+        )
+        return True
+    work.state = state
+    if key in state.evacuated:
+        api = f", API plane of {site.region} {work.api(site)}" if site is not None else ""
+        after = work.spec.failover.zonal_evacuation.restore_after_seconds
+        work.note(
+            NoteKind.EVACUATION,
+            f"zone {key} (taken out by FailoverDrill {held.drill}) stays out of traffic as a "
+            f"real evacuation: {why}; it is {health.state}{api}; the automatic rules put it "
+            f"back once Healthy for {after} s",
+            warning=True,
+        )
+    return False
+
+
+def _zone_request(work: _Round, request: Request) -> tuple[Verdict, str]:
+    """An ``evacuate`` or ``restore`` request of a ZoneEvacuation drill."""
+    if request.op is RequestOp.EVACUATE:
+        return _drill_evacuate(work, request)
+    state = work.state
+    key = ZoneKey(request.site or state.active_site, request.zone or "")
+    held = state.drill_evacuation
+    if not request.drill:
+        return _answer(work, request, False, "zone restore requests are made by drills only")
+    if held is None or held.key != key:
+        if key not in state.evacuated:
+            return _answer(work, request, True, f"zone {key} is in traffic already", ZONE_DRILL)
+        after = work.spec.failover.zonal_evacuation.restore_after_seconds
+        return _answer(
+            work,
+            request,
+            False,
+            f"zone {key} is out of traffic under the automatic rules, not a drill's: they "
+            f"put it back once Healthy for {after} s",
+        )
+    back = _end_drill_evacuation(work, f"FailoverDrill {held.drill} puts it back")
+    if back:
+        return _answer(work, request, True, f"zone {key} back in traffic", ZONE_DRILL)
+    health = work.zone(key.site, key.zone)
+    return _answer(
+        work,
+        request,
+        False,
+        f"zone {key} is {health.state} or its region's API plane Impaired: it stays out of "
+        "traffic under the automatic rules",
+    )
+
+
+def _drill_evacuate(work: _Round, request: Request) -> tuple[Verdict, str]:
+    causes = evacuation_unfit(work, request)
+    if causes:
+        return _answer(work, request, False, "; ".join(causes))
+    state = work.state
+    assert request.site is not None and request.zone is not None and work.obs.drill is not None
+    site = work.spec.site(request.site)
+    assert site is not None
+    lease = min(request.lease_seconds or DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS)
+    held = DrillEvacuation(
+        work.obs.drill, request.id, site.name, request.zone, work.now, work.now + lease
+    )
+    key = held.key
+    serving = [
+        z for z in site.zones if z != request.zone and ZoneKey(site.name, z) not in state.evacuated
+    ]
+    work.state = replace(
+        state,
+        evacuated=state.evacuated | {key},
+        drill_evacuation=held,
+        recommendation=None,
+    )
+    summary = (
+        f"zone {key} out of traffic for FailoverDrill {held.drill}; capacity moves to "
+        f"{', '.join(serving)}; it stays out until the drill puts it back (at most {lease:.0f} s)"
+    )
+    work.note(NoteKind.EVACUATION, summary)
+    return _answer(work, request, True, summary, ZONE_DRILL)
+
+
+def evacuation_unfit(work: _Round, request: Request) -> list[str]:
+    """Why a drill may not take ``request.zone`` of the active site out now, each cause
+    with its figure (empty: it may). The zone must be Healthy, the site steady, and the
+    zones left carry the traffic: at least ``failover.minHealthyTargetZones`` (and 1) of
+    them Healthy, none probed and failing; DNS and the region's API plane fit to move."""
+    spec, state = work.spec, work.state
+    if spec.failover.mode == "Observe":
+        return ["Observe mode never acts"]
+    if not request.drill:
+        return ["zone evacuation requests are made by ZoneEvacuation drills only"]
+    if work.obs.drill is None:
+        return ["no FailoverDrill holds the app (its lifeboat.dev/drill annotation)"]
+    held = state.drill_evacuation
+    if held is not None:
+        return [f"zone {held.key} is out already for FailoverDrill {held.drill}"]
+    site = spec.site(request.site or "")
+    if site is None or site.name != state.active_site:
+        return [f"{request.site} is not the active site ({state.active_site})"]
+    zone = request.zone or ""
+    if zone not in site.zones:
+        return [f"{site.name} has no zone {zone!r} (zones: {', '.join(site.zones)})"]
+    key = ZoneKey(site.name, zone)
+    if key in state.evacuated:
+        return [f"zone {key} is out of traffic already"]
+    causes: list[str] = []
+    if not spec.failover.zonal_evacuation.enabled:
+        causes.append("zonal evacuation is disabled (failover.zonalEvacuation.enabled)")
+    situation, _ = classify(work.seen(), site, work.api(site), spec)
+    if situation is not Situation.STEADY:
+        causes.append(f"active site {site.name} is not steady: {situation}")
+    health = work.zone(site.name, zone)
+    if not health.healthy:
+        causes.append(f"zone {key} is {health.state}, not Healthy")
+    left = [z for z in site.zones if z != zone and ZoneKey(site.name, z) not in state.evacuated]
+    healthy = [z for z in left if work.zone(site.name, z).healthy]
+    failing = [
+        f"{z}={work.zone(site.name, z).state}"
+        for z in left
+        if work.zone(site.name, z).state not in (ZoneState.HEALTHY, ZoneState.UNKNOWN)
+    ]
+    needed = max(1, spec.failover.min_healthy_target_zones)
+    if len(healthy) < needed:
+        causes.append(
+            f"without {zone}, {site.name} would serve from {len(healthy)} Healthy zone(s)"
+            f" ({', '.join(healthy) or 'none'}); needs {needed} (failover.minHealthyTargetZones)"
+        )
+    if failing:
+        causes.append(f"zones of {site.name} left to serve not Healthy: {', '.join(failing)}")
+    if not site.values(set(left)):
+        causes.append(f"the zones of {site.name} left to serve have no DNS values")
+    elif site.values(set(left)) == site.values({*left, zone}):
+        causes.append(f"zone {zone} has no DNS values of its own (zoneTargets): no DNS change")
+    if work.api(site) is ApiPlaneState.IMPAIRED:
+        causes.append(f"API plane of {site.region} Impaired (static stability)")
+    if work.obs.traffic_plane is ApiPlaneState.IMPAIRED:
+        causes.append("API plane of the DNS service Impaired: traffic cannot be moved")
+    if state.dns_conflict is not None:
+        causes.append(f"DNS name held by {state.dns_conflict}")
+    if state.traffic_epoch < state.epoch:
+        causes.append(
+            f"a failover is under way (epoch {state.epoch}, traffic at {state.traffic_epoch})"
+        )
+    if state.planned is not None and not state.planned.step.final:
+        causes.append(f"a planned switchover ({state.planned.request_id}) is under way")
+    return causes
 
 
 def _automatic_failback(
@@ -1709,7 +1961,7 @@ def _facts(work: _Round) -> Iterable[tuple[str, str]]:
         zones = ", ".join(
             f"{z}={work.zone(site.name, z).state}"
             + _own_state(work, ZoneKey(site.name, z))
-            + ("(out)" if ZoneKey(site.name, z) in state.evacuated else "")
+            + _out_words(state, ZoneKey(site.name, z))
             for z in site.zones
         )
         yield f"site {site.name}", f"{zones}; API plane {work.api(site)}"
@@ -1719,6 +1971,12 @@ def _facts(work: _Round) -> Iterable[tuple[str, str]]:
         yield "vantage", work.vantage.summary()
         for disagreement in work.vantage.disagreements:
             yield "disagreement", f"{disagreement}: not Down for decisions"
+
+
+def _out_words(state: AppState, key: ZoneKey) -> str:
+    if key == drill_zone(state) and state.drill_evacuation is not None:
+        return f"(out: drill {state.drill_evacuation.drill})"
+    return "(out)" if key in state.evacuated else ""
 
 
 def _own_state(work: _Round, key: ZoneKey) -> str:
@@ -1761,6 +2019,8 @@ def phase_of(state: AppState, spec: ResilientAppSpec, obs: Observations | None =
     if api is ApiPlaneState.IMPAIRED:
         return Phase.FROZEN
     every = [state.zone(ZoneKey(s.name, z)) for s in spec.sites for z in s.zones]
-    if state.evacuated or any(z.state not in (ZoneState.HEALTHY, ZoneState.UNKNOWN) for z in every):
+    if real_evacuations(state) or any(
+        z.state not in (ZoneState.HEALTHY, ZoneState.UNKNOWN) for z in every
+    ):
         return Phase.DEGRADED
     return Phase.HEALTHY

@@ -10,6 +10,24 @@ A run of a ``Switchover`` drill goes through four steps:
 * ``hold``: ``holdSeconds`` on the target, the abort conditions checked at every tick;
 * ``revert``: a failover request back to the site the app started on.
 
+A run of a ``ZoneEvacuation`` drill takes one zone of the app's active site out of
+traffic and puts it back, through the app's request annotation as well (``evacuate`` and
+``restore`` requests, answered by the app's worker: the decision core evacuates the zone
+exactly as it evacuates a failed one, and keeps it out as the drill's until the drill puts
+it back or a real outage ends the drill's claim, :mod:`controller.core.decide`):
+
+* ``preflight``: the Switchover's checks of the app, and the zone: of the active site, in
+  traffic, Healthy, with the zones left Healthy and enough of them to carry the traffic
+  (``failover.minHealthyTargetZones``, at least 1), the zone with DNS values of its own;
+* ``evacuate``: an ``evacuate`` request; done when the app's status has the zone out of
+  traffic and no DNS change outstanding;
+* ``hold``: ``holdSeconds``, the abort conditions checked at every tick (the zones of the
+  site still serving, the RPO, the app's phase), and the drill's claim on the zone: when
+  the app took it back (a real outage, a failover) the run aborts;
+* ``restore``: a ``restore`` request; done when the zone is back in traffic;
+* ``verify``: the app's DNS carries the zone again (no DNS change outstanding, the record
+  read back not out of sync).
+
 A run of an ``Observe`` drill is one step, ``observe``, in one tick: the drill's timeline
 replayed against the app's spec by the simulation engine (:mod:`controller.core.observe`),
 judged against its ``expect``; it acts on nothing (no Move, no Release).
@@ -51,8 +69,14 @@ from controller.core.observe import observe
 OBSERVE = "observe"
 
 PREFLIGHT, SWITCH, HOLD, REVERT = "preflight", "switch", "hold", "revert"
+EVACUATE, RESTORE, VERIFY = "evacuate", "restore", "verify"
+ZONE_EVACUATION = "ZoneEvacuation"
+LEASE_MARGIN_SECONDS = 120.0
+"""Added to the longest a ZoneEvacuation run may take to make its lease on the zone."""
 UNFIT_PHASES = ("Degraded", "Frozen", "Down")
 """App phases that abort a running drill (``abort.onDegraded``)."""
+FINAL_STEPS = (REVERT, RESTORE, VERIFY)
+"""Steps that put things back: an abort condition tripping then changes nothing."""
 REVERT_RETRY_SECONDS = 10.0
 """A refused revert is asked again after this long (until the step times out)."""
 
@@ -96,6 +120,19 @@ class AppView:
     """(dataset, destination, RPO seconds or None, pending objects) per replication flow."""
     holder: str | None = None
     """The FailoverDrill running on the app (its annotation), if that drill is running."""
+    out_of_traffic: tuple[tuple[str, str], ...] = ()
+    """(site, zone) of every zone out of traffic."""
+    drill_zone: tuple[str, str, str] | None = None
+    """(drill, site, zone) of the zone a ZoneEvacuation drill holds out (the app's
+    ``status.drillEvacuation``)."""
+    dns_pending: str | None = None
+    """A DNS change the app has not carried out yet (its state and reason), if any."""
+    dns_out_of_sync: str | None = None
+    """The message of the app's DNSInSync condition when it is False."""
+    traffic_applied_at: float | None = None
+    """When the app's DNS was last changed."""
+    last_decision: str = ""
+    """The summary of the app's latest decision."""
     spec: ResilientAppSpec | None = field(default=None, compare=False)
     """The app's spec as it stands (what an Observe drill replays its timeline against)."""
     providers: Mapping[str, CloudProviderSpec] = field(default_factory=dict, compare=False)
@@ -108,6 +145,18 @@ class AppView:
     def largest_rpo(self) -> float | None:
         known = [r for _, _, r, _ in self.rpo if r is not None]
         return max(known) if known else None
+
+    def in_traffic(self, site: str, zone: str) -> bool:
+        return (site, zone) not in self.out_of_traffic
+
+    def dns_settled(self) -> bool:
+        """Whether DNS holds what the app's state calls for: no change outstanding, the
+        current epoch applied, and the record read back not out of sync."""
+        return (
+            self.dns_pending is None
+            and self.dns_out_of_sync is None
+            and self.traffic_epoch >= self.epoch
+        )
 
     def traffic_on(self, site: str) -> bool:
         """Whether the app is on ``site`` with its traffic moved there (no failover under
@@ -129,6 +178,9 @@ def app_view(body: Mapping[str, Any], holder_running: bool = True) -> AppView:
     last = status.last_failover
     answered = status.last_request
     waiting = manual.request.id if manual.request is not None else None
+    held = status.drill_evacuation
+    shift = next((a for a in status.actions if a.kind == "ShiftTraffic"), None)
+    sync = next((c for c in status.conditions if c.type == ConditionType.DNS_IN_SYNC), None)
     if answered is not None and waiting == answered.id:
         waiting = None
     elif waiting is None and REQUEST in manual.unreadable:
@@ -165,6 +217,22 @@ def app_view(body: Mapping[str, Any], holder_running: bool = True) -> AppView:
             (r.dataset, r.destination, r.rpo_seconds, r.pending_objects) for r in status.replication
         ),
         holder=(annotations.get(DRILL_ANNOTATION) or None) if holder_running else None,
+        out_of_traffic=tuple((z.site, z.zone) for z in status.zones if not z.in_traffic),
+        drill_zone=(held.drill, held.site, held.zone) if held is not None else None,
+        dns_pending=(
+            f"{shift.state}" + (f": {shift.reason}" if shift.reason else "")
+            if shift is not None
+            else None
+        ),
+        dns_out_of_sync=(sync.message or "out of sync")
+        if sync and sync.status == "False"
+        else None,
+        traffic_applied_at=(
+            parse_rfc3339(status.traffic.applied_time)
+            if status.traffic and status.traffic.applied_time
+            else None
+        ),
+        last_decision=status.last_decision.summary if status.last_decision else "",
         spec=spec,
     )
 
@@ -435,6 +503,50 @@ def refusals(spec: FailoverDrillSpec, name: str, app: AppView | None, now: float
         unhealthy = app.unhealthy_zones(target)
         if unhealthy:
             causes.append(f"target site {target} has zones not Healthy: {', '.join(unhealthy)}")
+    if spec.kind == ZONE_EVACUATION:
+        causes.extend(zone_refusals(spec, app))
+    return causes
+
+
+def zone_refusals(spec: FailoverDrillSpec, app: AppView) -> list[str]:
+    """Why the zone of a ZoneEvacuation drill may not be taken out now, with figures: it
+    must be a zone of the active site, in traffic, Healthy, with DNS values of its own; the
+    zones left must all be Healthy, and enough of them to carry the traffic (as many as a
+    failover target needs, ``failover.minHealthyTargetZones``, and at least 1)."""
+    site_name, zone = app.active_site, spec.zone
+    site = app.spec.site(site_name) if app.spec is not None and site_name else None
+    if site is None or zone is None:
+        return []  # no active site: said already
+    if zone not in site.zones:
+        return [f"{zone} is not a zone of the active site {site.name} ({', '.join(site.zones)})"]
+    causes: list[str] = []
+    if app.drill_zone is not None:
+        causes.append(f"zone {app.drill_zone[1]}/{app.drill_zone[2]} is out for a drill already")
+    if not app.in_traffic(site.name, zone):
+        causes.append(f"zone {site.name}/{zone} is out of traffic already")
+    states = {z: state for s, z, state in app.zones if s == site.name}
+    if states.get(zone, "Unknown") != "Healthy":
+        causes.append(f"zone {site.name}/{zone} is {states.get(zone, 'Unknown')}, not Healthy")
+    left = [z for z in site.zones if z != zone and app.in_traffic(site.name, z)]
+    healthy = [z for z in left if states.get(z) == "Healthy"]
+    needed = max(1, app.spec.failover.min_healthy_target_zones) if app.spec else 1
+    if len(healthy) < needed:
+        causes.append(
+            f"without {zone}, {site.name} would serve from {len(healthy)} Healthy zone(s)"
+            f" ({', '.join(healthy) or 'none'}); needs {needed} (failover.minHealthyTargetZones)"
+        )
+    failing = [f"{z}={states.get(z, 'Unknown')}" for z in left if z not in healthy]
+    if failing:
+        causes.append(f"zones of {site.name} left to serve not Healthy: {', '.join(failing)}")
+    if app.spec is not None and not app.spec.failover.zonal_evacuation.enabled:
+        causes.append("zonal evacuation is disabled (failover.zonalEvacuation.enabled)")
+    if not site.values(set(left)):
+        causes.append(f"the zones of {site.name} left to serve have no DNS values")
+    elif site.values(set(left)) == site.values({*left, zone}):
+        causes.append(
+            f"zone {zone} has no DNS values of its own (zoneTargets of {site.name}): taking "
+            "it out would change no DNS"
+        )
     return causes
 
 
@@ -448,6 +560,11 @@ def _start(work: _Run, slot: float) -> None:
         finished_time=None,
         origin_site=work.app.active_site if work.app else None,
         target_site=work.spec.target_site,
+        zone=(
+            f"{work.app.active_site}/{work.spec.zone}"
+            if work.spec.kind == ZONE_EVACUATION and work.app and work.app.active_site
+            else None
+        ),
         origin_epoch=work.app.epoch if work.app else None,
         steps=(),
         rto_seconds=None,
@@ -475,6 +592,19 @@ def _start(work: _Run, slot: float) -> None:
         _finish(work, "Failed", f"refused: {words}", release=False)
         return
     app, target = work.app, work.spec.target_site
+    if work.spec.kind == ZONE_EVACUATION:
+        assert app is not None and work.status.zone is not None
+        zone = work.status.zone
+        work.close_step(
+            PREFLIGHT, "Succeeded", f"{zone} out of {app.active_site}, epoch {app.epoch}"
+        )
+        work.notice(
+            EventReason.DRILL_STARTED,
+            f"run {run}: zone evacuation of {zone} of {work.spec.app}, hold "
+            f"{work.spec.hold_seconds} s",
+        )
+        _ask(work, EVACUATE)
+        return
     assert app is not None and target is not None
     work.close_step(PREFLIGHT, "Succeeded", f"{app.active_site} -> {target}, epoch {app.epoch}")
     work.notice(
@@ -482,7 +612,7 @@ def _start(work: _Run, slot: float) -> None:
         f"run {run}: switchover of {work.spec.app} from {app.active_site} to {target}, "
         f"hold {work.spec.hold_seconds} s",
     )
-    _ask(work, SWITCH, target)
+    _ask(work, SWITCH)
 
 
 def _observe(work: _Run) -> None:
@@ -512,14 +642,44 @@ def _observe(work: _Run) -> None:
     _finish(work, report.result, report.message, release=False)
 
 
-def _ask(work: _Run, step_name: str, site: str, attempt: int = 0) -> None:
-    """Open ``step_name`` (unless it is open) and ask the app to move to ``site``."""
+def _request(work: _Run, step_name: str, rid: str) -> Request:
+    """The request of ``step_name``: a planned failover to the target (switch) or back to
+    the origin (revert); the zone out (evacuate) or back (restore)."""
+    status = work.status
+    if step_name in (EVACUATE, RESTORE):
+        assert status.zone is not None
+        site, _, zone = status.zone.partition("/")
+        if step_name == RESTORE:
+            return Request(rid, RequestOp.RESTORE, site=site, zone=zone, drill=True)
+        spec = work.spec
+        lease = spec.hold_seconds + 2 * spec.step_timeout_seconds + LEASE_MARGIN_SECONDS
+        return Request(
+            rid, RequestOp.EVACUATE, site=site, zone=zone, drill=True, lease_seconds=float(lease)
+        )
+    to = status.target_site if step_name == SWITCH else status.origin_site
+    return Request(rid, RequestOp.FAILOVER, site=to, planned=True, drill=True)
+
+
+_ASKED = {
+    SWITCH: "asked to move to {target}",
+    REVERT: "asked to move to {origin}",
+    EVACUATE: "asked to take {zone} out of traffic",
+    RESTORE: "asked to put {zone} back into traffic",
+}
+
+
+def _ask(work: _Run, step_name: str, attempt: int = 0) -> None:
+    """Open ``step_name`` (unless it is open) and make its request of the app."""
     current = work.current()
+    status = work.status
     if current is None or current.name != step_name:
-        work.open_step(step_name, f"asked to move to {site}")
+        words = _ASKED[step_name].format(
+            target=status.target_site, origin=status.origin_site, zone=status.zone
+        )
+        work.open_step(step_name, words)
     rid = request_id(work.name, work.status.run, step_name, attempt)
     work.update(pending_request=rid, request_time=work.stamp())
-    work.actions.append(Move(Request(rid, RequestOp.FAILOVER, site=site, planned=True, drill=True)))
+    work.actions.append(Move(_request(work, step_name, rid)))
 
 
 # --------------------------------------------------------------------------- a running drill
@@ -530,7 +690,21 @@ def abort_cause(spec: FailoverDrillSpec, status: FailoverDrillStatus, app: AppVi
     the target, the RPO, then the app's phase (which a failing zone also turns)."""
     limits = spec.abort
     target = status.target_site
-    if target is not None:
+    if spec.kind == ZONE_EVACUATION and status.zone is not None:
+        site, _, zone = status.zone.partition("/")
+        if app.active_site != site:
+            return f"the app left {site}: it is on {app.active_site}"
+        serving = [
+            f"{z}={state}"
+            for s, z, state in app.zones
+            if s == site and z != zone and app.in_traffic(s, z) and state != "Healthy"
+        ]
+        if len(serving) > limits.max_unhealthy_target_zones:
+            return (
+                f"zones of {site} still serving: {len(serving)} not Healthy "
+                f"({', '.join(serving)}), more than {limits.max_unhealthy_target_zones}"
+            )
+    elif target is not None:
         unhealthy = app.unhealthy_zones(target)
         if len(unhealthy) > limits.max_unhealthy_target_zones:
             return (
@@ -556,7 +730,9 @@ def _advance(work: _Run, user_abort: str | None) -> None:
         _finish(work, "Failed", f"ResilientApp {work.spec.app} disappeared during the run")
         return
     cause = user_abort or abort_cause(work.spec, status, app)
-    if cause is not None and status.abort_reason is None and current.name != REVERT:
+    if cause is None and current.name == HOLD and work.spec.kind == ZONE_EVACUATION:
+        cause = _claim_lost(work)
+    if cause is not None and status.abort_reason is None and current.name not in FINAL_STEPS:
         work.update(abort_reason=cause)
         work.notice(EventReason.DRILL_ABORTING, f"run {status.run} aborting: {cause}", True)
     if current.name == SWITCH:
@@ -565,6 +741,12 @@ def _advance(work: _Run, user_abort: str | None) -> None:
         _holding(work, current)
     elif current.name == REVERT:
         _reverting(work, current)
+    elif current.name == EVACUATE:
+        _evacuating(work, current)
+    elif current.name == RESTORE:
+        _restoring(work, current)
+    elif current.name == VERIFY:
+        _verifying(work, current)
     else:
         _finish(work, "Failed", f"unknown step {current.name}")
 
@@ -588,7 +770,7 @@ def _moved_away(work: _Run) -> bool:
     return work.status.origin_epoch is not None and app.epoch > work.status.origin_epoch
 
 
-def _nudge(work: _Run, site: str) -> None:
+def _nudge(work: _Run, step_name: str) -> None:
     """The request in flight is not answered and the app holds no request: ask again, the
     same request (the status that recorded it may have been written while the request
     was not: the operator writes the status first, then annotates the app)."""
@@ -596,9 +778,7 @@ def _nudge(work: _Run, site: str) -> None:
     assert app is not None and work.status.pending_request is not None
     if app.waiting_request is None:
         rid = work.status.pending_request
-        work.actions.append(
-            Move(Request(rid, RequestOp.FAILOVER, site=site, planned=True, drill=True))
-        )
+        work.actions.append(Move(_request(work, step_name, rid)))
 
 
 def _switching(work: _Run, current: DrillStep) -> None:
@@ -617,7 +797,7 @@ def _switching(work: _Run, current: DrillStep) -> None:
         _finish(work, "Failed", words, release=False)
         return
     if answer is None:
-        _nudge(work, status.target_site)
+        _nudge(work, SWITCH)
     if answer is not None and status.rpo_seconds is None and not status.data_checks:
         _data_checks(work)
     if answer is not None and app.traffic_on(status.target_site) and _moved_away(work):
@@ -660,9 +840,8 @@ def _holding(work: _Run, current: DrillStep) -> None:
 
 
 def _revert(work: _Run) -> None:
-    origin = work.status.origin_site
-    assert origin is not None
-    _ask(work, REVERT, origin)
+    """Back to where the run started: the app to its origin, the zone into traffic."""
+    _ask(work, RESTORE if work.spec.kind == ZONE_EVACUATION else REVERT)
 
 
 def _reverting(work: _Run, current: DrillStep) -> None:
@@ -671,7 +850,7 @@ def _reverting(work: _Run, current: DrillStep) -> None:
     origin = status.origin_site
     answer = _answer(work)
     if answer is None:
-        _nudge(work, origin)
+        _nudge(work, REVERT)
     if app.traffic_on(origin) and _reverted(work, answer):
         ours = answer is not None and answer[0]
         rto = _rto(work, app.last_failover, origin) if ours else None
@@ -694,7 +873,7 @@ def _reverting(work: _Run, current: DrillStep) -> None:
         return
     if answer is not None and not answer[0]:
         if _elapsed(work, status.request_time) >= REVERT_RETRY_SECONDS:
-            _ask(work, REVERT, origin, _attempt(status.pending_request) + 1)
+            _ask(work, REVERT, _attempt(status.pending_request) + 1)
         else:
             work.update(steps=_with_message(work, REVERT, f"refused, asking again: {answer[1]}"))
 
@@ -723,6 +902,9 @@ def _with_message(work: _Run, name: str, message: str) -> tuple[DrillStep, ...]:
 
 def _conclude(work: _Run) -> None:
     status = work.status
+    if work.spec.kind == ZONE_EVACUATION:
+        _conclude_zone(work)
+        return
     if status.abort_reason is not None:
         _finish(work, "Aborted", f"aborted: {status.abort_reason}; back on {status.origin_site}")
         return
@@ -784,6 +966,172 @@ def _data_checks(work: _Run) -> None:
         ),
     ]
     work.update(rpo_seconds=app.largest_rpo(), data_checks=tuple(checks))
+
+
+# --------------------------------------------------------------------------- zone evacuation
+
+
+def _zone(work: _Run) -> tuple[str, str]:
+    assert work.status.zone is not None
+    site, _, zone = work.status.zone.partition("/")
+    return site, zone
+
+
+def _claim_lost(work: _Run) -> str | None:
+    """The app no longer keeps the zone out for this drill (None: it does): a real outage of
+    the site, a failover, or the end of the drill's lease ended the drill's claim."""
+    app = work.app
+    assert app is not None
+    site, zone = _zone(work)
+    if app.drill_zone == (work.name, site, zone):
+        return None
+    where = "back in traffic" if app.in_traffic(site, zone) else "out under the automatic rules"
+    decision = f"; the app's last decision: {app.last_decision}" if app.last_decision else ""
+    return f"the app took zone {work.status.zone} back from the drill ({where}){decision}"
+
+
+def _dns_time(work: _Run) -> float | None:
+    """From the request in flight to the app's last DNS change, if that change came after
+    the request."""
+    app, asked = work.app, work.status.request_time
+    assert app is not None
+    if app.traffic_applied_at is None or asked is None:
+        return None
+    seconds = app.traffic_applied_at - parse_rfc3339(asked)
+    return round(max(0.0, seconds), 3) if seconds > -1.0 else None
+
+
+def _evacuating(work: _Run, current: DrillStep) -> None:
+    status, app = work.status, work.app
+    assert app is not None
+    site, zone = _zone(work)
+    answer = _answer(work)
+    timeout = work.spec.step_timeout_seconds
+    if answer is not None and not answer[0]:
+        work.close_step(EVACUATE, "Failed", f"refused: {answer[1]}")
+        result: DrillResult = "Aborted" if status.abort_reason else "Failed"
+        _finish(work, result, f"the evacuation was refused: {answer[1]}")
+        return
+    if answer is None and app.holder is not None and app.holder != work.name:
+        words = f"FailoverDrill {app.holder} took the app first; nothing moved"
+        work.close_step(EVACUATE, "Failed", words)
+        _finish(work, "Failed", words, release=False)
+        return
+    if answer is None:
+        _nudge(work, EVACUATE)
+    elif (lost := _claim_lost(work)) is not None:
+        work.close_step(EVACUATE, "Failed", lost)
+        if status.abort_reason is None:
+            work.update(abort_reason=lost)
+            work.notice(EventReason.DRILL_ABORTING, f"run {status.run} aborting: {lost}", True)
+        _revert(work)
+        return
+    elif not app.in_traffic(site, zone) and app.dns_settled():
+        rto = _dns_time(work)
+        words = f"{status.zone} out of traffic, DNS in sync without it" + (
+            f", in {rto:.1f} s" if rto is not None else ""
+        )
+        work.update(rto_seconds=rto)
+        work.close_step(EVACUATE, "Succeeded", words)
+        work.notice(EventReason.DRILL_ZONE_EVACUATED, f"run {status.run}: {words}")
+        if work.status.abort_reason:
+            _revert(work)
+        else:
+            work.update(pending_request=None, request_time=None)
+            work.open_step(HOLD, f"holding {work.spec.hold_seconds} s")
+        return
+    if _elapsed(work, current.started_time) > timeout:
+        why = (
+            f"no answer to the evacuate request in {timeout} s"
+            if answer is None
+            else f"DNS not in sync without {status.zone} within {timeout} s"
+            + (f" (DNS change {app.dns_pending})" if app.dns_pending else "")
+        )
+        work.close_step(EVACUATE, "Failed", why)
+        if status.abort_reason is None:
+            work.update(abort_reason=why)
+        if answer is not None:
+            _revert(work)
+        else:
+            _finish(work, "Failed", why)
+
+
+def _restoring(work: _Run, current: DrillStep) -> None:
+    status, app = work.status, work.app
+    assert app is not None
+    site, zone = _zone(work)
+    answer = _answer(work)
+    timeout = work.spec.step_timeout_seconds
+    if answer is None:
+        _nudge(work, RESTORE)
+    ours = answer is not None and answer[0]
+    if app.in_traffic(site, zone) and (ours or app.drill_zone is None):
+        # Accepted as "in traffic already": the app had put it back (a real outage).
+        already = answer is not None and "already" in answer[1]
+        how = "" if ours and not already else " (put back by the app, not the drill)"
+        words = f"{status.zone} back in traffic{how}"
+        work.close_step(RESTORE, "Succeeded", words)
+        work.notice(EventReason.DRILL_ZONE_RESTORED, f"run {status.run}: {words}")
+        work.open_step(VERIFY, f"waiting for DNS to carry {status.zone} again")
+        step = work.current()
+        assert step is not None
+        _verifying(work, step)
+        return
+    if _elapsed(work, current.started_time) > timeout:
+        why = f"zone {status.zone} not back in traffic within {timeout} s"
+        if answer is not None and not answer[0]:
+            why += f" (refused: {answer[1]})"
+        work.close_step(RESTORE, "Failed", why)
+        _finish(
+            work,
+            "Failed",
+            f"{why}; the drill lets go of the app, which puts the zone back once it is Healthy",
+        )
+        return
+    if answer is not None and not answer[0]:
+        if _elapsed(work, status.request_time) >= REVERT_RETRY_SECONDS:
+            _ask(work, RESTORE, _attempt(status.pending_request) + 1)
+        else:
+            work.update(steps=_with_message(work, RESTORE, f"refused, asking again: {answer[1]}"))
+
+
+def _verifying(work: _Run, current: DrillStep) -> None:
+    status, app = work.status, work.app
+    assert app is not None
+    site, zone = _zone(work)
+    if app.in_traffic(site, zone) and app.dns_settled():
+        rto = _dns_time(work)
+        work.update(revert_rto_seconds=rto)
+        words = f"DNS in sync with {status.zone} carried again, epoch {app.epoch}" + (
+            f", {rto:.1f} s after the restore request" if rto is not None else ""
+        )
+        work.close_step(VERIFY, "Succeeded", words)
+        _conclude(work)
+        return
+    timeout = work.spec.step_timeout_seconds
+    if _elapsed(work, current.started_time) > timeout:
+        why = f"DNS not in sync with {status.zone} carried within {timeout} s"
+        if not app.in_traffic(site, zone):
+            why += ": the zone is out of traffic again"
+        elif app.dns_pending:
+            why += f": DNS change {app.dns_pending}"
+        elif app.dns_out_of_sync:
+            why += f": {app.dns_out_of_sync}"
+        work.close_step(VERIFY, "Failed", why)
+        _finish(work, "Failed", why)
+
+
+def _conclude_zone(work: _Run) -> None:
+    status = work.status
+    if status.abort_reason is not None:
+        _finish(work, "Aborted", f"aborted: {status.abort_reason}; {status.zone} back in traffic")
+        return
+    parts = [f"took {status.zone} out of traffic and back"]
+    if status.rto_seconds is not None:
+        parts.append(f"out in {status.rto_seconds:.1f} s")
+    if status.revert_rto_seconds is not None:
+        parts.append(f"back in {status.revert_rto_seconds:.1f} s")
+    _finish(work, "Succeeded", ", ".join(parts))
 
 
 def _finish(work: _Run, result: DrillResult, message: str, *, release: bool = True) -> None:

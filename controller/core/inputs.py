@@ -67,6 +67,7 @@ def observations(
     capacity: Mapping[str, CapacityReading] | None = None,
     now: float | None = None,
     replication_flows: Iterable[FlowProgress] = (),
+    drill: str | None = None,
 ) -> Observations:
     """What the decision core is shown in one round (``now``: the round's time)."""
     timeout = float(spec.health.timeout_seconds)
@@ -92,4 +93,5 @@ def observations(
             if spec.site(name) is not None and (now is None or reading.at <= now)
         },
         replication_flows=tuple(replication_flows),
+        drill=drill or None,
     )

@@ -63,6 +63,9 @@ class Rule(StrEnum):
     ZONE_RESTORE = "zone-restore"
     REQUEST_REFUSED = "request-refused"
     PLANNED = "planned-switchover"
+    ZONE_DRILL = "zone-drill"
+    """A ZoneEvacuation drill took a zone out, put it back, or gave it up to a real
+    outage."""
 
     @classmethod
     def of(cls, situation: Situation) -> Rule:
@@ -192,6 +195,9 @@ class Observations:
     site has no capacity driver). Each reading carries the time it was taken."""
     replication_flows: tuple[FlowProgress, ...] = ()
     """Every replication flow's progress (a planned switchover's drain reads it)."""
+    drill: str | None = None
+    """The FailoverDrill the app's ``lifeboat.dev/drill`` annotation names (None: none). A
+    zone a drill took out is kept out only while that drill holds the app."""
 
 
 # --------------------------------------------------------------------------- state
@@ -388,6 +394,28 @@ class PlannedMove:
 
 
 @dataclass(frozen=True)
+class DrillEvacuation:
+    """A zone a ZoneEvacuation drill took out of traffic while it was Healthy (persisted in
+    the status, ``drillEvacuation``). The zone is also in ``AppState.evacuated``, so DNS and
+    capacity follow it exactly as for a real evacuation; this record says that the
+    automatic rules must not put it back on their own (it never failed), and until when.
+    """
+
+    drill: str
+    """The FailoverDrill that holds it (the app's drill annotation when it was asked)."""
+    request_id: str
+    site: str
+    zone: str
+    started_at: float
+    expires_at: float
+    """The drill's lease: past it, the automatic rules take the zone back."""
+
+    @property
+    def key(self) -> ZoneKey:
+        return ZoneKey(self.site, self.zone)
+
+
+@dataclass(frozen=True)
 class AppState:
     """Everything the core remembers between rounds (persisted in the app's status)."""
 
@@ -396,6 +424,9 @@ class AppState:
     zones: Mapping[ZoneKey, ZoneHealth] = field(default_factory=dict)
     evacuated: frozenset[ZoneKey] = frozenset()
     """Zones taken out of traffic (and capacity) inside their site."""
+    drill_evacuation: DrillEvacuation | None = None
+    """The zone of ``evacuated`` a ZoneEvacuation drill took out (its own, not the
+    automatic rules': they leave it out until the drill restores it or gives it up)."""
     traffic: AppliedTraffic | None = None
     capacity: Mapping[str, AppliedCapacity] = field(default_factory=dict)
     last_failover: FailoverRecord | None = None

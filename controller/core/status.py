@@ -19,6 +19,7 @@ from controller.api.models import (
     CapacityStatus,
     Condition,
     DecisionRecord,
+    DrillEvacuationStatus,
     Fact,
     FailoverStatus,
     PendingAction,
@@ -42,6 +43,7 @@ from controller.core.decide import (
     capacity_asked_at,
     initial_state,
     judged_state,
+    real_evacuations,
     traffic_in_place,
 )
 from controller.core.health import ZoneHealth, ZoneKey, ZoneState
@@ -151,6 +153,36 @@ def state_from_status(
         site_healthy_since=healthy_since,
         restores={r.site: _restore(r) for r in status.volume_restores},
         planned=_planned(status.planned_switchover),
+        drill_evacuation=_drill_evacuation(status.drill_evacuation, evacuated),
+    )
+
+
+def _drill_evacuation(
+    saved: DrillEvacuationStatus | None, evacuated: frozenset[ZoneKey]
+) -> m.DrillEvacuation | None:
+    """The drill's claim, if its zone is still out (a claim without it holds nothing)."""
+    if saved is None or ZoneKey(saved.site, saved.zone) not in evacuated:
+        return None
+    return m.DrillEvacuation(
+        saved.drill,
+        saved.request_id,
+        saved.site,
+        saved.zone,
+        parse_rfc3339(saved.start_time),
+        parse_rfc3339(saved.expiry_time),
+    )
+
+
+def _drill_evacuation_status(held: m.DrillEvacuation | None) -> DrillEvacuationStatus | None:
+    if held is None:
+        return None
+    return DrillEvacuationStatus(
+        drill=held.drill[:253],
+        request_id=held.request_id[:256],
+        site=held.site,
+        zone=held.zone,
+        start_time=rfc3339(held.started_at, precise=True),
+        expiry_time=rfc3339(held.expires_at, precise=True),
     )
 
 
@@ -312,6 +344,7 @@ def status_from_state(
         recommendation=_recommendation_status(state.recommendation),
         last_request=_request_status(state.last_request),
         planned_switchover=_planned_status(state.planned),
+        drill_evacuation=_drill_evacuation_status(state.drill_evacuation),
         pinned_site=observations.pinned,
         volume_restores=tuple(
             _restore_status(site, state.restores[site])
@@ -595,11 +628,12 @@ def _conditions(
         f"active site {state.active_site}: {trace.summary}",
     )
     seen = judged_state(state, spec, obs.vantage)  # the zones as decisions see them
+    out = real_evacuations(seen)  # a drill's Healthy zone is out on purpose: no trouble
     troubles = [
-        f"{key}={seen.zone(key).state}" + (" (out of traffic)" if key in state.evacuated else "")
+        f"{key}={seen.zone(key).state}" + (" (out of traffic)" if key in out else "")
         for key in (ZoneKey(s.name, z) for s in spec.sites for z in s.zones)
         if seen.zone(key).state in (ZoneState.SUSPECT, ZoneState.DOWN, ZoneState.RECOVERING)
-        or key in state.evacuated
+        or key in out
     ]
     impaired = [
         f"{region} API plane {verdict}"

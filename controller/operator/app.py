@@ -28,7 +28,9 @@ User requests arrive as annotations (set by ``lifeboat failover|failback|approve
   gave up), its steps in ``status.plannedSwitchover`` and its write-fence calls carried out
   as actions (:mod:`controller.operator.write_fence`);
 * ``lifeboat.dev/approve``: the ID of the recommendation to carry out (Manual mode);
-* ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically.
+* ``lifeboat.dev/pin``: a site name; while set, nothing moves the app automatically;
+* ``lifeboat.dev/drill``: the FailoverDrill holding the app; a zone a ZoneEvacuation drill
+  took out stays out only while that drill holds it (``Observations.drill``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from controller.api.conditions import ConditionType
 from controller.api.digest import spec_digest
 from controller.api.events import EventReason
 from controller.api.models import ResilientAppSpec
+from controller.api.names import DRILL_ANNOTATION
 from controller.core import decide as core
 from controller.core import inputs
 from controller.core import model as m
@@ -329,7 +332,8 @@ class AppWorker:
         planes = {
             key: await self.ctx.providers.api_plane_health(*key) for key in inputs.regions(spec)
         }
-        asked = ManualOperations.from_annotations((body.get("metadata") or {}).get("annotations"))
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        asked = ManualOperations.from_annotations(annotations)
         for annotation in asked.unreadable:
             self.log.warning("ignoring unreadable %s annotation", annotation)
         answered = self.status.current.unreplicated_request
@@ -349,6 +353,7 @@ class AppWorker:
             dns=await self.dns.observe(spec, self.state) if self.state and leading else None,
             vantage=self.ctx.peers.vantage(self.name),
             capacity=self.capacity.readings() if leading else None,
+            drill=annotations.get(DRILL_ANNOTATION),
         )
 
     def _spec_digest(self, spec: ResilientAppSpec) -> str:

@@ -3,8 +3,10 @@ zonal endpoints, and the operator in-process as its ServiceAccount.
 
 A scheduled Switchover drill moves the app to its standby, holds, moves it back, and its
 status holds the full report; a drill whose abort condition trips (the standby's zone stops
-answering during the hold) aborts and the app ends where it started; the CLI runs a drill
-and aborts one; the API server refuses the kinds this release does not run.
+answering during the hold) aborts and the app ends where it started; a ZoneEvacuation drill
+takes one zone's DNS value out of Route 53, holds, puts it back, and one aborts when
+another zone of the site stops answering; the CLI runs a drill and aborts one; the API
+server refuses drills that are not well formed.
 """
 
 from __future__ import annotations
@@ -89,6 +91,146 @@ def wait_released(apps: Apps, ns: str, app: str) -> None:
         15,
         "the app released",
     )
+
+
+def use1_values(apps: Apps, ns: str, app: str) -> set[str]:
+    """The values of the app's use1 record set in Route 53 (moto), read directly."""
+    route53 = apps.sandbox.aws_client("route53")
+    zone_id = route53.list_hosted_zones_by_name(DNSName=apps.zone)["HostedZones"][0]["Id"]
+    sets = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    record = apps.record(ns, app)
+    found = [r for r in sets if r["Name"] == record and r.get("SetIdentifier") == "use1"]
+    assert len(found) == 1, found
+    return {v["Value"] for v in found[0]["ResourceRecords"]}
+
+
+ALL_USE1 = {"192.0.2.11", "192.0.2.12", "192.0.2.13"}
+
+
+def test_a_zone_evacuation_takes_the_zone_out_holds_puts_it_back_and_reports(
+    apps: Apps,
+) -> None:
+    ns, app = apps.create()
+    apps.wait_serving(ns, app)
+    assert use1_values(apps, ns, app) == ALL_USE1
+    create_drill(
+        apps,
+        ns,
+        "zone-b",
+        kind="ZoneEvacuation",
+        targetSite=None,
+        zone="us-east-1b",
+        schedule={"once": rfc3339(time.time())},
+        holdSeconds=6,
+    )
+
+    # The hold: zone b's address is out of the use1 record, the app knows it as the drill's,
+    # and it still counts as Healthy (on purpose, no trouble); no failover, no epoch.
+    holding = wait_for(lambda: running_step(apps, ns, "zone-b", "hold"), 60, "the hold")
+    assert holding["zone"] == "use1/us-east-1b"
+    assert use1_values(apps, ns, app) == {"192.0.2.11", "192.0.2.13"}
+    during = apps.get(ns, app)
+    assert during["status"]["drillEvacuation"]["drill"] == "zone-b"
+    assert during["status"]["drillEvacuation"]["zone"] == "us-east-1b"
+    zone_b = next(z for z in during["status"]["zones"] if z["zone"] == "us-east-1b")
+    assert zone_b["inTraffic"] is False
+    assert during["status"]["phase"] == "Healthy"
+    assert (during["status"]["activeSite"], during["status"]["epoch"]) == ("use1", 1)
+    assert apps.dns_weights(ns, app) == {"use1": 100, "usw2": 0}
+    assert during["metadata"]["annotations"][DRILL_ANNOTATION] == "zone-b"
+
+    status = wait_for(lambda: ended(apps, ns, "zone-b"), 60, "the drill to end")
+    assert status["result"] == status["phase"] == "Succeeded", status
+    assert [(s["name"], s["result"]) for s in status["steps"]] == [
+        ("preflight", "Succeeded"),
+        ("evacuate", "Succeeded"),
+        ("hold", "Succeeded"),
+        ("restore", "Succeeded"),
+        ("verify", "Succeeded"),
+    ]
+    for entry in status["steps"]:
+        assert parse_rfc3339(entry["finishedTime"]) >= parse_rfc3339(entry["startedTime"])
+    hold = step(status, "hold")
+    assert parse_rfc3339(hold["finishedTime"]) - parse_rfc3339(hold["startedTime"]) >= 6
+    assert 0 <= status["rtoSeconds"] < 30 and 0 <= status["revertRtoSeconds"] < 30
+    assert "abortReason" not in status
+    assert use1_values(apps, ns, app) == ALL_USE1
+    after = apps.get(ns, app)
+    assert "drillEvacuation" not in after["status"]
+    assert all(z.get("inTraffic", True) for z in after["status"]["zones"])
+    assert (after["status"]["activeSite"], after["status"]["epoch"]) == ("use1", 1)
+    assert after["status"].get("recentFailovers", []) == []
+    wait_released(apps, ns, app)
+
+    reasons = [r for _, r, _ in drill_events(apps, ns, "zone-b")]
+    assert reasons[:4] == [
+        "DrillStarted",
+        "DrillZoneEvacuated",
+        "DrillZoneRestored",
+        "DrillSucceeded",
+    ]
+    labels = {"namespace": ns, "app": app, "drill": "zone-b", "kind": "ZoneEvacuation"}
+    assert sample("lifeboat_drill_runs_total", **labels, result="Succeeded") == 1
+    assert sample("lifeboat_drill_running", **labels) == 0
+    cluster = Cluster.connect(str(apps.sandbox.kube.kubeconfig_path), None)
+    out = io.StringIO()
+    assert cli.status(cluster, ns, "zone-b", out=out) == 0
+    assert "zone: use1/us-east-1b out of traffic and back" in out.getvalue()
+
+
+def test_a_zone_evacuation_aborts_when_a_zone_left_serving_fails_and_puts_it_back(
+    apps: Apps, sandbox: Sandbox
+) -> None:
+    ns, app = apps.create()
+    apps.wait_serving(ns, app)
+    cluster = Cluster.connect(str(apps.sandbox.kube.kubeconfig_path), None)
+    out = io.StringIO()
+    code = cli.run(
+        cluster,
+        ns,
+        app,
+        kind="ZoneEvacuation",
+        site=None,
+        zone="us-east-1b",
+        hold=300,
+        name="zone-risky",
+        wait=0,
+        out=out,
+    )
+    assert code == 0, out.getvalue()
+    wait_for(lambda: running_step(apps, ns, "zone-risky", "hold"), 60, "the hold")
+    assert use1_values(apps, ns, app) == {"192.0.2.11", "192.0.2.13"}
+
+    # Zone c, one of the two left serving, stops answering: the drill aborts and puts b back.
+    sandbox.zones.endpoint("use1", "us-east-1c").down()
+    status = wait_for(lambda: ended(apps, ns, "zone-risky"), 60, "the drill to abort")
+    assert status["result"] == "Aborted", status
+    assert "zones of use1 still serving" in status["abortReason"]
+    assert "us-east-1c" in status["abortReason"]
+    assert [(s["name"], s["result"]) for s in status["steps"]] == [
+        ("preflight", "Succeeded"),
+        ("evacuate", "Succeeded"),
+        ("hold", "Failed"),
+        ("restore", "Succeeded"),
+        ("verify", "Succeeded"),
+    ]
+    hold = step(status, "hold")
+    assert parse_rfc3339(hold["finishedTime"]) - parse_rfc3339(hold["startedTime"]) < 60
+    assert "192.0.2.12" in use1_values(apps, ns, app)
+    # Zone c is Down for real: the automatic rules evacuate it, b carries the traffic.
+    wait_for(
+        lambda: use1_values(apps, ns, app) == {"192.0.2.11", "192.0.2.12"},
+        30,
+        "zone c evacuated for real",
+    )
+    after = apps.status(ns, app)
+    assert "drillEvacuation" not in after
+    assert (after["activeSite"], after["epoch"]) == ("use1", 1)
+    events = drill_events(apps, ns, "zone-risky")
+    assert ("Warning", "DrillAborting") in [(t, r) for t, r, _ in events]
+    assert ("Warning", "DrillAborted") in [(t, r) for t, r, _ in events]
+    labels = {"namespace": ns, "app": app, "drill": "zone-risky", "kind": "ZoneEvacuation"}
+    assert sample("lifeboat_drill_runs_total", **labels, result="Aborted") == 1
 
 
 def test_a_scheduled_switchover_moves_holds_reverts_and_reports(apps: Apps) -> None:
@@ -314,7 +456,12 @@ def test_an_observe_drill_reports_and_never_touches_the_app(apps: Apps) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "ZoneEvacuation"}, "only Switchover and Observe drills are implemented"),
+        ({"kind": "ZoneEvacuation", "targetSite": None}, "a ZoneEvacuation drill needs zone"),
+        (
+            {"kind": "ZoneEvacuation", "zone": "us-east-1b"},
+            "a ZoneEvacuation drill takes a zone of the active site, not targetSite",
+        ),
+        ({"zone": "us-east-1b"}, "zone is for ZoneEvacuation drills only"),
         ({"kind": "Observe"}, "an Observe drill needs timeline"),
         (
             {"kind": "Observe", "timeline": {"timeline": [{"at": 1, "zones": {"use1": "fail"}}]}},
@@ -344,7 +491,7 @@ def test_an_observe_drill_reports_and_never_touches_the_app(apps: Apps) -> None:
         ({"schedule": {"cron": "0 * * *"}}, "schedule.cron takes five fields"),
     ],
 )
-def test_the_api_server_refuses_what_this_release_does_not_run(
+def test_the_api_server_refuses_drills_that_are_not_well_formed(
     sandbox: Sandbox, spec: dict[str, Any], message: str
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(sandbox.kube.api_client())

@@ -171,6 +171,8 @@ def test_event_reasons() -> None:
         "DrillStarted",
         "DrillRefused",
         "DrillSwitched",
+        "DrillZoneEvacuated",
+        "DrillZoneRestored",
         "DrillAborting",
         "DrillSucceeded",
         "DrillAborted",

@@ -83,3 +83,27 @@ def test_status_imports_no_cloud_sdk_and_not_kopf(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.stdout.strip() == "3 []"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["drill", "run", "web"], "a Switchover needs --to SITE"),
+        (["drill", "run", "web", "--kind", "ZoneEvacuation"], "--zone ZONE goes with --kind"),
+        (["drill", "run", "web", "--to", "usw2", "--zone", "us-east-1a"], "--zone ZONE goes"),
+        (
+            ["drill", "run", "web", "--kind", "ZoneEvacuation", "--zone", "a", "--to", "usw2"],
+            "a ZoneEvacuation takes --zone of the active site, not --to",
+        ),
+    ],
+)
+def test_drill_run_usage_errors_exit_2_before_any_cluster_is_asked(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    assert main(argv, prog="lifeboat") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lifeboat drill run: ") and message in err

@@ -150,9 +150,15 @@ def run_to_end(
 # --------------------------------------------------------------------------- the spec
 
 
-def test_zone_evacuation_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(ValidationError, match="only Switchover and Observe drills are implemented"):
-        drill_spec(kind="ZoneEvacuation")
+def test_a_zone_evacuation_names_its_zone_and_no_target_site() -> None:
+    spec = drill_spec(kind="ZoneEvacuation", targetSite=None, zone="us-east-1b")
+    assert spec.zone == "us-east-1b"
+    with pytest.raises(ValidationError, match="a ZoneEvacuation drill needs zone"):
+        drill_spec(kind="ZoneEvacuation", targetSite=None)
+    with pytest.raises(ValidationError, match="takes a zone of the active site, not targetSite"):
+        drill_spec(kind="ZoneEvacuation", zone="us-east-1b")
+    with pytest.raises(ValidationError, match="zone is for ZoneEvacuation drills only"):
+        drill_spec(zone="us-east-1b")
 
 
 def test_a_switchover_needs_a_target_and_a_schedule_takes_one_of_cron_and_once() -> None:

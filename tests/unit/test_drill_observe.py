@@ -177,7 +177,7 @@ def test_an_observe_drill_never_writes_to_the_app_at_the_operator_edge() -> None
     ("change", "message"),
     [
         ({"timeline": None}, "an Observe drill needs timeline"),
-        ({"kind": "ZoneEvacuation"}, "only Switchover and Observe drills are implemented"),
+        ({"kind": "ZoneEvacuation"}, "a ZoneEvacuation drill needs zone"),
         (
             {"timeline": {"timeline": [{"at": 1, "zones": {"use1": "fail"}}]}},
             "zones are written site/zone",

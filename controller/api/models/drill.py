@@ -9,6 +9,7 @@ from croniter import croniter
 from pydantic import Field, WithJsonSchema
 
 from controller.api.models.common import (
+    CloudName,
     Conditions,
     Model,
     ObjectName,
@@ -24,9 +25,6 @@ DrillPhase = Literal["Scheduled", "Running", "Succeeded", "Failed", "Aborted"]
 DrillResult = Literal["Succeeded", "Failed", "Aborted"]
 StepResult = Literal["Running", "Succeeded", "Failed", "Skipped"]
 CheckResult = Literal["Passed", "Failed", "Unknown"]
-
-NOT_YET: tuple[str, ...] = ("ZoneEvacuation",)
-"""Kinds the API names but this release does not run yet: refused at admission."""
 
 
 def valid_cron(expression: str | None) -> bool:
@@ -71,8 +69,10 @@ class DrillAbort(Model):
         default=0,
         ge=0,
         le=16,
-        description="Zones of the target site that may be other than Healthy (probes "
-        "failing) while the app runs there; one more aborts the drill.",
+        description="Switchover: zones of the target site that may be other than Healthy "
+        "(probes failing) while the app runs there. ZoneEvacuation: zones of the active "
+        "site still serving that may be other than Healthy while the zone is out. One "
+        "more aborts the drill.",
     )
     max_rpo_seconds: float | None = Field(
         default=None,
@@ -262,11 +262,16 @@ class FailoverDrillSpec(Model):
     app: ObjectName = Field(description="The ResilientApp to drill (same namespace).")
     kind: DrillKind = Field(
         description="Switchover: move the app to targetSite, hold, move it back. "
-        "Observe: replay timeline against the app's spec, acting on nothing. "
-        "ZoneEvacuation is reserved: this release refuses it."
+        "ZoneEvacuation: take zone of the app's active site out of traffic, hold, put it "
+        "back. Observe: replay timeline against the app's spec, acting on nothing."
     )
     target_site: SiteName | None = Field(
         default=None, description="Switchover: the standby site to move the app to."
+    )
+    zone: CloudName | None = Field(
+        default=None,
+        description="ZoneEvacuation: the zone of the app's active site to take out of "
+        "traffic (it must be a zone of the site active when the run starts).",
     )
     schedule: DrillSchedule = Field(description="When the drill runs.")
     hold_seconds: int = Field(
@@ -293,10 +298,19 @@ class FailoverDrillSpec(Model):
 
     rules, model_config = with_rules(
         Rule(
-            cel="self.kind != 'ZoneEvacuation'",
-            message="only Switchover and Observe drills are implemented in this release "
-            "(ZoneEvacuation drills are planned, see docs/drills.md)",
-            check=lambda s: s.kind not in NOT_YET,
+            cel="self.kind != 'ZoneEvacuation' || has(self.zone)",
+            message="a ZoneEvacuation drill needs zone",
+            check=lambda s: s.kind != "ZoneEvacuation" or s.zone is not None,
+        ),
+        Rule(
+            cel="self.kind == 'ZoneEvacuation' || !has(self.zone)",
+            message="zone is for ZoneEvacuation drills only",
+            check=lambda s: s.kind == "ZoneEvacuation" or s.zone is None,
+        ),
+        Rule(
+            cel="self.kind != 'ZoneEvacuation' || !has(self.targetSite)",
+            message="a ZoneEvacuation drill takes a zone of the active site, not targetSite",
+            check=lambda s: s.kind != "ZoneEvacuation" or s.target_site is None,
         ),
         Rule(
             cel="self.kind != 'Observe' || has(self.timeline)",
@@ -314,7 +328,11 @@ class FailoverDrillSpec(Model):
 class DrillStep(Model):
     """One step of a run, with its times."""
 
-    name: str = Field(max_length=63, description="preflight, switch, hold or revert.")
+    name: str = Field(
+        max_length=63,
+        description="preflight, switch, hold, revert (Switchover); preflight, evacuate, hold, "
+        "restore, verify (ZoneEvacuation); observe (Observe).",
+    )
     started_time: Timestamp = Field(description="When it started.")
     finished_time: Timestamp | None = Field(default=None, description="When it ended.")
     result: StepResult = Field(description="Running, Succeeded, Failed or Skipped.")
@@ -359,6 +377,9 @@ class FailoverDrillStatus(Model):
         default=None, max_length=63, description="Where the app stood when the run started."
     )
     target_site: str | None = Field(default=None, max_length=63, description="Where it moved.")
+    zone: str | None = Field(
+        default=None, max_length=127, description="ZoneEvacuation: the zone taken out (site/zone)."
+    )
     origin_epoch: int | None = Field(default=None, ge=0, description="Epoch at the start.")
     steps: tuple[DrillStep, ...] = Field(
         default=(),
@@ -367,10 +388,16 @@ class FailoverDrillStatus(Model):
         json_schema_extra=list_map("name"),
     )
     rto_seconds: float | None = Field(
-        default=None, ge=0, description="Measured RTO: from the switch request to traffic moved."
+        default=None,
+        ge=0,
+        description="Measured RTO: from the switch request to traffic moved (ZoneEvacuation: "
+        "from the evacuate request to the DNS change without the zone).",
     )
     revert_rto_seconds: float | None = Field(
-        default=None, ge=0, description="From the revert request to traffic moved back."
+        default=None,
+        ge=0,
+        description="From the revert request to traffic moved back (ZoneEvacuation: from the "
+        "restore request to the DNS change with the zone).",
     )
     rpo_seconds: float | None = Field(
         default=None,

@@ -265,6 +265,21 @@ class PlannedSwitchoverStatus(Model):
     message: str = Field(default="", max_length=1024, description="What happened.")
 
 
+class DrillEvacuationStatus(Model):
+    """A zone a ZoneEvacuation drill took out of traffic while it was Healthy: the
+    automatic rules leave it out until the drill puts it back, a real outage of its site
+    ends the drill's claim, and so does the end of the lease."""
+
+    drill: str = Field(max_length=253, description="The FailoverDrill holding it.")
+    request_id: str = Field(max_length=256, description="The drill's evacuate request.")
+    site: str = Field(max_length=63, description="Site of the zone.")
+    zone: str = Field(max_length=63, description="The zone out of traffic.")
+    start_time: Timestamp = Field(description="When it was taken out.")
+    expiry_time: Timestamp = Field(
+        description="The drill's lease: from then on the automatic rules take the zone back."
+    )
+
+
 class TrafficStatus(Model):
     """What the DNS record says, as last applied by Lifeboat."""
 
@@ -390,6 +405,9 @@ class ResilientAppStatus(Model):
     last_request: RequestStatus | None = Field(default=None, description="Last user request.")
     planned_switchover: PlannedSwitchoverStatus | None = Field(
         default=None, description="The latest planned switchover and its steps."
+    )
+    drill_evacuation: DrillEvacuationStatus | None = Field(
+        default=None, description="The zone a ZoneEvacuation drill holds out of traffic."
     )
     unreplicated_request: UnreplicatedRequestStatus | None = Field(
         default=None,
