@@ -227,6 +227,12 @@ def parser(prog: str = "lifeboat") -> argparse.ArgumentParser:
         "holding the lifeboat Lease in a majority of the peer clusters; default: one cluster)",
     )
     run.add_argument(
+        "--shard",
+        default=os.environ.get("LIFEBOAT_SHARD") or "0/1",
+        help="I/N: serve only the ResilientApps whose namespace/name hashes to shard I of N, "
+        "electing a leader on the Lease lifeboat-shard-I-of-N (default 0/1: every app)",
+    )
+    run.add_argument(
         "--secret-recheck-seconds",
         type=float,
         default=60.0,
@@ -521,6 +527,7 @@ def _run(args: argparse.Namespace) -> int:
     from controller.operator.peer_setup import PeerSetupError
     from controller.operator.probes import source_address_of
     from controller.operator.runner import OperatorConfig, run
+    from controller.operator.shards import Shard
 
     try:
         LeaseTimings.for_lease(args.lease_seconds)
@@ -532,6 +539,14 @@ def _run(args: argparse.Namespace) -> int:
             "lifeboat run: --peer-name needs leader election (peers act on a majority of Leases)",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    try:
+        shard = Shard.parse(args.shard)
+    except ValueError as error:
+        print(f"lifeboat run: --shard: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if shard.sharded and args.peer_name:
+        print("lifeboat run: --shard and --peer-name do not combine yet", file=sys.stderr)
         return EXIT_USAGE
     if args.probe_source_address is not None:
         try:
@@ -561,6 +576,7 @@ def _run(args: argparse.Namespace) -> int:
         event_loop=args.event_loop,
         probe_source_address=args.probe_source_address,
         peer_name=args.peer_name,
+        shard=shard,
     )
     try:
         run(config)

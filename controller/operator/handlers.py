@@ -51,6 +51,7 @@ from controller.operator.probes import HttpProber
 from controller.operator.provider_monitor import ProviderMonitor
 from controller.operator.providers import ProviderInfo, ProviderRegistry
 from controller.operator.replication import ObjectReplication
+from controller.operator.shards import Shard
 from controller.operator.volumes import VolumeReplication, VolumeRestorer
 from controller.providers.kubernetes.client import unreachable
 
@@ -117,6 +118,7 @@ def build(
     secret_recheck_seconds: float = 60.0,
     leadership: Leadership | None = None,
     statuses: StatusStore | None = None,
+    shard: Shard | None = None,
 ) -> Wiring:
     """A kopf registry with Lifeboat's handlers, bound to one Kubernetes connection.
 
@@ -126,8 +128,17 @@ def build(
     how often every CloudProvider's credentials Secret is read again
     (:meth:`ProviderRegistry.recheck`); with peers, ``leadership`` says whether this peer
     acts (the quorum elector) and ``statuses`` keeps apps' status on a majority of the peer
-    clusters."""
+    clusters; ``shard``: the apps this process serves (:mod:`.shards`; None: all)."""
     link = peers if peers is not None else NoPeers()
+    mine = shard or Shard()
+
+    def app_in_shard(namespace: str | None, name: str, **_: Any) -> bool:
+        return mine.owns(namespace, name)
+
+    def drill_in_shard(namespace: str | None, spec: kopf.Spec, **_: Any) -> bool:
+        """A FailoverDrill is served by the shard of the app it names."""
+        return mine.owns(namespace, spec.get("app"))
+
     registry = kopf.OperatorRegistry()
     kube_client = kubeconfig.api_client(configuration)
     capacity_client = kubeconfig.api_client(configuration)
@@ -142,7 +153,7 @@ def build(
         retire_seconds=max(RETIRE_SECONDS, 2 * secret_recheck_seconds),
     )
     prober = HttpProber(read_config_map=kube.read_config_map, source_address=probe_source_address)
-    monitor = ProviderMonitor(providers, kube)
+    monitor = ProviderMonitor(providers, kube, writes=mine.writes_providers)
 
     def object_replication(ref: ObjectRef) -> ReplicationSource:
         return ObjectReplication(ref, kube, providers.tenant(ref.namespace or ""))
@@ -234,7 +245,7 @@ def build(
     def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
         return {name: dict(labels)}
 
-    @kopf.daemon(*APPS, id="app", registry=registry, cancellation_timeout=10.0)
+    @kopf.daemon(*APPS, id="app", registry=registry, cancellation_timeout=10.0, when=app_in_shard)
     async def app_daemon(
         body: kopf.Body,
         name: str,
@@ -246,7 +257,7 @@ def build(
         ref = ObjectRef(RESILIENT_APP.kind, RESILIENT_APP.plural, name, namespace, uid)
         await AppWorker(ref, app_context(namespace or "")).run(body, lambda: bool(stopped))
 
-    @kopf.on.delete(*APPS, id="app-deleted", registry=registry, optional=True)
+    @kopf.on.delete(*APPS, id="app-deleted", registry=registry, optional=True, when=app_in_shard)
     def app_deleted(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         metrics.forget_app(namespace or "", name)
         kube.forget(uid)
@@ -259,7 +270,13 @@ def build(
     drills_failing: dict[str, str] = {}
     """Drill -> the API-server outage its ticks last failed on (said once, not each tick)."""
 
-    @kopf.timer(*DRILLS, id="drill", registry=registry, interval=drills.TICK_SECONDS)
+    @kopf.timer(
+        *DRILLS,
+        id="drill",
+        registry=registry,
+        interval=drills.TICK_SECONDS,
+        when=drill_in_shard,
+    )
     async def drill_timer(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         if not acting.leading:
             return
@@ -284,7 +301,9 @@ def build(
         for type_, reason, message in events:
             await kube.event(ref, type_, reason, message)
 
-    @kopf.on.delete(*DRILLS, id="drill-deleted", registry=registry, optional=True)
+    @kopf.on.delete(
+        *DRILLS, id="drill-deleted", registry=registry, optional=True, when=drill_in_shard
+    )
     async def drill_deleted(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
         drills_failing.pop(f"{namespace}/{name}", None)
         await asyncio.to_thread(ticker.forget, namespace or "", name, spec.get("app"))

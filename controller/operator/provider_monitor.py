@@ -61,6 +61,9 @@ class ProviderMonitor:
     registry: ProviderRegistry
     kube: Kube
     clock: Callable[[], float] = time.time
+    writes: bool = True
+    """Whether this process writes CloudProviders' status and Events (with shards, shard 0
+    does; the others probe for their own apps' decisions and keep their metrics)."""
     _next: dict[str, float] = field(default_factory=dict)
     _identity: dict[str, _Identity] = field(default_factory=dict)
     _status: dict[str, ProviderStatus] = field(default_factory=dict)
@@ -183,6 +186,8 @@ class ProviderMonitor:
             message = f"region {region.name} API plane {old} -> {region.api_plane}: {region.reason}"
             if region.api_plane == ApiPlaneState.IMPAIRED.value:
                 message += "; only probes are sent there until it recovers"
+            if not self.writes:
+                continue
             await self.kube.event(ref, "Warning" if bad else "Normal", reason, message)
 
     async def _write(
@@ -221,12 +226,16 @@ class ProviderMonitor:
         last = self._written.get(info.name)
         if last and _material(last[0]) == _material(wire) and now - last[1] < HEARTBEAT_SECONDS:
             return
+        if not self.writes:
+            return
         await self.kube.patch_status(ref, wire)
         self._written[info.name] = (wire, now)
 
     async def _announce_identity(
         self, ref: ObjectRef, previous: ProviderStatus, identity: _Identity
     ) -> None:
+        if not self.writes:
+            return
         before = get_condition(previous.conditions, ConditionType.READY)
         now_status = "True" if identity.ok else "False"
         if before is None or (before.status, before.reason, before.message) != (

@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp.web
 import kopf
@@ -49,6 +49,7 @@ from controller.operator.loop import EventLoop, loop_factory, loop_name
 from controller.operator.peer_status import PeerStatusWriter, StatusStore
 from controller.operator.peers import Peers
 from controller.operator.quorum import QuorumElector
+from controller.operator.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ class OperatorConfig:
     peer off from a zone."""
     peer_name: str | None = None
     """Multi-peer mode: this peer's name in ``LifeboatPeers/lifeboat`` (None: one cluster)."""
+    shard: Shard = field(default_factory=Shard)
+    """The apps this process serves (:mod:`.shards`; the default serves all)."""
+
+    def __post_init__(self) -> None:
+        if self.shard.sharded and self.peer_name is not None:
+            raise ValueError("shards (--shard) and peers (--peer-name) do not combine yet")
 
 
 def start_metrics(config: OperatorConfig) -> int | None:
@@ -140,6 +147,7 @@ async def _session(
     elector = LeaseElector(
         kubernetes.client.CoordinationV1Api(kubeconfig.api_client(configuration)),
         config.controller_namespace,
+        config.shard.lease_name,
         timings=LeaseTimings.for_lease(config.lease_seconds),
     )
     while not halt.is_set():
@@ -331,14 +339,16 @@ async def _operate(
         secret_recheck_seconds=config.secret_recheck_seconds,
         leadership=leadership,
         statuses=statuses,
+        shard=config.shard,
     )
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     log.info(
-        "Lifeboat operator for %s on %s (%s event loop)",
+        "Lifeboat operator for %s on %s (%s event loop)%s",
         ", ".join(config.namespaces) or "all namespaces",
         configuration.host,
         loop_name(),
+        f", shard {config.shard}" if config.shard.sharded else "",
     )
     await kopf.operator(
         registry=wiring.registry,

@@ -259,7 +259,11 @@ class Sandbox(Service):
         """The weights of ``record``'s weighted record sets in moto, by site."""
         route53 = self.aws_client("route53")
         zone_id = route53.list_hosted_zones_by_name(DNSName=HOSTED_ZONE)["HostedZones"][0]["Id"]
-        sets = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        # From the record's own name: a zone holding a fleet's records has more than one
+        # page of record sets (Route 53 gives at most 300 per call, in name order).
+        sets = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=record)[
+            "ResourceRecordSets"
+        ]
         return {
             r["SetIdentifier"]: int(r["Weight"])
             for r in sets

@@ -496,10 +496,41 @@ def test_a_peer_name_runs_one_replica_as_that_peer(helm: Path, helm_env: dict[st
         assert refused.returncode != 0 and complaint in refused.stderr
 
 
+def test_shards_render_a_deployment_per_shard_with_its_own_selector(
+    helm: Path, helm_env: dict[str, str]
+) -> None:
+    documents = render(helm, helm_env, "--set", "shards=3", "--set", "replicaCount=2")
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    assert [d["metadata"]["name"] for d in deployments] == [
+        f"{RELEASE}-lifeboat-shard-{i}" for i in range(3)
+    ]
+    selectors = []
+    for i, deployment in enumerate(deployments):
+        assert f"--shard={i}/3" in container(deployment)["args"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["lifeboat.dev/shard"] == str(i)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+        assert deployment["spec"]["replicas"] == 2
+        selectors.append(selector)
+    assert len({tuple(sorted(s.items())) for s in selectors}) == 3  # no pod is claimed twice
+    single = one(render(helm, helm_env), "Deployment")
+    assert not any(a.startswith("--shard") for a in container(single)["args"])
+    assert "lifeboat.dev/shard" not in single["spec"]["selector"]["matchLabels"]
+    for settings, complaint in (
+        (("shards=2", "peers.name=usw2"), "shards > 1 and peers.name do not combine"),
+        (("shards=2", "leaderElection.enabled=false"), "shards > 1 needs leaderElection"),
+    ):
+        args = [a for setting in settings for a in ("--set", setting)]
+        refused = run_helm(helm, helm_env, "template", RELEASE, str(CHART), *args, check=False)
+        assert refused.returncode != 0 and complaint in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
         pytest.param("replicaCount=0", "/replicaCount", id="no-replicas"),
+        pytest.param("shards=65", "/shards", id="too-many-shards"),
         pytest.param("unknownKey=1", "additional properties 'unknownKey'", id="unknown-key"),
         pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="pull-policy"),
         pytest.param("serviceMonitor.extra=1", "additional properties 'extra'", id="nested-key"),

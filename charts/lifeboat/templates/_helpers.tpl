@@ -64,6 +64,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without the Lease every replica would act" -}}
 {{- end -}}
+{{- if gt (int .Values.shards) 1 -}}
+{{- if .Values.peers.name -}}
+{{- fail "shards > 1 and peers.name do not combine yet: run one shard per peer cluster" -}}
+{{- end -}}
+{{- if not .Values.leaderElection.enabled -}}
+{{- fail "shards > 1 needs leaderElection.enabled: each shard elects its leader on its own Lease" -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.peers.name -}}
 {{- if not .Values.leaderElection.enabled -}}
 {{- fail "peers.name needs leaderElection.enabled: a peer acts only on a majority of the peer clusters' Leases" -}}
