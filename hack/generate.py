@@ -117,9 +117,29 @@ def _chart_role(source: Path) -> str:
         + namespace
         + "  labels:\n"
         + '    {{- include "lifeboat.labels" . | nindent 4 }}\n'
-        + dump({"rules": document["rules"]})
+        + _shard_leases(dump({"rules": document["rules"]}))
         + "{{- end }}\n"
     )
+
+
+SHARD_LEASES = (
+    "  - lifeboat\n"
+    "  {{- if gt (int .Values.shards) 1 }}\n"
+    "  {{- range $shard := until (int .Values.shards) }}\n"
+    "  - lifeboat-shard-{{ $shard }}-of-{{ $.Values.shards }}\n"
+    "  {{- end }}\n"
+    "  {{- end }}\n"
+)
+"""The Lease names a chart's Role may read and renew: ``lifeboat``, and with ``shards`` > 1
+each shard's own (lifeboat run --shard I/N elects on ``lifeboat-shard-I-of-N``)."""
+
+
+def _shard_leases(rules: str) -> str:
+    """``rules`` with the Lease's resourceNames extended to the chart's shards."""
+    named = "  resourceNames:\n  - lifeboat\n"
+    if "- leases\n" not in rules or named not in rules:
+        return rules
+    return rules.replace(named, "  resourceNames:\n" + SHARD_LEASES, 1)
 
 
 # --------------------------------------------------------------------------- CRD reference

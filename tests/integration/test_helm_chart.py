@@ -514,6 +514,8 @@ def test_shards_render_a_deployment_per_shard_with_its_own_selector(
         assert deployment["spec"]["replicas"] == 2
         selectors.append(selector)
     assert len({tuple(sorted(s.items())) for s in selectors}) == 3  # no pod is claimed twice
+    (named,) = [r for r in one(documents, "Role")["rules"] if r.get("resourceNames")]
+    assert named["resourceNames"] == ["lifeboat"] + [f"lifeboat-shard-{i}-of-3" for i in range(3)]
     single = one(render(helm, helm_env), "Deployment")
     assert not any(a.startswith("--shard") for a in container(single)["args"])
     assert "lifeboat.dev/shard" not in single["spec"]["selector"]["matchLabels"]
