@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +52,7 @@ from kubernetes.client.exceptions import ApiException
 
 from bench.probes import _free_port, process
 from bench.report import commit, machine, process_cpu, write_section
+from controller.operator.shards import Shard
 from sandbox.assets import ensure_assets
 from sandbox.procs import free_loopback_port
 from sandbox.world import CONTROLLER_NAMESPACE, HOSTED_ZONE, Sandbox
@@ -86,6 +87,19 @@ def spread(values: Sequence[float]) -> str:
 class Operator:
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
+
+    def round_lag(self) -> dict[float, float]:
+        """``lifeboat_probe_round_lag_seconds``: cumulative count by bucket bound."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        buckets: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith("lifeboat_probe_round_lag_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+        return buckets
 
     @property
     def pid(self) -> int:
@@ -101,8 +115,9 @@ class Operator:
 
 
 @contextmanager
-def operator(sandbox: Sandbox, workdir: Path) -> Iterator[Operator]:
+def operator(sandbox: Sandbox, workdir: Path, *extra: str) -> Iterator[Operator]:
     log = workdir / f"operator-{time.monotonic_ns()}.log"
+    metrics_port = free_loopback_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -112,14 +127,15 @@ def operator(sandbox: Sandbox, workdir: Path) -> Iterator[Operator]:
                 f"--kubeconfig={sandbox.operator_kubeconfig}",
                 f"--controller-namespace={CONTROLLER_NAMESPACE}",
                 "--metrics-address=127.0.0.1",
-                f"--metrics-port={free_loopback_port()}",
+                f"--metrics-port={metrics_port}",
                 f"--health-endpoint=http://127.0.0.1:{free_loopback_port()}/healthz",
+                *extra,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "KUBECONFIG": "/nonexistent"},
         )
-    running = Operator(process, log)
+    running = Operator(process, log, metrics_port)
     try:
         yield running
     finally:
@@ -155,6 +171,36 @@ def shared_zones(sandbox: Sandbox) -> Iterator[SharedZones]:
     command = [sys.executable, "-m", "bench.probe_target", f"--port={port}", *hosts.values()]
     with process(command):
         yield SharedZones(port, hosts)
+
+
+@contextmanager
+def operators(sandbox: Sandbox, workdir: Path, shards: int) -> Iterator[list[Operator]]:
+    """One operator, or ``shards`` of them (``--shard I/N``), the operator's Role granted
+    the shards' Leases meanwhile (as docs/operations.md#shards says)."""
+    if shards == 1:
+        with operator(sandbox, workdir) as one:
+            yield [one]
+        return
+    rbac = kubernetes.client.RbacAuthorizationV1Api(sandbox.kube.api_client())
+    role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
+    before = [rule.resource_names for rule in role.rules or []]
+    for rule in role.rules or []:
+        if rule.resource_names == ["lifeboat"]:
+            rule.resource_names = ["lifeboat"] + [
+                f"lifeboat-shard-{i}-of-{shards}" for i in range(shards)
+            ]
+    rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
+    try:
+        with ExitStack() as stack:
+            yield [
+                stack.enter_context(operator(sandbox, workdir, f"--shard={i}/{shards}"))
+                for i in range(shards)
+            ]
+    finally:
+        role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
+        for rule, names in zip(role.rules or [], before, strict=True):
+            rule.resource_names = names
+        rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
 
 
 def _custom(sandbox: Sandbox) -> kubernetes.client.CustomObjectsApi:
@@ -346,7 +392,24 @@ class FleetFigures:
     probes_expected: float
     rto: float
     interval: float = 1.0
+    shards: int = 1
+    lag_p99: float = float("nan")
+    """p99 of how late rounds started in the window (the histogram's bucket bound)."""
     notes: list[str] = field(default_factory=list)
+
+
+def lag_quantile(
+    before: list[dict[float, float]], after: list[dict[float, float]], q: float
+) -> float:
+    """The bucket bound under which ``q`` of the window's rounds started (every shard)."""
+    counts: dict[float, float] = {}
+    for b, a in zip(before, after, strict=True):
+        for bound, total in a.items():
+            counts[bound] = counts.get(bound, 0.0) + total - b.get(bound, 0.0)
+    if not counts or counts.get(float("inf"), 0.0) <= 0:
+        return float("nan")
+    wanted = q * counts[float("inf")]
+    return next(bound for bound in sorted(counts) if counts[bound] >= wanted)
 
 
 def apiserver_requests(sandbox: Sandbox) -> float:
@@ -387,6 +450,7 @@ def fleet_run(
     window: float,
     log: Callable[[str], None],
     interval: float = 1.0,
+    shards: int = 1,
 ) -> FleetFigures:
     own = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
     with shared_zones(sandbox) as shared, own:
@@ -408,7 +472,8 @@ def fleet_run(
         before = apiserver_requests(sandbox)
         time.sleep(quiet)
         baseline = (apiserver_requests(sandbox) - before) / quiet * 60
-        with operator(sandbox, workdir) as running:
+        with operators(sandbox, workdir, shards) as fleet:
+            running = fleet[Shard(0, shards).of(NAMESPACE, failing)]
             start = time.monotonic()
 
             def decided() -> bool:
@@ -418,17 +483,21 @@ def fleet_run(
             first = wait(decided, 600, "every app's first decision", poll=1.0) - start
             wait(lambda: steady(sandbox, failing, sandbox.layout[0].site), 120, "steady")
             time.sleep(5)
-            ps, apiserver = running.pid, apiserver_pid(sandbox)
+            pids, apiserver = [o.pid for o in fleet], apiserver_pid(sandbox)
             answered_before = shared.answered()
             requests_before = apiserver_requests(sandbox)
-            cpu_before, api_cpu_before = process_cpu(ps), process_cpu(apiserver)
+            lag_before = [o.round_lag() for o in fleet]
+            cpu_before = sum(process_cpu(pid) for pid in pids)
+            api_cpu_before = process_cpu(apiserver)
             t0 = time.monotonic()
             time.sleep(window)
             elapsed = time.monotonic() - t0
-            cpu_after, api_cpu_after = process_cpu(ps), process_cpu(apiserver)
+            cpu_after = sum(process_cpu(pid) for pid in pids)
+            api_cpu_after = process_cpu(apiserver)
+            lag_after = [o.round_lag() for o in fleet]
             requests_after = apiserver_requests(sandbox)
             probes = shared.answered() - answered_before
-            rss = rss_mib(ps)
+            rss = sum(rss_mib(pid) for pid in pids)
             # One app fails while the rest are steady.
             active, other = sandbox.layout[0].site, sandbox.layout[1].site
             outage = time.monotonic()
@@ -454,6 +523,8 @@ def fleet_run(
             probes_per_second=probes / elapsed,
             probes_expected=apps * 6 / interval,
             interval=interval,
+            shards=shards,
+            lag_p99=lag_quantile(lag_before, lag_after, 0.99),
             rto=moved - outage,
         )
         log(f"fleet {apps}: {figures}")
@@ -501,17 +572,18 @@ def report(outages: list[Outage], fleets: list[FleetFigures], command: str) -> s
             "CPU per app-round: the operator's CPU over the rounds the apps asked for "
             "(apps / interval each second; the failing app's rounds included).",
             "",
-            "| apps | probe interval (s) | to every first decision (s) | operator RSS (MiB) "
-            "| operator CPU s/min | CPU ms per app-round | kube-apiserver CPU s/min "
+            "| apps | shards | probe interval (s) | to every first decision (s) "
+            "| operator RSS (MiB, all shards) | operator CPU s/min | CPU ms per app-round "
+            "| round lag p99 (s) | kube-apiserver CPU s/min "
             "| apiserver requests per app per minute | probes/s achieved / asked "
             "| RTO of one failing app (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for f in fleets:
             per_round = f.cpu_per_minute / 60 * 1000 / (f.apps / f.interval + 1.0)
             lines.append(
-                f"| {f.apps} | {f.interval:g} | {f.first_decisions:.1f} | {f.rss_mib:.0f} "
-                f"| {f.cpu_per_minute:.1f} | {per_round:.1f} | "
+                f"| {f.apps} | {f.shards} | {f.interval:g} | {f.first_decisions:.1f} "
+                f"| {f.rss_mib:.0f} | {f.cpu_per_minute:.1f} | {per_round:.1f} | {f.lag_p99:g} | "
                 f"{f.apiserver_cpu_per_minute:.1f} | {f.requests_per_app_minute:.2f} | "
                 f"{f.probes_per_second:.0f} / {f.probes_expected:.0f} | {f.rto:.2f} |"
             )
@@ -524,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=30, help="outages per setting")
     parser.add_argument("--fleet", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--window", type=float, default=60.0, help="steady seconds measured")
+    parser.add_argument(
+        "--shards", type=int, default=1, help="operator processes (lifeboat run --shard I/N)"
+    )
     parser.add_argument(
         "--interval",
         type=float,
@@ -543,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         failed: list[str] = []
         for n in args.fleet:
             try:
-                fleets.append(fleet_run(sandbox, Path(tmp), n, args.window, print, args.interval))
+                fleets.append(
+                    fleet_run(sandbox, Path(tmp), n, args.window, print, args.interval, args.shards)
+                )
             except TimeoutError as error:  # reported, not hidden: the fleet did not keep up
                 print(error)
                 failed.append(f"fleet of {n} apps: {str(error).splitlines()[0]}")
