@@ -449,7 +449,7 @@ def fleet_run(
     apps: int,
     window: float,
     log: Callable[[str], None],
-    interval: float = 1.0,
+    interval: int = 1,
     shards: int = 1,
 ) -> FleetFigures:
     own = ZoneFleet([(layout.site, z) for layout in sandbox.layout for z in layout.zones])
@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--interval",
-        type=float,
-        default=1.0,
+        type=int,
+        default=1,
         help="the fleet's probe interval (seconds; the failing app always probes every 1 s)",
     )
     parser.add_argument("--report", type=Path, default=None, help="write a section here")

@@ -1026,6 +1026,33 @@ async def test_a_change_dns_already_holds_is_not_sent_again(backend: Backend) ->
     assert proxy.count(mutating=True) == before
 
 
+async def test_route53_reads_a_name_whose_sets_span_pages(
+    aws_backend: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look at a name reads its sets page by page (Route 53's Next* markers) while they
+    go on, and its owner record too, in a zone full of other names: with 3 sets a page, an
+    app of 16 sites is found in place and nothing is sent again."""
+    from controller.providers.aws import route53 as route53_module
+
+    monkeypatch.setattr(route53_module, "LOOK_PAGE", "3")
+    aws_backend.dns_zone("lifeboat.test")
+    traffic = aws_backend.traffic()
+    for i in range(12):  # neighbours before and after the name, in Route 53's order
+        other = DnsRecord(None, "lifeboat.test", f"big{i:02d}.lifeboat.test", "A", 30)
+        await traffic.apply(owned(plan(other, "Weighted", ("use1", 100, None)), f"n/{i}", 1))
+    record = DnsRecord(None, "lifeboat.test", "big.lifeboat.test", "A", 30)
+    sites = [(f"site{i:02d}", 100 if i == 0 else 0, None) for i in range(16)]
+    change = owned(plan(record, "Weighted", *sites), "a/b", 2)
+    await traffic.apply(change)
+    proxy = aws_backend.proxy(aws_backend.dns_region)
+    before = proxy.count(mutating=True)
+    again = await traffic.apply(change)
+    assert again.in_sync
+    assert proxy.count(mutating=True) == before
+    reading = await traffic.read(change)
+    assert reading.owner is not None and reading.owner.epoch == 2
+
+
 async def test_records_lifeboat_did_not_write_are_someone_elses(backend: Backend) -> None:
     backend.dns_zone("lifeboat.test")
     record = DnsRecord(None, "lifeboat.test", "theirs.lifeboat.test", "A", 30)

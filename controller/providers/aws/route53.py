@@ -66,6 +66,12 @@ log = logging.getLogger(__name__)
 FailoverRole = Literal["PRIMARY", "SECONDARY"]
 _CALLER_REFERENCE_PREFIX = "lifeboat"
 
+LOOK_PAGE = "40"
+"""Record sets read per look at a name: its own (one per site, at most 16 of a type) and
+its owner record, listed right after it. Route 53 allows 300 a page, but in a zone shared
+by a fleet the rest are other apps' records, parsed for nothing by every app's read-back
+(the owner record is looked up on its own when it falls off the page)."""
+
 
 def _fqdn(name: str) -> str:
     return name if name.endswith(".") else f"{name}."
@@ -112,27 +118,49 @@ class Route53Traffic:
             self._zone_ids[name] = zones[0]["Id"].removeprefix("/hostedzone/")
         return self._zone_ids[name]
 
-    async def _list(self, zone_id: str, start: str) -> tuple[list[Any], bool]:
-        """Record sets from ``start`` on, in Route 53's order (one page); whether more follow."""
+    async def _list(
+        self, zone_id: str, start: str, start_type: str | None = None, set_id: str | None = None
+    ) -> tuple[list[Any], tuple[str, str | None, str | None] | None]:
+        """Record sets from ``start`` on (from ``start_type`` and ``set_id`` within it, as
+        Route 53's Next* markers say), in Route 53's order, one page; where the next page
+        starts, None when none follows."""
         client = self.connector.route53()
+        where: dict[str, str] = {"StartRecordName": start}
+        if start_type is not None:
+            where["StartRecordType"] = start_type
+            if set_id is not None:
+                where["StartRecordIdentifier"] = set_id
         answer = await self.connector.call(
             GLOBAL,
             "route53",
             "ListResourceRecordSets",
             lambda: client.list_resource_record_sets(
-                HostedZoneId=zone_id, StartRecordName=start, MaxItems="300"
+                HostedZoneId=zone_id,
+                MaxItems=LOOK_PAGE,
+                **where,  # type: ignore[arg-type]
             ),
         )
-        return list(answer["ResourceRecordSets"]), bool(answer.get("IsTruncated"))
+        more = None
+        if answer.get("IsTruncated") and answer.get("NextRecordName"):
+            more = (
+                str(answer["NextRecordName"]),
+                answer.get("NextRecordType"),
+                answer.get("NextRecordIdentifier"),
+            )
+        return list(answer["ResourceRecordSets"]), more
 
     async def _look(self, zone_id: str, record: DnsRecord) -> _Name:
         """What ``record``'s name holds: its record sets of the record's type and its owner
         record. One listing when the owner record (a child name, listed right after the
-        name in Route 53's order) is on the same page, two otherwise."""
+        name in Route 53's order) is on the same page, more when the name's own sets go on
+        past the page or the owner record falls off it."""
         name, owner = _fqdn(record.name).lower(), owner_name(record.name).lower()
-        listed, truncated = await self._list(zone_id, name)
+        listed, more = await self._list(zone_id, name)
+        while more is not None and more[0].lower() == name:  # the name's own sets go on
+            page, more = await self._list(zone_id, *more)
+            listed += page
         names = {rrset["Name"].lower() for rrset in listed}
-        if truncated and owner not in names:
+        if more is not None and owner not in names:
             listed += (await self._list(zone_id, owner))[0]
         sets = [r for r in listed if r["Name"].lower() == name and r["Type"] == record.type]
         owner_sets = [r for r in listed if r["Name"].lower() == owner and r["Type"] == "TXT"]
