@@ -370,7 +370,7 @@ class Run:
             prober=Prober(self, me),
             leadership=elector,
             peers=link,
-            statuses=statuses,
+            status_store=statuses,
         )
         worker = AppWorker(REF, context)
         body: dict[str, Any] = {"metadata": {"generation": 1}, "spec": SPEC, "status": {}}

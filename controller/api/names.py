@@ -1,5 +1,6 @@
 """The names Lifeboat is known by in a cluster: API group and version, its kinds, the
-finalizer, labels and the Events' reporter.
+finalizer, labels, the Events' reporter, and the ``lifeboat.dev/*`` keys it writes on
+cloud resources and on the objects external-dns reads.
 
 These are part of the API: RBAC rules, ``kubectl`` commands, alerts and users' scripts
 name them, so each is written here once and never changed lightly. Pure constants: the
@@ -59,3 +60,27 @@ REPORTING_COMPONENT: Final = f"{GROUP}/operator"
 """``reportingComponent`` of the Events Lifeboat posts."""
 EVENT_SOURCE: Final = "lifeboat"
 """``source.component`` of the Events Lifeboat posts."""
+
+# Tags (EBS snapshots and volumes) and metadata keys (Cinder backups and volumes, Nova
+# servers) Lifeboat writes on cloud resources: it finds its own by them, so they are part
+# of the API too (controller/replication/volumes.py describes each volume tag).
+TAG_APP: Final = f"{GROUP}/app"
+"""``namespace/name`` of the ResilientApp."""
+TAG_DATASET: Final = f"{GROUP}/dataset"
+TAG_SITE: Final = f"{GROUP}/site"
+"""The site a snapshot, copy or volume is held at; on Nova servers, the metadata item
+naming the site a server belongs to."""
+TAG_VOLUME: Final = f"{GROUP}/volume"
+TAG_VOLUME_ID: Final = f"{GROUP}/volume-id"
+TAG_EPOCH: Final = f"{GROUP}/epoch"
+TAG_ORIGIN: Final = f"{GROUP}/origin"
+TAG_KIND: Final = f"{GROUP}/kind"
+TAG_COPY_OF: Final = f"{GROUP}/copy-of"
+TAG_TAKEN: Final = f"{GROUP}/taken"
+TAG_RESTORED_FOR: Final = f"{GROUP}/restored-for"
+"""On restored volumes: ``site/epoch`` of the failover that made them."""
+
+DNS_OWNER_ANNOTATION: Final = f"{GROUP}/dns-owner"
+"""On the DNSEndpoint objects Lifeboat makes for external-dns: the record's owner."""
+DNS_NAME_ANNOTATION: Final = f"{GROUP}/dns-name"
+"""On the DNSEndpoint objects Lifeboat makes for external-dns: the record's name."""

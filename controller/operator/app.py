@@ -104,7 +104,7 @@ class AppWorker:
         self.ctx = context
         self.log = AppLog(log, ref)
         self.state: m.AppState | None = None
-        self.status = StatusWriter(ref, context.kube, self.log, context.statuses)
+        self.status = StatusWriter(ref, self.log, context.statuses)
         self.actions = ActionRunner(ref, context, self.log)
         self.replication = AppReplication(ref, context.replication, context.kube, self.log)
         self.metrics = AppExporter(ref)
@@ -207,7 +207,7 @@ class AppWorker:
     async def _load_status(self, body: Mapping[str, Any], leading: bool) -> bool:
         """Take the stored status as the starting point; whether there is one to take.
         A leader among peers takes the freshest of a majority of the peer clusters."""
-        if not leading or self.ctx.statuses is None:
+        if not leading:
             self.status.load(body)
             return True
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from controller.api.annotations import UnreplicatedRequest
@@ -22,7 +22,7 @@ from controller.core.health import ProbeResult, ZoneKey, ZoneState
 from controller.core.vantage import Vantage
 from controller.operator.capacity import NoCapacity
 from controller.operator.kube import Kube, ObjectRef
-from controller.operator.peer_status import StatusStore
+from controller.operator.peer_status import OwnClusterStatus, StatusStore
 from controller.operator.probes import RoundSchedule
 from controller.operator.volumes import NoVolumeRestorer, RestoreOutcome
 from controller.providers.protocols import CapacityDriver, TrafficManager
@@ -229,9 +229,15 @@ class AppContext:
     """Whether this instance acts now (always, unless it runs as one of several peers)."""
     peers: PeerLink = field(default_factory=NoPeers)
     """The other peers' views and this peer's publication (none in single-cluster mode)."""
-    statuses: StatusStore | None = None
+    status_store: InitVar[StatusStore | None] = None
     """Where apps' status is kept with peers (a majority of the peer clusters:
     :class:`~controller.operator.peer_status.PeerStatusWriter`); None: the own cluster."""
+    statuses: StatusStore = field(init=False)
+    """Where apps' status is kept: ``status_store``, or the own cluster
+    (:class:`~controller.operator.peer_status.OwnClusterStatus`)."""
+
+    def __post_init__(self, status_store: StatusStore | None) -> None:
+        self.statuses = status_store if status_store is not None else OwnClusterStatus(self.kube)
 
 
 class AppLog(logging.LoggerAdapter[logging.Logger]):

@@ -179,7 +179,7 @@ def build(
             restorer=VolumeRestorer(tenant),
             peers=link,
             leadership=leadership or Sole(),
-            statuses=statuses,
+            status_store=statuses,
         )
 
     background: list[asyncio.Task[None]] = []

@@ -197,7 +197,8 @@ def _describe(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class OwnClusterStatus:
-    """Single-cluster mode: the status lives in the own cluster alone."""
+    """Single-cluster mode: the status lives in the own cluster alone, written fenced
+    through its API server; nothing fresher to rebuild from than the object given."""
 
     kube: Kube
 

@@ -21,7 +21,7 @@ from controller.core import decide as core
 from controller.core import model as m
 from controller.core.status import stated_epoch, status_from_state
 from controller.operator.context import AppLog
-from controller.operator.kube import Kube, NotFound, ObjectRef, StaleEpoch
+from controller.operator.kube import NotFound, ObjectRef, StaleEpoch
 from controller.operator.peer_status import NoMajority, StatusStore
 from controller.operator.providers import spec_error
 from controller.replication import volumes as rv
@@ -36,15 +36,11 @@ _VOLATILE_REPLICATION_FIELDS = ("rpoSeconds", "throughputBytesPerSecond", "lastS
 class StatusWriter:
     """Holds the status being composed for one app and writes it when it is due."""
 
-    def __init__(
-        self, ref: ObjectRef, kube: Kube, log: AppLog, store: StatusStore | None = None
-    ) -> None:
+    def __init__(self, ref: ObjectRef, log: AppLog, store: StatusStore) -> None:
         self.ref = ref
-        self.kube = kube
         self.log = log
         self.store = store
-        """Where the status goes with peers (a majority of the peer clusters); None: the
-        own cluster through ``kube``."""
+        """Where the status goes: the own cluster, or a majority of the peer clusters."""
         self.no_majority: NoMajority | None = None
         """Why the last write did not count (it reached no majority of the peers)."""
         self.current = ResilientAppStatus()
@@ -141,10 +137,7 @@ class StatusWriter:
         and the next round writes again; a newer stored epoch raises :class:`StaleEpoch`
         (another instance failed over meanwhile)."""
         try:
-            if self.store is None:
-                await self.kube.patch_status(self.ref, wire, epoch=epoch)
-            else:
-                await self.store.write(self.ref, wire, epoch=epoch)
+            await self.store.write(self.ref, wire, epoch=epoch)
         except NotFound:
             return False  # deleted under us; the daemon is being stopped
         except NoMajority as error:

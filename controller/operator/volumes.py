@@ -56,7 +56,15 @@ from controller.api.models import (
     ResilientAppSpec,
     VolumeDataset,
 )
-from controller.api.names import RESILIENT_APP
+from controller.api.names import (
+    RESILIENT_APP,
+    TAG_APP,
+    TAG_COPY_OF,
+    TAG_DATASET,
+    TAG_RESTORED_FOR,
+    TAG_TAKEN,
+    TAG_VOLUME,
+)
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
 from controller.core.decide import desired_restore
@@ -182,12 +190,12 @@ class VolumeRestorer:
             picks = rv.pick_for_restore(keys, listing, site.name)
             before = await snapshots.volumes(
                 {
-                    rv.TAG_APP: app,
-                    rv.TAG_DATASET: name,
-                    rv.TAG_RESTORED_FOR: f"{site.name}/{action.epoch}",
+                    TAG_APP: app,
+                    TAG_DATASET: name,
+                    TAG_RESTORED_FOR: f"{site.name}/{action.epoch}",
                 }
             )
-            found = {v.tags.get(rv.TAG_VOLUME, ""): v for v in before}
+            found = {v.tags.get(TAG_VOLUME, ""): v for v in before}
             zones = rv.spread([p.volume for p in picks], action.zones)
             for pick in picks:
                 if (earlier := found.get(pick.volume)) is not None:
@@ -197,8 +205,8 @@ class VolumeRestorer:
                             pick.volume,
                             earlier.id,
                             earlier.zone,
-                            earlier.tags.get(rv.TAG_COPY_OF, earlier.snapshot_id),
-                            _taken(earlier.tags.get(rv.TAG_TAKEN)),
+                            earlier.tags.get(TAG_COPY_OF, earlier.snapshot_id),
+                            _taken(earlier.tags.get(TAG_TAKEN)),
                         )
                     )
                     continue
@@ -207,8 +215,8 @@ class VolumeRestorer:
                     continue
                 tags = {
                     **rv.restore_tags(app, name, pick.volume, site.name, action.epoch),
-                    rv.TAG_COPY_OF: pick.copy.id,
-                    rv.TAG_TAKEN: f"{pick.copy.taken:.3f}",
+                    TAG_COPY_OF: pick.copy.id,
+                    TAG_TAKEN: f"{pick.copy.taken:.3f}",
                 }
                 zone = zones[pick.volume]
                 key = f"{app}/{name}/{pick.volume}/{site.name}/{action.epoch}"

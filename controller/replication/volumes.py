@@ -56,20 +56,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.api.models import VolumeDataset
+from controller.api.names import (
+    TAG_APP,
+    TAG_COPY_OF,
+    TAG_DATASET,
+    TAG_EPOCH,
+    TAG_KIND,
+    TAG_ORIGIN,
+    TAG_RESTORED_FOR,
+    TAG_SITE,
+    TAG_TAKEN,
+    TAG_VOLUME,
+    TAG_VOLUME_ID,
+)
 from controller.providers.protocols import Snapshot
-
-TAG_APP = "lifeboat.dev/app"
-TAG_DATASET = "lifeboat.dev/dataset"
-TAG_SITE = "lifeboat.dev/site"
-TAG_VOLUME = "lifeboat.dev/volume"
-TAG_VOLUME_ID = "lifeboat.dev/volume-id"
-TAG_EPOCH = "lifeboat.dev/epoch"
-TAG_ORIGIN = "lifeboat.dev/origin"
-TAG_KIND = "lifeboat.dev/kind"
-TAG_COPY_OF = "lifeboat.dev/copy-of"
-TAG_TAKEN = "lifeboat.dev/taken"
-TAG_RESTORED_FOR = "lifeboat.dev/restored-for"
-"""On restored volumes: ``site/epoch`` of the failover that made them."""
 
 Kind = Literal["snapshot", "copy"]
 RETRY_SHARE = 0.25

@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.faults import ROUTE53_CHANGE
+from sandbox.faults import ROUTE53_CHANGE, FaultSpec
 from sandbox.tcp_relay import TcpRelay
 from sandbox.world import GLOBAL, Sandbox
 from tests.fixtures.process import OperatorProcess
@@ -164,10 +165,15 @@ def test_a_killed_leader_is_replaced_and_the_standby_acts(
     sandbox: Sandbox, app_harness: Apps, tmp_path: Path
 ) -> None:
     """SIGKILL (no release of the Lease): the standby takes over once the Lease expires
-    on its own clock. The time is reported, not asserted (bench/takeover.py measures it
-    over many runs); the bound here only keeps a broken takeover from hanging the test."""
+    on its own clock, and acts. The primary's zones are down before the kill, and the
+    leader's failover is on record (epoch 2) while Route 53 holds its DNS change
+    unanswered: the new leader's first act is that failover's DNS change. The time from
+    the kill to the change reaching Route 53 (the fault proxy's record of it) is printed,
+    not asserted (docs/install.md, "Leader election", reports the measured figures); the
+    bounds here only keep a broken takeover from hanging the test."""
     first = OperatorProcess.start(sandbox, tmp_path / "first.log")
     second: OperatorProcess | None = None
+    route53 = sandbox.proxies[GLOBAL]
     try:
         first.wait_for(lambda: leading(first), 30, "the first to lead")
         second = OperatorProcess.start(sandbox, tmp_path / "second.log")
@@ -175,20 +181,37 @@ def test_a_killed_leader_is_replaced_and_the_standby_acts(
         namespace, name = app_harness.create()
         app_harness.wait_serving(namespace, name, 60)
 
-        first.kill()
-        killed = time.monotonic()
-        second.wait_for(lambda: leading(second), 60, "the standby to take the Lease")
-        led = time.monotonic() - killed
+        route53.set_faults(FaultSpec(timeout=1.0, action=ROUTE53_CHANGE, max_hold=120))
         for endpoint in sandbox.zones.site_endpoints("use1"):
-            endpoint.down()  # the new leader must act on it
+            endpoint.down()
+        first.wait_for(
+            lambda: app_harness.status(namespace, name).get("epoch") == 2,
+            60,
+            "the leader to decide the failover",
+        )
+        first.kill()
+        killed = time.time()
+        route53.clear_faults()
+
+        def first_change() -> float | None:
+            made = [
+                r.time
+                for r in route53.records()
+                if r.time >= killed and r.forwarded and fnmatchcase(r.action, ROUTE53_CHANGE)
+            ]
+            return min(made, default=None)
+
+        acted = second.wait_for(first_change, 60, "the new leader's DNS change") - killed
         second.wait_for(
             lambda: app_harness.status(namespace, name).get("traffic", {}).get("epoch") == 2,
             60,
-            "the new leader to fail over",
+            "the new leader to complete the failover",
         )
-        print(f"\nleader SIGKILL -> standby leading after {led:.1f}s (lease 10 s)")
+        assert leading(second)
+        print(f"\nleader SIGKILL -> standby acting (the failover's DNS change) after {acted:.1f}s")
         app_harness.delete_all()
     finally:
+        route53.clear_faults()
         for endpoint in sandbox.zones.endpoints:
             endpoint.serve()
         if first.process.poll() is None:

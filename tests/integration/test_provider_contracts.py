@@ -42,6 +42,7 @@ import openstack.exceptions
 import pytest
 
 from controller.api.models import CloudProviderSpec, Site
+from controller.api.names import TAG_SITE
 from controller.core.apiplane import ApiPlaneState, CallOutcome
 from controller.providers import registry
 from controller.providers.aws.apiplane import Ec2ApiPlaneProbe
@@ -66,7 +67,6 @@ from controller.providers.openstack.connector import (
 )
 from controller.providers.openstack.dns import DesignateTraffic
 from controller.providers.openstack.objects import SwiftObjectStore
-from controller.providers.openstack.servers import SITE_KEY
 from controller.providers.openstack.volumes import CinderBackups
 from controller.providers.outcomes import Classified
 from controller.providers.protocols import (
@@ -771,7 +771,7 @@ class OpenStackBackend:
                 image_id=IMAGE,
                 networks="none",
                 availability_zone=zone,
-                metadata={SITE_KEY: name},
+                metadata={TAG_SITE: name},
             ).id
             for zone, count in per_zone.items()
             for index in range(count)
@@ -789,7 +789,7 @@ class OpenStackBackend:
                 s
                 for s in self.world.nova(group.region).servers()
                 if s.name.startswith(f"{group.name}-")
-                and s.metadata.get(SITE_KEY) == group.name
+                and s.metadata.get(TAG_SITE) == group.name
                 and s.task_state != "deleting"
             ),
             key=lambda s: s.name,

@@ -22,8 +22,17 @@ from typing import Any
 import pytest
 
 from controller import metrics
+from controller.api.names import (
+    TAG_APP,
+    TAG_EPOCH,
+    TAG_KIND,
+    TAG_ORIGIN,
+    TAG_RESTORED_FOR,
+    TAG_TAKEN,
+    TAG_VOLUME,
+    TAG_VOLUME_ID,
+)
 from controller.operator.runner import in_background
-from controller.replication import volumes as rv
 from sandbox.faults import FaultSpec
 from sandbox.openstack.cinder import BackupStore
 from sandbox.openstack.cloud import OpenStackWorld
@@ -106,7 +115,7 @@ def measured(
 def ebs_snapshots(sandbox: Sandbox, region: str, app: str) -> list[dict[str, Any]]:
     """Every snapshot of ``app`` in ``region``, as moto holds them, with tags as a dict."""
     answer = sandbox.aws_client("ec2", region).describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": f"tag:{rv.TAG_APP}", "Values": [app]}]
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_APP}", "Values": [app]}]
     )
     return [
         {**s, "Tags": {t["Key"]: t["Value"] for t in s.get("Tags", [])}}
@@ -117,7 +126,7 @@ def ebs_snapshots(sandbox: Sandbox, region: str, app: str) -> list[dict[str, Any
 def by_volume(snapshots: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for snapshot in snapshots:
-        grouped[snapshot["Tags"][rv.TAG_VOLUME]].append(snapshot)
+        grouped[snapshot["Tags"][TAG_VOLUME]].append(snapshot)
     return grouped
 
 
@@ -167,9 +176,9 @@ def test_volumes_are_replicated_pruned_restored_and_replicated_back(
         # More were made than are kept: pruned to RETAIN (plus at most one not yet pruned).
         assert RETAIN <= len(copies[volume]) <= RETAIN + 1, copies[volume]
         assert 1 <= len(source[volume]) <= RETAIN + 1, source[volume]
-        assert {s["Tags"][rv.TAG_KIND] for s in source[volume]} == {"snapshot"}
-        assert {s["Tags"][rv.TAG_KIND] for s in copies[volume]} == {"copy"}
-        assert {s["Tags"][rv.TAG_EPOCH] for s in copies[volume]} == {"1"}
+        assert {s["Tags"][TAG_KIND] for s in source[volume]} == {"snapshot"}
+        assert {s["Tags"][TAG_KIND] for s in copies[volume]} == {"copy"}
+        assert {s["Tags"][TAG_EPOCH] for s in copies[volume]} == {"1"}
     conditions = {c["type"]: c for c in apps.status(ns, name)["conditions"]}
     assert conditions["Replicating"]["status"] == "True"
     assert conditions["RPOBreached"]["status"] == "False"
@@ -181,7 +190,7 @@ def test_volumes_are_replicated_pruned_restored_and_replicated_back(
 
     # Failover: the volumes come back in usw2's zones from the newest copies.
     newest_before = {
-        volume: max(float(s["Tags"][rv.TAG_TAKEN]) for s in items)
+        volume: max(float(s["Tags"][TAG_TAKEN]) for s in items)
         for volume, items in by_volume(ebs_snapshots(sandbox, "us-west-2", app)).items()
     }
     stop_site(sandbox, "use1")
@@ -199,8 +208,8 @@ def test_volumes_are_replicated_pruned_restored_and_replicated_back(
         assert restored["AvailabilityZone"] == record["zone"]
         assert restored["SnapshotId"] == record["snapshotId"]
         tags = {t["Key"]: t["Value"] for t in restored["Tags"]}
-        assert tags[rv.TAG_RESTORED_FOR] == "usw2/2" and tags[rv.TAG_VOLUME] == volume
-        assert float(tags[rv.TAG_TAKEN]) >= newest_before[volume]  # the newest copy
+        assert tags[TAG_RESTORED_FOR] == "usw2/2" and tags[TAG_VOLUME] == volume
+        assert float(tags[TAG_TAKEN]) >= newest_before[volume]  # the newest copy
     events = wait_for(
         lambda: [m for _, r, m in apps.events(ns, name) if r == "VolumesRestored"],
         10,
@@ -218,14 +227,14 @@ def test_volumes_are_replicated_pruned_restored_and_replicated_back(
     back = [
         s
         for s in ebs_snapshots(sandbox, "us-east-1", app)
-        if s["Tags"][rv.TAG_EPOCH] == "2" and s["Tags"][rv.TAG_KIND] == "copy"
+        if s["Tags"][TAG_EPOCH] == "2" and s["Tags"][TAG_KIND] == "copy"
     ]
-    assert {s["Tags"][rv.TAG_ORIGIN] for s in back} == {"usw2"}
-    assert {s["Tags"][rv.TAG_VOLUME] for s in back} == set(volumes)
+    assert {s["Tags"][TAG_ORIGIN] for s in back} == {"usw2"}
+    assert {s["Tags"][TAG_VOLUME] for s in back} == set(volumes)
     taken = [
-        s for s in ebs_snapshots(sandbox, "us-west-2", app) if s["Tags"][rv.TAG_KIND] == "snapshot"
+        s for s in ebs_snapshots(sandbox, "us-west-2", app) if s["Tags"][TAG_KIND] == "snapshot"
     ]
-    assert {s["Tags"][rv.TAG_VOLUME_ID] for s in taken} <= {v["volumeId"] for v in made.values()}
+    assert {s["Tags"][TAG_VOLUME_ID] for s in taken} <= {v["volumeId"] for v in made.values()}
     assert {s["VolumeId"] for s in taken} <= {v["volumeId"] for v in made.values()}
     record = restore_of(apps, ns, name, "usw2", 2)
     assert record is not None
@@ -324,12 +333,12 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
 
     def backups(region: str) -> list[Any]:
         return [
-            b for b in openstack_world.cinder(region).backups() if b.metadata.get(rv.TAG_APP) == app
+            b for b in openstack_world.cinder(region).backups() if b.metadata.get(TAG_APP) == app
         ]
 
     copies = [b for b in backups(TWO) if b.status != "deleting"]
     assert RETAIN <= len(copies) <= RETAIN + 1  # pruned
-    assert {b.metadata[rv.TAG_KIND] for b in copies} == {"copy"}
+    assert {b.metadata[TAG_KIND] for b in copies} == {"copy"}
 
     # Restored volumes take a while to be made: their backups wait for them, not fail.
     cinder_two = openstack_world.cinder(TWO)
@@ -344,7 +353,7 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
     assert record["zone"] in openstack_world.zones(TWO)
     restored = next(v for v in openstack_world.cinder(TWO).volumes() if v.id == record["volumeId"])
     assert restored.availability_zone == record["zone"]
-    assert restored.metadata[rv.TAG_RESTORED_FOR] == "os2/2"
+    assert restored.metadata[TAG_RESTORED_FOR] == "os2/2"
 
     def made_there() -> bool:
         volumes = openstack_world.cinder(TWO).volumes()
@@ -359,8 +368,8 @@ def test_cinder_backups_are_copied_across_regions_and_restored(
         90,
         "replication back to os1 under epoch 2",
     )
-    back = [b for b in backups(ONE) if b.metadata.get(rv.TAG_EPOCH) == "2"]
-    assert back and {b.metadata[rv.TAG_ORIGIN] for b in back} == {"os2"}
+    back = [b for b in backups(ONE) if b.metadata.get(TAG_EPOCH) == "2"]
+    assert back and {b.metadata[TAG_ORIGIN] for b in back} == {"os2"}
     # Backed up once made: no attempt failed on a volume still being restored.
     back_entry = entry(apps, ns, name, "os1")
     assert back_entry is not None and back_entry["errors"] == 0

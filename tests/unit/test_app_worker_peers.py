@@ -80,7 +80,7 @@ def peers(
         providers=FakeProviders(traffic),
         prober=prober,
         leadership=lead,
-        statuses=PeerStatusWriter(list(clusters.items())),
+        status_store=PeerStatusWriter(list(clusters.items())),
     )
     return AppWorker(REF, context), kube, traffic, prober
 

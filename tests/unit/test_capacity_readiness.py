@@ -217,6 +217,35 @@ def test_after_the_bounded_wait_the_old_site_shrinks_and_says_why() -> None:
     assert condition.message == "usw2: 2/4 instances Ready after 20 s"
 
 
+def test_the_old_site_waits_without_bound_while_the_new_sites_scale_up_is_not_carried_out() -> None:
+    """The bound counts from when the new site's capacity was set: while that change is
+    not carried out (held, or failing every round), the old site keeps its capacity."""
+    run = Run(spec=spec_of(readiness={"capacityTimeoutSeconds": 20}))
+    settled(run)
+    run.apply = False
+    for _ in range(100):  # five times the bound
+        decision = run.round(down=["use1"])
+        assert not shrinks(decision, "use1", 6)
+        for action in decision.actions:
+            if not (isinstance(action, m.SetCapacity) and action.site == "usw2"):
+                run.state = core.complete(run.state, action, run.t - 0.5, "C")
+    assert run.state.active_site == "usw2" and run.state.capacity["use1"].total == 6
+    held = {h.action.site: h.reason for h in decision.held if isinstance(h.action, m.SetCapacity)}
+    assert held["use1"] == "waits for usw2 to reach its capacity before use1 shrinks"
+
+
+def test_a_timeout_of_0_shrinks_the_old_site_once_the_new_capacity_is_set() -> None:
+    """0 does not mean "never": the old site shrinks as soon as the new site's capacity
+    was set, without waiting for it to be Ready (docs/how-it-decides.md)."""
+    run = Run(spec=spec_of(readiness={"capacityTimeoutSeconds": 0}))
+    settled(run)
+    run.cap["usw2"] = 2  # never Ready
+    fail_over(run)
+    decision = run.round(down=["use1"])
+    assert shrinks(decision, "use1", 6)
+    assert run.state.capacity["usw2"].ready_at is None
+
+
 def test_capacity_not_ready_is_said_once_across_a_restart() -> None:
     """A restarted operator rebuilt its state from the status, which did not keep that the
     capacity was said not Ready, and sent the CapacityNotReady Event a second time."""

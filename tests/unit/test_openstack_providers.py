@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from controller.api.models import CloudProviderSpec, OpenStackServersTemplate
+from controller.api.names import TAG_SITE
 from controller.providers.openstack.capacity import (
     NovaServersCapacity,
     ServerTemplate,
@@ -24,7 +25,7 @@ from controller.providers.openstack.objects import (
     _listed,
     _meta_headers,
 )
-from controller.providers.openstack.servers import SITE_KEY, ServerMatch, is_live
+from controller.providers.openstack.servers import ServerMatch, is_live
 from controller.providers.openstack.volumes import _snapshot, check_tags
 
 
@@ -34,7 +35,7 @@ def server(name: str, **fields: Any) -> Any:
         "name": name,
         "status": "ACTIVE",
         "task_state": None,
-        "metadata": {SITE_KEY: "os1"},
+        "metadata": {TAG_SITE: "os1"},
         "created_at": "2026-01-01T00:00:00Z",
         "availability_zone": "az-1a",
     }
@@ -46,7 +47,7 @@ def test_a_sites_servers_need_the_prefix_and_the_site_metadata() -> None:
     assert match.name_filter == "^web-"
     assert match.matches(server("web-az-1a-0f3a2b"))
     assert not match.matches(server("webshop-1"))  # the prefix ends at a hyphen
-    assert not match.matches(server("web-az-1a-1", metadata={SITE_KEY: "os2"}))
+    assert not match.matches(server("web-az-1a-1", metadata={TAG_SITE: "os2"}))
     assert not match.matches(server("web-az-1a-2", metadata={}))
     assert not is_live(server("web-x", task_state="deleting"))
     assert not is_live(server("web-y", status="SOFT_DELETED"))
@@ -74,7 +75,7 @@ def test_servers_booted_by_a_request_are_recognised_by_name() -> None:
 
 def test_server_templates_and_the_resources_capacity_spec() -> None:
     with pytest.raises(ValueError, match="another site"):
-        ServerTemplate("web", "os1", "m1.small", "img", metadata={SITE_KEY: "os2"})
+        ServerTemplate("web", "os1", "m1.small", "img", metadata={TAG_SITE: "os2"})
     with pytest.raises(ValueError, match="'auto' or 'none'"):
         ServerTemplate("web", "os1", "m1.small", "img", networks="all")  # type: ignore[arg-type]
 

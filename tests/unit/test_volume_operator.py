@@ -12,6 +12,14 @@ import pytest
 
 from controller import metrics
 from controller.api.models import ResilientAppSpec
+from controller.api.names import (
+    TAG_EPOCH,
+    TAG_KIND,
+    TAG_ORIGIN,
+    TAG_RESTORED_FOR,
+    TAG_SITE,
+    TAG_VOLUME,
+)
 from controller.core import decide as core
 from controller.core import model as m
 from controller.core.apiplane import ApiPlaneState
@@ -241,7 +249,7 @@ async def test_snapshots_are_taken_copied_and_pruned_on_schedule() -> None:
     assert entry.copied_objects == 10 and entry.errors == 0
     assert entry.newest_copy_time is not None and entry.last_sync_time is not None
     for copy in west.snapshots.values():
-        assert copy.tags[rv.TAG_KIND] == "copy" and copy.tags[rv.TAG_SITE] == "usw2"
+        assert copy.tags[TAG_KIND] == "copy" and copy.tags[TAG_SITE] == "usw2"
 
 
 async def test_copies_the_cloud_is_still_making_are_exported() -> None:
@@ -323,9 +331,9 @@ async def test_after_a_failover_it_waits_for_the_restore_then_replicates_back() 
     assert sorted(west.mutations()) == sorted(f"create {v}" for v in restored_ids)
     assert replication.volume_states() == dict.fromkeys(restored_ids, "available")
     await replication.pass_once()
-    copies = [s for s in east.snapshots.values() if s.tags.get(rv.TAG_EPOCH) == "2"]
-    assert {s.tags[rv.TAG_VOLUME] for s in copies} == {"vol-a", "vol-b"}  # keys kept
-    assert {s.tags[rv.TAG_ORIGIN] for s in copies} == {"usw2"}
+    copies = [s for s in east.snapshots.values() if s.tags.get(TAG_EPOCH) == "2"]
+    assert {s.tags[TAG_VOLUME] for s in copies} == {"vol-a", "vol-b"}  # keys kept
+    assert {s.tags[TAG_ORIGIN] for s in copies} == {"usw2"}
     (entry,) = replication.figures()
     assert entry.rpo_seconds == 600.0  # use1 holds its own epoch-1 data from t=1000
     await replication.pass_once()
@@ -590,7 +598,7 @@ async def test_a_restore_uses_the_newest_copies_spread_over_the_zones() -> None:
     }
     assert outcome.missing == () and outcome.made == 2
     volume = cloud.region(WEST).volumes_made[outcome.volumes[0].volume_id]
-    assert volume.tags[rv.TAG_RESTORED_FOR] == "usw2/2"
+    assert volume.tags[TAG_RESTORED_FOR] == "usw2/2"
     assert cloud.region(EAST).calls == []  # static stability
 
 

@@ -11,6 +11,15 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.api.names import (
+    TAG_COPY_OF,
+    TAG_EPOCH,
+    TAG_KIND,
+    TAG_ORIGIN,
+    TAG_TAKEN,
+    TAG_VOLUME,
+    TAG_VOLUME_ID,
+)
 from controller.providers.protocols import Snapshot
 from controller.replication import volumes as rv
 
@@ -35,15 +44,15 @@ def snap(
 ) -> Snapshot:
     tags = {
         **rv.listing_tags("shop/web", "db", site),
-        rv.TAG_VOLUME: volume,
-        rv.TAG_VOLUME_ID: volume,
-        rv.TAG_EPOCH: str(epoch),
-        rv.TAG_ORIGIN: origin,
-        rv.TAG_KIND: kind,
+        TAG_VOLUME: volume,
+        TAG_VOLUME_ID: volume,
+        TAG_EPOCH: str(epoch),
+        TAG_ORIGIN: origin,
+        TAG_KIND: kind,
     }
     if kind == "copy":
-        tags[rv.TAG_COPY_OF] = copy_of
-        tags[rv.TAG_TAKEN] = f"{taken:.3f}"
+        tags[TAG_COPY_OF] = copy_of
+        tags[TAG_TAKEN] = f"{taken:.3f}"
     return Snapshot(
         sid or f"snap-{next(_ids)}",
         volume,
@@ -161,7 +170,7 @@ def test_tags_of_a_snapshot_and_its_copy() -> None:
 
 def test_snapshots_without_lifeboat_tags_are_ignored() -> None:
     foreign = Snapshot("snap-x", "vol-a", "us-east-1", "completed", 1.0, 8, {"owner": "me"})
-    broken = replace(snap("use1", 1), tags={**snap("use1", 1).tags, rv.TAG_EPOCH: "x"})
+    broken = replace(snap("use1", 1), tags={**snap("use1", 1).tags, TAG_EPOCH: "x"})
     assert rv.holding(foreign) is None and rv.holding(broken) is None
     result = plan({"use1": [foreign, broken], "usw2": []}, 1000, retain=1)
     assert result.prunes == () and result.copies == ()
@@ -441,7 +450,7 @@ def test_histories_keep_their_invariants(
     for items in cloud.held.values():
         for volume in sources:
             completed = [
-                s for s in items if s.tags[rv.TAG_VOLUME] == volume.key and s.state == "completed"
+                s for s in items if s.tags[TAG_VOLUME] == volume.key and s.state == "completed"
             ]
             assert len(completed) <= retain + 2
     if not fail_every:

@@ -544,9 +544,12 @@ class ReadinessPolicy(Model):
         ge=0,
         le=3600,
         description="How long capacity that was set may take to be Ready. After it the "
-        "CapacityReady condition turns False (CapacityNotReady, with the figures), and a site "
-        "that no longer takes the traffic, waiting for the active site's capacity to be "
-        "Ready before it shrinks, shrinks anyway and says why.",
+        "CapacityReady condition turns False (CapacityNotReady, with the figures). A site "
+        "that no longer takes the traffic shrinks to standbyPerZone only once the active "
+        "site's capacity is Ready, or this long after that capacity was set: then it shrinks "
+        "anyway and says why (0: it does not wait for Ready). While the active site's "
+        "capacity change is not carried out (held or failing), the old site keeps its "
+        "capacity, with no bound.",
     )
 
 

@@ -36,6 +36,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from controller.api.models import ExternalDnsSettings
+from controller.api.names import DNS_NAME_ANNOTATION, DNS_OWNER_ANNOTATION
 from controller.providers.calls import CloudCalls
 from controller.providers.errors import DnsFenced, DnsOwnedByOther
 from controller.providers.protocols import (
@@ -50,8 +51,6 @@ from controller.providers.protocols import (
 T = TypeVar("T")
 
 GROUP, VERSION, PLURAL = "externaldns.k8s.io", "v1alpha1", "dnsendpoints"
-OWNER_ANNOTATION = "lifeboat.dev/dns-owner"
-NAME_ANNOTATION = "lifeboat.dev/dns-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lifeboat"}
 
 
@@ -141,7 +140,7 @@ class DnsEndpoints:
         if found is None:
             return None, None
         annotations = (found.get("metadata") or {}).get("annotations") or {}
-        text = annotations.get(OWNER_ANNOTATION)
+        text = annotations.get(DNS_OWNER_ANNOTATION)
         if text is None:
             return None, f"DNSEndpoint {found['metadata']['name']} Lifeboat did not write"
         owner = DnsOwner.parse(text)
@@ -191,9 +190,9 @@ class DnsEndpoints:
                     "targets": values,
                 }
             )
-        annotations = {NAME_ANNOTATION: _bare(record.name)}
+        annotations = {DNS_NAME_ANNOTATION: _bare(record.name)}
         if plan.owner is not None:
-            annotations[OWNER_ANNOTATION] = plan.owner.text()
+            annotations[DNS_OWNER_ANNOTATION] = plan.owner.text()
             endpoints.append(
                 {
                     "dnsName": _bare(owner_name(record.name)),

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.api.models import OpenStackServersTemplate
+from controller.api.names import TAG_SITE
 from controller.core.apiplane import CallOutcome
 from controller.providers.openstack.connector import (
     CALL_ERRORS,
@@ -62,7 +63,6 @@ from controller.providers.openstack.connector import (
 )
 from controller.providers.openstack.servers import (
     BROKEN_STATUSES,
-    SITE_KEY,
     ServerMatch,
     fault_message,
     list_matching,
@@ -107,8 +107,8 @@ class ServerTemplate:
         ServerMatch(self.name_prefix, self.site)  # validates the prefix and the site
         if not self.flavor or not self.image:
             raise ValueError("a server template needs a flavor and an image")
-        if SITE_KEY in self.metadata and self.metadata[SITE_KEY] != self.site:
-            raise ValueError(f"template metadata sets {SITE_KEY} to another site")
+        if TAG_SITE in self.metadata and self.metadata[TAG_SITE] != self.site:
+            raise ValueError(f"template metadata sets {TAG_SITE} to another site")
         if isinstance(self.networks, str) and self.networks not in ("auto", "none"):
             raise ValueError("networks must be networks (IDs or names), 'auto' or 'none'")
 
@@ -140,7 +140,7 @@ class _Resolved:
                 if isinstance(self.networks, str)
                 else [{"uuid": network} for network in self.networks]
             ),
-            "metadata": {**template.metadata, SITE_KEY: template.site},
+            "metadata": {**template.metadata, TAG_SITE: template.site},
         }
         if count > 1:
             attributes.update(min_count=1, max_count=count)

@@ -19,10 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.names import TAG_SITE
 from controller.providers.openstack.connector import OpenStackConnector
-
-SITE_KEY = "lifeboat.dev/site"
-"""The server metadata item naming the site a server belongs to."""
 
 GONE_STATUSES = frozenset({"DELETED", "SOFT_DELETED"})
 BROKEN_STATUSES = frozenset({"ERROR", "SHUTOFF"})
@@ -60,7 +58,7 @@ class ServerMatch:
     def matches(self, server: Any) -> bool:
         name = str(getattr(server, "name", "") or "")
         metadata = getattr(server, "metadata", None) or {}
-        return name.startswith(f"{self.name_prefix}-") and metadata.get(SITE_KEY) == self.site
+        return name.startswith(f"{self.name_prefix}-") and metadata.get(TAG_SITE) == self.site
 
 
 def status_of(server: Any) -> str:
