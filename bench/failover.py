@@ -114,6 +114,10 @@ class Operator:
             self.process.wait(10)
 
 
+LOG_LEVEL = os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "warning")
+"""The operators' log level (``BENCH_OPERATOR_LOG_LEVEL=info`` to see every decision)."""
+
+
 @contextmanager
 def operator(sandbox: Sandbox, workdir: Path, *extra: str) -> Iterator[Operator]:
     log = workdir / f"operator-{time.monotonic_ns()}.log"
@@ -122,7 +126,7 @@ def operator(sandbox: Sandbox, workdir: Path, *extra: str) -> Iterator[Operator]
         process = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("lifeboat")),
-                "--log-level=warning",
+                f"--log-level={LOG_LEVEL}",
                 "run",
                 f"--kubeconfig={sandbox.operator_kubeconfig}",
                 f"--controller-namespace={CONTROLLER_NAMESPACE}",
@@ -596,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=30, help="outages per setting")
     parser.add_argument("--fleet", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--window", type=float, default=60.0, help="steady seconds measured")
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the operators' logs here")
     parser.add_argument(
         "--shards", type=int, default=1, help="operator processes (lifeboat run --shard I/N)"
     )
@@ -609,7 +614,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m bench.failover " + " ".join(argv if argv is not None else sys.argv[1:])
     assets = ensure_assets(log=print)
-    with tempfile.TemporaryDirectory(prefix="lifeboat-bench-") as tmp, Sandbox(assets) as sandbox:
+    with (
+        tempfile.TemporaryDirectory(prefix="lifeboat-bench-") as scratch,
+        Sandbox(assets) as sandbox,
+    ):
+        tmp = str(args.log_dir) if args.log_dir is not None else scratch
         sandbox.apply_examples()
         sandbox.kube.kubectl("create", "namespace", NAMESPACE)
         _custom(sandbox).delete_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "web")

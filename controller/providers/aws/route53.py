@@ -156,7 +156,12 @@ class Route53Traffic:
         past the page or the owner record falls off it."""
         name, owner = _fqdn(record.name).lower(), owner_name(record.name).lower()
         listed, more = await self._list(zone_id, name)
-        while more is not None and more[0].lower() == name:  # the name's own sets go on
+        seen: set[tuple[str, str | None, str | None]] = set()
+        while more is not None and more[0].lower() == name and more not in seen:
+            # The name's own sets go on past the page. A marker seen before is no progress
+            # (a store that names no NextRecordIdentifier for weighted sets, as moto): the
+            # look stops there rather than read the same page for ever.
+            seen.add(more)
             page, more = await self._list(zone_id, *more)
             listed += page
         names = {rrset["Name"].lower() for rrset in listed}
