@@ -68,6 +68,7 @@ from controller.operator.context import (
     Providers,
     ReplicationFactory,
     ReplicationSource,
+    StartGate,
 )
 from controller.operator.dns_readback import DnsReadBack
 from controller.operator.exporter import AppExporter
@@ -127,17 +128,25 @@ class AppWorker:
     # ------------------------------------------------------------------ the loop
 
     async def run(self, body: Mapping[str, Any], stopped: Callable[[], bool]) -> None:
-        """Rounds every ``intervalSeconds`` until stopped: the first at once, then on the
-        app's slots (:class:`~controller.operator.probes.RoundSchedule`: a fixed grid,
-        each app at its own phase, so that apps do not all probe at the same moment)."""
+        """Rounds every ``intervalSeconds`` until stopped: the first as soon as the
+        operator's start gate lets it through (:class:`~.context.StartGate`: a few apps at
+        a time), then on the app's slots (:class:`~controller.operator.probes.RoundSchedule`:
+        a fixed grid, each app at its own phase, so that apps do not all probe at the same
+        moment)."""
         due = time.monotonic()
+        gate: StartGate | None = self.ctx.starting  # the first round waits its turn
         try:
             while not stopped():
                 started = time.monotonic()
                 self.metrics.round_started(started - due)
                 interval = ERROR_RETRY_SECONDS
                 try:
-                    interval = await self.round(body)
+                    if gate is not None:
+                        async with gate.slot():
+                            gate = None
+                            interval = await self.round(body)
+                    else:
+                        interval = await self.round(body)
                     self.metrics.round_done(self.ctx.clock())
                     due = self._next_round(max(started, due), interval)
                     await self.pause(due, stopped)

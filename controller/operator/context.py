@@ -3,9 +3,11 @@ shared context, and the per-app logger."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -210,6 +212,34 @@ class NoPeers:
         return None
 
 
+START_WIDTH = 16
+"""Apps that take their first round at once (:class:`StartGate`)."""
+
+
+class StartGate:
+    """At most ``width`` apps take their first round at once.
+
+    An operator that starts, or takes the lead, with hundreds of apps would otherwise send
+    every app's first status write, Events, DNS read-back and publication in one burst: a
+    1,000-app start-up on 2 cores kept the API server too busy to renew the Lease in time,
+    and each lost Lease started every app again. First rounds queue here (their wait
+    delays the app's first decision, by a few seconds with a hundred apps); later rounds
+    never do."""
+
+    def __init__(self, width: int = START_WIDTH) -> None:
+        if width < 1:
+            raise ValueError(f"a start gate lets at least one app through, got {width}")
+        self.width = width
+        self._slots: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.width)
+        async with self._slots:
+            yield
+
+
 @dataclass
 class AppContext:
     """What every app worker shares."""
@@ -229,6 +259,8 @@ class AppContext:
     """Whether this instance acts now (always, unless it runs as one of several peers)."""
     peers: PeerLink = field(default_factory=NoPeers)
     """The other peers' views and this peer's publication (none in single-cluster mode)."""
+    starting: StartGate = field(default_factory=StartGate)
+    """How many apps take their first round at once (one gate for the whole operator)."""
     status_store: InitVar[StatusStore | None] = None
     """Where apps' status is kept with peers (a majority of the peer clusters:
     :class:`~controller.operator.peer_status.PeerStatusWriter`); None: the own cluster."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -597,3 +598,44 @@ async def test_an_epoch_in_a_record_dropped_as_unreadable_still_holds() -> None:
     assert state is not None and state.epoch == 182
     assert all(p["epoch"] >= 182 for p in kube.patches if p.get("epoch") is not None)
     assert "StatusUnreadable" in [r for _, r, _ in kube.events]
+
+
+async def test_first_rounds_pass_the_start_gate_a_few_at_a_time() -> None:
+    """Many apps starting at once (an operator starting or taking the lead) take their
+    first rounds at most ``width`` at a time; later rounds never wait at the gate."""
+    from controller.operator.context import StartGate
+
+    gate = StartGate(width=3)
+    inside, most, rounds = 0, 0, 0
+    started: set[str] = set()
+
+    class Counted(AppWorker):
+        async def round(self, body: Mapping[str, Any]) -> float:
+            nonlocal inside, most, rounds
+            first = self.name not in started
+            started.add(self.name)
+            rounds += 1
+            if first:
+                inside += 1
+                most = max(most, inside)
+            await asyncio.sleep(0.02)
+            if first:
+                inside -= 1
+            return 0.05
+
+    stop = asyncio.Event()
+    workers = []
+    for i in range(12):
+        kube, prober = FakeKube(), FakeProber()
+        context = AppContext(
+            kube=kube, providers=FakeProviders(FakeTraffic()), prober=prober, starting=gate
+        )
+        ref = replace(REF, name=f"web-{i}", uid=f"uid-{i}")
+        workers.append(Counted(ref, context))
+    runs = [asyncio.create_task(w.run(body(), stop.is_set)) for w in workers]
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*runs)
+    assert len(started) == 12  # every app started
+    assert most == 3  # never more than the gate's width in a first round at once
+    assert rounds > 24  # later rounds came on their own, not through the gate
