@@ -31,11 +31,10 @@ import kopf
 import kubernetes.client
 
 from controller import metrics
-from controller.api.annotations import KOPF_PREFIX, LAST_HANDLED_CONFIGURATION
+from controller.api.annotations import LAST_HANDLED_CONFIGURATION
 from controller.api.names import (
     CLOUD_PROVIDER,
     FAILOVER_DRILL,
-    FINALIZER,
     GROUP,
     RESILIENT_APP,
     VERSION,
@@ -43,7 +42,7 @@ from controller.api.names import (
 from controller.operator import drills, kubeconfig
 from controller.operator.app import AppContext, AppWorker, ReplicationSource
 from controller.operator.capacity import CapacityDrivers
-from controller.operator.context import Leadership, NoPeers, PeerLink, Sole
+from controller.operator.context import Leadership, NoPeers, PeerLink, Sole, StartGate
 from controller.operator.kube import KubeClient, ObjectRef
 from controller.operator.kubeconfig import connection_info
 from controller.operator.peer_status import StatusStore
@@ -75,12 +74,14 @@ class Wiring:
     """The context of the apps of a namespace (the providers as that namespace sees them)."""
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf settings: our annotation prefix, our finalizer, quiet event posting."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+def configure(settings: kopf.OperatorSettings, shard: Shard | None = None) -> None:
+    """kopf settings: our annotation prefix, our finalizer (each shard's own), quiet event
+    posting."""
+    mine = shard or Shard()
+    settings.persistence.finalizer = mine.finalizer
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=mine.kopf_prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key=LAST_HANDLED_CONFIGURATION
+        prefix=mine.kopf_prefix, key=LAST_HANDLED_CONFIGURATION
     )
     settings.posting.level = logging.WARNING  # our own Events tell the story
     settings.watching.server_timeout = 300
@@ -166,6 +167,8 @@ def build(
             interval_override=volume_interval_override,
         )
 
+    gate = StartGate()  # one for the whole operator: first rounds, a few at a time
+
     def app_context(namespace: str) -> AppContext:
         """The context of an app in ``namespace``: every provider it reaches, through
         capacity, volume restores and replication too, is checked against its tenancy."""
@@ -180,6 +183,7 @@ def build(
             peers=link,
             leadership=leadership or Sole(),
             status_store=statuses,
+            starting=gate,
         )
 
     background: list[asyncio.Task[None]] = []
@@ -255,6 +259,9 @@ def build(
         **_: Any,
     ) -> None:
         ref = ObjectRef(RESILIENT_APP.kind, RESILIENT_APP.plural, name, namespace, uid)
+        stale = mine.stale_finalizers(body.get("metadata", {}).get("finalizers") or ())
+        if stale:  # left by another shard layout: nobody else would take them off
+            await kube.drop_finalizers(ref, stale)
         await AppWorker(ref, app_context(namespace or "")).run(body, lambda: bool(stopped))
 
     @kopf.on.delete(*APPS, id="app-deleted", registry=registry, optional=True, when=app_in_shard)
@@ -277,10 +284,15 @@ def build(
         interval=drills.TICK_SECONDS,
         when=drill_in_shard,
     )
-    async def drill_timer(name: str, namespace: str | None, uid: str, **_: Any) -> None:
+    async def drill_timer(
+        name: str, namespace: str | None, uid: str, meta: kopf.Meta, **_: Any
+    ) -> None:
         if not acting.leading:
             return
         ref = ObjectRef(FAILOVER_DRILL.kind, FAILOVER_DRILL.plural, name, namespace, uid)
+        stale = mine.stale_finalizers(meta.get("finalizers") or ())
+        if stale:  # left by another shard layout: nobody else would take them off
+            await kube.drop_finalizers(ref, stale)
         key = f"{namespace}/{name}"
         try:
             events = await asyncio.to_thread(ticker.tick, namespace or "", name)

@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -298,6 +298,64 @@ class KubeClient:
                 raise NotFound(f"{ref.kind} {ref.name} is gone") from None
             raise
         return written if isinstance(written, dict) else {}
+
+    async def drop_finalizers(self, ref: ObjectRef, names: Collection[str]) -> None:
+        """Take ``names`` off a namespaced custom object's finalizers: a JSON patch fenced by
+        the resourceVersion it was read at, so that a finalizer added meanwhile is kept (read
+        again on a conflict, three tries). Best effort: a failure is logged, not raised."""
+        for _ in range(3):
+            try:
+                found = await self._call(
+                    self._custom.get_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    ref.namespace,
+                    ref.plural,
+                    ref.name,
+                )
+                meta = (found if isinstance(found, dict) else {}).get("metadata") or {}
+                held = list(meta.get("finalizers") or [])
+                kept = [f for f in held if f not in names]
+                if kept == held:
+                    return
+                patch = [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": meta.get("resourceVersion"),
+                    },
+                    {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+                ]
+                await self._call(
+                    functools.partial(
+                        self._custom.patch_namespaced_custom_object,
+                        _content_type="application/json-patch+json",
+                    ),
+                    GROUP,
+                    VERSION,
+                    ref.namespace,
+                    ref.plural,
+                    ref.name,
+                    patch,
+                )
+                log.info(
+                    "%s %s/%s: finalizers of another shard layout taken off: %s",
+                    ref.kind,
+                    ref.namespace,
+                    ref.name,
+                    ", ".join(sorted(set(held) - set(kept))),
+                )
+                return
+            except ApiException as error:
+                if error.status in (409, 422):  # changed meanwhile: read it again
+                    continue
+                if error.status == 404:
+                    return
+                log.warning("could not take finalizers off %s: %s", ref.name, error.reason)
+                return
+            except Exception as error:
+                log.warning("could not take finalizers off %s: %s", ref.name, error)
+                return
 
     async def event(
         self, ref: ObjectRef, type_: EventType, reason: str, message: str, action: str = ""

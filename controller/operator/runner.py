@@ -342,7 +342,7 @@ async def _operate(
         shard=config.shard,
     )
     settings = kopf.OperatorSettings()
-    handlers.configure(settings)
+    handlers.configure(settings, config.shard)
     log.info(
         "Lifeboat operator for %s on %s (%s event loop)%s",
         ", ".join(config.namespaces) or "all namespaces",

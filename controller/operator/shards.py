@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from controller.api.annotations import KOPF_PREFIX
+from controller.api.names import FINALIZER
 
 MAX_SHARDS = 64
 _SPEC = re.compile(r"^(\d{1,2})/(\d{1,2})$")
@@ -60,6 +64,33 @@ class Shard:
     def writes_providers(self) -> bool:
         """Whether this shard writes CloudProviders' status and Events (shard 0 only)."""
         return self.index == 0
+
+    @property
+    def finalizer(self) -> str:
+        """This shard's finalizer. kopf takes its own finalizer off an object none of its
+        handlers serve: with one name for every shard, each shard took off the owner's
+        finalizer and the owner put it back, and every status write met a changed object."""
+        if not self.sharded:
+            return FINALIZER
+        return f"{FINALIZER}-shard-{self.index}-of-{self.count}"
+
+    @property
+    def kopf_prefix(self) -> str:
+        """Where kopf keeps this shard's bookkeeping on objects every shard handles
+        (CloudProviders): a prefix of its own, so that no shard reads another's as its own."""
+        return (
+            KOPF_PREFIX if not self.sharded else f"shard-{self.index}-of-{self.count}.{KOPF_PREFIX}"
+        )
+
+    def stale_finalizers(self, finalizers: Iterable[str]) -> list[str]:
+        """Lifeboat finalizers of another shard layout (before ``N`` changed): nobody of
+        this layout would ever take them off, so the owner of the object does."""
+        layout = {Shard(i, self.count).finalizer for i in range(self.count)}
+        return [
+            f
+            for f in finalizers
+            if (f == FINALIZER or f.startswith(f"{FINALIZER}-shard-")) and f not in layout
+        ]
 
     def of(self, namespace: str | None, name: str | None) -> int:
         """The shard that serves the app ``namespace/name``."""

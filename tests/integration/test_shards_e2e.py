@@ -9,6 +9,7 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 
+from controller.api.names import FINALIZER
 from controller.operator.shards import Shard
 from sandbox.world import CONTROLLER_NAMESPACE, Sandbox
 from tests.fixtures.process import OperatorProcess
@@ -71,12 +72,31 @@ def test_each_app_is_served_by_one_shard_and_fails_over_once(
 ) -> None:
     apps: list[tuple[str, str]] = []
     owners: dict[tuple[str, str], int] = {}
+
+    def left_by_one_operator(body: dict[str, object]) -> None:
+        """The first app comes with the finalizer of an unsharded operator, as if the
+        shards had just replaced it: its owner takes that one off."""
+        meta = body["metadata"]
+        assert isinstance(meta, dict)
+        meta["finalizers"] = [FINALIZER]
+
     while min([*map(list(owners.values()).count, range(SHARDS))]) < 2:
-        app = app_harness.create()
+        app = app_harness.create(None if apps else left_by_one_operator)
         apps.append(app)
         owners[app] = Shard(0, SHARDS).of(*app)
     for namespace, name in apps:
         app_harness.wait_serving(namespace, name, timeout=60)
+
+    # Each app holds its owner's finalizer alone: no shard takes off another's.
+    for (namespace, name), owner in owners.items():
+
+        def alone(app: tuple[str, str] = (namespace, name), owner: int = owner) -> bool:
+            held = app_harness.get(*app)["metadata"].get("finalizers")
+            return bool(held == [Shard(owner, SHARDS).finalizer])
+
+        shards[owner].wait_for(alone, 30, f"{namespace}/{name} to hold its owner's finalizer")
+    for operator in shards:
+        assert "status kept changing under the write" not in operator.tail(2000)
 
     # Each shard has a leader of its own, and no process holds the unsharded Lease.
     holders = _holders(sandbox)

@@ -94,3 +94,32 @@ def test_run_refuses_a_bad_shard_with_a_usage_error(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(said) and err.count("\n") == 1
+
+
+def test_each_shard_has_a_finalizer_and_kopf_prefix_of_its_own() -> None:
+    """kopf takes its finalizer off objects none of its handlers serve: one name for every
+    shard made the shards take each other's off and put them back for ever."""
+    names = {Shard(i, 3).finalizer for i in range(3)}
+    assert len(names) == 3 and "lifeboat.dev/finalizer" not in names
+    assert Shard().finalizer == "lifeboat.dev/finalizer"
+    assert Shard().kopf_prefix == "lifeboat.dev"
+    assert len({Shard(i, 3).kopf_prefix for i in range(3)}) == 3
+
+
+def test_finalizers_of_another_layout_are_stale_and_others_are_kept() -> None:
+    held = [
+        "lifeboat.dev/finalizer",  # one operator, before sharding
+        "lifeboat.dev/finalizer-shard-1-of-3",  # the layout before
+        "lifeboat.dev/finalizer-shard-1-of-2",  # this layout: another shard's (kept)
+        "lifeboat.dev/finalizer-shard-0-of-2",  # this shard's own
+        "example.com/keep-me",  # somebody else's
+    ]
+    assert Shard(0, 2).stale_finalizers(held) == [
+        "lifeboat.dev/finalizer",
+        "lifeboat.dev/finalizer-shard-1-of-3",
+    ]
+    assert Shard().stale_finalizers(held) == [
+        "lifeboat.dev/finalizer-shard-1-of-3",
+        "lifeboat.dev/finalizer-shard-1-of-2",
+        "lifeboat.dev/finalizer-shard-0-of-2",
+    ]
