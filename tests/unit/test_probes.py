@@ -159,6 +159,28 @@ def test_expected_status_codes_and_ranges(run: Any) -> None:
     assert unavailable.detail == "HTTP 503, expected 200-399,418"
 
 
+def test_endpoints_expecting_the_same_statuses_share_one_set() -> None:
+    """Every compiled target keeps its accepted status codes; a fleet of apps expecting
+    the default 200-299 (or the same ranges) keeps one set, not one per endpoint."""
+    health = HealthPolicy.model_validate({})
+    first, second = (
+        compile_target(KEY, ZoneEndpoint.model_validate({"zone": "a", "url": url}), health)
+        for url in ("http://127.0.0.1:1/", "http://127.0.0.2:2/healthz")
+    )
+    assert first.statuses is second.statuses
+    assert first.statuses == frozenset(range(200, 300))
+    ranged = {"expectedStatus": ["200-399", "418"]}
+    one, other = (
+        compile_target(
+            KEY,
+            ZoneEndpoint.model_validate({"zone": "a", "url": "http://h/", "http": ranged}),
+            health,
+        ).statuses
+        for _ in range(2)
+    )
+    assert one is other and one == frozenset([*range(200, 400), 418])
+
+
 def test_host_header_is_sent(run: Any) -> None:
     async def main() -> tuple[ProbeResult, ProbeResult]:
         async with http_server() as base:

@@ -4,6 +4,7 @@ checks, failover policy and traffic; the replicated data is in
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -125,15 +126,23 @@ class HttpProbe(Model):
 
     @property
     def statuses(self) -> frozenset[int]:
-        """Every status code that counts as healthy."""
-        codes: set[int] = set()
-        for item in self.expected_status:
-            low, _, high = item.partition("-")
-            codes.update(range(int(low), int(high or low) + 1))
-        return frozenset(codes)
+        """Every status code that counts as healthy (one set shared by every endpoint that
+        expects the same: each probe target keeps it, and ``200-399`` is a 200-code set)."""
+        return status_codes(self.expected_status)
 
     def accepts(self, status: int) -> bool:
         return status in self.statuses
+
+
+@functools.lru_cache(maxsize=256)
+def status_codes(expected: tuple[str, ...]) -> frozenset[int]:
+    """The status codes ``expected`` ranges hold (``200``, ``200-299``), built once per
+    distinct list of ranges."""
+    codes: set[int] = set()
+    for item in expected:
+        low, _, high = item.partition("-")
+        codes.update(range(int(low), int(high or low) + 1))
+    return frozenset(codes)
 
 
 class TlsProbe(Model):
