@@ -8,6 +8,8 @@ heartbeat, to keep load off the API server.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -44,7 +46,10 @@ class StatusWriter:
         self.no_majority: NoMajority | None = None
         """Why the last write did not count (it reached no majority of the peers)."""
         self.current = ResilientAppStatus()
-        self._written: dict[str, Any] | None = None
+        self._written: bytes | None = None
+        """Digest of what the last write said that matters (:func:`_material`): all
+        that is compared, so the last written status is not kept whole beside
+        ``current``."""
         self._written_at = 0.0
         self._invalid_generation: int | None = None
         self.unreadable = ""
@@ -124,12 +129,13 @@ class StatusWriter:
         record (written now or unchanged since the last write). Raises
         :class:`StaleEpoch` when the stored status holds a newer epoch than ``epoch``."""
         wire = self.current.to_merge_patch()
+        material = _digest(_material(wire))
         due = now - self._written_at >= HEARTBEAT_SECONDS
-        if not force and not due and _material(wire) == _material(self._written):
+        if not force and not due and material == self._written:
             return True
         if not await self._patch(wire, epoch):
             return False
-        self._written, self._written_at = wire, now
+        self._written, self._written_at = material, now
         return True
 
     async def _patch(self, wire: dict[str, Any], epoch: int | None) -> bool:
@@ -221,10 +227,14 @@ def _salvage(raw: Mapping[str, Any]) -> tuple[ResilientAppStatus, tuple[str, ...
     return ResilientAppStatus.model_validate(kept), tuple(dropped)
 
 
-def _material(wire: Mapping[str, Any] | None) -> Any:
+def _digest(material: Any) -> bytes:
+    """A digest of a status's material fields (JSON, keys sorted)."""
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def _material(wire: Mapping[str, Any]) -> Any:
     """The status without the fields that change every round."""
-    if wire is None:
-        return None
     zones = [
         {k: v for k, v in zone.items() if k not in _VOLATILE_ZONE_FIELDS}
         for zone in wire.get("zones", ())

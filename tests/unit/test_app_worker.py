@@ -16,6 +16,7 @@ from controller.core.model import AppState
 from controller.operator.app import AppContext, AppWorker
 from controller.operator.kube import NotFound, StaleEpoch
 from controller.operator.probes import HttpProber
+from controller.operator.status_writer import HEARTBEAT_SECONDS
 from controller.providers.protocols import (
     CapacityDriver,
     CapacityState,
@@ -380,6 +381,33 @@ async def test_a_steady_app_writes_no_status_round_after_round() -> None:
     for _ in range(20):
         await worker.round(body())
     assert len(kube.patches) == written
+
+
+async def test_status_is_written_when_what_matters_changes_and_only_then() -> None:
+    """The writer remembers only a digest of what it last wrote (not the status whole):
+    a field that changes every round alone writes nothing before the heartbeat; a material
+    change, or the heartbeat, writes."""
+    worker, kube, _, _ = make()
+    for _ in range(3):
+        await worker.round(body())
+        await settle(worker)
+    writer, epoch, now = worker.status, 1, time.time()
+    assert isinstance(writer._written, bytes)
+    written = len(kube.patches)
+    zones = list(writer.current.zones)
+    zones[0] = zones[0].model_copy(update={"latency_ms": 999.0})
+    writer.update(zones=tuple(zones))
+    assert await writer.write(epoch, now)
+    assert len(kube.patches) == written  # volatile only: not written
+    zones[0] = zones[0].model_copy(update={"in_traffic": not zones[0].in_traffic})
+    writer.update(zones=tuple(zones))
+    assert await writer.write(epoch, now)
+    assert len(kube.patches) == written + 1  # material: written
+    assert kube.patches[-1]["zones"][0]["inTraffic"] is zones[0].in_traffic
+    assert await writer.write(epoch, now + 1)
+    assert len(kube.patches) == written + 1
+    assert await writer.write(epoch, now + HEARTBEAT_SECONDS)
+    assert len(kube.patches) == written + 2  # the heartbeat
 
 
 async def test_a_missing_ca_bundle_is_a_configuration_problem_of_the_apps_namespace() -> None:
