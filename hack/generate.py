@@ -37,6 +37,7 @@ INSTALL_ORDER = (
     "rbac/clusterrolebinding.yaml",
     "rbac/role.yaml",
     "rbac/rolebinding.yaml",
+    "rbac/flowschema.yaml",
     "deploy/deployment.yaml",
     "deploy/service.yaml",
 )

@@ -226,11 +226,15 @@ def test_defaults_render_a_hardened_single_operator(helm: Path, helm_env: dict[s
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "Deployment",
+        "FlowSchema",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
+    flow = one(documents, "FlowSchema")["spec"]
+    assert flow["priorityLevelConfiguration"]["name"] == "leader-election"
+    assert flow["rules"][0]["resourceRules"][0]["namespaces"] == [NAMESPACE]
     deployment = one(documents, "Deployment")
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 1

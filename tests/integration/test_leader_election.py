@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 
+import kubernetes.client
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from controller.operator.runner import OperatorConfig, in_background
+from controller.providers.kubernetes.capacity import client_from_kubeconfig
 from sandbox.procs import free_loopback_port
-from sandbox.world import Sandbox
+from sandbox.world import CONTROLLER_NAMESPACE, Sandbox
 from tests.fixtures.world import Apps, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,3 +86,37 @@ def test_a_standby_answers_its_liveness_probe_then_serves_kopfs(sandbox: Sandbox
 
         body = wait_for(kopf_health, 20, "kopf's liveness endpoint on the new leader")
         assert isinstance(json.loads(body), dict)
+
+
+def test_lease_requests_go_to_the_leader_election_priority_level(sandbox: Sandbox) -> None:
+    """The API server classifies the operator's Lease requests under Lifeboat's FlowSchema
+    (manifests/rbac/flowschema.yaml), in the leader-election priority level: a burst of the
+    operator's own status writes and Events cannot queue a renewal past its deadline (a
+    1,000-app start-up lost its Leases to 429s without it). Its other requests are not."""
+    flowschemas = kubernetes.client.FlowcontrolApiserverV1Api(sandbox.kube.api_client())
+    ours = flowschemas.read_flow_schema("lifeboat-leader-election")
+    assert ours.spec.priority_level_configuration.name == "leader-election"
+    assert ours.metadata is not None
+    uid = ours.metadata.uid
+    operator = client_from_kubeconfig(sandbox.operator_kubeconfig.read_text())
+
+    def flow_schema_of(call: Callable[[], object]) -> str:
+        try:
+            answer = call()
+            headers = getattr(answer, "headers", None) or {}
+        except ApiException as error:
+            headers = error.headers or {}
+        return str(
+            {k.lower(): v for k, v in dict(headers).items()}["x-kubernetes-pf-flowschema-uid"]
+        )
+
+    leases = kubernetes.client.CoordinationV1Api(operator)
+    lease = flow_schema_of(
+        lambda: leases.read_namespaced_lease_with_http_info("lifeboat", CONTROLLER_NAMESPACE)
+    )
+    assert lease == uid
+    secrets = kubernetes.client.CoreV1Api(operator)
+    other = flow_schema_of(
+        lambda: secrets.read_namespaced_secret_with_http_info("none", CONTROLLER_NAMESPACE)
+    )
+    assert other != uid
