@@ -66,6 +66,12 @@ log = logging.getLogger(__name__)
 FailoverRole = Literal["PRIMARY", "SECONDARY"]
 _CALLER_REFERENCE_PREFIX = "lifeboat"
 
+
+def _set_key(rrset: Any) -> tuple[str, str, str]:
+    """A record set's identity in its zone: name, type and set identifier."""
+    return (str(rrset["Name"]).lower(), str(rrset["Type"]), str(rrset.get("SetIdentifier", "")))
+
+
 LOOK_PAGE = "40"
 """Record sets read per look at a name: its own (one per site, at most 16 of a type) and
 its owner record, listed right after it. Route 53 allows 300 a page, but in a zone shared
@@ -156,14 +162,16 @@ class Route53Traffic:
         past the page or the owner record falls off it."""
         name, owner = _fqdn(record.name).lower(), owner_name(record.name).lower()
         listed, more = await self._list(zone_id, name)
-        seen: set[tuple[str, str | None, str | None]] = set()
-        while more is not None and more[0].lower() == name and more not in seen:
-            # The name's own sets go on past the page. A marker seen before is no progress
-            # (a store that names no NextRecordIdentifier for weighted sets, as moto): the
-            # look stops there rather than read the same page for ever.
-            seen.add(more)
+        keys = {_set_key(rrset) for rrset in listed}
+        while more is not None and more[0].lower() == name:
+            # The name's own sets go on past the page. A page that brings no set not seen
+            # before is no progress: the look stops there rather than read it for ever.
             page, more = await self._list(zone_id, *more)
-            listed += page
+            fresh = [rrset for rrset in page if _set_key(rrset) not in keys]
+            if not fresh:
+                break
+            keys.update(_set_key(rrset) for rrset in fresh)
+            listed += fresh
         names = {rrset["Name"].lower() for rrset in listed}
         if more is not None and owner not in names:
             listed += (await self._list(zone_id, owner))[0]
