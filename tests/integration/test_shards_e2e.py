@@ -80,42 +80,44 @@ def test_each_app_is_served_by_one_shard_and_fails_over_once(
         assert isinstance(meta, dict)
         meta["finalizers"] = [FINALIZER]
 
-    while min([*map(list(owners.values()).count, range(SHARDS))]) < 2:
-        app = app_harness.create(None if apps else left_by_one_operator)
-        apps.append(app)
-        owners[app] = Shard(0, SHARDS).of(*app)
-    for namespace, name in apps:
-        app_harness.wait_serving(namespace, name, timeout=60)
-
-    # Each app holds its owner's finalizer alone: no shard takes off another's.
-    for (namespace, name), owner in owners.items():
-
-        def alone(app: tuple[str, str] = (namespace, name), owner: int = owner) -> bool:
-            held = app_harness.get(*app)["metadata"].get("finalizers")
-            return bool(held == [Shard(owner, SHARDS).finalizer])
-
-        shards[owner].wait_for(alone, 30, f"{namespace}/{name} to hold its owner's finalizer")
-    for operator in shards:
-        assert "status kept changing under the write" not in operator.tail(2000)
-
-    # Each shard has a leader of its own, and no process holds the unsharded Lease.
-    holders = _holders(sandbox)
-    assert sorted(holders) == [f"lifeboat-shard-{i}-of-{SHARDS}" for i in range(SHARDS)]
-    assert len(set(holders.values())) == SHARDS
-
-    # An app's series come from its own shard only: the other never ran its worker.
-    scrapes = [scrape(operator.metrics_port) for operator in shards]
-    for (namespace, name), owner in owners.items():
-        for i, samples in enumerate(scrapes):
-            phase = value(
-                samples, "lifeboat_app_phase", namespace=namespace, app=name, phase="Healthy"
-            )
-            assert (phase == 1.0) if i == owner else (phase is None), (namespace, i, owner)
-
-    # The primary region fails: every app fails over, once, by its own shard.
-    for endpoint in sandbox.zones.site_endpoints("use1"):
-        endpoint.down()
     try:
+        while min([*map(list(owners.values()).count, range(SHARDS))]) < 2:
+            app = app_harness.create(None if apps else left_by_one_operator)
+            apps.append(app)
+            owners[app] = Shard(0, SHARDS).of(*app)
+        for namespace, name in apps:
+            app_harness.wait_serving(namespace, name, timeout=60)
+
+        # Each app holds its owner's finalizer alone: no shard takes off another's.
+        for (namespace, name), owner in owners.items():
+
+            def alone(app: tuple[str, str] = (namespace, name), owner: int = owner) -> bool:
+                held = app_harness.get(*app)["metadata"].get("finalizers")
+                return bool(held == [Shard(owner, SHARDS).finalizer])
+
+            shards[owner].wait_for(alone, 30, f"{namespace}/{name} to hold its owner's finalizer")
+        for operator in shards:
+            assert "status kept changing under the write" not in operator.tail(2000)
+
+        # Each shard has a leader of its own; neither holds the unsharded Lease (which an
+        # earlier operator of this session may have left behind).
+        holders = _holders(sandbox)
+        mine = [holders.get(Shard(i, SHARDS).lease_name, "") for i in range(SHARDS)]
+        assert all(mine) and len(set(mine)) == SHARDS, holders
+        assert holders.get("lifeboat") not in mine
+
+        # An app's series come from its own shard only: the other never ran its worker.
+        scrapes = [scrape(operator.metrics_port) for operator in shards]
+        for (namespace, name), owner in owners.items():
+            for i, samples in enumerate(scrapes):
+                phase = value(
+                    samples, "lifeboat_app_phase", namespace=namespace, app=name, phase="Healthy"
+                )
+                assert (phase == 1.0) if i == owner else (phase is None), (namespace, i, owner)
+
+        # The primary region fails: every app fails over, once, by its own shard.
+        for endpoint in sandbox.zones.site_endpoints("use1"):
+            endpoint.down()
         for app in apps:
 
             def failed_over(app: tuple[str, str] = app) -> bool:
