@@ -781,20 +781,32 @@ def _nudge(work: _Run, step_name: str) -> None:
         work.actions.append(Move(_request(work, step_name, rid)))
 
 
+def _first_move_ended(
+    work: _Run, step: str, what: str, answer: tuple[bool, str] | None
+) -> bool:
+    """The ends a drill's first move can meet before it is carried out: the app refused
+    its request, or another drill took the app first. Whether the drill ended here."""
+    app = work.app
+    assert app is not None
+    if answer is not None and not answer[0]:
+        work.close_step(step, "Failed", f"refused: {answer[1]}")
+        result: DrillResult = "Aborted" if work.status.abort_reason else "Failed"
+        _finish(work, result, f"the {what} was refused: {answer[1]}")
+        return True
+    if answer is None and app.holder is not None and app.holder != work.name:
+        words = f"FailoverDrill {app.holder} took the app first; nothing moved"
+        work.close_step(step, "Failed", words)
+        _finish(work, "Failed", words, release=False)
+        return True
+    return False
+
+
 def _switching(work: _Run, current: DrillStep) -> None:
     status, app = work.status, work.app
     assert app is not None and status.target_site is not None
     answer = _answer(work)
     timeout = work.spec.step_timeout_seconds
-    if answer is not None and not answer[0]:
-        work.close_step(SWITCH, "Failed", f"refused: {answer[1]}")
-        result: DrillResult = "Aborted" if status.abort_reason else "Failed"
-        _finish(work, result, f"the switch was refused: {answer[1]}")
-        return
-    if answer is None and app.holder is not None and app.holder != work.name:
-        words = f"FailoverDrill {app.holder} took the app first; nothing moved"
-        work.close_step(SWITCH, "Failed", words)
-        _finish(work, "Failed", words, release=False)
+    if _first_move_ended(work, SWITCH, "switch", answer):
         return
     if answer is None:
         _nudge(work, SWITCH)
@@ -1007,15 +1019,7 @@ def _evacuating(work: _Run, current: DrillStep) -> None:
     site, zone = _zone(work)
     answer = _answer(work)
     timeout = work.spec.step_timeout_seconds
-    if answer is not None and not answer[0]:
-        work.close_step(EVACUATE, "Failed", f"refused: {answer[1]}")
-        result: DrillResult = "Aborted" if status.abort_reason else "Failed"
-        _finish(work, result, f"the evacuation was refused: {answer[1]}")
-        return
-    if answer is None and app.holder is not None and app.holder != work.name:
-        words = f"FailoverDrill {app.holder} took the app first; nothing moved"
-        work.close_step(EVACUATE, "Failed", words)
-        _finish(work, "Failed", words, release=False)
+    if _first_move_ended(work, EVACUATE, "evacuation", answer):
         return
     if answer is None:
         _nudge(work, EVACUATE)
