@@ -185,26 +185,11 @@ def operators(sandbox: Sandbox, workdir: Path, shards: int) -> Iterator[list[Ope
         with operator(sandbox, workdir) as one:
             yield [one]
         return
-    rbac = kubernetes.client.RbacAuthorizationV1Api(sandbox.kube.api_client())
-    role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
-    before = [rule.resource_names for rule in role.rules or []]
-    for rule in role.rules or []:
-        if rule.resource_names == ["lifeboat"]:
-            rule.resource_names = ["lifeboat"] + [
-                f"lifeboat-shard-{i}-of-{shards}" for i in range(shards)
-            ]
-    rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
-    try:
-        with ExitStack() as stack:
-            yield [
-                stack.enter_context(operator(sandbox, workdir, f"--shard={i}/{shards}"))
-                for i in range(shards)
-            ]
-    finally:
-        role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
-        for rule, names in zip(role.rules or [], before, strict=True):
-            rule.resource_names = names
-        rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
+    with sandbox.shard_leases(shards), ExitStack() as stack:
+        yield [
+            stack.enter_context(operator(sandbox, workdir, f"--shard={i}/{shards}"))
+            for i in range(shards)
+        ]
 
 
 def _custom(sandbox: Sandbox) -> kubernetes.client.CustomObjectsApi:

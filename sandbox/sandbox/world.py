@@ -22,15 +22,18 @@ import re
 import secrets
 import string
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
+import kubernetes.client
 import yaml
 
 import controller
 from controller.operator.runner import OperatorConfig
+from controller.operator.shards import Shard
 from sandbox.assets import Assets
 from sandbox.faults import FaultProxy
 from sandbox.fleets import Fleet, create_fleet
@@ -254,6 +257,28 @@ class Sandbox(Service):
         }
         settings.update(overrides)
         return OperatorConfig(**settings)
+
+    @contextmanager
+    def shard_leases(self, shards: int) -> Iterator[None]:
+        """The operator's Role granted the Leases of ``shards`` shards for the block, as
+        docs/operations.md#shards tells a kubectl user to (the Helm chart renders them
+        from its ``shards`` value); the Role as it was afterwards."""
+        rbac = kubernetes.client.RbacAuthorizationV1Api(self.kube.api_client())
+        role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
+        before = [rule.resource_names for rule in role.rules or []]
+        for rule in role.rules or []:
+            if rule.resource_names == ["lifeboat"]:
+                rule.resource_names = ["lifeboat"] + [
+                    Shard(i, shards).lease_name for i in range(shards)
+                ]
+        rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
+        try:
+            yield
+        finally:
+            role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
+            for rule, names in zip(role.rules or [], before, strict=True):
+                rule.resource_names = names
+            rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
 
     def dns_weights(self, record: str = f"web.{HOSTED_ZONE}") -> dict[str, int]:
         """The weights of ``record``'s weighted record sets in moto, by site."""

@@ -23,24 +23,8 @@ SHARDS = 2
 
 @pytest.fixture
 def shard_leases(sandbox: Sandbox) -> Iterator[None]:
-    """The operator's Role extended to the shards' Leases, as docs/operations.md#shards
-    tells a kubectl user to (the Helm chart renders them from its ``shards`` value)."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(sandbox.kube.api_client())
-    role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
-    before = [rule.resource_names for rule in role.rules or []]
-    for rule in role.rules or []:
-        if rule.resource_names == ["lifeboat"]:
-            rule.resource_names = ["lifeboat"] + [
-                Shard(i, SHARDS).lease_name for i in range(SHARDS)
-            ]
-    rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
-    try:
+    with sandbox.shard_leases(SHARDS):
         yield
-    finally:
-        role = rbac.read_namespaced_role("lifeboat", CONTROLLER_NAMESPACE)
-        for rule, names in zip(role.rules or [], before, strict=True):
-            rule.resource_names = names
-        rbac.replace_namespaced_role("lifeboat", CONTROLLER_NAMESPACE, role)
 
 
 @pytest.fixture
