@@ -781,9 +781,7 @@ def _nudge(work: _Run, step_name: str) -> None:
         work.actions.append(Move(_request(work, step_name, rid)))
 
 
-def _first_move_ended(
-    work: _Run, step: str, what: str, answer: tuple[bool, str] | None
-) -> bool:
+def _first_move_ended(work: _Run, step: str, what: str, answer: tuple[bool, str] | None) -> bool:
     """The ends a drill's first move can meet before it is carried out: the app refused
     its request, or another drill took the app first. Whether the drill ended here."""
     app = work.app
