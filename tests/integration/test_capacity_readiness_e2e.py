@@ -140,13 +140,19 @@ def test_capacity_coming_up_after_a_failover_is_reported_and_the_old_site_shrink
     sandbox.proxies[EAST].clear_records()
     stop_site(sandbox, "use1")
     wait_for(lambda: apps.status(ns, name).get("activeSite") == "usw2", 30, "the failover")
-    usw2 = wait_for(
-        lambda: (c := site(apps, ns, name, "usw2").get("capacity", {})).get("readyTime") and c,
-        30,
-        "usw2's capacity Ready",
-    )
-    assert [z["count"] for z in usw2["zones"]] == [2, 2, 2]
     record = apps.status(ns, name)["lastFailover"]
+    decided = parse_rfc3339(record["decidedTime"])
+
+    def scaled_up_and_ready() -> dict[str, Any] | None:
+        # The standby's own capacity (1 per zone, Ready long ago) stays in the status until
+        # the round after the decision sets the failover size: wait for that one.
+        c: dict[str, Any] = site(apps, ns, name, "usw2").get("capacity", {})
+        applied = c.get("appliedTime")
+        fresh = applied is not None and parse_rfc3339(applied) >= decided
+        return c if fresh and c.get("readyTime") else None
+
+    usw2 = wait_for(scaled_up_and_ready, 30, "usw2's capacity Ready")
+    assert [z["count"] for z in usw2["zones"]] == [2, 2, 2]
     took = usw2["readySeconds"]
     ready_at = parse_rfc3339(usw2["readyTime"])
     assert took == pytest.approx(ready_at - parse_rfc3339(record["decidedTime"]), abs=0.01)
