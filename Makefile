@@ -14,7 +14,7 @@ SOURCES := controller sandbox hack tests bench
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum chaos-peers assets crds manifests sandbox bench bench-probes bench-failover bench-peers bench-memory bench-cli clean help
+.PHONY: all demo demo-peers sandbox-peers test lint typecheck pytest unit fuzz chaos-quorum chaos-peers chaos-peers-sandbox assets crds manifests sandbox bench bench-probes bench-failover bench-peers bench-memory bench-cli clean help
 
 help:
 	@echo "make demo    - start the local sandbox and run the failover demo"
@@ -33,6 +33,7 @@ help:
 	@echo "make fuzz    - 10,000 mutated specs and statuses through the per-app worker (FUZZ_SEED=n)"
 	@echo "make chaos-quorum - 1,000 seeded random fault runs of the peers' leadership (CHAOS_SEED=n)"
 	@echo "make chaos-peers  - seeded random fault runs of the peers whole: DNS fencing, quorum evidence (CHAOS_RUNS=n, CHAOS_PEERS=3|5)"
+	@echo "make chaos-peers-sandbox - the same on the sandbox's real parts, ~2 min a run (SANDBOX_CHAOS_RUNS=n, CHAOS_SEED=s)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -98,6 +99,12 @@ chaos-quorum: $(VENV)/.synced
 # without a majority's evidence; prints runs, violations, moves and the seed.
 chaos-peers: $(VENV)/.synced
 	$(BIN)/python -m tests.peers_chaos --runs $(CHAOS_RUNS) --peers $(CHAOS_PEERS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
+# Three real kube-apiservers, three `lifeboat run --peer-name`, moto and the zonal endpoints:
+# a world of its own per run (about two minutes each on 2 cores).
+SANDBOX_CHAOS_RUNS ?= 5
+chaos-peers-sandbox: $(VENV)/.synced
+	$(BIN)/python -m tests.peers_sandbox_chaos --runs $(SANDBOX_CHAOS_RUNS) --steps 10 $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Object replication against rclone (100,000 objects; about an hour on 2 cores): not a test.
 bench: $(VENV)/.synced
