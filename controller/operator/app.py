@@ -395,6 +395,8 @@ class AppWorker:
             )
             if self.state is not before:  # else stale: a newer epoch was decided meanwhile
                 await self.actions.report_done(action, result, self.state.last_failover)
+            if isinstance(action, m.ShiftTraffic):
+                self.dns.soon()  # read the change back: DNSInSync says what DNS now holds
         else:
             await self.actions.report_failed(action, result)
             if result.reason in (EventReason.DNS_FENCED, EventReason.DNS_OWNERSHIP_CONFLICT):

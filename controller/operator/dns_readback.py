@@ -146,11 +146,18 @@ class DnsReadBack:
             )
         if diverged:
             return "False", "Diverged", diverged[-1].message
-        held = f"epoch {found.epoch}, site {found.active_site}" if found.epoch else "nothing"
+        recorded = f"epoch {state.epoch}, site {state.active_site}"
+        if found.ownership is m.Ownership.NONE:
+            return (
+                "False",
+                "NotPublished",
+                f"DNS {name} holds no owner record of Lifeboat's yet; recorded: {recorded}, "
+                "published by the app's next traffic change",
+            )
         return (
             "True",
             "InSync",
-            f"DNS {name} holds {held}; recorded: epoch {state.epoch}, site {state.active_site}",
+            f"DNS {name} holds epoch {found.epoch}, site {found.active_site}; recorded: {recorded}",
         )
 
     async def _tell_owner(self, owner: str | None, spec: ResilientAppSpec) -> None:

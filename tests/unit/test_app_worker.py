@@ -309,15 +309,36 @@ async def test_dns_is_read_back_periodically_and_a_change_behind_lifeboat_is_und
     await settle(worker)
     assert published(traffic) == [{"use1": 100, "usw2": 0}] and traffic.reads == 1
     await worker.round(body())
-    assert traffic.reads == 1  # not every round
+    assert traffic.reads == 2  # the change just made, read back once
+    await worker.round(body())
+    assert traffic.reads == 2  # not every round
     assert traffic.owner is not None
     traffic.owner = DnsOwner("shop/web", 1, "use1", "edited-by-hand")
     now[0] += 61
     await worker.round(body())
     await settle(worker)
-    assert traffic.reads == 2
+    assert traffic.reads == 3
     assert published(traffic)[-1] == {"use1": 100, "usw2": 0}  # set again
     assert len(traffic.plans) == 2
+
+
+async def test_dns_in_sync_is_not_claimed_before_the_first_publication() -> None:
+    """Reproduced: a new app's first read-back (before its first DNS change) set DNSInSync
+    True, "DNS web.example.com. holds nothing", and kept it for the minute until the next
+    read."""
+    worker, kube, _, _ = make()
+    await worker.round(body())
+    before = next(c for c in kube.patches[0]["conditions"] if c["type"] == "DNSInSync")
+    assert (before["status"], before["reason"]) == ("False", "NotPublished")
+    assert (
+        "holds no owner record of Lifeboat's yet; recorded: epoch 1, site use1"
+        in (before["message"])
+    )
+    await settle(worker)
+    await worker.round(body())  # the next round reads the change back
+    after = {c["type"]: c for c in kube.patches[-1]["conditions"]}["DNSInSync"]
+    assert (after["status"], after["reason"]) == ("True", "InSync")
+    assert "holds epoch 1, site use1; recorded: epoch 1, site use1" in after["message"]
 
 
 async def test_a_name_held_by_another_app_is_never_touched_and_said_on_both() -> None:
