@@ -157,6 +157,11 @@ def crd_reference(kinds: tuple[Kind, ...]) -> str:
         "`controller/api/models/`). The API server enforces the types, defaults, constraints",
         "and validation rules listed here; `kubectl explain` shows the same descriptions.",
         "",
+        "Write `integer` fields as whole numbers without a decimal point (`10`, not `10.0`):",
+        "the API server's schema check accepts `10.0` for an integer, but a validation rule",
+        "(CEL) that reads the field then fails with `expected int, got float64`, and the object",
+        "is refused with that message.",
+        "",
     ]
     for kind in kinds:
         lines.append(f"- [{kind.kind}](#{kind.kind.lower()})")
