@@ -4,7 +4,7 @@ AWS providers call.
 botocore's EC2 model describes some 830 operations; loaded, it is about 15 MiB of Python
 objects in the operator, held for as long as an EC2 client lives (the API-plane probe's
 client does, for every AWS CloudProvider). The operator calls 8 of them. The model cut to
-those and the shapes they reach is an 85 KB file in :data:`DATA_PATH`, which the
+those and the shapes they reach is a 92 KB file in :data:`DATA_PATH`, which the
 connector puts first on its botocore session's ``data_path`` (botocore's documented
 search path for models: a service found there is loaded from there); a fresh session's
 first EC2 client then costs about 8 MiB RSS instead of 24 (bench/RESULTS.md, "Operator
