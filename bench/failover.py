@@ -114,6 +114,14 @@ class Operator:
             self.process.wait(10)
 
 
+MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+}
+"""glibc malloc's settings as the operator's image sets them (Dockerfile ``ENV``), so that
+the operators measured here allocate as in production (tests/unit/test_malloc_env.py)."""
+
 LOG_LEVEL = os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "warning")
 """The operators' log level (``BENCH_OPERATOR_LOG_LEVEL=info`` to see every decision)."""
 
@@ -137,7 +145,7 @@ def operator(sandbox: Sandbox, workdir: Path, *extra: str) -> Iterator[Operator]
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": "/nonexistent"},
+            env={**os.environ, **MALLOC_ENV, "KUBECONFIG": "/nonexistent"},
         )
     running = Operator(process, log, metrics_port)
     try:

@@ -69,3 +69,21 @@ async def test_a_call_to_a_silent_api_server_ends_at_the_request_deadline(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         api.close()  # type: ignore[no-untyped-call]
+
+
+async def test_a_secret_read_from_a_silent_api_server_ends_at_the_request_deadline(
+    silent_server: str,
+) -> None:
+    """The core/v1 reads (controller/operator/core_calls.py) keep the same deadline."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = silent_server
+    configuration.retries = 0
+    api = kubernetes.client.ApiClient(configuration)
+    pool = ThreadPoolExecutor(max_workers=1)
+    client = KubeClient(api, request_seconds=0.3, executor=pool)
+    try:
+        with pytest.raises(Exception, match=r"(?i)timed? ?out"):
+            await asyncio.wait_for(client.read_secret("lifeboat-system", "creds"), 10)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        api.close()  # type: ignore[no-untyped-call]

@@ -76,6 +76,8 @@ def test_the_wheel_holds_the_controller_package_and_its_manifests_only(
     assert "controller/cli/main.py" in names
     assert "controller/operator/runner.py" in names
     assert "controller/_manifests/crds/lifeboat.dev_resilientapps.yaml" in names
+    # The trimmed EC2 model the AWS connector loads (controller/providers/aws/ec2_model.py).
+    assert [n for n in names if n.startswith("controller/providers/aws/botocore_data/ec2/")]
 
 
 def test_no_module_in_the_wheel_imports_the_sandbox_or_the_tooling(

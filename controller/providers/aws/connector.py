@@ -8,6 +8,7 @@ botocore's own retries are off so that retries are decided in one place.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -17,10 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.config
+import botocore.session
 from pydantic import SecretStr
 
 from controller import __version__
 from controller.api.models import CloudProviderSpec
+from controller.providers.aws.ec2_model import DATA_PATH
 from controller.providers.calls import (
     CloudCalls,
     OutcomeHook,
@@ -131,13 +134,20 @@ class AwsConnector:
             Path(self._verify).unlink(missing_ok=True)
 
     def _make_session(self) -> boto3.session.Session:
+        core = botocore.session.Session()
+        # EC2's model trimmed to the operations we call, 15 MiB less (ec2_model.py); any
+        # data path of the environment's (AWS_DATA_PATH) is still searched after it.
+        paths = [str(DATA_PATH), core.get_config_variable("data_path")]
+        core.set_config_variable("data_path", os.pathsep.join(p for p in paths if p))
         if self._credentials is None:
-            return boto3.session.Session()  # the standard chain: IRSA, instance role, env
+            # The standard chain: IRSA, instance role, env.
+            return boto3.session.Session(botocore_session=core)
         token = self._credentials.session_token
         return boto3.session.Session(
             aws_access_key_id=self._credentials.access_key_id,
             aws_secret_access_key=self._credentials.secret_access_key.get_secret_value(),
             aws_session_token=token.get_secret_value() if token else None,
+            botocore_session=core,
         )
 
     def _tls_verify(self) -> bool | str:
