@@ -612,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         Sandbox(assets) as sandbox,
     ):
         tmp = str(args.log_dir) if args.log_dir is not None else scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         sandbox.apply_examples()
         sandbox.kube.kubectl("create", "namespace", NAMESPACE)
         _custom(sandbox).delete_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "web")
