@@ -684,8 +684,7 @@ def forget(**scope: str) -> None:
         if not scope or not set(scope) <= set(names):
             continue
         where = [(names.index(name), value) for name, value in scope.items()]
-        children = metric._metrics  # and its children keyed by label values
-        for labels in [tuple(k) for k in children if all(k[i] == v for i, v in where)]:
+        for labels in [k for k in _children(metric) if all(k[i] == v for i, v in where)]:
             metric.remove(*labels)
 
 
@@ -742,8 +741,18 @@ def forget_app(namespace: str, app: str) -> None:
 def _series_of(
     metric: Gauge | Counter | Histogram, namespace: str, app: str
 ) -> list[tuple[str, ...]]:
-    children = metric._metrics  # prometheus-client keeps children keyed by label values
-    return [tuple(labels) for labels in children if tuple(labels[:2]) == (namespace, app)]
+    return [labels for labels in _children(metric) if labels[:2] == (namespace, app)]
+
+
+def _children(metric: Gauge | Counter | Histogram) -> list[tuple[str, ...]]:
+    """The label values of every series of ``metric``, read under the metric's lock.
+    prometheus-client keeps them as a dict's keys and changes that dict under the same lock
+    (``labels``, ``remove``, a scrape's copy); the forgetting runs in kopf's handler
+    threads while the workers add series on the event loop, and iterating the dict
+    unlocked fails with "dictionary changed size during iteration" (seen with 1,000
+    apps)."""
+    with metric._lock:
+        return [tuple(labels) for labels in metric._metrics]
 
 
 # Every labelled metric of this module, found by type rather than listed by hand: a new

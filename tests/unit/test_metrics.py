@@ -303,6 +303,30 @@ def test_forgetting_an_app_drops_every_series_labelled_with_it_and_nothing_else(
     metrics.forget_app("keep-me", "x")
 
 
+def test_forgetting_reads_the_series_under_the_metrics_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf runs the delete handler (``forget_app``) in a thread while the workers add
+    series on the event loop: reading the children unlocked failed with "dictionary changed
+    size during iteration" with 1,000 apps. prometheus-client changes them under
+    ``_lock``, so that is where they must be read."""
+    metric = metrics.ZONE_STATE
+    namespace, app = labels()
+    unlocked: list[str] = []
+
+    class Watched(dict[Any, Any]):
+        def __iter__(self) -> Any:
+            if not metric._lock.locked():
+                unlocked.append("read without the lock")
+            return super().__iter__()
+
+    monkeypatch.setattr(metric, "_metrics", Watched(metric._metrics))
+    metric.labels(**(dict.fromkeys(metric._labelnames, "x") | {"namespace": namespace, "app": app}))
+    metrics.forget_app(namespace, app)
+    assert unlocked == []
+    assert not [k for k in metric._metrics if k[:2] == (namespace, app)]
+
+
 # --------------------------------------------------------------------------- where and valid
 
 
