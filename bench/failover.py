@@ -352,10 +352,17 @@ def diagnosed(sandbox: Sandbox, name: str, running: Operator) -> Iterator[None]:
 
 
 def detection_runs(
-    sandbox: Sandbox, workdir: Path, reps: int, log: Callable[[str], None]
+    sandbox: Sandbox,
+    workdir: Path,
+    reps: int,
+    log: Callable[[str], None],
+    suspect_interval: float | None = None,
 ) -> list[Outage]:
     name = "rto"
-    create_apps(sandbox, [app_body(sandbox, name)])
+    body = app_body(sandbox, name)
+    if suspect_interval is not None:
+        body["spec"]["health"]["suspectIntervalSeconds"] = suspect_interval
+    create_apps(sandbox, [body])
     outages: list[Outage] = []
     sites = [layout.site for layout in sandbox.layout]
     with operator(sandbox, workdir) as running, diagnosed(sandbox, name, running):
@@ -531,7 +538,12 @@ def fleet_run(
 # --------------------------------------------------------------------------- report
 
 
-def report(outages: list[Outage], fleets: list[FleetFigures], command: str) -> str:
+def report(
+    outages: list[Outage],
+    fleets: list[FleetFigures],
+    command: str,
+    suspect_interval: float | None = None,
+) -> str:
     lines = [
         f"Machine: {machine()}. Commit {commit()}. Command: `{command}`.",
         "",
@@ -540,8 +552,13 @@ def report(outages: list[Outage], fleets: list[FleetFigures], command: str) -> s
         lines += [
             "### Detection and RTO (seconds: min / p50 / p99 / max)",
             "",
-            "One app, `intervalSeconds` 1, `timeoutSeconds` 0.5, `failureThreshold` 3; every "
-            "zone of the active site fails at t=0 (bench clock).",
+            "One app, `intervalSeconds` 1, `timeoutSeconds` 0.5, `failureThreshold` 3"
+            + (
+                f", `suspectIntervalSeconds` {suspect_interval:g}"
+                if suspect_interval is not None
+                else ""
+            )
+            + "; every zone of the active site fails at t=0 (bench clock).",
             "",
             "| outage | runs | first zone Down in status | DNS moved (RTO) | operator: detection "
             "| operator: RTO | Route 53 health checks (fast / standard) "
@@ -603,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="the fleet's probe interval (seconds; the failing app always probes every 1 s)",
     )
+    parser.add_argument(
+        "--suspect-interval",
+        type=float,
+        default=None,
+        help="the outage app's health.suspectIntervalSeconds (faster rounds while a zone is "
+        "Suspect or Recovering; default: not set)",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write a section here")
     args = parser.parse_args(argv)
     command = "python -m bench.failover " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -616,7 +640,11 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.apply_examples()
         sandbox.kube.kubectl("create", "namespace", NAMESPACE)
         _custom(sandbox).delete_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "web")
-        outages = detection_runs(sandbox, Path(tmp), args.reps, print) if args.reps else []
+        outages = (
+            detection_runs(sandbox, Path(tmp), args.reps, print, args.suspect_interval)
+            if args.reps
+            else []
+        )
         fleets: list[FleetFigures] = []
         failed: list[str] = []
         for n in args.fleet:
@@ -628,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(error)
                 failed.append(f"fleet of {n} apps: {str(error).splitlines()[0]}")
                 delete_apps_quietly(sandbox)
-    text = report(outages, fleets, command)
+    text = report(outages, fleets, command, args.suspect_interval)
     if failed:
         text += "\nNot measured: " + "; ".join(failed) + "\n"
     print(text)

@@ -20,7 +20,7 @@ not come back until it has answered ``S`` rounds in a row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple
@@ -99,6 +99,28 @@ class ZoneHealth:
     @property
     def healthy(self) -> bool:
         return self.state is ZoneState.HEALTHY
+
+
+TRANSITIONAL = frozenset({ZoneState.SUSPECT, ZoneState.RECOVERING})
+"""States that the next rounds confirm or clear."""
+
+
+def round_interval(states: Iterable[ZoneState], policy: HealthPolicy) -> float:
+    """Seconds until an app's next probe round: ``suspectIntervalSeconds`` while any of its
+    zones is Suspect or Recovering (set), otherwise ``intervalSeconds``. Faster rounds
+    only then: a steady fleet costs what its interval says, and a failing zone reaches
+    Down (or Healthy again) ``failureThreshold - 1`` (``successThreshold - 1``) fast
+    rounds after its first changed answer."""
+    interval = float(policy.interval_seconds)
+    fast = policy.suspect_interval_seconds
+    if fast is None or fast >= interval:
+        return interval
+    return fast if any(state in TRANSITIONAL for state in states) else interval
+
+
+def zone_states(zones: Mapping[ZoneKey, ZoneHealth]) -> Iterable[ZoneState]:
+    """The states of ``zones`` (for :func:`round_interval`)."""
+    return (health.state for health in zones.values())
 
 
 def aggregate_round(key: ZoneKey, results: Iterable[ProbeResult]) -> ProbeResult | None:

@@ -1,7 +1,8 @@
 """The simulation engine: the pure decision core driven on a scripted fault timeline.
 
 Pure: no I/O and no clock: time is the timeline's. The engine plays the operator's part,
-probing every zone each ``health.intervalSeconds`` with the outcome the timeline prescribes,
+probing every zone each ``health.intervalSeconds`` (``suspectIntervalSeconds`` while a zone is
+Suspect or Recovering, as the operator does) with the outcome the timeline prescribes,
 judging each region's API plane from the call outcomes it prescribes (with the
 CloudProviders' thresholds, default ones for a provider not given), passing requests and
 approvals on, and carrying out every action at once. ``lifeboat simulate`` (the timeline
@@ -33,7 +34,7 @@ from controller.core.apiplane import (
     assess,
 )
 from controller.core.capacity import CapacityReading, ZoneReading
-from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey
+from controller.core.health import ProbeOutcome, ProbeResult, ZoneKey, round_interval, zone_states
 
 MAX_SECONDS = 86400.0
 """The longest timeline (and the latest entry): a day of rounds."""
@@ -234,7 +235,6 @@ def simulate(
     a note, or the phase, rule, reason (its figures aside), active site, epoch, held
     actions or any region's API-plane verdict."""
     providers = providers or {}
-    interval = float(spec.health.interval_seconds)
     entries = sorted(timeline.timeline, key=lambda e: e.at)
     end = timeline.duration or ((entries[-1].at if entries else 0.0) + 60.0)
     world = _World()
@@ -290,7 +290,7 @@ def simulate(
         if decision.actions or decision.notes or key != last_key:
             decisions.append(row)
         last_key = key
-        t += interval
+        t += round_interval(zone_states(state.zones), spec.health)
         round_no += 1
     return decisions
 

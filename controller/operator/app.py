@@ -53,7 +53,7 @@ from controller.api.names import DRILL_ANNOTATION
 from controller.core import decide as core
 from controller.core import inputs
 from controller.core import model as m
-from controller.core.health import ProbeResult, ZoneKey, ZoneState
+from controller.core.health import ProbeResult, ZoneKey, ZoneState, round_interval, zone_states
 from controller.core.status import state_from_status
 from controller.operator.actions import ActionRunner, traffic_plan
 from controller.operator.app_replication import AppReplication
@@ -276,7 +276,7 @@ class AppWorker:
         if not leading:
             self._held = None  # only the leader holds actions
             self.metrics.no_majority(False)
-            return float(spec.health.interval_seconds)
+            return self._interval(spec)
         self.metrics.decided(decision)
         await self.replication.sync(spec, self.state)  # a failover reverses replication at once
         for note in decision.notes:
@@ -306,12 +306,17 @@ class AppWorker:
             elif self.status.no_majority is not None:
                 await self._hold_no_majority(decision.actions[0], self.status.no_majority)
             self.metrics.no_majority(self._held is not None)
-            return float(spec.health.interval_seconds)
+            return self._interval(spec)
         if not decision.actions:
             self._held = None
             self.metrics.no_majority(False)
         await self._write()
-        return float(spec.health.interval_seconds)
+        return self._interval(spec)
+
+    def _interval(self, spec: ResilientAppSpec) -> float:
+        """Seconds to the next round: faster while a zone is Suspect or Recovering."""
+        zones = self.state.zones if self.state is not None else {}
+        return round_interval(zone_states(zones), spec.health)
 
     def _parsed_spec(self, body: Mapping[str, Any]) -> ResilientAppSpec:
         """The app's spec, validated once per generation (the API server bumps it on every

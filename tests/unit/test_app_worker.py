@@ -688,3 +688,30 @@ async def test_first_rounds_pass_the_start_gate_a_few_at_a_time() -> None:
     assert len(started) == 12  # every app started
     assert most == 3  # never more than the gate's width in a first round at once
     assert rounds > 24  # later rounds came on their own, not through the gate
+
+
+async def test_rounds_come_faster_while_a_zone_is_suspect_and_only_then() -> None:
+    """``health.suspectIntervalSeconds``: the round after a failed probe comes sooner, so
+    a failing zone is confirmed Down sooner; steady rounds keep ``intervalSeconds``."""
+    spec = app_spec(
+        health={
+            "intervalSeconds": 2,
+            "timeoutSeconds": 0.5,
+            "failureThreshold": 3,
+            "suspectIntervalSeconds": 0.5,
+        }
+    )
+    worker, _, _, prober = make()
+    assert await worker.round(body(spec)) == 2.0
+    prober.down.add("use1/us-east-1a")
+    assert await worker.round(body(spec)) == 0.5  # Suspect
+    assert await worker.round(body(spec)) == 0.5  # still Suspect (2 of 3)
+    assert await worker.round(body(spec)) == 2.0  # Down: confirmed, back to the interval
+    prober.down.clear()
+    assert await worker.round(body(spec)) == 0.5  # Recovering
+    assert await worker.round(body(spec)) == 2.0  # Healthy again
+    without = app_spec(health={"intervalSeconds": 2, "timeoutSeconds": 0.5})
+    worker, _, _, prober = make()
+    await worker.round(body(without))
+    prober.down.add("use1/us-east-1a")
+    assert await worker.round(body(without)) == 2.0  # not set: no faster rounds

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.api.models import HealthPolicy
 from controller.core.health import (
     ProbeOutcome,
     ProbeResult,
@@ -15,6 +16,7 @@ from controller.core.health import (
     ZoneThresholds,
     aggregate_round,
     observe,
+    round_interval,
 )
 
 KEY = ZoneKey("use1", "us-east-1a")
@@ -116,3 +118,39 @@ def test_counters_match_the_tail_of_the_sequence(
     assert health.consecutive_failures == 0 or health.consecutive_successes == 0
     tail_fail = len(seq) - len("".join("x" if o is OK else "f" for o in seq).rstrip("f"))
     assert health.consecutive_failures == tail_fail
+
+
+# --------------------------------------------------------------------------- round interval
+
+
+@given(
+    states=st.lists(st.sampled_from(list(ZoneState)), max_size=8),
+    interval=st.integers(1, 3600),
+    fast=st.one_of(st.none(), st.floats(0.1, 3600)),
+)
+def test_rounds_are_faster_only_while_a_zone_is_suspect_or_recovering(
+    states: list[ZoneState], interval: int, fast: float | None
+) -> None:
+    fast = None if fast is None else min(fast, float(interval))
+    policy = HealthPolicy(
+        interval_seconds=interval, timeout_seconds=0.1, suspect_interval_seconds=fast
+    )
+    got = round_interval(states, policy)
+    transitional = {ZoneState.SUSPECT, ZoneState.RECOVERING} & set(states)
+    assert got == (fast if fast is not None and transitional else float(interval))
+    assert got <= interval
+
+
+def test_a_failing_zone_is_down_two_fast_rounds_after_its_first_failure() -> None:
+    """At 1 s rounds, 0.5 s while Suspect, failureThreshold 3: Down 1 s after the first
+    failed probe (2 s without the faster rounds)."""
+    for fast, down_at in ((0.5, 1.0), (None, 2.0)):
+        policy = HealthPolicy(
+            interval_seconds=1, timeout_seconds=0.5, suspect_interval_seconds=fast
+        )
+        health, t = observe(ZoneHealth(), ProbeResult(KEY, OK, 0.0, 0.01), DEFAULT), 1.0
+        first = t
+        while health.state is not ZoneState.DOWN:
+            health = observe(health, ProbeResult(KEY, FAIL, t, 0.01), DEFAULT)
+            t += round_interval([health.state], policy)
+        assert health.since is not None and health.since - first == down_at

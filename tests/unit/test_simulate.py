@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from controller.api.models import ResilientAppSpec
 from controller.cli.main import main
 from controller.cli.simulate import TimelineError, run
+from controller.core.simulate import Timeline, simulate
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "simulate"
 
@@ -365,3 +368,21 @@ def test_a_stuck_scale_up_holds_the_old_sites_shrink_for_the_bounded_wait() -> N
     assert "CapacityNotReady: capacity not Ready: usw2" in summary
     standby = [r["standby"] for r in rows if r["time"] < failover["time"]]
     assert standby and all(s == {"usw2": {"ready": True, "reasons": []}} for s in standby)
+
+
+def test_simulated_rounds_come_faster_while_a_zone_is_suspect() -> None:
+    """The simulation steps as the operator does: ``suspectIntervalSeconds`` while a zone is
+    Suspect or Recovering, so the lone zone's failure is decided sooner."""
+    document = yaml.safe_load((DOCS / "app.yaml").read_text())
+    timeline = Timeline.model_validate(
+        {"duration": 120, "timeline": [{"at": 15, "zones": {"use1/us-east-1a": "fail"}}]}
+    )
+
+    def decided_at(health: dict[str, Any]) -> float:
+        spec = ResilientAppSpec.model_validate(document["spec"] | {"health": health})
+        rows = simulate(spec, timeline)
+        return float(next(r["time"] for r in rows if r["rule"] == "lone-zone-failure"))
+
+    base = {"intervalSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+    assert decided_at(base) == 40.0  # failures seen at 20, 30, 40
+    assert decided_at(base | {"suspectIntervalSeconds": 2}) == 24.0  # at 20, 22, 24

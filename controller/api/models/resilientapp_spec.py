@@ -457,6 +457,15 @@ class HealthPolicy(Model):
         le=100,
         description="Consecutive good rounds before a Down zone is Healthy again.",
     )
+    suspect_interval_seconds: float | None = Field(
+        default=None,
+        ge=0.1,
+        le=3600,
+        description="Time between probe rounds while a zone is Suspect or Recovering (the "
+        "next rounds confirm or clear it sooner, like HAProxy's fastinter); a zone then goes "
+        "Down about (failureThreshold - 1) x this after its first failed probe. Default: "
+        "intervalSeconds (no faster rounds).",
+    )
 
     latency_threshold_seconds: float | None = Field(
         default=None,
@@ -480,6 +489,15 @@ class HealthPolicy(Model):
             cel="self.timeoutSeconds <= double(self.intervalSeconds)",
             message="health.timeoutSeconds must not exceed health.intervalSeconds",
             check=lambda h: h.timeout_seconds <= h.interval_seconds,
+        ),
+        Rule(
+            cel="!has(self.suspectIntervalSeconds) || "
+            "self.suspectIntervalSeconds <= double(self.intervalSeconds)",
+            message="health.suspectIntervalSeconds must not exceed health.intervalSeconds",
+            check=lambda h: (
+                h.suspect_interval_seconds is None
+                or h.suspect_interval_seconds <= h.interval_seconds
+            ),
         ),
         Rule(
             cel="!has(self.latencyThresholdSeconds) || "
