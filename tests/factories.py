@@ -140,6 +140,11 @@ INVALID_APPS: tuple[Invalid, ...] = (
         "health.timeoutSeconds must not exceed health.intervalSeconds",
     ),
     Invalid(
+        "suspect interval longer than interval",
+        _set("health", {"intervalSeconds": 2, "timeoutSeconds": 1, "suspectIntervalSeconds": 3}),
+        "health.suspectIntervalSeconds must not exceed health.intervalSeconds",
+    ),
+    Invalid(
         "no hosted zone",
         _delete("traffic.hostedZoneName"),
         "traffic needs hostedZoneId or hostedZoneName",
