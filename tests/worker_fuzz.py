@@ -326,6 +326,7 @@ SPEC_HOT: tuple[tuple[str | int, ...], ...] = (
     ("health", "timeoutSeconds"),
     ("health", "failureThreshold"),
     ("health", "latencyThresholdSeconds"),
+    ("health", "suspectIntervalSeconds"),
     ("failover", "minDwellSeconds"),
     ("failover", "maxFailoversPerHour"),
     ("failover", "mode"),
