@@ -1,10 +1,11 @@
 """``lifeboat simulate APP.yaml TIMELINE.yaml``: the pure decision core on a scripted timeline.
 
 Nothing is contacted: the simulator plays the operator's part, probing every zone each
-``health.intervalSeconds`` with the outcome the timeline prescribes, judging each region's
-API plane from the call outcomes the timeline prescribes (with the CloudProvider's
-thresholds, default ones unless ``--provider`` files are given), passing requests and
-approvals on, and carrying out every action at once. It prints the decisions as JSON and
+``health.intervalSeconds`` (``suspectIntervalSeconds`` while a zone is in doubt) with the
+outcome the timeline prescribes, judging each region's API plane from the call outcomes
+the timeline prescribes (with the CloudProvider's thresholds, default ones unless
+``--provider`` files are given), passing requests and approvals on, and carrying out every
+action at once. It prints the decisions as JSON and
 a short human summary — the way to tune a policy offline and to test it in CI.
 
 Timeline format (YAML)::

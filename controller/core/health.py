@@ -110,11 +110,14 @@ def round_interval(states: Iterable[ZoneState], policy: HealthPolicy) -> float:
     zones is Suspect or Recovering (set), otherwise ``intervalSeconds``. Faster rounds
     only then: a steady fleet costs what its interval says, and a failing zone reaches
     Down (or Healthy again) ``failureThreshold - 1`` (``successThreshold - 1``) fast
-    rounds after its first changed answer."""
+    rounds after its first changed answer. Never below ``timeoutSeconds``: a round that
+    waits out a hanging endpoint's timeout cannot come sooner, and a shorter slot would
+    only show as round lag."""
     interval = float(policy.interval_seconds)
     fast = policy.suspect_interval_seconds
     if fast is None or fast >= interval:
         return interval
+    fast = min(interval, max(fast, policy.timeout_seconds))
     return fast if any(state in TRANSITIONAL for state in states) else interval
 
 

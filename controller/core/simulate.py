@@ -256,9 +256,12 @@ def simulate(
                 requests += 1
                 request = _request(entry.request, requests)
             approve = approve or entry.approve
+        on_grid = _on_grid(t, float(spec.health.interval_seconds))
         for key in regions:
             outcomes = world.api.get(f"{key[0]}/{key[1]}", [CallOutcome.OK])
-            for i, outcome in enumerate(outcomes):
+            for i, outcome in enumerate(outcomes if on_grid else ()):
+                # API-plane calls at the app's interval only: the operator's API-plane
+                # checks do not come faster when a zone is in doubt.
                 calls[key].append(CallRecord(t + i * 0.01, outcome, 0.05, probe=True))
             provider = providers.get(key[0])
             limits = ApiPlaneThresholds.of(provider.api_plane if provider else None)
@@ -290,9 +293,23 @@ def simulate(
         if decision.actions or decision.notes or key != last_key:
             decisions.append(row)
         last_key = key
-        t += round_interval(zone_states(state.zones), spec.health)
+        t = _next_slot(t, round_interval(zone_states(state.zones), spec.health))
         round_no += 1
     return decisions
+
+
+def _next_slot(t: float, step: float) -> float:
+    """The first multiple of ``step`` after ``t``, as the operator's round grid has it
+    (:class:`~controller.operator.probes.RoundSchedule`): after a run of fast rounds the
+    app is back on its ``intervalSeconds`` grid. Rounded to the microsecond, so that
+    times stay those of the timeline (60.3, not 60.300000000000004)."""
+    return round((math.floor(t / step + 1e-9) + 1) * step, 6)
+
+
+def _on_grid(t: float, interval: float) -> bool:
+    """Whether ``t`` is a slot of the app's ``intervalSeconds`` grid."""
+    slots = t / interval
+    return abs(slots - round(slots)) < 1e-9
 
 
 def _capacity(

@@ -105,6 +105,13 @@ class Consensus:
         return self.single or len(self.heard) >= majority(self.total)
 
     @property
+    def in_doubt(self) -> tuple[ZoneKey, ...]:
+        """Zones whose state the next rounds may settle: seen Down or Healthy here, not yet
+        confirmed by the heard peers (a majority heard). Without a majority heard nothing
+        is in doubt this way: the next rounds would not settle it."""
+        return self.unconfirmed if self.decides else ()
+
+    @property
     def decides(self) -> bool:
         """Zone evidence may move the app: a majority is heard, or ``allowSolo``."""
         return self.quorate or self.allow_solo

@@ -314,9 +314,13 @@ class AppWorker:
         return self._interval(spec)
 
     def _interval(self, spec: ResilientAppSpec) -> float:
-        """Seconds to the next round: faster while a zone is Suspect or Recovering."""
+        """Seconds to the next round: faster while a zone is Suspect or Recovering here, or
+        (with peers) seen Down or Healthy here and not yet confirmed by the others, so that
+        their confirmation is read as soon as it is published."""
         zones = self.state.zones if self.state is not None else {}
-        return round_interval(zone_states(zones), spec.health)
+        vantage = self._decision.vantage if self._decision is not None else None
+        doubt = [ZoneState.SUSPECT] * len(vantage.in_doubt) if vantage is not None else []
+        return round_interval([*zone_states(zones), *doubt], spec.health)
 
     def _parsed_spec(self, body: Mapping[str, Any]) -> ResilientAppSpec:
         """The app's spec, validated once per generation (the API server bumps it on every

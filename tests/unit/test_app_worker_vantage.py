@@ -243,3 +243,36 @@ async def test_a_stopping_worker_stops_publishing_the_app() -> None:
     worker, _, _, _, peers, ref = make()
     await worker.run(body(), lambda: bool(peers.published))  # stops after its first round
     assert peers.forgotten == [f"peered/{ref.name}"]
+
+
+async def test_rounds_stay_fast_while_the_other_peers_have_not_confirmed_a_down_zone() -> None:
+    """``suspectIntervalSeconds`` with peers: a zone Down here but not yet Down for the
+    others counts as Suspect for decisions, and the rounds stay fast until their
+    confirmation is read (it would otherwise wait a whole ``intervalSeconds``)."""
+    fast = app_spec(
+        health={
+            "intervalSeconds": 2,
+            "timeoutSeconds": 0.5,
+            "failureThreshold": 3,
+            "suspectIntervalSeconds": 0.5,
+        }
+    )
+    worker, _, _, prober, peers, _ = make()
+
+    def round_body() -> dict[str, Any]:
+        return {"metadata": {"generation": 1}, "spec": fast, "status": {}}
+
+    assert await worker.round(round_body()) == 2.0
+    prober.down.add("use1/us-east-1a")
+    peers.see(ZoneState.SUSPECT, A)  # the others' probes fail too, a little behind
+    for _ in range(3):  # Suspect, Suspect, Down here
+        interval = await worker.round(round_body())
+    assert worker.state is not None and worker.state.zones[A].state is DOWN
+    assert interval == 0.5  # the others have not confirmed it yet: still in doubt
+    peers.see(DOWN, A)
+    assert await worker.round(round_body()) == 2.0  # confirmed: back to the interval
+    peers.see(OK, A)
+    assert await worker.round(round_body()) == 2.0  # a minority's view: no faster rounds
+    peers.see(ZoneState.SUSPECT, A)
+    peers.heard = {"usw2": False, "euc1": False}
+    assert await worker.round(round_body()) == 2.0  # no majority heard: nothing to settle

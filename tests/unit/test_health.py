@@ -154,3 +154,9 @@ def test_a_failing_zone_is_down_two_fast_rounds_after_its_first_failure() -> Non
             health = observe(health, ProbeResult(KEY, FAIL, t, 0.01), DEFAULT)
             t += round_interval([health.state], policy)
         assert health.since is not None and health.since - first == down_at
+
+
+def test_fast_rounds_never_come_sooner_than_the_probe_timeout() -> None:
+    policy = HealthPolicy(interval_seconds=5, timeout_seconds=2, suspect_interval_seconds=0.5)
+    assert round_interval([ZoneState.SUSPECT], policy) == 2.0
+    assert round_interval([ZoneState.HEALTHY], policy) == 5.0

@@ -383,6 +383,14 @@ def test_simulated_rounds_come_faster_while_a_zone_is_suspect() -> None:
         rows = simulate(spec, timeline)
         return float(next(r["time"] for r in rows if r["rule"] == "lone-zone-failure"))
 
-    base = {"intervalSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+    base = {"intervalSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3}
     assert decided_at(base) == 40.0  # failures seen at 20, 30, 40
     assert decided_at(base | {"suspectIntervalSeconds": 2}) == 24.0  # at 20, 22, 24
+    # never sooner than the probe timeout: at 20, 22.5, 25 (the 2.5 s grid)
+    assert decided_at(base | {"timeoutSeconds": 2.5, "suspectIntervalSeconds": 2}) == 25.0
+    spec = ResilientAppSpec.model_validate(
+        document["spec"] | {"health": base | {"timeoutSeconds": 0.1, "suspectIntervalSeconds": 0.1}}
+    )
+    times = [float(r["time"]) for r in simulate(spec, timeline)]
+    assert all(round(t, 1) == t for t in times)  # on the 0.1 s grid, no float drift
+    assert times[-1] % 10 == 0  # and back on the 10 s grid once the zone is settled

@@ -463,8 +463,8 @@ class HealthPolicy(Model):
         le=3600,
         description="Time between probe rounds while a zone is Suspect or Recovering (the "
         "next rounds confirm or clear it sooner, like HAProxy's fastinter); a zone then goes "
-        "Down about (failureThreshold - 1) x this after its first failed probe. Default: "
-        "intervalSeconds (no faster rounds).",
+        "Down about (failureThreshold - 1) x this after its first failed probe. Rounds never "
+        "come sooner than timeoutSeconds. Default: intervalSeconds (no faster rounds).",
     )
 
     latency_threshold_seconds: float | None = Field(
