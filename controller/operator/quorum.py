@@ -20,10 +20,10 @@ renews is stuck.
 **Split votes.** Candidates that each take some Leases could all stay short of a majority.
 Two rules keep that rare and short: a candidate of rank *r* (its position among the peer
 names, sorted) waits ``r * retry_seconds`` longer than the Lease's duration before taking
-an expired Lease, and as long before taking a free one, so the lowest-ranked live peer
-usually takes them all; and a peer that holds some Leases but no majority while another
-peer holds one gives its own up after ``2 * retry_seconds`` and stays away for a random
-``retry_seconds`` to ``lease_seconds / 2``.
+an expired Lease, and as long before taking a free one (the leader takes a free one at
+once), so the lowest-ranked live peer usually takes them all; and a peer that holds some
+Leases but no majority while another peer holds one gives its own up after ``2 *
+retry_seconds`` and stays away for a random ``retry_seconds`` to ``lease_seconds / 2``.
 
 **How fast leadership moves.** When the leader's region is lost (the leader and its
 cluster with it), the surviving clusters still hold its Leases as last renewed, at the
@@ -173,6 +173,8 @@ class QuorumElector:
     _term: int = field(default=0, init=False)
     _was_leading: bool = field(default=False, init=False)
     _stopped: bool = field(default=False, init=False)
+    _defer: float = field(default=0.0, init=False)
+    """How long a non-leader leaves a free Lease, or waits past an expired one (its rank)."""
     _contested_since: float | None = field(default=None, init=False)
     _away_until: float = field(default=0.0, init=False)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -185,6 +187,7 @@ class QuorumElector:
             tuple(names), self.own, self.identity, self.timings, allow_solo=self.allow_solo
         )
         rank = sorted(names).index(self.own)
+        self._defer = rank * self.timings.retry_seconds
         # Threads of its own per cluster (an attempt and a release may overlap): renewals
         # never wait behind the process's other blocking calls, nor one cluster's behind
         # another's that hang until their deadline.
@@ -200,7 +203,7 @@ class QuorumElector:
                 identity=self.identity,
                 timings=self.timings,
                 clock=self.clock,
-                defer_seconds=rank * self.timings.retry_seconds,
+                defer_seconds=self._defer,
                 executor=self._pools[name],
             )
             for name, api in self.clusters
@@ -230,6 +233,11 @@ class QuorumElector:
         if leading != self._was_leading:
             self._was_leading = leading
             self._term += 1
+            # The leader takes a free Lease at once: the rank's wait is there to stagger
+            # candidates, and kept by a leader it let a lower-ranked peer that had given up
+            # its contested Lease take it back each time, for ever (never all the Leases).
+            for elector in self._electors.values():
+                elector.defer_seconds = 0.0 if leading else self._defer
             self.changed.set()
             metrics.LEADER.set(1 if leading else 0)
             if leading:

@@ -249,6 +249,36 @@ async def test_peers_that_split_the_leases_settle_on_one_leader() -> None:
     await running(peers, body)
 
 
+class Soonest(random.Random):
+    """A peer that always comes back at the first moment its rule allows."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def test_the_leader_takes_a_lease_a_lower_ranked_peer_gives_up() -> None:
+    """Regression (seen in CI): c led on the Leases of b and c while a, ranked first, held
+    its own. a gave it up as contested, came back after ``retry_seconds`` and took the free
+    Lease again before c, which waited its rank's ``2 * retry_seconds`` before taking a
+    free one: for ever, so c never held all three and lost leadership with any one
+    cluster. The leader now takes a free Lease at once."""
+    stores = {name: Leases() for name in NAMES}
+    now = datetime.now(tz=UTC)
+    stores["a"].hold("peer-a", renewed=now, duration=1)
+    stores["b"].hold("peer-c", renewed=now, duration=1)
+    stores["c"].hold("peer-c", renewed=now, duration=1)
+    a, _ = peer("a", stores)
+    a.rng = Soonest()
+    c, _ = peer("c", stores)
+
+    async def body() -> None:
+        await until(lambda: c.leading, 3)
+        await until(lambda: set(c.held()) == set(NAMES), 5)
+        assert not a.leading
+
+    await running([a, c], body)
+
+
 async def test_leadership_holds_while_the_default_thread_pool_is_held_by_other_calls() -> None:
     """Calls to a lost cluster (status writes, reads) that each wait out their deadline can
     fill the event loop's default thread pool; the Leases are renewed on threads of their
