@@ -9,6 +9,7 @@ the zone and that peer, Event ``VantageDisagreement``) and never evacuated.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,12 +86,11 @@ def test_a_zone_one_peer_cannot_reach_is_reported_by_every_peer_and_never_evacua
     # conditions were read (its own view rebuilt and confirming the zone Down again; a
     # Suspect view counts for nothing either way). A view that never comes fails here with
     # every operator's log.
+    def publishes(peer: str, seen: str) -> Callable[[], bool]:
+        return lambda: _published_state(world, peer, *ZONE) == seen
+
     for peer, seen in (("euc1", "Down"), ("use1", "Healthy"), ("usw2", "Healthy")):
-        world.wait_for(
-            lambda peer=peer, seen=seen: _published_state(world, peer, *ZONE) == seen,
-            60,
-            f"{peer} publishing {'/'.join(ZONE)} {seen}",
-        )
+        world.wait_for(publishes(peer, seen), 60, f"{peer} publishing {'/'.join(ZONE)} {seen}")
     statuses = app.statuses()
     reasons: list[str | None] = []
     for peer, status in statuses.items():
